@@ -1,0 +1,479 @@
+// Package bench is chatr's load generator: it drives nodes through the
+// public WebSocket protocol only, like real clients, measures send-to-
+// delivery latency and checks that every receiver gets every message of its
+// room exactly once.
+//
+// CPU matters: the generator shares the machine with the nodes it measures.
+// Each connection has one reading goroutine (and one more if it sends);
+// frames are recognized by scanning for the few fields needed rather than
+// decoded; counters live in each connection's own struct and are summed only
+// by the progress line and the end of the run.
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"chatr/internal/client"
+)
+
+// maxDialing bounds the handshakes in progress, so that a run without ramp
+// does not overflow the node's accept queue.
+const maxDialing = 256
+
+// latencyBatch is how many latencies a receiver collects before it takes a
+// histogram's lock.
+const latencyBatch = 64
+
+// Run runs one bench and returns its report. It stops by itself at
+// cfg.Duration, plus at most the drain time for deliveries in flight; a
+// cancelled ctx ends it sooner. The error is for a bad configuration only:
+// failures during the run are counted in the report.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	urls, err := cfg.Validate()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Drain == 0 {
+		cfg.Drain = DefaultDrain
+	}
+	r := newRun(cfg, urls)
+	return r.run(ctx), nil
+}
+
+// run is the state of one Run.
+type run struct {
+	cfg     Config
+	urls    []string
+	rooms   []string
+	clients []*http.Client // by source address group; nil for the default
+	group   int            // connections per source address group
+
+	ledger  *Ledger
+	lat     *recorder
+	ackLat  *recorder
+	failed  atomic.Int64
+	dropped atomic.Int64
+
+	mu      sync.Mutex
+	conns   []*conn
+	closing bool
+	errors  map[string]int64
+}
+
+// conn is one bench connection. Its counters are written by its own
+// goroutines and read by anyone.
+type conn struct {
+	i, room int
+	c       *client.Conn
+	recv    *ReceiverLog
+	send    *SenderLog // nil unless it sends
+
+	sent, acked, answered atomic.Int64 // answered: sends that got an error
+	delivered, fresh      atomic.Int64 // fresh: first deliveries
+	dropped               atomic.Bool
+
+	// owned by the reading goroutine
+	last        int64 // unix nanos of the last delivery
+	lat, ackLat []int64
+}
+
+func newRun(cfg Config, urls []string) *run {
+	id := make([]byte, 3)
+	rand.Read(id)
+	r := &run{
+		cfg:    cfg,
+		urls:   urls,
+		lat:    newRecorder(),
+		ackLat: newRecorder(),
+		errors: map[string]int64{},
+	}
+	// Rooms of their own keep one run's messages out of another's.
+	for k := range cfg.Rooms {
+		r.rooms = append(r.rooms, fmt.Sprintf("bench-%s-%d", hex.EncodeToString(id), k))
+	}
+	senderRooms := make([]int, cfg.Senders)
+	for i := range senderRooms {
+		senderRooms[i] = i % cfg.Rooms
+	}
+	r.ledger = NewLedger(senderRooms)
+	r.clients, r.group = sourceClients(urls, cfg.Conns)
+	return r
+}
+
+func (r *run) run(ctx context.Context) *Report {
+	start := time.Now()
+	runCtx, cancel := context.WithDeadline(ctx, start.Add(r.cfg.Duration))
+	defer cancel()
+	progressDone := make(chan struct{})
+	go func() {
+		defer close(progressDone)
+		r.progress(runCtx, start)
+	}()
+
+	// Open the connections, evenly over the ramp.
+	var setup, readers, senders sync.WaitGroup
+	sem := make(chan struct{}, maxDialing)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for i := 0; i < r.cfg.Conns; i++ {
+		ok := sleepUntil(runCtx, timer, start.Add(r.cfg.Ramp*time.Duration(i)/time.Duration(r.cfg.Conns)))
+		if ok {
+			select {
+			case sem <- struct{}{}:
+			case <-runCtx.Done():
+				ok = false
+			}
+		}
+		if !ok {
+			r.fail("not started", int64(r.cfg.Conns-i))
+			break
+		}
+		setup.Add(1)
+		go func() {
+			defer setup.Done()
+			c := r.connect(runCtx, i)
+			<-sem
+			if c != nil {
+				readers.Add(1)
+				go func() {
+					defer readers.Done()
+					r.read(c)
+				}()
+			}
+		}()
+	}
+	setup.Wait()
+
+	// Send until the end of the run.
+	sendStart := time.Now()
+	r.mu.Lock()
+	conns := r.conns
+	r.mu.Unlock()
+	var senderConns []*conn
+	for _, c := range conns {
+		if c.send != nil {
+			senderConns = append(senderConns, c)
+		}
+	}
+	if runCtx.Err() == nil && r.cfg.Rate > 0 && len(senderConns) > 0 {
+		each := r.cfg.Rate / float64(len(senderConns))
+		for k, c := range senderConns {
+			// Stagger the senders so that they do not send in step.
+			offset := time.Duration(float64(time.Second) / each * float64(k) / float64(len(senderConns)))
+			senders.Add(1)
+			go func() {
+				defer senders.Done()
+				r.sendLoop(runCtx, c, each, sendStart.Add(offset))
+			}()
+		}
+	}
+	<-runCtx.Done()
+	sendEnd := time.Now()
+
+	// Wait a little for deliveries in flight, then close everything.
+	if ctx.Err() == nil {
+		r.drain(conns, sendEnd.Add(r.cfg.Drain))
+	}
+	r.closeAll()
+	senders.Wait()
+	readers.Wait()
+	<-progressDone
+	return r.report(conns, sendStart, sendEnd)
+}
+
+// sleepUntil waits for t and reports false if ctx ends first.
+func sleepUntil(ctx context.Context, timer *time.Timer, t time.Time) bool {
+	d := time.Until(t)
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	timer.Reset(d)
+	select {
+	case <-timer.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// connect opens connection i, joins its room and waits for synced. It
+// returns nil if that fails.
+func (r *run) connect(ctx context.Context, i int) *conn {
+	c := &conn{i: i, room: i % r.cfg.Rooms}
+	opts := &client.Options{}
+	if r.clients != nil {
+		opts.HTTPClient = r.clients[min(i/r.group, len(r.clients)-1)]
+	}
+	url := r.urls[(i/r.cfg.Rooms)%len(r.urls)]
+	cc, err := client.Dial(ctx, url, "bench-"+strconv.Itoa(i), opts)
+	if err != nil {
+		r.fail("dial", 1)
+		return nil
+	}
+	room := r.rooms[c.room]
+	if err := cc.JoinHistory(ctx, room, 0); err != nil {
+		cc.CloseNow()
+		r.fail("join", 1)
+		return nil
+	}
+	for {
+		data, err := cc.ReadRaw(ctx)
+		if err != nil {
+			cc.CloseNow()
+			r.fail("join", 1)
+			return nil
+		}
+		f := scan(data)
+		if f.typ == client.TypeError {
+			cc.CloseNow()
+			r.fail("join: "+f.code, 1)
+			return nil
+		}
+		if f.typ == client.TypeSynced {
+			break
+		}
+	}
+	c.c = cc
+	c.recv = r.ledger.AddReceiver(c.room)
+	if i < r.cfg.Senders {
+		c.send = r.ledger.Sender(i)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closing {
+		cc.CloseNow()
+		return nil
+	}
+	r.conns = append(r.conns, c)
+	return c
+}
+
+// read handles the frames of c until its connection closes.
+func (r *run) read(c *conn) {
+	defer r.flush(c)
+	for {
+		data, err := c.c.ReadRaw(context.Background())
+		if err != nil {
+			r.mu.Lock()
+			closing := r.closing
+			r.mu.Unlock()
+			if !closing {
+				c.recv.Stop(time.Now().UnixNano())
+				c.dropped.Store(true)
+				r.dropped.Add(1)
+				if code := client.CloseStatus(err); code >= 0 {
+					r.count("closed " + strconv.Itoa(code))
+				} else {
+					r.count("disconnected")
+				}
+			}
+			return
+		}
+		f := scan(data)
+		switch f.typ {
+		case client.TypeMessage:
+			now := time.Now().UnixNano()
+			c.delivered.Add(1)
+			sender, seq, nanos, ok := parseText(f.text)
+			if !ok {
+				c.recv.Deliver(-1, 0)
+				continue
+			}
+			if c.recv.Deliver(sender, seq) {
+				c.fresh.Add(1)
+			}
+			c.last = now
+			c.lat = append(c.lat, (now-nanos)/1000)
+			if len(c.lat) == latencyBatch {
+				r.lat.record(c.i, c.lat...)
+				c.lat = c.lat[:0]
+			}
+		case client.TypeAck:
+			seq, err := strconv.ParseUint(string(f.ref), 10, 64)
+			if err != nil || c.send == nil {
+				r.count("unknown ack")
+				continue
+			}
+			if at, ok := c.send.Ack(seq); ok {
+				c.acked.Add(1)
+				c.ackLat = append(c.ackLat, (time.Now().UnixNano()-at)/1000)
+				if len(c.ackLat) == latencyBatch {
+					r.ackLat.record(c.i, c.ackLat...)
+					c.ackLat = c.ackLat[:0]
+				}
+			}
+		case client.TypeError:
+			if len(f.ref) > 0 {
+				c.answered.Add(1)
+			}
+			r.count(f.code)
+		}
+	}
+}
+
+// flush records the latencies c still holds.
+func (r *run) flush(c *conn) {
+	r.lat.record(c.i, c.lat...)
+	r.ackLat.record(c.i, c.ackLat...)
+	c.lat, c.ackLat = nil, nil
+}
+
+// sendLoop sends perSec messages a second on c from start until ctx ends.
+// When it falls behind (the node or the socket is slow) it sends back to
+// back until it has caught up.
+func (r *run) sendLoop(ctx context.Context, c *conn, perSec float64, start time.Time) {
+	interval := float64(time.Second) / perSec
+	room := r.rooms[c.room]
+	buf := make([]byte, 0, r.cfg.Size+64)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	n := 0
+	for sleepUntil(ctx, timer, start.Add(time.Duration(float64(n)*interval))) {
+		due := int(float64(time.Since(start))/interval) + 1
+		for ; n < due && ctx.Err() == nil; n++ {
+			now := time.Now().UnixNano()
+			seq := c.send.Next(now)
+			buf = appendText(buf[:0], c.i, seq, now, r.cfg.Size)
+			// The connection's own goroutine reads; Background keeps the
+			// write free of timers, and closeAll ends a blocked write.
+			if err := c.c.Send(context.Background(), room, string(buf), strconv.FormatUint(seq, 10)); err != nil {
+				if ctx.Err() == nil && !c.dropped.Load() {
+					r.count("send")
+				}
+				return
+			}
+			c.sent.Add(1)
+		}
+	}
+}
+
+// totals sums the counters of conns.
+type totals struct {
+	live, sent, acked, answered, delivered, fresh, expected int64
+}
+
+func sum(conns []*conn, rooms int) totals {
+	var t totals
+	ackedIn := make([]int64, rooms)
+	liveIn := make([]int64, rooms)
+	for _, c := range conns {
+		t.sent += c.sent.Load()
+		a := c.acked.Load()
+		t.acked += a
+		ackedIn[c.room] += a
+		t.answered += c.answered.Load()
+		t.delivered += c.delivered.Load()
+		t.fresh += c.fresh.Load()
+		if !c.dropped.Load() {
+			t.live++
+			liveIn[c.room]++
+		}
+	}
+	for k := range rooms {
+		t.expected += ackedIn[k] * liveIn[k]
+	}
+	return t
+}
+
+// drain waits until every send is answered and every acked message has
+// reached every live member of its room, or until deadline.
+func (r *run) drain(conns []*conn, deadline time.Time) {
+	for time.Now().Before(deadline) {
+		t := sum(conns, r.cfg.Rooms)
+		if t.acked+t.answered >= t.sent && t.fresh >= t.expected {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// closeAll closes every connection at once, which ends their goroutines.
+func (r *run) closeAll() {
+	r.mu.Lock()
+	r.closing = true
+	conns := r.conns
+	r.mu.Unlock()
+	for _, c := range conns {
+		c.c.CloseNow()
+	}
+}
+
+// progress prints a line each second until ctx ends.
+func (r *run) progress(ctx context.Context, start time.Time) {
+	if r.cfg.Progress == nil {
+		return
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			r.mu.Lock()
+			conns := r.conns
+			errs := int64(0)
+			for _, n := range r.errors {
+				errs += n
+			}
+			r.mu.Unlock()
+			t := sum(conns, r.cfg.Rooms)
+			fmt.Fprintf(r.cfg.Progress, "%4.0fs  conns %d (failed %d, dropped %d)  sent %d  acked %d  delivered %d  errors %d\n",
+				now.Sub(start).Seconds(), t.live, r.failed.Load(), r.dropped.Load(), t.sent, t.acked, t.delivered, errs)
+		}
+	}
+}
+
+// fail counts n connections that did not open, for reason.
+func (r *run) fail(reason string, n int64) {
+	r.failed.Add(n)
+	r.mu.Lock()
+	r.errors[reason] += n
+	r.mu.Unlock()
+}
+
+// count counts one error of kind code.
+func (r *run) count(code string) {
+	r.mu.Lock()
+	r.errors[code]++
+	r.mu.Unlock()
+}
+
+// report builds the report once every goroutine has stopped.
+func (r *run) report(conns []*conn, sendStart, sendEnd time.Time) *Report {
+	c := r.cfg
+	rep := &Report{
+		Config: ReportConfig{
+			URLs: r.urls, Conns: c.Conns, Rooms: c.Rooms, Senders: c.Senders, Rate: c.Rate,
+			Size: c.Size, Duration: c.Duration.String(), Ramp: c.Ramp.String(),
+		},
+		ConnsEstablished: int64(len(conns)),
+		ConnsFailed:      r.failed.Load(),
+		ConnsDropped:     r.dropped.Load(),
+		Errors:           r.errors,
+		Latency:          summarize(r.lat.merged()),
+		AckLatency:       summarize(r.ackLat.merged()),
+		Check:            r.ledger.Check(),
+	}
+	t := sum(conns, c.Rooms)
+	rep.Sent, rep.Acked, rep.Deliveries = t.sent, t.acked, t.delivered
+	rep.Unanswered = max(t.sent-t.acked-t.answered, 0)
+	if t.sent > 0 {
+		last := sendEnd.UnixNano()
+		for _, c := range conns {
+			last = max(last, c.last)
+		}
+		rep.SendSeconds = sendEnd.Sub(sendStart).Seconds()
+		rep.DeliverySeconds = float64(last-sendStart.UnixNano()) / 1e9
+	}
+	rep.finish()
+	return rep
+}

@@ -1,0 +1,224 @@
+// Package config holds chatr serve's settings: one Config struct, parsed
+// from flags and CHATR_* environment variables, with documented defaults and
+// validation that says what to fix.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is everything a node needs to start. Parse fills the defaults.
+type Config struct {
+	HTTPAddr  string // --http: HTTP listen address
+	DataDir   string // --data: data directory
+	LogFormat string // --log-format: text or json
+	LogLevel  string // --log-level: debug, info, warn, error
+
+	AllowedOrigins []string // --allowed-origins: extra Origin hosts for WebSocket (same host is always allowed; "*" allows any)
+	ReadLimit      int64    // --read-limit: largest WebSocket frame accepted, bytes
+	SendRate       float64  // --send-rate: messages per second per session (and per IP over HTTP)
+	SendBurst      int      // --send-burst: messages a session may send at once before the rate applies
+	MaxConns       int      // --max-conns: WebSocket sessions in total (0: no limit)
+	MaxConnsPerIP  int      // --max-conns-per-ip: WebSocket sessions per client IP (0: no limit)
+	SendQueue      int      // --send-queue: frames queued for one session before it is closed as too slow
+	ReplayMax      int      // --replay-max: most messages replayed by a join with since
+	Shutdown       time.Duration
+
+	NodeName    string   // --node: display name
+	ClusterAddr string   // --cluster-addr: gossip listener host:port
+	Advertise   string   // --advertise: gossip address peers should use
+	Join        []string // --join: members to join (host:port or dns:NAME)
+	Discover    string   // --discover: "lan" for mDNS discovery
+	ClusterName string   // --cluster: cluster name
+	SecretFile  string   // --secret-file: file with a 16, 24 or 32 byte key
+	AckReplicas int      // --ack-replicas: peers that must store a message before its ack
+
+	Secret []byte // read from SecretFile by Parse
+}
+
+// Clustered reports whether the node runs in cluster mode.
+func (c *Config) Clustered() bool {
+	return c.ClusterAddr != "" || len(c.Join) > 0 || c.Discover != ""
+}
+
+// DefaultClusterPort is the gossip port when --cluster-addr names none.
+const DefaultClusterPort = "7946"
+
+// Parse reads flags from args, falling back to CHATR_<FLAG> variables from
+// getenv for flags not given, and validates the result. It writes --help to
+// out and returns flag.ErrHelp then.
+func Parse(args []string, getenv func(string) string, out io.Writer) (Config, error) {
+	var c Config
+	var origins, join, logLevel string
+	fs := flag.NewFlagSet("chatr serve", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&c.HTTPAddr, "http", ":5080", "HTTP listen `address` (web client, WebSocket, API, metrics)")
+	fs.StringVar(&c.DataDir, "data", "./chatr-data", "data `directory`; made when missing, refused when it holds something else")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&origins, "allowed-origins", "", "comma-separated `hosts` (host or host:port, * for any) whose pages may open WebSockets, besides this host")
+	fs.Int64Var(&c.ReadLimit, "read-limit", 32<<10, "largest WebSocket frame accepted, in `bytes`; a larger one closes the session with 1009")
+	fs.Float64Var(&c.SendRate, "send-rate", 20, "messages per second one session (or one IP over HTTP) may send")
+	fs.IntVar(&c.SendBurst, "send-burst", 40, "messages one session may send in a burst before --send-rate applies")
+	fs.IntVar(&c.MaxConns, "max-conns", 50000, "WebSocket sessions in total (0: no limit)")
+	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", 1000, "WebSocket sessions per client IP (0: no limit)")
+	fs.IntVar(&c.SendQueue, "send-queue", 1024, "`frames` queued for one session before it is closed as too slow (4000)")
+	fs.IntVar(&c.ReplayMax, "replay-max", 10000, "most messages a join with since replays; past it the client is told of a gap")
+	fs.DurationVar(&c.Shutdown, "shutdown-timeout", 10*time.Second, "how long a SIGTERM drain may take")
+	host, _ := os.Hostname()
+	fs.StringVar(&c.NodeName, "node", host, "node display `name`")
+	fs.StringVar(&c.ClusterAddr, "cluster-addr", "", "gossip listen `host:port` (port "+DefaultClusterPort+" when left out); turns on cluster mode")
+	fs.StringVar(&c.Advertise, "advertise", "", "gossip `host:port` peers should use when the listen address is not reachable as is")
+	fs.StringVar(&join, "join", "", "comma-separated members to join: `host:port` or dns:NAME; retried until one answers")
+	fs.StringVar(&c.Discover, "discover", "", "\"lan\" to find and announce nodes with mDNS (_chatr._tcp)")
+	fs.StringVar(&c.ClusterName, "cluster", "chatr", "cluster `name`; nodes of other clusters are refused")
+	fs.StringVar(&c.SecretFile, "secret-file", "", "`file` holding a 16, 24 or 32 byte key that encrypts gossip and authenticates peers")
+	fs.IntVar(&c.AckReplicas, "ack-replicas", 0, "peers that must store a message before the sender's ack")
+	fs.Usage = func() {
+		fmt.Fprintf(out, "Usage: chatr [serve] [flags]\n\nStarts a chatr node. Every flag can also be set with CHATR_<FLAG>, e.g. CHATR_HTTP=:8080.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] || envErr != nil {
+			return
+		}
+		key := "CHATR_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(key); v != "" {
+			if err := f.Value.Set(v); err != nil {
+				envErr = fmt.Errorf("%s=%q: %w", key, v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return c, envErr
+	}
+	c.AllowedOrigins = splitList(origins)
+	c.Join = splitList(join)
+	c.LogLevel = logLevel
+	if err := c.validate(); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func checkHostPort(flagName, addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--%s %q: want host:port (e.g. 127.0.0.1:7946 or :7946): %v", flagName, addr, err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("--%s %q: port must be a number from 0 to 65535", flagName, addr)
+	}
+	return nil
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	add(checkHostPort("http", c.HTTPAddr))
+	if c.DataDir == "" {
+		add(errors.New("--data: must name a directory"))
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		add(fmt.Errorf("--log-format %q: want text or json", c.LogFormat))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		add(fmt.Errorf("--log-level %q: want debug, info, warn or error", c.LogLevel))
+	}
+	if c.ReadLimit < 8<<10 {
+		add(fmt.Errorf("--read-limit %d: must be at least 8192 bytes so a 4096-byte message fits", c.ReadLimit))
+	}
+	if c.SendRate <= 0 {
+		add(fmt.Errorf("--send-rate %v: must be above 0", c.SendRate))
+	}
+	if c.SendBurst < 1 {
+		add(fmt.Errorf("--send-burst %d: must be at least 1", c.SendBurst))
+	}
+	if c.MaxConns < 0 || c.MaxConnsPerIP < 0 {
+		add(errors.New("--max-conns and --max-conns-per-ip: must be 0 (no limit) or more"))
+	}
+	if c.SendQueue < 16 {
+		add(fmt.Errorf("--send-queue %d: must be at least 16", c.SendQueue))
+	}
+	if c.ReplayMax < 1 {
+		add(fmt.Errorf("--replay-max %d: must be at least 1", c.ReplayMax))
+	}
+	if c.Shutdown <= 0 {
+		add(fmt.Errorf("--shutdown-timeout %v: must be above 0", c.Shutdown))
+	}
+	if c.ClusterAddr != "" {
+		if !strings.Contains(c.ClusterAddr, ":") {
+			c.ClusterAddr += ":" + DefaultClusterPort
+		}
+		add(checkHostPort("cluster-addr", c.ClusterAddr))
+	}
+	if c.Advertise != "" {
+		add(checkHostPort("advertise", c.Advertise))
+	}
+	for _, j := range c.Join {
+		if strings.HasPrefix(j, "dns:") {
+			if len(j) == len("dns:") {
+				add(errors.New("--join dns: needs a name, e.g. dns:chatr.local"))
+			}
+			continue
+		}
+		add(checkHostPort("join", j))
+	}
+	if c.Discover != "" && c.Discover != "lan" {
+		add(fmt.Errorf("--discover %q: the only discovery is lan", c.Discover))
+	}
+	if c.ClusterName == "" {
+		add(errors.New("--cluster: must not be empty"))
+	}
+	if c.NodeName == "" {
+		c.NodeName = "chatr"
+	}
+	if c.AckReplicas < 0 {
+		add(fmt.Errorf("--ack-replicas %d: must be 0 or more", c.AckReplicas))
+	}
+	if c.SecretFile != "" {
+		key, err := os.ReadFile(c.SecretFile)
+		switch {
+		case err != nil:
+			add(fmt.Errorf("--secret-file: %w", err))
+		case len(key) != 16 && len(key) != 24 && len(key) != 32:
+			add(fmt.Errorf("--secret-file %s: key is %d bytes; want exactly 16, 24 or 32 (e.g. head -c 32 /dev/urandom > %s)", c.SecretFile, len(key), c.SecretFile))
+		default:
+			c.Secret = key
+		}
+	}
+	return errors.Join(errs...)
+}

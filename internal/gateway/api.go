@@ -1,0 +1,279 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"chatr/internal/proto"
+	"chatr/internal/store"
+)
+
+// maxBodyBytes bounds an HTTP request body: a 4096-byte text, escaped, and
+// a name fit with room to spare.
+const maxBodyBytes = 32 << 10
+
+func (s *Server) apiRoutes() {
+	s.mux.HandleFunc("POST /chatr/api/rooms/{room}/messages", s.postMessage)
+	s.mux.HandleFunc("GET /chatr/api/rooms/{room}/messages", s.getMessages)
+	s.mux.HandleFunc("GET /chatr/api/rooms", s.getRooms)
+	s.mux.HandleFunc("GET /chatr/api/cluster", s.getCluster)
+}
+
+type errorBody struct {
+	Error *proto.Error `json:"error"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(append(proto.Encode(v), '\n'))
+}
+
+func writeError(w http.ResponseWriter, status int, e *proto.Error) {
+	writeJSON(w, status, errorBody{Error: e})
+}
+
+// statusOf maps an error code to its HTTP status.
+func statusOf(e *proto.Error) int {
+	switch e.Code {
+	case proto.CodeTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case proto.CodeRateLimited:
+		return http.StatusTooManyRequests
+	case proto.CodeUnauthorized:
+		return http.StatusUnauthorized
+	case proto.CodeUnavailable:
+		return http.StatusServiceUnavailable
+	case proto.CodeInternal:
+		return http.StatusInternalServerError
+	default:
+		return http.StatusBadRequest
+	}
+}
+
+// PostBody is the body of POST /chatr/api/rooms/{room}/messages.
+type PostBody struct {
+	Sender string `json:"sender"`
+	Text   string `json:"text"`
+}
+
+// decodePost reads and checks a POST body. It is the HTTP twin of
+// proto.DecodeInbound, and is fuzzed like it.
+func decodePost(contentType string, body io.Reader) (PostBody, int, *proto.Error) {
+	var p PostBody
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil || mt != "application/json" {
+		return p, http.StatusUnsupportedMediaType, proto.Errorf(proto.CodeBadRequest, "send the body as application/json")
+	}
+	data, err := io.ReadAll(io.LimitReader(body, maxBodyBytes+1))
+	if err != nil {
+		return p, http.StatusBadRequest, proto.Errorf(proto.CodeBadRequest, "could not read the body: %v", err)
+	}
+	if len(data) > maxBodyBytes {
+		return p, http.StatusRequestEntityTooLarge, proto.Errorf(proto.CodeTooLarge, "body is over %d bytes", maxBodyBytes)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		return p, http.StatusBadRequest, proto.Errorf(proto.CodeBadRequest, "body is not a JSON object {\"sender\", \"text\"}: %v", err)
+	}
+	if dec.More() {
+		return p, http.StatusBadRequest, proto.Errorf(proto.CodeBadRequest, "body holds more than one JSON value")
+	}
+	var perr *proto.Error
+	if p.Sender, perr = proto.CleanName(p.Sender); perr != nil {
+		perr.Message = "sender: " + perr.Message
+		return p, statusOf(perr), perr
+	}
+	if perr = proto.CheckText(p.Text); perr != nil {
+		return p, statusOf(perr), perr
+	}
+	return p, 0, nil
+}
+
+func (s *Server) postMessage(w http.ResponseWriter, r *http.Request) {
+	room := r.PathValue("room")
+	if perr := proto.CheckRoom(room); perr != nil {
+		writeError(w, http.StatusBadRequest, perr)
+		return
+	}
+	body, status, perr := decodePost(r.Header.Get("Content-Type"), r.Body)
+	if perr != nil {
+		s.metrics.errors.WithLabelValues(perr.Code).Inc()
+		writeError(w, status, perr)
+		return
+	}
+	if ok, wait := s.ipLimits.allow(clientIP(r)); !ok {
+		s.metrics.rateLimited.Inc()
+		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+		writeError(w, http.StatusTooManyRequests, proto.Errorf(proto.CodeRateLimited, "over %v messages per second from your address; slow down", s.cfg.SendRate))
+		return
+	}
+	type result struct {
+		m   proto.Message
+		err error
+	}
+	ch := make(chan result, 1)
+	err := s.post.Post(r.Context(), room, body.Sender, body.Text, func(m proto.Message, err error) {
+		ch <- result{m, err}
+	})
+	if err == nil {
+		res := <-ch
+		err = res.err
+		if err == nil {
+			writeJSON(w, http.StatusCreated, res.m.JSON("", ""))
+			return
+		}
+	}
+	perr = postError(err)
+	writeError(w, statusOf(perr), perr)
+}
+
+func (s *Server) getMessages(w http.ResponseWriter, r *http.Request) {
+	room := r.PathValue("room")
+	if perr := proto.CheckRoom(room); perr != nil {
+		writeError(w, http.StatusBadRequest, perr)
+		return
+	}
+	q := r.URL.Query()
+	limit := proto.DefaultHistory
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			writeError(w, http.StatusBadRequest, proto.Errorf(proto.CodeBadRequest, "limit must be a whole number from 1 to %d", proto.MaxHistory))
+			return
+		}
+		limit = min(n, proto.MaxHistory)
+	}
+	before, since := q.Get("before"), q.Get("since")
+	if before != "" && since != "" {
+		writeError(w, http.StatusBadRequest, proto.Errorf(proto.CodeBadRequest, "give before or since, not both"))
+		return
+	}
+	var page store.Page
+	var err error
+	switch {
+	case before != "":
+		origin, seq, perr := proto.ParseMessageID(before)
+		if perr != nil {
+			writeError(w, http.StatusBadRequest, perr)
+			return
+		}
+		page, err = s.store.Before(r.Context(), room, origin, seq, limit)
+		if errors.Is(err, store.ErrNotFound) {
+			writeError(w, http.StatusNotFound, proto.Errorf(proto.CodeBadRequest, "message %s is not in room %s", before, room))
+			return
+		}
+	case since != "":
+		cursor, perr := proto.DecodeCursor(s.hub.Scope(room), since)
+		if perr != nil {
+			writeError(w, http.StatusBadRequest, perr)
+			return
+		}
+		page, err = s.store.Since(r.Context(), room, cursor, limit, false)
+	default:
+		page, err = s.store.Latest(r.Context(), room, limit)
+	}
+	if err != nil {
+		s.log.Error("read messages failed", "room", room, "err", err)
+		writeError(w, http.StatusInternalServerError, proto.Errorf(proto.CodeInternal, "could not read the room"))
+		return
+	}
+	msgs := make([]proto.MessageJSON, len(page.Messages))
+	for i := range page.Messages {
+		msgs[i] = page.Messages[i].JSON("", "")
+	}
+	cursor := ""
+	if page.Vector != nil {
+		cursor = proto.EncodeCursor(s.hub.Scope(room), page.Vector)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"messages": msgs, "cursor": cursor})
+}
+
+func (s *Server) getRooms(w http.ResponseWriter, r *http.Request) {
+	type roomJSON struct {
+		Room     string `json:"room"`
+		Messages int64  `json:"messages"`
+		Last     string `json:"last"`
+	}
+	rooms := []roomJSON{}
+	for _, ri := range s.store.Rooms() {
+		rooms = append(rooms, roomJSON{Room: ri.Room, Messages: ri.Messages, Last: proto.FormatTime(ri.Last)})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"rooms": rooms})
+}
+
+func (s *Server) getCluster(w http.ResponseWriter, r *http.Request) {
+	if s.opts.ClusterView != nil {
+		writeJSON(w, http.StatusOK, s.opts.ClusterView())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"self": s.opts.NodeID, "cluster": s.cfg.ClusterName,
+		"members": []map[string]string{{"id": s.opts.NodeID, "name": s.cfg.NodeName, "http": s.cfg.HTTPAddr,
+			"state": "alive", "since": proto.FormatTime(startTime.UnixMicro())}}})
+}
+
+var startTime = time.Now()
+
+// ipLimiter is a token bucket per client IP for the HTTP API, forgetting
+// addresses idle for a while so it stays small.
+type ipLimiter struct {
+	mu    sync.Mutex
+	r     rate.Limit
+	burst int
+	ips   map[string]*ipEntry
+	sweep time.Time
+}
+
+type ipEntry struct {
+	lim  *rate.Limiter
+	seen time.Time
+}
+
+func newIPLimiter(r rate.Limit, burst int) *ipLimiter {
+	return &ipLimiter{r: r, burst: burst, ips: map[string]*ipEntry{}, sweep: time.Now()}
+}
+
+func (l *ipLimiter) allow(ip string) (bool, time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	if now.Sub(l.sweep) > time.Minute {
+		for k, e := range l.ips {
+			if now.Sub(e.seen) > time.Minute {
+				delete(l.ips, k)
+			}
+		}
+		l.sweep = now
+	}
+	e := l.ips[ip]
+	if e == nil {
+		e = &ipEntry{lim: rate.NewLimiter(l.r, l.burst)}
+		l.ips[ip] = e
+	}
+	e.seen = now
+	res := e.lim.ReserveN(now, 1)
+	if d := res.DelayFrom(now); d > 0 {
+		res.CancelAt(now)
+		return false, d
+	}
+	return true, 0
+}
+
+// StorePoster posts straight to the store: the single-node write path.
+type StorePoster struct{ Store *store.Store }
+
+// Post implements Poster.
+func (p StorePoster) Post(ctx context.Context, room, sender, text string, done func(proto.Message, error)) error {
+	return p.Store.AppendAsync(ctx, room, sender, text, done)
+}

@@ -1,0 +1,42 @@
+package gateway
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	framesIn, framesOut prometheus.Counter
+	errors              *prometheus.CounterVec
+	refused             *prometheus.CounterVec
+	slowClosed          prometheus.Counter
+	rateLimited         prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
+	m := &metrics{
+		framesIn:    prometheus.NewCounter(prometheus.CounterOpts{Name: "chatr_ws_frames_in_total", Help: "WebSocket frames read from clients."}),
+		framesOut:   prometheus.NewCounter(prometheus.CounterOpts{Name: "chatr_ws_frames_out_total", Help: "WebSocket frames written to clients."}),
+		errors:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chatr_client_errors_total", Help: "Errors answered to clients, by code."}, []string{"code"}),
+		refused:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chatr_ws_refused_total", Help: "WebSocket connections refused, by reason."}, []string{"reason"}),
+		slowClosed:  prometheus.NewCounter(prometheus.CounterOpts{Name: "chatr_ws_slow_closed_total", Help: "Sessions closed with 4000 because their queue was full."}),
+		rateLimited: prometheus.NewCounter(prometheus.CounterOpts{Name: "chatr_rate_limited_total", Help: "Sends refused by a rate limit."}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.framesIn, m.framesOut, m.errors, m.refused, m.slowClosed, m.rateLimited,
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "chatr_ws_sessions", Help: "Open WebSocket sessions."},
+				func() float64 { return float64(s.Sessions()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "chatr_ws_queued_frames", Help: "Frames waiting in session queues, all sessions."},
+				func() float64 { return float64(s.queued()) }))
+	}
+	return m
+}
+
+func (s *Server) queued() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for sess := range s.sessions {
+		n += len(sess.queue)
+	}
+	return n
+}

@@ -1,0 +1,256 @@
+// Package gateway is chatr's front door: the HTTP routes, the WebSocket
+// sessions (one reader and one writer goroutine each, with a bounded
+// outbound queue), the HTTP API and the embedded web client.
+package gateway
+
+import (
+	"context"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/time/rate"
+
+	"chatr/internal/config"
+	"chatr/internal/hub"
+	"chatr/internal/proto"
+	"chatr/internal/store"
+)
+
+// Poster stores a new message of this node: done is called once it is
+// durable (and, in a cluster with --ack-replicas, replicated). Calls from one
+// goroutine are stored in order. done must not block.
+type Poster interface {
+	Post(ctx context.Context, room, sender, text string, done func(proto.Message, error)) error
+}
+
+// Options wires a Server to the rest of the node.
+type Options struct {
+	Config  config.Config
+	NodeID  string
+	Store   *store.Store
+	Hub     *hub.Hub
+	Poster  Poster
+	Web     fs.FS // the web client's files, served under /chatr/
+	Log     *slog.Logger
+	Metrics *prometheus.Registry
+	// Members lists the alive nodes for welcome.nodes; nil means this node alone.
+	Members func() []proto.Member
+	// ClusterView answers GET /chatr/api/cluster; nil means a single node.
+	ClusterView func() any
+	// Ready reports whether the node has joined its cluster; nil means yes.
+	Ready func() bool
+}
+
+// Server serves one node's HTTP listener.
+type Server struct {
+	opts  Options
+	cfg   config.Config
+	hub   *hub.Hub
+	store *store.Store
+	post  Poster
+	log   *slog.Logger
+	mux   *http.ServeMux
+
+	mu       sync.Mutex
+	sessions map[*session]struct{}
+	perIP    map[string]int
+	draining bool
+	wg       sync.WaitGroup
+
+	ipLimits *ipLimiter
+	metrics  *metrics
+}
+
+// New makes a Server; nothing listens until Serve.
+func New(opts Options) *Server {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{opts: opts, cfg: opts.Config, hub: opts.Hub, store: opts.Store, post: opts.Poster,
+		log: opts.Log, mux: http.NewServeMux(), sessions: map[*session]struct{}{}, perIP: map[string]int{},
+		ipLimits: newIPLimiter(rate.Limit(opts.Config.SendRate), opts.Config.SendBurst)}
+	s.metrics = newMetrics(opts.Metrics, s)
+	s.routes()
+	return s
+}
+
+// Handler is the HTTP handler of every route.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+func (s *Server) routes() {
+	s.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/chatr/chatr.html", http.StatusFound)
+	})
+	if s.opts.Web != nil {
+		s.mux.Handle("GET /chatr/", http.StripPrefix("/chatr/", http.FileServerFS(s.opts.Web)))
+	}
+	s.mux.HandleFunc("GET /chatr/ws", s.serveWS)
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	s.mux.HandleFunc("GET /readyz", s.serveReady)
+	if s.opts.Metrics != nil {
+		s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.opts.Metrics, promhttp.HandlerOpts{}))
+	}
+	s.apiRoutes()
+}
+
+func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	draining := s.draining
+	s.mu.Unlock()
+	switch {
+	case draining:
+		http.Error(w, "draining\n", http.StatusServiceUnavailable)
+	case s.opts.Ready != nil && !s.opts.Ready():
+		http.Error(w, "not joined to the cluster yet\n", http.StatusServiceUnavailable)
+	default:
+		w.Write([]byte("ready\n"))
+	}
+}
+
+func (s *Server) members() []proto.Member {
+	if s.opts.Members != nil {
+		return s.opts.Members()
+	}
+	return []proto.Member{{ID: s.opts.NodeID, Name: s.cfg.NodeName, HTTP: s.cfg.HTTPAddr}}
+}
+
+// clientIP is the remote address without its port.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// originAllowed checks the Origin header: none (a program), the same host,
+// or one of --allowed-origins.
+func (s *Server) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	host := origin
+	if i := strings.Index(host, "://"); i >= 0 {
+		host = host[i+3:]
+	}
+	if strings.EqualFold(host, r.Host) {
+		return true
+	}
+	for _, a := range s.cfg.AllowedOrigins {
+		if a == "*" || strings.EqualFold(a, host) || !strings.Contains(a, ":") && strings.EqualFold(a, hostOnly(host)) {
+			return true
+		}
+	}
+	return false
+}
+
+func hostOnly(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		return h
+	}
+	return hostport
+}
+
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	ip := clientIP(r)
+	s.mu.Lock()
+	switch {
+	case s.draining:
+		s.mu.Unlock()
+		writeError(w, http.StatusServiceUnavailable, proto.Errorf(proto.CodeUnavailable, "the node is shutting down; connect to another node"))
+		return
+	case s.cfg.MaxConns > 0 && len(s.sessions) >= s.cfg.MaxConns:
+		s.mu.Unlock()
+		s.metrics.refused.WithLabelValues("max_conns").Inc()
+		writeError(w, http.StatusServiceUnavailable, proto.Errorf(proto.CodeUnavailable, "the node is full; try another node"))
+		return
+	case s.cfg.MaxConnsPerIP > 0 && s.perIP[ip] >= s.cfg.MaxConnsPerIP:
+		s.mu.Unlock()
+		s.metrics.refused.WithLabelValues("max_conns_per_ip").Inc()
+		w.Header().Set("Retry-After", "10")
+		writeError(w, http.StatusTooManyRequests, proto.Errorf(proto.CodeRateLimited, "too many connections from your address"))
+		return
+	}
+	s.perIP[ip]++
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
+	defer func() {
+		s.mu.Lock()
+		if s.perIP[ip]--; s.perIP[ip] <= 0 {
+			delete(s.perIP, ip)
+		}
+		s.mu.Unlock()
+	}()
+
+	originOK := s.originAllowed(r)
+	// A bad origin is accepted only to be closed at once with 1008, as the
+	// protocol says; no frame of it is read.
+	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	if err != nil {
+		s.log.Debug("websocket accept failed", "ip", ip, "err", err)
+		return
+	}
+	if !originOK {
+		s.metrics.refused.WithLabelValues("origin").Inc()
+		conn.Close(proto.ClosePolicy, "origin not allowed")
+		return
+	}
+	conn.SetReadLimit(s.cfg.ReadLimit)
+	ctx, cancel := context.WithCancel(context.Background())
+	sess := &session{srv: s, conn: conn, id: newSessionID(), ctx: ctx, cancel: cancel,
+		queue: make(chan outItem, s.cfg.SendQueue), closing: make(chan struct{}),
+		joined:  map[string]bool{},
+		limiter: rate.NewLimiter(rate.Limit(s.cfg.SendRate), s.cfg.SendBurst)}
+	sess.log = s.log.With("session", sess.id, "ip", ip)
+	s.mu.Lock()
+	if s.draining {
+		s.mu.Unlock()
+		conn.Close(proto.CloseGoingAway, "the node is shutting down")
+		cancel()
+		return
+	}
+	s.sessions[sess] = struct{}{}
+	s.mu.Unlock()
+	sess.run()
+	s.mu.Lock()
+	delete(s.sessions, sess)
+	s.mu.Unlock()
+}
+
+// Drain stops taking sessions and closes every session with 1001, so clients
+// reconnect to another node. It waits for the sessions to end or ctx.
+func (s *Server) Drain(ctx context.Context) {
+	s.mu.Lock()
+	s.draining = true
+	for sess := range s.sessions {
+		sess.close(proto.CloseGoingAway, "the node is shutting down")
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+// Sessions is the number of open WebSocket sessions.
+func (s *Server) Sessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}

@@ -1,0 +1,275 @@
+// Package hub keeps the rooms of one node: which local sessions joined each
+// room, who is present (here and on peer nodes), and the fan-out of each new
+// message to the room's sessions, encoded once for all of them.
+package hub
+
+import (
+	"sort"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"chatr/internal/proto"
+	"chatr/internal/store"
+)
+
+// Subscriber receives a room's events. Deliver must not block: a subscriber
+// that cannot keep up drops itself (the gateway closes it with 4000).
+type Subscriber interface {
+	Deliver(ev *Event)
+}
+
+// Event is one thing that happened in a room, encoded once for every
+// subscriber.
+type Event struct {
+	Room string
+	// Msg is set for a message, nil for a presence change.
+	Msg *proto.Message
+	// Vector is the room's version vector just after Msg.
+	Vector proto.Vector
+	// Frame is the encoded frame: a message frame whose cursor is Vector, or
+	// a presence frame.
+	Frame []byte
+}
+
+// Options configures a Hub.
+type Options struct {
+	NodeID  string // this node's id, for presence entries of local sessions
+	Cluster string // the cluster name, which scopes cursors
+	Metrics prometheus.Registerer
+}
+
+// Hub is the set of rooms of one node. Its methods are safe for concurrent use.
+type Hub struct {
+	opts Options
+
+	mu    sync.RWMutex
+	rooms map[string]*room
+
+	deliveries prometheus.Counter
+}
+
+type room struct {
+	subs map[Subscriber]string // subscriber -> its person's name
+	// people is name -> node -> sessions there. A name is present while any
+	// node has a session of it, and is listed once.
+	people map[string]map[string]int
+}
+
+// New makes an empty hub.
+func New(opts Options) *Hub {
+	h := &Hub{opts: opts, rooms: map[string]*room{}}
+	h.deliveries = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "chatr_hub_deliveries_total", Help: "Frames handed to local sessions by room fan-out."})
+	if opts.Metrics != nil {
+		opts.Metrics.MustRegister(h.deliveries, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "chatr_hub_rooms", Help: "Rooms with at least one local session or present person."},
+			func() float64 { h.mu.RLock(); defer h.mu.RUnlock(); return float64(len(h.rooms)) }))
+	}
+	return h
+}
+
+// Scope is the cursor scope of a room in this cluster.
+func (h *Hub) Scope(room string) proto.CursorScope {
+	return proto.CursorScope{Cluster: h.opts.Cluster, Room: room}
+}
+
+func (h *Hub) room(name string) *room {
+	r := h.rooms[name]
+	if r == nil {
+		r = &room{subs: map[Subscriber]string{}, people: map[string]map[string]int{}}
+		h.rooms[name] = r
+	}
+	return r
+}
+
+// Join adds a local session of person name to room and returns who is
+// present, the session's own person included. Others in the room learn of a
+// newly present person with a presence frame.
+func (h *Hub) Join(roomName string, sub Subscriber, name string) []proto.Person {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r := h.room(roomName)
+	if _, ok := r.subs[sub]; ok {
+		return r.list()
+	}
+	r.subs[sub] = name
+	if came := r.add(name, h.opts.NodeID, 1); came {
+		h.broadcast(roomName, r, []proto.Person{{Name: name, Node: h.opts.NodeID}}, nil, sub)
+	}
+	return r.list()
+}
+
+// Leave removes a local session from room. It reports whether the session
+// had joined.
+func (h *Hub) Leave(roomName string, sub Subscriber) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r := h.rooms[roomName]
+	if r == nil {
+		return false
+	}
+	name, ok := r.subs[sub]
+	if !ok {
+		return false
+	}
+	delete(r.subs, sub)
+	if went := r.add(name, h.opts.NodeID, -1); went {
+		h.broadcast(roomName, r, nil, []proto.Person{{Name: name, Node: h.opts.NodeID}}, nil)
+	}
+	h.gc(roomName, r)
+	return true
+}
+
+// add changes the session count of name on node by delta and reports
+// whether the person came (first session anywhere) or went (last one).
+func (r *room) add(name, node string, delta int) bool {
+	nodes := r.people[name]
+	before := len(nodes) > 0
+	if nodes == nil {
+		nodes = map[string]int{}
+		r.people[name] = nodes
+	}
+	nodes[node] += delta
+	if nodes[node] <= 0 {
+		delete(nodes, node)
+	}
+	after := len(nodes) > 0
+	if !after {
+		delete(r.people, name)
+	}
+	return before != after
+}
+
+func (r *room) list() []proto.Person {
+	out := make([]proto.Person, 0, len(r.people))
+	for name, nodes := range r.people {
+		out = append(out, proto.Person{Name: name, Node: firstNode(nodes)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// firstNode picks one node of a person deterministically, so every node
+// lists the same one.
+func firstNode(nodes map[string]int) string {
+	best := ""
+	for n := range nodes {
+		if best == "" || n < best {
+			best = n
+		}
+	}
+	return best
+}
+
+func (h *Hub) gc(name string, r *room) {
+	if len(r.subs) == 0 && len(r.people) == 0 {
+		delete(h.rooms, name)
+	}
+}
+
+// broadcast sends a presence frame to the room's sessions but skip. The
+// caller holds h.mu.
+func (h *Hub) broadcast(roomName string, r *room, joined, left []proto.Person, skip Subscriber) {
+	if len(r.subs) == 0 || len(joined)+len(left) == 0 {
+		return
+	}
+	if joined == nil {
+		joined = []proto.Person{}
+	}
+	if left == nil {
+		left = []proto.Person{}
+	}
+	ev := &Event{Room: roomName, Frame: proto.Encode(proto.Presence{Type: "presence", Room: roomName, Joined: joined, Left: left})}
+	for sub := range r.subs {
+		if sub != skip {
+			sub.Deliver(ev)
+			h.deliveries.Inc()
+		}
+	}
+}
+
+// Publish fans newly stored messages out to the local sessions of their
+// rooms, in commit order. It is the store's OnCommit function.
+func (h *Hub) Publish(batch []store.Committed) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for i := range batch {
+		c := &batch[i]
+		r := h.rooms[c.Msg.Room]
+		if r == nil || len(r.subs) == 0 {
+			continue
+		}
+		ev := &Event{Room: c.Msg.Room, Msg: &c.Msg, Vector: c.RoomVector,
+			Frame: proto.Encode(c.Msg.JSON("message", proto.EncodeCursor(h.Scope(c.Msg.Room), c.RoomVector)))}
+		for sub := range r.subs {
+			sub.Deliver(ev)
+		}
+		h.deliveries.Add(float64(len(r.subs)))
+	}
+}
+
+// Presence lists who is present in room.
+func (h *Hub) Presence(roomName string) []proto.Person {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if r := h.rooms[roomName]; r != nil {
+		return r.list()
+	}
+	return []proto.Person{}
+}
+
+// LocalPresence is the presence of this node's own sessions: room -> names.
+// Peers receive it to list this node's people.
+func (h *Hub) LocalPresence() map[string][]string {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	out := map[string][]string{}
+	for name, r := range h.rooms {
+		for person, nodes := range r.people {
+			if nodes[h.opts.NodeID] > 0 {
+				out[name] = append(out[name], person)
+			}
+		}
+	}
+	return out
+}
+
+// SetRemote replaces what node contributes to presence with snapshot
+// (room -> names); an empty snapshot drops the node's people, as when it
+// died or left. Local sessions hear of each change.
+func (h *Hub) SetRemote(node string, snapshot map[string][]string) {
+	if node == h.opts.NodeID {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	want := map[string]map[string]bool{}
+	for roomName, names := range snapshot {
+		set := map[string]bool{}
+		for _, n := range names {
+			set[n] = true
+		}
+		want[roomName] = set
+	}
+	for roomName := range snapshot {
+		h.room(roomName)
+	}
+	for roomName, r := range h.rooms {
+		var joined, left []proto.Person
+		for person, nodes := range r.people {
+			if nodes[node] > 0 && !want[roomName][person] {
+				if r.add(person, node, -nodes[node]) {
+					left = append(left, proto.Person{Name: person, Node: node})
+				}
+			}
+		}
+		for person := range want[roomName] {
+			if r.people[person][node] == 0 && r.add(person, node, 1) {
+				joined = append(joined, proto.Person{Name: person, Node: node})
+			}
+		}
+		h.broadcast(roomName, r, joined, left, nil)
+		h.gc(roomName, r)
+	}
+}

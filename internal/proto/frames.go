@@ -1,0 +1,204 @@
+package proto
+
+import (
+	"bytes"
+	"encoding/json"
+	"unicode/utf8"
+)
+
+// Client frame types.
+const (
+	TypeHello = "hello"
+	TypeJoin  = "join"
+	TypeLeave = "leave"
+	TypeSend  = "send"
+	TypePing  = "ping"
+)
+
+// Inbound is a decoded and validated client frame. Only the fields of its
+// Type are set; Name is already trimmed.
+type Inbound struct {
+	Type    string `json:"type"`
+	Name    string `json:"name,omitempty"`
+	Token   string `json:"token,omitempty"`
+	Room    string `json:"room,omitempty"`
+	Since   string `json:"since,omitempty"`
+	History *int   `json:"history,omitempty"`
+	Text    string `json:"text,omitempty"`
+	Ref     string `json:"ref,omitempty"`
+}
+
+// inboundWire uses raw fields so that a wrong JSON type in one field gives a
+// clear error naming that field.
+type inboundWire struct {
+	Type    *string         `json:"type"`
+	Name    json.RawMessage `json:"name"`
+	Token   json.RawMessage `json:"token"`
+	Room    json.RawMessage `json:"room"`
+	Since   json.RawMessage `json:"since"`
+	History json.RawMessage `json:"history"`
+	Text    json.RawMessage `json:"text"`
+	Ref     json.RawMessage `json:"ref"`
+}
+
+// DecodeInbound parses and validates one client frame. On error, the
+// returned Inbound still carries the Ref when one could be read, so the
+// error can answer it.
+func DecodeInbound(data []byte) (Inbound, *Error) {
+	var in Inbound
+	if !utf8.Valid(data) {
+		return in, Errorf(CodeBadRequest, "frame is not valid UTF-8")
+	}
+	data = bytes.TrimSpace(data)
+	if len(data) == 0 || data[0] != '{' {
+		return in, Errorf(CodeBadRequest, "frame is not a JSON object")
+	}
+	var w inboundWire
+	if err := json.Unmarshal(data, &w); err != nil {
+		return in, Errorf(CodeBadRequest, "frame is not valid JSON: %v", err)
+	}
+	var perr *Error
+	str := func(field string, raw json.RawMessage, dst *string) {
+		if perr != nil || raw == nil || string(raw) == "null" {
+			return
+		}
+		if err := json.Unmarshal(raw, dst); err != nil {
+			perr = Errorf(CodeBadRequest, "%s must be a string", field)
+		}
+	}
+	str("ref", w.Ref, &in.Ref)
+	if perr != nil {
+		in.Ref = ""
+		return in, perr
+	}
+	if len(in.Ref) > MaxRefLen {
+		in.Ref = ""
+		return in, Errorf(CodeBadRequest, "ref is longer than %d characters", MaxRefLen)
+	}
+	if w.Type == nil || *w.Type == "" {
+		return in, Errorf(CodeBadRequest, "frame has no type")
+	}
+	in.Type = *w.Type
+	switch in.Type {
+	case TypeHello:
+		str("name", w.Name, &in.Name)
+		str("token", w.Token, &in.Token)
+		if perr != nil {
+			return in, perr
+		}
+		in.Name, perr = CleanName(in.Name)
+	case TypeJoin:
+		str("room", w.Room, &in.Room)
+		str("since", w.Since, &in.Since)
+		if perr != nil {
+			return in, perr
+		}
+		if perr = CheckRoom(in.Room); perr != nil {
+			return in, perr
+		}
+		if w.History != nil && string(w.History) != "null" {
+			var h int
+			if err := json.Unmarshal(w.History, &h); err != nil || h < 0 {
+				return in, Errorf(CodeBadRequest, "history must be a whole number from 0 to %d", MaxHistory)
+			}
+			if h > MaxHistory {
+				h = MaxHistory
+			}
+			in.History = &h
+		}
+	case TypeLeave:
+		str("room", w.Room, &in.Room)
+		if perr == nil {
+			perr = CheckRoom(in.Room)
+		}
+	case TypeSend:
+		str("room", w.Room, &in.Room)
+		str("text", w.Text, &in.Text)
+		if perr != nil {
+			return in, perr
+		}
+		if perr = CheckRoom(in.Room); perr != nil {
+			return in, perr
+		}
+		perr = CheckText(in.Text)
+	case TypePing:
+	default:
+		return in, Errorf(CodeBadRequest, "unknown frame type %q", in.Type)
+	}
+	return in, perr
+}
+
+// Member is a node as a client sees it in welcome.nodes.
+type Member struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	HTTP string `json:"http"`
+}
+
+// Person is one entry of a presence list.
+type Person struct {
+	Name string `json:"name"`
+	Node string `json:"node"`
+}
+
+// Welcome answers hello.
+type Welcome struct {
+	Type    string   `json:"type"`
+	Node    string   `json:"node"`
+	Session string   `json:"session"`
+	Name    string   `json:"name"`
+	Nodes   []Member `json:"nodes"`
+}
+
+// Joined answers join.
+type Joined struct {
+	Type     string   `json:"type"`
+	Room     string   `json:"room"`
+	Presence []Person `json:"presence"`
+}
+
+// Synced ends the replay of a join.
+type Synced struct {
+	Type      string `json:"type"`
+	Room      string `json:"room"`
+	Cursor    string `json:"cursor"`
+	Truncated bool   `json:"truncated"`
+}
+
+// Presence tells who came into and went out of a room.
+type Presence struct {
+	Type   string   `json:"type"`
+	Room   string   `json:"room"`
+	Joined []Person `json:"joined"`
+	Left   []Person `json:"left"`
+}
+
+// Left answers leave.
+type Left struct {
+	Type string `json:"type"`
+	Room string `json:"room"`
+}
+
+// Ack answers send once the message is durable.
+type Ack struct {
+	Type    string `json:"type"`
+	Ref     string `json:"ref"`
+	ID      string `json:"id"`
+	Created string `json:"created"`
+}
+
+// ErrorFrame answers a frame that failed.
+type ErrorFrame struct {
+	Type    string `json:"type"`
+	Ref     string `json:"ref,omitempty"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Pong answers ping.
+var Pong = []byte(`{"type":"pong"}`)
+
+// EncodeError encodes an error frame answering ref.
+func EncodeError(ref string, e *Error) []byte {
+	return Encode(ErrorFrame{Type: "error", Ref: ref, Code: e.Code, Message: e.Message})
+}

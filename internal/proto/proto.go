@@ -1,0 +1,202 @@
+// Package proto holds the frames of PROTOCOL.md, their validation and error
+// codes. It is shared by the server, the terminal client and the load
+// generator, so they all speak the same contract.
+package proto
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Version is the protocol version this package implements.
+const Version = 1
+
+// Limits from PROTOCOL.md.
+const (
+	MaxNameLen     = 32   // characters of a name after trimming
+	MaxRoomLen     = 64   // characters of a room name
+	MaxTextBytes   = 4096 // bytes of a message text
+	MaxRefLen      = 64   // characters of a send ref
+	DefaultHistory = 50   // messages replayed by a join without since/history
+	MaxHistory     = 1000 // most messages a join or an HTTP page returns
+	DefaultRoom    = "lobby"
+)
+
+// Error codes of PROTOCOL.md.
+const (
+	CodeBadRequest    = "bad_request"
+	CodeHelloRequired = "hello_required"
+	CodeUnauthorized  = "unauthorized"
+	CodeNotJoined     = "not_joined"
+	CodeTooLarge      = "too_large"
+	CodeRateLimited   = "rate_limited"
+	CodeUnavailable   = "unavailable"
+	CodeInternal      = "internal"
+)
+
+// Close codes of PROTOCOL.md.
+const (
+	CloseGoingAway  = 1001 // node shutting down: reconnect elsewhere
+	ClosePolicy     = 1008 // bad origin, unauthorized, abuse
+	CloseTooLarge   = 1009 // frame over the read limit
+	CloseInternal   = 1011 // internal error
+	CloseSlowClient = 4000 // fell too far behind: reconnect and resume
+)
+
+// Error is a protocol error: a code for programs and a message for people.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// Errorf makes an Error with a formatted message.
+func Errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// TimeLayout is the RFC 3339 layout with microseconds that every time uses.
+const TimeLayout = "2006-01-02T15:04:05.000000Z"
+
+// FormatTime formats a time in microseconds since the Unix epoch.
+func FormatTime(us int64) string {
+	return time.UnixMicro(us).UTC().Format(TimeLayout)
+}
+
+// Message is one chat message, as stored and as sent to clients.
+type Message struct {
+	Origin  string // node id of the node that accepted it
+	Seq     uint64 // its number on the origin, 1, 2, 3, ...
+	Room    string
+	Sender  string
+	Text    string
+	Created int64 // microseconds since the Unix epoch, UTC
+}
+
+// ID is the message id of PROTOCOL.md: "<origin>-<seq>".
+func (m *Message) ID() string { return MessageID(m.Origin, m.Seq) }
+
+// MessageID formats a message id.
+func MessageID(origin string, seq uint64) string {
+	return origin + "-" + strconv.FormatUint(seq, 10)
+}
+
+// ParseMessageID splits a message id into origin and sequence.
+func ParseMessageID(id string) (origin string, seq uint64, err *Error) {
+	i := strings.LastIndexByte(id, '-')
+	if i <= 0 {
+		return "", 0, Errorf(CodeBadRequest, "message id %q is not <node>-<seq>", id)
+	}
+	origin = id[:i]
+	seq, perr := strconv.ParseUint(id[i+1:], 10, 64)
+	if perr != nil || seq == 0 || !ValidNodeID(origin) {
+		return "", 0, Errorf(CodeBadRequest, "message id %q is not <node>-<seq>", id)
+	}
+	return origin, seq, nil
+}
+
+// MessageJSON is the JSON shape of a message, in frames and in the HTTP API.
+type MessageJSON struct {
+	Type    string `json:"type,omitempty"`
+	Room    string `json:"room"`
+	ID      string `json:"id"`
+	Sender  string `json:"sender"`
+	Text    string `json:"text"`
+	Created string `json:"created"`
+	Node    string `json:"node"`
+	Cursor  string `json:"cursor,omitempty"`
+}
+
+// JSON returns the wire shape of m with the given frame type ("" for the
+// HTTP API) and cursor.
+func (m *Message) JSON(typ, cursor string) MessageJSON {
+	return MessageJSON{
+		Type: typ, Room: m.Room, ID: m.ID(), Sender: m.Sender, Text: m.Text,
+		Created: FormatTime(m.Created), Node: m.Origin, Cursor: cursor,
+	}
+}
+
+// NodeIDLen is the length of a node id: 12 lowercase hex digits.
+const NodeIDLen = 12
+
+// ValidNodeID reports whether s has the form of a node id.
+func ValidNodeID(s string) bool {
+	if len(s) != NodeIDLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// CleanName trims a person's name and checks it: 1-32 characters of letters,
+// digits, space, '_', '-', '.'.
+func CleanName(name string) (string, *Error) {
+	name = strings.TrimSpace(name)
+	if name == "" {
+		return "", Errorf(CodeBadRequest, "name is empty")
+	}
+	if !utf8.ValidString(name) {
+		return "", Errorf(CodeBadRequest, "name is not valid UTF-8")
+	}
+	if n := utf8.RuneCountInString(name); n > MaxNameLen {
+		return "", Errorf(CodeBadRequest, "name has %d characters, at most %d allowed", n, MaxNameLen)
+	}
+	for _, r := range name {
+		if !(unicode.IsLetter(r) || unicode.IsDigit(r) || r == ' ' || r == '_' || r == '-' || r == '.') {
+			return "", Errorf(CodeBadRequest, "name may hold letters, digits, space, _ - . only, not %q", r)
+		}
+	}
+	return name, nil
+}
+
+// CheckRoom checks a room name: 1-64 characters of a-z 0-9 _ - .
+func CheckRoom(room string) *Error {
+	if room == "" {
+		return Errorf(CodeBadRequest, "room is empty")
+	}
+	if len(room) > MaxRoomLen {
+		return Errorf(CodeBadRequest, "room name is longer than %d characters", MaxRoomLen)
+	}
+	for i := 0; i < len(room); i++ {
+		c := room[i]
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_' || c == '-' || c == '.') {
+			return Errorf(CodeBadRequest, "room name may hold a-z 0-9 _ - . only")
+		}
+	}
+	return nil
+}
+
+// CheckText checks a message text: 1 to 4096 bytes of valid UTF-8.
+func CheckText(text string) *Error {
+	if text == "" {
+		return Errorf(CodeBadRequest, "text is empty")
+	}
+	if len(text) > MaxTextBytes {
+		return Errorf(CodeTooLarge, "text is %d bytes, at most %d allowed", len(text), MaxTextBytes)
+	}
+	if !utf8.ValidString(text) {
+		return Errorf(CodeBadRequest, "text is not valid UTF-8")
+	}
+	return nil
+}
+
+// Encode marshals a frame. Frames are plain structs and maps, so an error
+// here is a programming error.
+func Encode(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("proto: encode %T: %v", v, err))
+	}
+	return b
+}

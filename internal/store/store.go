@@ -1,0 +1,558 @@
+// Package store is chatr's durable log: every message of every origin, in
+// SQLite (WAL, synchronous=FULL), appended by one writer goroutine that
+// commits in batches so one fsync pays for many messages.
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"chatr/internal/proto"
+)
+
+// FileName is the database file inside the data directory.
+const FileName = "chatr.db"
+
+// schemaVersion is kept in meta; a store with another version is refused.
+const schemaVersion = "1"
+
+// magic marks a database as a chatr store.
+const magic = "chatr-store"
+
+// Options tunes a Store. Zero values mean the documented defaults.
+type Options struct {
+	// MaxBatch is the most messages committed in one transaction. Default 512.
+	MaxBatch int
+	// QueueLen bounds the writes waiting for the writer. Default 4096.
+	QueueLen int
+	// Log receives store events. Default: discard.
+	Log *slog.Logger
+	// Metrics registers the store's metrics when non-nil.
+	Metrics prometheus.Registerer
+}
+
+// ErrClosed is returned by writes after Close.
+var ErrClosed = errors.New("store is closed")
+
+// ErrGap is returned by Insert when a message does not follow the last
+// sequence held for its origin.
+var ErrGap = errors.New("message does not follow the last sequence of its origin")
+
+// Store is the durable message log of one node.
+type Store struct {
+	dir    string
+	nodeID string
+	log    *slog.Logger
+	opts   Options
+
+	wdb *sql.DB // one connection, used only by the writer goroutine
+	rdb *sql.DB // readers
+
+	reqs chan *writeReq
+	done chan struct{}
+	once sync.Once
+
+	mu     sync.RWMutex
+	vector proto.Vector // origin -> highest seq held (contiguous by construction)
+	lastUS int64        // created of the newest local message
+
+	// gate is held for reading while a write is queued, and for writing by
+	// Close, so nothing is sent on the closed queue.
+	gate    sync.RWMutex
+	closing bool
+
+	// heads is room -> origin -> newest message of that origin in the room.
+	// Only the writer changes it; readers copy under mu.
+	heads map[string]map[string]head
+
+	// onCommit is called by the writer, in commit order, with each batch of
+	// newly stored messages.
+	onCommit func([]Committed)
+
+	batchSize  prometheus.Histogram
+	commitTime prometheus.Histogram
+	queueLen   prometheus.GaugeFunc
+	appended   *prometheus.CounterVec
+}
+
+type writeReq struct {
+	local *proto.Message  // a new local message: seq and created are set by the writer
+	peer  []proto.Message // replicated messages, in per-origin order
+	done  func(writeRes)  // called by the writer once the batch is committed or failed
+}
+
+type writeRes struct {
+	msgs []proto.Message // what was stored (for local: the message with seq and created)
+	err  error
+}
+
+// Open opens or creates the store in dir. A directory whose database is not
+// a chatr store, or is corrupt, is an error; it is never reset.
+func Open(dir string, opts Options) (*Store, error) {
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 512
+	}
+	if opts.QueueLen <= 0 {
+		opts.QueueLen = 4096
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("create data directory %s: %w", dir, err)
+	}
+	path := filepath.Join(dir, FileName)
+	_, statErr := os.Stat(path)
+	fresh := errors.Is(statErr, os.ErrNotExist)
+	if fresh {
+		if entries, _ := os.ReadDir(dir); len(entries) > 0 {
+			names := make([]string, 0, len(entries))
+			for _, e := range entries {
+				names = append(names, e.Name())
+			}
+			return nil, fmt.Errorf("data directory %s holds files (%s) but no %s: not a chatr data directory; use an empty or new directory", dir, strings.Join(names, ", "), FileName)
+		}
+	}
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_txlock=immediate"
+	wdb, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	wdb.SetMaxOpenConns(1)
+	s := &Store{dir: dir, log: opts.Log, opts: opts, wdb: wdb,
+		reqs: make(chan *writeReq, opts.QueueLen), done: make(chan struct{})}
+	if err := s.init(fresh); err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	rdb, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=query_only(1)")
+	if err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	rdb.SetMaxOpenConns(8)
+	s.rdb = rdb
+	s.metrics(opts.Metrics)
+	go s.writer()
+	return s, nil
+}
+
+func (s *Store) init(fresh bool) error {
+	ctx := context.Background()
+	if fresh {
+		id := make([]byte, proto.NodeIDLen/2)
+		if _, err := rand.Read(id); err != nil {
+			return err
+		}
+		tx, err := s.wdb.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback()
+		for _, q := range []string{
+			`CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID`,
+			`CREATE TABLE messages(
+				origin TEXT NOT NULL, seq INTEGER NOT NULL, room TEXT NOT NULL,
+				sender TEXT NOT NULL, text TEXT NOT NULL, created INTEGER NOT NULL,
+				PRIMARY KEY(origin, seq)) WITHOUT ROWID`,
+			`CREATE INDEX messages_room ON messages(room, created, origin, seq)`,
+			// room_heads keeps, per room and origin, the newest message and the
+			// count, so a room's version vector and the room list need no scan.
+			`CREATE TABLE room_heads(
+				room TEXT NOT NULL, origin TEXT NOT NULL, seq INTEGER NOT NULL,
+				created INTEGER NOT NULL, count INTEGER NOT NULL,
+				PRIMARY KEY(room, origin)) WITHOUT ROWID`,
+		} {
+			if _, err := tx.Exec(q); err != nil {
+				return err
+			}
+		}
+		for k, v := range map[string]string{"magic": magic, "schema": schemaVersion, "node_id": hex.EncodeToString(id)} {
+			if _, err := tx.Exec(`INSERT INTO meta(key, value) VALUES(?, ?)`, k, v); err != nil {
+				return err
+			}
+		}
+		if err := tx.Commit(); err != nil {
+			return err
+		}
+	}
+	var check string
+	if err := s.wdb.QueryRow(`PRAGMA quick_check`).Scan(&check); err != nil {
+		return fmt.Errorf("not a chatr store or corrupt: %w", err)
+	}
+	if check != "ok" {
+		return fmt.Errorf("store is corrupt: %s", check)
+	}
+	meta := map[string]string{}
+	rows, err := s.wdb.Query(`SELECT key, value FROM meta`)
+	if err != nil {
+		return fmt.Errorf("not a chatr store (no meta table): %w", err)
+	}
+	for rows.Next() {
+		var k, v string
+		if err := rows.Scan(&k, &v); err != nil {
+			rows.Close()
+			return fmt.Errorf("not a chatr store: %w", err)
+		}
+		meta[k] = v
+	}
+	rows.Close()
+	if meta["magic"] != magic {
+		return errors.New("not a chatr store (no chatr marker in meta)")
+	}
+	if meta["schema"] != schemaVersion {
+		return fmt.Errorf("store schema %q is not the supported %q", meta["schema"], schemaVersion)
+	}
+	if !proto.ValidNodeID(meta["node_id"]) {
+		return fmt.Errorf("store node id %q is malformed", meta["node_id"])
+	}
+	s.nodeID = meta["node_id"]
+	s.heads = map[string]map[string]head{}
+	hrows, err := s.wdb.Query(`SELECT room, origin, seq, created, count FROM room_heads`)
+	if err != nil {
+		return fmt.Errorf("read room heads: %w", err)
+	}
+	for hrows.Next() {
+		var room, origin string
+		var h head
+		if err := hrows.Scan(&room, &origin, &h.seq, &h.created, &h.count); err != nil {
+			hrows.Close()
+			return fmt.Errorf("read room heads: %w", err)
+		}
+		if s.heads[room] == nil {
+			s.heads[room] = map[string]head{}
+		}
+		s.heads[room][origin] = h
+	}
+	hrows.Close()
+	s.vector = proto.Vector{}
+	rows, err = s.wdb.Query(`SELECT origin, MAX(seq), MAX(created) FROM messages GROUP BY origin`)
+	if err != nil {
+		return fmt.Errorf("read sequences: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var origin string
+		var seq uint64
+		var created int64
+		if err := rows.Scan(&origin, &seq, &created); err != nil {
+			return fmt.Errorf("read sequences: %w", err)
+		}
+		s.vector[origin] = seq
+		if origin == s.nodeID {
+			s.lastUS = created
+		}
+	}
+	return rows.Err()
+}
+
+// NodeID is this node's id, made once and kept in the store.
+func (s *Store) NodeID() string { return s.nodeID }
+
+// Dir is the data directory.
+func (s *Store) Dir() string { return s.dir }
+
+// Vector returns the highest sequence held per origin. Sequences are stored
+// without gaps, so every lower one is held too.
+func (s *Store) Vector() proto.Vector {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.vector.Clone()
+}
+
+// Committed is a newly stored message with its room's version vector just
+// after it: the cursor of a client that has received it and all before it.
+type Committed struct {
+	Msg        proto.Message
+	RoomVector proto.Vector
+}
+
+type head struct {
+	seq     uint64
+	created int64
+	count   int64
+}
+
+// OnCommit sets the function the writer calls, in commit order, with each
+// batch of newly stored messages. Set it before the first write; it must not
+// block for long, since it holds up the next commit.
+func (s *Store) OnCommit(f func([]Committed)) { s.onCommit = f }
+
+// Append stores a new message of this node in room and returns it with its
+// sequence and creation time, once it is durable.
+func (s *Store) Append(ctx context.Context, room, sender, text string) (proto.Message, error) {
+	ch := make(chan writeRes, 1)
+	if err := s.AppendAsync(ctx, room, sender, text, func(m proto.Message, err error) {
+		ch <- writeRes{msgs: []proto.Message{m}, err: err}
+	}); err != nil {
+		return proto.Message{}, err
+	}
+	res := <-ch
+	return res.msgs[0], res.err
+}
+
+// AppendAsync queues a new message of this node and returns at once; done is
+// called by the store's writer once the message is durable (or failed), so
+// it must not block. Messages queued by one goroutine are numbered in order.
+// An error return means nothing was queued and done is not called.
+func (s *Store) AppendAsync(ctx context.Context, room, sender, text string, done func(proto.Message, error)) error {
+	m := &proto.Message{Origin: s.nodeID, Room: room, Sender: sender, Text: text}
+	return s.enqueue(ctx, &writeReq{local: m, done: func(r writeRes) {
+		if r.err != nil {
+			done(proto.Message{}, r.err)
+			return
+		}
+		done(r.msgs[0], nil)
+	}})
+}
+
+// Insert stores replicated messages of other origins, each in its origin's
+// order. Messages already held are skipped; a message that would leave a gap
+// stops the batch with ErrGap. It returns the messages newly stored.
+func (s *Store) Insert(ctx context.Context, msgs []proto.Message) ([]proto.Message, error) {
+	if len(msgs) == 0 {
+		return nil, nil
+	}
+	return s.submit(ctx, &writeReq{peer: msgs})
+}
+
+func (s *Store) submit(ctx context.Context, r *writeReq) ([]proto.Message, error) {
+	ch := make(chan writeRes, 1)
+	r.done = func(res writeRes) { ch <- res }
+	if err := s.enqueue(ctx, r); err != nil {
+		return nil, err
+	}
+	// Once queued, the write is committed or failed by the writer; wait for
+	// it even if ctx ends, so a caller never reports a loss that did not happen.
+	res := <-ch
+	return res.msgs, res.err
+}
+
+func (s *Store) enqueue(ctx context.Context, r *writeReq) error {
+	s.gate.RLock()
+	defer s.gate.RUnlock()
+	if s.closing {
+		return ErrClosed
+	}
+	select {
+	case s.reqs <- r:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// writer owns all writes: it takes every queued request (up to MaxBatch
+// messages), commits them in one transaction, then answers them.
+func (s *Store) writer() {
+	defer close(s.done)
+	for r := range s.reqs {
+		batch := []*writeReq{r}
+		n := r.size()
+	drain:
+		for n < s.opts.MaxBatch {
+			select {
+			case r2, ok := <-s.reqs:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, r2)
+				n += r2.size()
+			default:
+				break drain
+			}
+		}
+		s.commit(batch)
+	}
+}
+
+func (r *writeReq) size() int {
+	if r.local != nil {
+		return 1
+	}
+	return len(r.peer)
+}
+
+func (s *Store) commit(batch []*writeReq) {
+	start := time.Now()
+	s.mu.RLock()
+	vec := s.vector.Clone()
+	lastUS := s.lastUS
+	s.mu.RUnlock()
+
+	results := make([]writeRes, len(batch))
+	var stored []proto.Message
+	var committed []Committed
+	tx, err := s.wdb.Begin()
+	if err == nil {
+		var stmt *sql.Stmt
+		stmt, err = tx.Prepare(`INSERT INTO messages(origin, seq, room, sender, text, created) VALUES(?, ?, ?, ?, ?, ?)`)
+		for i, r := range batch {
+			if err != nil {
+				break
+			}
+			if r.local != nil {
+				m := *r.local
+				m.Seq = vec[s.nodeID] + 1
+				m.Created = time.Now().UnixMicro()
+				if m.Created <= lastUS { // created never goes backwards on one origin
+					m.Created = lastUS + 1
+				}
+				if _, err = stmt.Exec(m.Origin, m.Seq, m.Room, m.Sender, m.Text, m.Created); err != nil {
+					break
+				}
+				vec[s.nodeID], lastUS = m.Seq, m.Created
+				results[i].msgs = []proto.Message{m}
+				stored = append(stored, m)
+				continue
+			}
+			for _, m := range r.peer {
+				if m.Seq <= vec[m.Origin] {
+					continue // held already (our own messages come back too)
+				}
+				if m.Seq != vec[m.Origin]+1 {
+					results[i].err = fmt.Errorf("%w: origin %s holds %d, got %d", ErrGap, m.Origin, vec[m.Origin], m.Seq)
+					break
+				}
+				if _, err = stmt.Exec(m.Origin, m.Seq, m.Room, m.Sender, m.Text, m.Created); err != nil {
+					break
+				}
+				vec[m.Origin] = m.Seq
+				results[i].msgs = append(results[i].msgs, m)
+				stored = append(stored, m)
+			}
+		}
+		if stmt != nil {
+			stmt.Close()
+		}
+		var heads map[string]map[string]head
+		if err == nil {
+			heads, committed, err = s.writeHeads(tx, stored)
+		}
+		if err == nil {
+			err = tx.Commit()
+		} else {
+			tx.Rollback()
+		}
+		if err == nil {
+			s.mu.Lock()
+			s.vector, s.lastUS = vec, lastUS
+			for room, hs := range heads {
+				s.heads[room] = hs
+			}
+			s.mu.Unlock()
+		}
+	}
+	if err != nil {
+		s.log.Error("store commit failed", "messages", len(stored), "err", err)
+		for i := range results {
+			results[i] = writeRes{err: fmt.Errorf("store commit: %w", err)}
+		}
+		stored = nil
+	}
+	s.observe(stored, time.Since(start))
+	for i, r := range batch {
+		r.done(results[i])
+	}
+	if len(stored) > 0 && s.onCommit != nil {
+		s.onCommit(committed)
+	}
+}
+
+// writeHeads updates room_heads for the stored messages inside tx. It
+// returns the new heads of the rooms they touched, and each message with its
+// room's vector just after it.
+func (s *Store) writeHeads(tx *sql.Tx, stored []proto.Message) (map[string]map[string]head, []Committed, error) {
+	heads := map[string]map[string]head{}
+	out := make([]Committed, len(stored))
+	s.mu.RLock()
+	for i, m := range stored {
+		hs := heads[m.Room]
+		if hs == nil {
+			hs = make(map[string]head, len(s.heads[m.Room])+1)
+			for o, h := range s.heads[m.Room] {
+				hs[o] = h
+			}
+			heads[m.Room] = hs
+		}
+		h := hs[m.Origin]
+		hs[m.Origin] = head{seq: m.Seq, created: m.Created, count: h.count + 1}
+		v := make(proto.Vector, len(hs))
+		for o, h := range hs {
+			v[o] = h.seq
+		}
+		out[i] = Committed{Msg: m, RoomVector: v}
+	}
+	s.mu.RUnlock()
+	for room, hs := range heads {
+		for origin, h := range hs {
+			if _, err := tx.Exec(`INSERT INTO room_heads(room, origin, seq, created, count) VALUES(?, ?, ?, ?, ?)
+				ON CONFLICT(room, origin) DO UPDATE SET seq = excluded.seq, created = excluded.created, count = excluded.count
+				WHERE excluded.seq > room_heads.seq`, room, origin, h.seq, h.created, h.count); err != nil {
+				return nil, nil, fmt.Errorf("update room heads: %w", err)
+			}
+		}
+	}
+	return heads, out, nil
+}
+
+func (s *Store) observe(stored []proto.Message, took time.Duration) {
+	if s.batchSize == nil {
+		return
+	}
+	s.batchSize.Observe(float64(len(stored)))
+	s.commitTime.Observe(took.Seconds())
+	for _, m := range stored {
+		if m.Origin == s.nodeID {
+			s.appended.WithLabelValues("local").Inc()
+		} else {
+			s.appended.WithLabelValues("replicated").Inc()
+		}
+	}
+}
+
+func (s *Store) metrics(reg prometheus.Registerer) {
+	if reg == nil {
+		return
+	}
+	s.batchSize = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "chatr_store_commit_messages", Help: "Messages per store commit (group commit batch size).",
+		Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512}})
+	s.commitTime = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "chatr_store_commit_seconds", Help: "Time to commit one batch, fsync included.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)})
+	s.queueLen = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "chatr_store_queue_length", Help: "Writes waiting for the store writer."},
+		func() float64 { return float64(len(s.reqs)) })
+	s.appended = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "chatr_store_messages_total", Help: "Messages stored, by kind (local or replicated)."}, []string{"kind"})
+	reg.MustRegister(s.batchSize, s.commitTime, s.queueLen, s.appended)
+}
+
+// Close stops the writer after committing every queued write, and closes
+// the database.
+func (s *Store) Close() error {
+	var err error
+	s.once.Do(func() {
+		s.gate.Lock()
+		s.closing = true
+		close(s.reqs)
+		s.gate.Unlock()
+		<-s.done
+		err = errors.Join(s.rdb.Close(), s.wdb.Close())
+	})
+	return err
+}

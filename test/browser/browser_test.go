@@ -1,0 +1,550 @@
+// Package browser tests the chatr web client in headless Chromium against the
+// real chatr binary, the way a person uses it: type a name, chat, reload, and
+// live through a server restart.
+package browser
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
+)
+
+const (
+	chromiumPath = "/usr/bin/chromium"
+	testTimeout  = 30 * time.Second // bounds each test, browser included
+	waitTimeout  = 10 * time.Second // bounds each wait for the page
+)
+
+// chatrBin is the binary that TestMain built; buildErr says why there is none.
+var (
+	chatrBin string
+	buildErr error
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(runTests(m))
+}
+
+func runTests(m *testing.M) int {
+	if _, err := os.Stat(chromiumPath); err != nil {
+		// Each test skips or fails on its own; building would be wasted.
+		return m.Run()
+	}
+	// CHATR_BIN runs the tests against a binary built elsewhere, e.g. a release.
+	if chatrBin = os.Getenv("CHATR_BIN"); chatrBin != "" {
+		return m.Run()
+	}
+	dir, err := os.MkdirTemp("", "chatr-browser-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "browser tests:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	chatrBin, buildErr = buildChatr(dir)
+	return m.Run()
+}
+
+// buildChatr builds ./cmd/chatr of the module that holds this test into dir.
+func buildChatr(dir string) (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	root := filepath.Dir(strings.TrimSpace(string(out)))
+	bin := filepath.Join(dir, "chatr")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/chatr")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/chatr in %s: %w\n%s", root, err, out)
+	}
+	return bin, nil
+}
+
+// requireBrowser skips the test when there is no Chromium, except in CI,
+// where a missing browser must not pass silently.
+func requireBrowser(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat(chromiumPath); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("CI is set but %s is missing: install the chromium package", chromiumPath)
+		}
+		t.Skipf("%s is missing: install the chromium package to run the browser tests", chromiumPath)
+	}
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+}
+
+// ---- the chatr server as a subprocess ----
+
+// server is one chatr process; restart keeps its address and data directory.
+type server struct {
+	addr string
+	data string
+	cmd  *exec.Cmd
+	done chan struct{}
+	out  *lockedBuffer
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// startServer runs chatr on a free port with a fresh data directory and waits
+// until it is ready. Its output is logged if the test fails.
+func startServer(t *testing.T) *server {
+	t.Helper()
+	s := &server{addr: freeAddr(t), data: t.TempDir(), out: &lockedBuffer{}}
+	t.Cleanup(func() {
+		s.stop(t)
+		if t.Failed() {
+			t.Logf("chatr output:\n%s", s.out)
+		}
+	})
+	s.start(t)
+	return s
+}
+
+func (s *server) url(path string) string { return "http://" + s.addr + path }
+
+func (s *server) start(t *testing.T) {
+	t.Helper()
+	cmd := exec.Command(chatrBin, "serve", "--http", s.addr, "--data", s.data)
+	cmd.Stdout, cmd.Stderr = s.out, s.out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start chatr: %v", err)
+	}
+	s.cmd, s.done = cmd, make(chan struct{})
+	go func(done chan struct{}) {
+		_ = cmd.Wait()
+		close(done)
+	}(s.done)
+	eventually(t, waitTimeout, func() bool {
+		select {
+		case <-s.done:
+			t.Fatalf("chatr exited before it was ready: %v", cmd.ProcessState)
+		default:
+		}
+		resp, err := http.Get(s.url("/readyz"))
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, func() string { return fmt.Sprintf("chatr on %s answers /readyz with 200", s.addr) })
+}
+
+// stop sends SIGTERM, which lets chatr drain, and kills it if it hangs.
+func (s *server) stop(t *testing.T) {
+	t.Helper()
+	if s.cmd == nil {
+		return
+	}
+	defer func() { s.cmd = nil }()
+	select {
+	case <-s.done:
+		return
+	default:
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(10 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-s.done
+		t.Errorf("chatr did not exit within 10s of SIGTERM")
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("find a free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// ---- the browser ----
+
+// newBrowser starts one headless Chromium for the test, with its own profile.
+// The returned context ends with the test or after testTimeout.
+func newBrowser(t *testing.T, timeout time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromiumPath),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1000, 640),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
+	t.Cleanup(cancelAlloc)
+	bctx, cancelBrowser := chromedp.NewContext(actx)
+	t.Cleanup(cancelBrowser)
+	// The first Run starts the browser; pages are later tabs of it.
+	if err := chromedp.Do(bctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return bctx
+}
+
+// page is one tab in a browser context of its own, so that each page has its
+// own localStorage and so its own remembered name.
+type page struct {
+	t    *testing.T
+	ctx  context.Context
+	name string
+	url  string
+}
+
+// openPage opens the chat page and joins as name.
+func openPage(t *testing.T, browser context.Context, url, name string) *page {
+	t.Helper()
+	ctx, cancel := chromedp.NewContext(browser, chromedp.WithNewBrowserContext())
+	t.Cleanup(cancel)
+	p := &page{t: t, ctx: ctx, name: name, url: url}
+	p.do(chromedp.Navigate(url),
+		chromedp.WaitVisible(chromedp.ID("name")),
+		chromedp.SendKeys(chromedp.ID("name"), name+kb.Enter))
+	p.waitStatus("connected to ")
+	return p
+}
+
+// close closes the tab, which closes its WebSocket.
+func (p *page) close() {
+	p.t.Helper()
+	if err := chromedp.Cancel(p.ctx); err != nil {
+		p.t.Fatalf("close %s's page: %v", p.name, err)
+	}
+}
+
+func (p *page) do(actions ...chromedp.Action[chromedp.Void]) {
+	p.t.Helper()
+	if err := chromedp.Do(p.ctx, actions...); err != nil {
+		p.t.Fatalf("%s's page: %v", p.name, err)
+	}
+}
+
+// eval runs a JavaScript expression in the page and decodes its result.
+func eval[T any](p *page, expr string) (T, error) {
+	ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
+	defer cancel()
+	return chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+}
+
+// send types text and sends it with Enter, as a person does.
+func (p *page) send(text string) {
+	p.t.Helper()
+	p.do(chromedp.SendKeys(chromedp.ID("text"), text+kb.Enter))
+}
+
+// sendByButton types text and clicks the send button.
+func (p *page) sendByButton(text string) {
+	p.t.Helper()
+	p.do(chromedp.SendKeys(chromedp.ID("text"), text), chromedp.Click(chromedp.ID("send")))
+}
+
+type shown struct {
+	ID     string `json:"id"`
+	Sender string `json:"sender"`
+	Text   string `json:"text"`
+	Time   string `json:"time"`
+}
+
+// messages returns the messages on screen, top to bottom.
+func (p *page) messages() ([]shown, error) {
+	return eval[[]shown](p, `[...document.querySelectorAll('#messages .message')].map(e => ({
+		id: e.dataset.id || '',
+		sender: e.querySelector('.sender')?.textContent ?? '',
+		text: e.querySelector('.text')?.textContent ?? '',
+		time: e.querySelector('.time')?.textContent ?? '',
+	}))`)
+}
+
+func (p *page) text(id string) string {
+	s, _ := eval[string](p, fmt.Sprintf(`document.getElementById(%q)?.textContent ?? ''`, id))
+	return s
+}
+
+// waitTexts waits until the page shows exactly these message texts, in order,
+// and returns them.
+func (p *page) waitTexts(want ...string) []shown {
+	p.t.Helper()
+	var got []shown
+	var err error
+	eventually(p.t, waitTimeout, func() bool {
+		got, err = p.messages()
+		return err == nil && equalTexts(got, want)
+	}, func() string {
+		return fmt.Sprintf("%s's page shows messages %q (it shows %+v, err %v)", p.name, want, got, err)
+	})
+	return got
+}
+
+func (p *page) waitStatus(prefix string) {
+	p.t.Helper()
+	var status string
+	eventually(p.t, waitTimeout, func() bool {
+		status = p.text("status")
+		return strings.HasPrefix(status, prefix)
+	}, func() string { return fmt.Sprintf("%s's #status starts with %q (it says %q)", p.name, prefix, status) })
+}
+
+func (p *page) waitPresence(want ...string) {
+	p.t.Helper()
+	var got []string
+	eventually(p.t, waitTimeout, func() bool {
+		got, _ = eval[[]string](p, `[...document.querySelectorAll('#presence li')].map(e => e.textContent)`)
+		return strings.Join(got, "\n") == strings.Join(want, "\n")
+	}, func() string { return fmt.Sprintf("%s's #presence lists %q (it lists %q)", p.name, want, got) })
+}
+
+func equalTexts(got []shown, want []string) bool {
+	if len(got) != len(want) {
+		return false
+	}
+	for i := range got {
+		if got[i].Text != want[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func checkUnique(t *testing.T, msgs []shown) {
+	t.Helper()
+	seen := map[string]bool{}
+	for _, m := range msgs {
+		if m.ID == "" {
+			t.Errorf("message %q has no data-id", m.Text)
+		}
+		if seen[m.ID] {
+			t.Errorf("message %s is shown twice", m.ID)
+		}
+		seen[m.ID] = true
+	}
+}
+
+// eventually polls cond until it holds, and fails the test when timeout
+// passes first. what describes the wait; it runs only on failure, so it can
+// show the last value that cond saw.
+func eventually(t *testing.T, timeout time.Duration, cond func() bool, what func() string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting until %s", timeout, what())
+		}
+		<-tick.C
+	}
+}
+
+// ---- tests ----
+
+// Two people in separate browsers talk both ways and see the same thread.
+func TestTwoPagesExchangeMessages(t *testing.T) {
+	requireBrowser(t)
+	srv := startServer(t)
+	browser := newBrowser(t, testTimeout)
+	url := srv.url("/chatr/chatr.html?room=two")
+
+	ada := openPage(t, browser, url, "Ada")
+	bob := openPage(t, browser, url, "Bob")
+
+	ada.send("hello from Ada")
+	bob.waitTexts("hello from Ada")
+	bob.sendByButton("hi Ada, Bob here")
+
+	for _, p := range []*page{ada, bob} {
+		got := p.waitTexts("hello from Ada", "hi Ada, Bob here")
+		checkUnique(t, got)
+		if got[0].Sender != "Ada" || got[1].Sender != "Bob" {
+			t.Errorf("%s's page shows senders %q and %q, want Ada and Bob", p.name, got[0].Sender, got[1].Sender)
+		}
+		for _, m := range got {
+			if m.Time == "" {
+				t.Errorf("%s's page shows message %s without a time", p.name, m.ID)
+			}
+		}
+	}
+	// Both pages agree on the ids, so they show the same stored messages.
+	a, _ := ada.messages()
+	b, _ := bob.messages()
+	if fmt.Sprint(a) != fmt.Sprint(b) {
+		t.Errorf("the pages differ:\nAda: %+v\nBob: %+v", a, b)
+	}
+	if out := os.Getenv("CHATR_SCREENSHOT"); out != "" {
+		png, err := chromedp.Run(bob.ctx, chromedp.CaptureScreenshot())
+		if err != nil {
+			t.Fatalf("screenshot: %v", err)
+		}
+		if err := os.WriteFile(out, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Text that looks like HTML is shown as text and never runs.
+func TestMessageTextIsNotHTML(t *testing.T) {
+	requireBrowser(t)
+	srv := startServer(t)
+	browser := newBrowser(t, testTimeout)
+	url := srv.url("/chatr/chatr.html?room=xss")
+
+	const attack = `<img src=x onerror="window.__xss=1">`
+	ada := openPage(t, browser, url, "Ada")
+	bob := openPage(t, browser, url, "Bob")
+	ada.send(attack)
+
+	for _, p := range []*page{ada, bob} {
+		p.waitTexts(attack)
+		injected, err := eval[bool](p, `typeof window.__xss !== 'undefined' || document.querySelector('#messages img') !== null`)
+		if err != nil {
+			t.Fatalf("%s's page: %v", p.name, err)
+		}
+		if injected {
+			t.Errorf("%s's page turned the message into HTML", p.name)
+		}
+	}
+}
+
+// A reload keeps the name and shows the history, each message once.
+func TestReloadShowsHistory(t *testing.T) {
+	requireBrowser(t)
+	srv := startServer(t)
+	browser := newBrowser(t, testTimeout)
+	ada := openPage(t, browser, srv.url("/chatr/chatr.html?room=reload"), "Ada")
+
+	ada.send("first")
+	ada.send("second")
+	before := ada.waitTexts("first", "second")
+
+	ada.do(chromedp.Reload())
+	ada.waitStatus("connected to ")
+	after := ada.waitTexts("first", "second")
+	checkUnique(t, after)
+	if fmt.Sprint(before) != fmt.Sprint(after) {
+		t.Errorf("history after reload differs:\nbefore: %+v\nafter:  %+v", before, after)
+	}
+	if name, _ := eval[string](ada, `document.getElementById('name').value`); name != "Ada" {
+		t.Errorf("#name after reload = %q, want the remembered name Ada", name)
+	}
+}
+
+// Presence lists everyone in the room, once each, and drops who leaves.
+func TestPresenceShowsBothNames(t *testing.T) {
+	requireBrowser(t)
+	srv := startServer(t)
+	browser := newBrowser(t, testTimeout)
+	url := srv.url("/chatr/chatr.html?room=presence")
+
+	ada := openPage(t, browser, url, "Ada")
+	bob := openPage(t, browser, url, "Bob")
+	ada.waitPresence("Ada", "Bob")
+	bob.waitPresence("Ada", "Bob")
+
+	bob.close()
+	ada.waitPresence("Ada")
+}
+
+// After a server restart the page reconnects by itself, resumes from its
+// cursor without showing anything twice, sends what was typed while the
+// server was down, and can send again.
+func TestReconnectAfterServerRestart(t *testing.T) {
+	requireBrowser(t)
+	srv := startServer(t)
+	browser := newBrowser(t, 45*time.Second) // two server starts on top of the usual
+	ada := openPage(t, browser, srv.url("/chatr/chatr.html?room=restart"), "Ada")
+
+	ada.send("before restart 1")
+	ada.send("before restart 2")
+	before := ada.waitTexts("before restart 1", "before restart 2")
+
+	srv.stop(t)
+	ada.waitStatus("reconnecting")
+	ada.send("while down") // waits in the outbox until the page has resumed
+	srv.start(t)
+	ada.waitStatus("reconnected to ")
+
+	// A replayed duplicate would come before synced, so before the new
+	// message below; by the time it shows, any duplicate would show too.
+	ada.send("after restart")
+	want := []string{"before restart 1", "before restart 2", "while down", "after restart"}
+	after := ada.waitTexts(want...)
+	checkUnique(t, after)
+	if fmt.Sprint(before) != fmt.Sprint(after[:2]) {
+		t.Errorf("messages before the restart changed:\nbefore: %+v\nafter:  %+v", before, after[:2])
+	}
+	var outbox int
+	eventually(t, waitTimeout, func() bool {
+		outbox, _ = eval[int](ada, `document.querySelectorAll('#outbox > *').length`)
+		return outbox == 0
+	}, func() string { return fmt.Sprintf("the outbox empties (it holds %d sends)", outbox) })
+
+	// The server stored each message once too.
+	if stored := storedTexts(t, srv, "restart"); strings.Join(stored, "\n") != strings.Join(want, "\n") {
+		t.Errorf("server stored %q, want %q", stored, want)
+	}
+}
+
+// storedTexts reads the room's history through the HTTP API.
+func storedTexts(t *testing.T, srv *server, room string) []string {
+	t.Helper()
+	resp, err := http.Get(srv.url("/chatr/api/rooms/" + room + "/messages"))
+	if err != nil {
+		t.Fatalf("GET messages: %v", err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Messages []struct {
+			Text string `json:"text"`
+		} `json:"messages"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatalf("GET messages: status %s: %v", resp.Status, err)
+	}
+	texts := make([]string, len(body.Messages))
+	for i, m := range body.Messages {
+		texts[i] = m.Text
+	}
+	return texts
+}

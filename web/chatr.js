@@ -1,0 +1,417 @@
+// chatr web client: plain JavaScript, no framework, no build step.
+// It speaks protocol version 1 (PROTOCOL.md) over one WebSocket.
+'use strict';
+
+(function () {
+  const NAME_KEY = 'chatr.name';
+  const HISTORY = 100;          // messages asked for on a first join
+  const PING_MS = 25000;        // below common proxy idle timeouts
+  const BACKOFF_MIN_MS = 500;
+  const BACKOFF_MAX_MS = 15000;
+  const MAX_TEXT_BYTES = 4096;  // the server's limit; checked here to fail early
+
+  const $ = (id) => document.getElementById(id);
+  const ui = {
+    room: $('room'), status: $('status'), namebox: $('namebox'), name: $('name'),
+    join: $('join'), log: $('log'), empty: $('empty'), messages: $('messages'),
+    outbox: $('outbox'), error: $('error'), composer: $('composer'),
+    text: $('text'), send: $('send'), presence: $('presence'),
+  };
+
+  const room = roomFromURL();
+  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  // Resolved against the page, so a proxy prefix in front of /chatr/ still works.
+  const ownURL = new URL('ws', location.href);
+  ownURL.protocol = scheme;
+
+  const state = {
+    name: '',              // the name typed and stored
+    me: '',                // the name the server accepted (welcome.name)
+    nameRejected: false,   // hello was refused: wait for a new name
+    ws: null,
+    ready: false,          // joined and synced: sends can go out now
+    welcomed: false,       // the current socket got a welcome
+    everConnected: false,  // tells "connected" from "reconnected"
+    node: null,            // {id, name} of the node we are on
+    nodes: [],             // welcome.nodes, kept for failover
+    avoid: '',             // node id that told us it is going away (1001)
+    attempt: 0,            // failed attempts since the last welcome
+    retryTimer: 0,
+    pingTimer: 0,
+    cursors: new Map(),    // room -> newest cursor; resumes after any reconnect
+    seen: new Set(),       // message ids on screen, so a replay never doubles one
+    pending: new Map(),    // ref -> {text, el}: sent, not yet acked
+    acked: new Map(),      // id -> outbox element whose message has not come yet
+    presence: new Set(),   // "name\u0000node" pairs, as the server reports them
+    replayFirst: null,     // first message element added during this join's replay
+  };
+
+  // A ref must be unique per send and survive reconnects, so: random + counter.
+  const refPrefix = Math.random().toString(36).slice(2, 10);
+  let refCounter = 0;
+
+  // ---- start ----
+
+  ui.room.textContent = '#' + room;
+  document.title = 'chatr · #' + room;
+  ui.namebox.addEventListener('submit', onJoin);
+  ui.composer.addEventListener('submit', onSend);
+  window.addEventListener('online', () => { if (state.retryTimer) reconnectNow(); });
+
+  const stored = (localStorage.getItem(NAME_KEY) || '').trim();
+  if (stored) {
+    ui.name.value = stored;
+    setName(stored);
+    connect(ownURL.href);
+  } else {
+    setStatus('idle', 'enter a name to join');
+    ui.name.focus();
+  }
+
+  function roomFromURL() {
+    const r = (new URLSearchParams(location.search).get('room') || '').trim().toLowerCase();
+    return /^[a-z0-9_.-]{1,64}$/.test(r) ? r : 'lobby';
+  }
+
+  function setName(name) {
+    state.name = name;
+    ui.join.textContent = 'Rename';
+    ui.join.classList.add('ghost');
+    ui.text.disabled = false;
+    ui.send.disabled = false;
+  }
+
+  // ---- user actions ----
+
+  function onJoin(ev) {
+    ev.preventDefault();
+    const name = ui.name.value.trim();
+    if (!name) { showError('Please enter a name.'); return; }
+    if (name === state.name && state.ws) return;
+    localStorage.setItem(NAME_KEY, name);
+    setName(name);
+    hideError();
+    // hello comes only once per connection, so a new name needs a new one.
+    disconnect();
+    state.attempt = 0;
+    connect(ownURL.href);
+    ui.text.focus();
+  }
+
+  function onSend(ev) {
+    ev.preventDefault();
+    const text = ui.text.value;
+    if (!text.trim() || !state.name) return;
+    if (new TextEncoder().encode(text).length > MAX_TEXT_BYTES) {
+      showError('That message is too long (at most 4096 bytes).');
+      return;
+    }
+    hideError();
+    const ref = refPrefix + '-' + (++refCounter);
+    const el = messageElement(state.name, text, '');
+    el.className = 'outgoing mine';
+    el.title = 'sending…';
+    ui.outbox.append(el);
+    state.pending.set(ref, { text, el });
+    ui.text.value = '';
+    scrollToEnd(true);
+    // Before synced the send waits; the synced handler sends every pending one.
+    if (state.ready) transmit({ type: 'send', room, text, ref });
+  }
+
+  // ---- connection ----
+
+  function connect(url) {
+    clearTimeout(state.retryTimer);
+    state.retryTimer = 0;
+    setStatus('connecting', state.everConnected ? 'reconnecting…' : 'connecting…');
+    let ws;
+    try {
+      ws = new WebSocket(url);
+    } catch (e) {
+      scheduleReconnect(false);
+      return;
+    }
+    state.ws = ws;
+    state.ready = false;
+    state.welcomed = false;
+    ws.onopen = () => transmit({ type: 'hello', name: state.name });
+    ws.onmessage = (ev) => {
+      if (ws !== state.ws) return;
+      let f;
+      try { f = JSON.parse(ev.data); } catch (e) { return; }
+      handle(f);
+    };
+    ws.onclose = (ev) => {
+      if (ws !== state.ws) return; // a socket we dropped on purpose
+      onClosed(ev);
+    };
+  }
+
+  function disconnect() {
+    const ws = state.ws;
+    state.ws = null;
+    state.ready = false;
+    clearInterval(state.pingTimer);
+    clearTimeout(state.retryTimer);
+    state.retryTimer = 0;
+    if (ws) ws.close(1000, 'bye');
+  }
+
+  function onClosed(ev) {
+    const wasWelcomed = state.welcomed;
+    state.ws = null;
+    state.ready = false;
+    state.welcomed = false;
+    clearInterval(state.pingTimer);
+    if (ev.code === 1008 || ev.code === 1009) {
+      showError('The server closed the connection' + (ev.reason ? ': ' + ev.reason : '') + '.');
+    }
+    if (state.nameRejected) return; // wait for the person to fix the name
+    // 1001: this node shuts down, so go elsewhere first. 4000: we fell behind;
+    // the node is fine, so come back at once and resume from the cursor.
+    if (ev.code === 1001 && state.node) state.avoid = state.node.id;
+    scheduleReconnect(wasWelcomed && (ev.code === 4000 || ev.code === 1001));
+  }
+
+  function scheduleReconnect(soon) {
+    clearTimeout(state.retryTimer);
+    // Exponential backoff with jitter, so that a restarted node is not hit by
+    // every client at the same instant.
+    const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** state.attempt);
+    const delay = soon ? 100 + Math.random() * 400 : base / 2 + Math.random() * base / 2;
+    state.attempt++;
+    setStatus('waiting', 'reconnecting in ' + Math.max(1, Math.round(delay / 1000)) + 's');
+    state.retryTimer = setTimeout(reconnectNow, delay);
+  }
+
+  function reconnectNow() {
+    connect(nextURL());
+  }
+
+  // The candidates are the page's own host and the live nodes of
+  // welcome.nodes; each failed attempt moves on to the next one. The own host
+  // comes first (same origin, maybe a load balancer) unless our node said it
+  // is going away, then the other nodes come first and it comes last.
+  function nextURL() {
+    const own = ownURL.href;
+    const urls = [];
+    for (const n of state.nodes) {
+      if (n.id === state.avoid || !n.http) continue;
+      const u = nodeURL(n.http);
+      if (u && u !== own && !urls.includes(u)) urls.push(u);
+    }
+    if (state.avoid) urls.push(own);
+    else urls.unshift(own);
+    return urls[(state.attempt - 1) % urls.length];
+  }
+
+  // http is "host:port"; a node listening on all interfaces reports an empty
+  // or unspecified host, which only the page's own host name can replace.
+  function nodeURL(http) {
+    const i = http.lastIndexOf(':');
+    if (i < 0) return '';
+    let host = http.slice(0, i);
+    const port = http.slice(i + 1);
+    if (host === '' || host === '0.0.0.0' || host === '[::]' || host === '::') host = location.hostname;
+    if (host.includes(':') && !host.startsWith('[')) host = '[' + host + ']';
+    return scheme + '//' + host + ':' + port + '/chatr/ws';
+  }
+
+  function transmit(frame) {
+    if (state.ws && state.ws.readyState === WebSocket.OPEN) {
+      state.ws.send(JSON.stringify(frame));
+      return true;
+    }
+    return false;
+  }
+
+  // ---- frames from the server ----
+
+  function handle(f) {
+    switch (f.type) {
+      case 'welcome': return onWelcome(f);
+      case 'joined': return onJoined(f);
+      case 'message': return onMessage(f);
+      case 'synced': return onSynced(f);
+      case 'presence': return onPresence(f);
+      case 'ack': return onAck(f);
+      case 'error': return onError(f);
+      default: return; // pong, left, and types from a newer server
+    }
+  }
+
+  function onWelcome(f) {
+    state.welcomed = true;
+    state.nameRejected = false;
+    state.me = f.name || state.name;
+    state.nodes = Array.isArray(f.nodes) ? f.nodes : [];
+    const me = state.nodes.find((n) => n.id === f.node);
+    state.node = { id: f.node, name: (me && me.name) || f.node };
+    state.avoid = '';
+    state.attempt = 0;
+    setStatus('connected', (state.everConnected ? 'reconnected to ' : 'connected to ') + state.node.name);
+    state.everConnected = true;
+    hideError();
+    clearInterval(state.pingTimer);
+    state.pingTimer = setInterval(() => transmit({ type: 'ping' }), PING_MS);
+    const cursor = state.cursors.get(room);
+    transmit(cursor ? { type: 'join', room, since: cursor } : { type: 'join', room, history: HISTORY });
+  }
+
+  function onJoined(f) {
+    if (f.room !== room) return;
+    state.replayFirst = null;
+    state.presence.clear();
+    for (const p of f.presence || []) state.presence.add(p.name + '\u0000' + p.node);
+    renderPresence();
+  }
+
+  function onMessage(m) {
+    if (m.room !== room) return;
+    if (m.cursor) state.cursors.set(room, m.cursor);
+    if (state.acked.has(m.id)) {
+      state.acked.get(m.id).remove();
+      state.acked.delete(m.id);
+    }
+    if (state.seen.has(m.id)) return;
+    state.seen.add(m.id);
+    const el = messageElement(m.sender, m.text, m.created);
+    el.dataset.id = m.id;
+    el.key = sortKey(m.created, m.id);
+    if (m.sender === state.me) el.classList.add('mine');
+    const stick = nearEnd();
+    insertSorted(el);
+    if (!state.ready && !state.replayFirst) state.replayFirst = el;
+    ui.empty.hidden = true;
+    scrollToEnd(stick);
+  }
+
+  function onSynced(f) {
+    if (f.room !== room) return;
+    if (f.cursor) state.cursors.set(room, f.cursor);
+    if (f.truncated) {
+      // Older messages than replay allows were missed: mark where they belong.
+      const gap = document.createElement('li');
+      gap.className = 'gap';
+      gap.textContent = 'Some messages could not be loaded here.';
+      ui.messages.insertBefore(gap, state.replayFirst);
+    }
+    state.replayFirst = null;
+    state.ready = true;
+    // Sends that were never acked go again with the same ref.
+    for (const [ref, p] of state.pending) transmit({ type: 'send', room, text: p.text, ref });
+  }
+
+  function onPresence(f) {
+    if (f.room !== room) return;
+    for (const p of f.left || []) state.presence.delete(p.name + '\u0000' + p.node);
+    for (const p of f.joined || []) state.presence.add(p.name + '\u0000' + p.node);
+    renderPresence();
+  }
+
+  function onAck(f) {
+    const p = state.pending.get(f.ref);
+    if (!p) return;
+    state.pending.delete(f.ref);
+    p.el.title = '';
+    // The ack and our own message frame may come in either order.
+    if (state.seen.has(f.id)) p.el.remove();
+    else state.acked.set(f.id, p.el);
+  }
+
+  function onError(f) {
+    showError(f.message || f.code || 'error');
+    if (f.ref && state.pending.has(f.ref)) {
+      const p = state.pending.get(f.ref);
+      state.pending.delete(f.ref);
+      p.el.classList.add('failed');
+      p.el.title = 'not sent: ' + (f.message || f.code);
+    }
+    // An error before welcome answers hello: the name is not acceptable, and
+    // retrying with the same one cannot help.
+    if (!state.welcomed && !f.ref && f.code === 'bad_request') {
+      state.nameRejected = true;
+      setStatus('idle', 'choose another name');
+      disconnect();
+      ui.name.focus();
+    }
+  }
+
+  // ---- rendering ----
+
+  function messageElement(sender, text, created) {
+    const li = document.createElement('li');
+    li.className = 'message';
+    const time = document.createElement('span');
+    time.className = 'time';
+    if (created) {
+      const d = new Date(created);
+      time.textContent = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+      time.title = d.toLocaleString();
+    }
+    const who = document.createElement('span');
+    who.className = 'sender';
+    who.textContent = sender;
+    const body = document.createElement('span');
+    body.className = 'text';
+    body.textContent = text; // never innerHTML: the text is whatever people typed
+    li.append(who, time, body);
+    return li;
+  }
+
+  // Messages sort by (created, id). created is fixed-width RFC 3339, so it
+  // compares as a string; the id's sequence part compares as a number.
+  function sortKey(created, id) {
+    const i = id.lastIndexOf('-');
+    return { created, origin: id.slice(0, i), seq: Number(id.slice(i + 1)) };
+  }
+
+  function before(a, b) {
+    if (a.created !== b.created) return a.created < b.created;
+    if (a.origin !== b.origin) return a.origin < b.origin;
+    return a.seq < b.seq;
+  }
+
+  // New messages nearly always go last, so search from the end.
+  function insertSorted(el) {
+    let after = ui.messages.lastElementChild;
+    // A gap marker (no key) is a barrier: what arrives later belongs after it.
+    while (after && after.key && before(el.key, after.key)) after = after.previousElementSibling;
+    ui.messages.insertBefore(el, after ? after.nextElementSibling : ui.messages.firstElementChild);
+  }
+
+  function renderPresence() {
+    const names = [...new Set([...state.presence].map((k) => k.split('\u0000')[0]))];
+    names.sort((a, b) => a.localeCompare(b));
+    ui.presence.replaceChildren(...names.map((n) => {
+      const li = document.createElement('li');
+      li.textContent = n;
+      if (n === state.me) li.classList.add('me');
+      return li;
+    }));
+  }
+
+  function nearEnd() {
+    return ui.log.scrollHeight - ui.log.scrollTop - ui.log.clientHeight < 80;
+  }
+
+  function scrollToEnd(stick) {
+    if (stick) ui.log.scrollTop = ui.log.scrollHeight;
+  }
+
+  function setStatus(kind, text) {
+    ui.status.dataset.state = kind;
+    ui.status.textContent = text;
+  }
+
+  function showError(text) {
+    ui.error.textContent = text;
+    ui.error.hidden = false;
+  }
+
+  function hideError() {
+    ui.error.hidden = true;
+    ui.error.textContent = '';
+  }
+})();
