@@ -32,9 +32,10 @@ type Config struct {
 
 // Limits of a run.
 const (
-	DefaultDrain = 2 * time.Second
-	MaxDrain     = time.Minute
-	MaxConns     = 1 << 20
+	DefaultDuration = 10 * time.Second
+	DefaultDrain    = 2 * time.Second
+	MaxDrain        = time.Minute
+	MaxConns        = 1 << 20
 )
 
 // Validate checks c and returns the WebSocket URLs of its nodes. It refuses

@@ -24,7 +24,7 @@ import (
 const (
 	tickInterval = 250 * time.Millisecond
 	maxAttempts  = 4
-	discoverTTL  = time.Minute    // a discovered address is tried this long after its last sighting
+	discoverTTL  = time.Minute      // a discovered address is tried this long after its last sighting
 	recheck      = 30 * time.Second // after a success, when to try an address again if it is still not an alive member
 	resolveWait  = 5 * time.Second
 )
@@ -145,7 +145,7 @@ func (c *Cluster) reconnectTick(ctx context.Context, wg *sync.WaitGroup) {
 			continue
 		}
 		cand.target = w.target // a failed member may come back elsewhere
-		if  now.Before(cand.next) || cand.target == r.self || (cand.kind != kindJoin && alive[cand.target]) {
+		if now.Before(cand.next) || cand.target == r.self || (cand.kind != kindJoin && alive[cand.target]) {
 			continue
 		}
 		due = append(due, cand)
@@ -240,6 +240,9 @@ func parseJoin(s string) (joinSpec, error) {
 		return j, errors.New("empty address")
 	}
 	host, port, err := net.SplitHostPort(rest)
+	if ip := net.ParseIP(rest); ip != nil {
+		host, port, err = rest, "", nil // a bare IPv6 address
+	}
 	if err != nil {
 		if !strings.Contains(err.Error(), "missing port") {
 			return j, fmt.Errorf("want host:port, [ipv6]:port or dns:NAME (%v)", err)
@@ -297,18 +300,11 @@ func resolveJoin(ctx context.Context, spec string) ([]string, error) {
 	})
 	if j.dns {
 		wg.Go(func() {
+			// On bad records Go returns the good ones with an error.
 			_, srvs, err := resolver.LookupSRV(ctx, "", "", j.host)
-			if err != nil {
-				add(nil, 0, err)
-				return
-			}
+			add(nil, 0, err)
 			for _, s := range srvs {
-				target := strings.TrimSuffix(s.Target, ".")
-				if ip := net.ParseIP(target); ip != nil {
-					add([]net.IPAddr{{IP: ip}}, int(s.Port), nil)
-					continue
-				}
-				addrs, err := resolver.LookupIPAddr(ctx, target)
+				addrs, err := resolver.LookupIPAddr(ctx, strings.TrimSuffix(s.Target, "."))
 				add(addrs, int(s.Port), err)
 			}
 		})

@@ -46,6 +46,8 @@ type Options struct {
 	ClusterView func() any
 	// Ready reports whether the node has joined its cluster; nil means yes.
 	Ready func() bool
+	// Peer serves the peer links under /chatr/peer/ (cluster mode).
+	Peer http.Handler
 }
 
 // Server serves one node's HTTP listener.
@@ -100,6 +102,9 @@ func (s *Server) routes() {
 		s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.opts.Metrics, promhttp.HandlerOpts{}))
 	}
 	s.apiRoutes()
+	if s.opts.Peer != nil {
+		s.mux.Handle("GET /chatr/peer/", s.opts.Peer)
+	}
 }
 
 func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {

@@ -45,6 +45,9 @@ type Hub struct {
 
 	mu    sync.RWMutex
 	rooms map[string]*room
+	// changed is closed and replaced whenever the local presence changes,
+	// so peers can be sent a new snapshot.
+	changed chan struct{}
 
 	deliveries prometheus.Counter
 }
@@ -58,7 +61,7 @@ type room struct {
 
 // New makes an empty hub.
 func New(opts Options) *Hub {
-	h := &Hub{opts: opts, rooms: map[string]*room{}}
+	h := &Hub{opts: opts, rooms: map[string]*room{}, changed: make(chan struct{})}
 	h.deliveries = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "chatr_hub_deliveries_total", Help: "Frames handed to local sessions by room fan-out."})
 	if opts.Metrics != nil {
@@ -94,6 +97,7 @@ func (h *Hub) Join(roomName string, sub Subscriber, name string) []proto.Person 
 		return r.list()
 	}
 	r.subs[sub] = name
+	h.localChanged(r.people[name][h.opts.NodeID] == 0)
 	if came := r.add(name, h.opts.NodeID, 1); came {
 		h.broadcast(roomName, r, []proto.Person{{Name: name, Node: h.opts.NodeID}}, nil, sub)
 	}
@@ -114,6 +118,7 @@ func (h *Hub) Leave(roomName string, sub Subscriber) bool {
 		return false
 	}
 	delete(r.subs, sub)
+	h.localChanged(r.people[name][h.opts.NodeID] == 1)
 	if went := r.add(name, h.opts.NodeID, -1); went {
 		h.broadcast(roomName, r, nil, []proto.Person{{Name: name, Node: h.opts.NodeID}}, nil)
 	}
@@ -207,6 +212,23 @@ func (h *Hub) Publish(batch []store.Committed) {
 		}
 		h.deliveries.Add(float64(len(r.subs)))
 	}
+}
+
+// localChanged signals a change of this node's own presence when it is one.
+// The caller holds h.mu.
+func (h *Hub) localChanged(is bool) {
+	if is {
+		close(h.changed)
+		h.changed = make(chan struct{})
+	}
+}
+
+// LocalChanged returns a channel that is closed at the next change of this
+// node's own presence.
+func (h *Hub) LocalChanged() <-chan struct{} {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.changed
 }
 
 // Presence lists who is present in room.

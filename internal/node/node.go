@@ -16,12 +16,23 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"chatr/internal/cluster"
 	"chatr/internal/config"
 	"chatr/internal/gateway"
 	"chatr/internal/hub"
+	"chatr/internal/proto"
+	"chatr/internal/replication"
 	"chatr/internal/store"
 	"chatr/web"
 )
+
+// Hooks let tests stand between a node and the network.
+type Hooks struct {
+	// GossipBlocked drops gossip to and from an address (a partition).
+	GossipBlocked func(remoteGossipAddr string) bool
+	// Dial replaces the dialer of outgoing peer links.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
 
 // Node is one running chatr node.
 type Node struct {
@@ -34,11 +45,21 @@ type Node struct {
 	http    *http.Server
 	ln      net.Listener
 	reg     *prometheus.Registry
+
+	// Cluster mode only.
+	cluster *cluster.Cluster
+	repl    *replication.Replicator
 }
 
-// New opens the store and binds the HTTP listener, so that a bad data
-// directory or a busy port fails here, before anything runs.
+// New opens the store and binds the HTTP listener (and, in cluster mode,
+// the gossip listener), so that a bad data directory or a busy port fails
+// here, before anything runs.
 func New(cfg config.Config, log *slog.Logger, console io.Writer) (*Node, error) {
+	return NewWithHooks(cfg, log, console, Hooks{})
+}
+
+// NewWithHooks is New with test hooks.
+func NewWithHooks(cfg config.Config, log *slog.Logger, console io.Writer, hooks Hooks) (*Node, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	st, err := store.Open(cfg.DataDir, store.Options{Log: log, Metrics: reg})
@@ -47,17 +68,121 @@ func New(cfg config.Config, log *slog.Logger, console io.Writer) (*Node, error) 
 	}
 	n := &Node{cfg: cfg, log: log, console: console, store: st, reg: reg}
 	n.hub = hub.New(hub.Options{NodeID: st.NodeID(), Cluster: cfg.ClusterName, Metrics: reg})
-	st.OnCommit(n.hub.Publish)
-	n.gw = gateway.New(gateway.Options{Config: cfg, NodeID: st.NodeID(), Store: st, Hub: n.hub,
-		Poster: gateway.StorePoster{Store: st}, Web: web.FS, Log: log, Metrics: reg})
 	n.ln, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		st.Close()
 		return nil, fmt.Errorf("listen on %s (--http): %w", cfg.HTTPAddr, err)
 	}
+	gw := gateway.Options{Config: cfg, NodeID: st.NodeID(), Store: st, Hub: n.hub,
+		Poster: gateway.StorePoster{Store: st}, Web: web.FS, Log: log, Metrics: reg}
+	if cfg.Clustered() {
+		if err := n.newCluster(&gw, hooks); err != nil {
+			n.ln.Close()
+			st.Close()
+			return nil, err
+		}
+	} else {
+		st.OnCommit(n.hub.Publish)
+	}
+	n.gw = gateway.New(gw)
 	n.http = &http.Server{Handler: n.gw.Handler(), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	return n, nil
+}
+
+// newCluster sets up membership and replication and plugs them into the
+// gateway's options.
+func (n *Node) newCluster(gw *gateway.Options, hooks Hooks) error {
+	cfg := n.cfg
+	n.repl = replication.New(replication.Options{Store: n.store, Hub: n.hub, NodeID: n.store.NodeID(),
+		Cluster: cfg.ClusterName, Secret: cfg.Secret, AckReplicas: cfg.AckReplicas, Dial: hooks.Dial,
+		Log: n.log.With("part", "replication"), Metrics: n.reg})
+	n.store.OnCommit(func(batch []store.Committed) {
+		n.hub.Publish(batch)
+		n.repl.Publish(batch)
+	})
+	bind := cfg.ClusterAddr
+	if bind == "" {
+		bind = ":" + config.DefaultClusterPort
+	}
+	c, err := cluster.New(cluster.Config{NodeID: n.store.NodeID(), NodeName: cfg.NodeName,
+		ClusterName: cfg.ClusterName, BindAddr: bind, Advertise: cfg.Advertise, Join: cfg.Join,
+		DiscoverLAN: cfg.Discover == "lan", SecretKey: cfg.Secret, HTTPAddr: n.ln.Addr().String(),
+		Log: n.log.With("part", "cluster"), Console: n.console, Metrics: n.reg,
+		LocalState: n.repl.LocalState, MergeState: n.repl.MergeState, Blocked: hooks.GossipBlocked})
+	if err != nil {
+		n.repl.Close()
+		return fmt.Errorf("cluster: %w", err)
+	}
+	n.cluster = c
+	gw.Poster = n.repl
+	gw.Peer = n.repl.Handler()
+	gw.Members = n.aliveMembers
+	gw.ClusterView = n.clusterView
+	gw.Ready = c.Joined
+	return nil
+}
+
+// peerHTTP is the HTTP address to reach member m at: its advertised one,
+// with the gossip host filled in when the listener was bound to all
+// interfaces.
+func peerHTTP(m cluster.Member) string {
+	host, port, err := net.SplitHostPort(m.HTTP)
+	if err != nil {
+		return m.HTTP
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		if gh, _, err := net.SplitHostPort(m.Gossip); err == nil {
+			host = gh
+		}
+	}
+	return net.JoinHostPort(host, port)
+}
+
+func (n *Node) aliveMembers() []proto.Member {
+	var out []proto.Member
+	for _, m := range n.cluster.Members() {
+		if m.State == cluster.StateAlive {
+			out = append(out, proto.Member{ID: m.ID, Name: m.Name, HTTP: peerHTTP(m)})
+		}
+	}
+	return out
+}
+
+func (n *Node) clusterView() any {
+	type memberJSON struct {
+		ID    string `json:"id"`
+		Name  string `json:"name"`
+		HTTP  string `json:"http"`
+		State string `json:"state"`
+		Since string `json:"since"`
+	}
+	members := []memberJSON{}
+	for _, m := range n.cluster.Members() {
+		members = append(members, memberJSON{ID: m.ID, Name: m.Name, HTTP: peerHTTP(m), State: string(m.State),
+			Since: proto.FormatTime(m.Since.UnixMicro())})
+	}
+	return map[string]any{"self": n.ID(), "cluster": n.cfg.ClusterName, "members": members}
+}
+
+// followMembers keeps the replication links in step with the membership.
+func (n *Node) followMembers(ctx context.Context) {
+	events, unsubscribe := n.cluster.Subscribe(256)
+	defer unsubscribe()
+	for {
+		var peers []replication.Peer
+		for _, m := range n.cluster.Members() {
+			if m.State == cluster.StateAlive && !m.Self {
+				peers = append(peers, replication.Peer{ID: m.ID, HTTP: peerHTTP(m)})
+			}
+		}
+		n.repl.SetPeers(peers)
+		select {
+		case <-ctx.Done():
+			return
+		case <-events:
+		}
+	}
 }
 
 // ID is the node id.
@@ -71,28 +196,47 @@ func (n *Node) HTTPAddr() string { return n.ln.Addr().String() }
 func (n *Node) Run(ctx context.Context) error {
 	fmt.Fprintf(n.console, "chatr node %s (%s) serving http://%s/chatr/chatr.html, data in %s\n",
 		n.ID(), n.cfg.NodeName, browseAddr(n.HTTPAddr()), n.cfg.DataDir)
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- n.http.Serve(n.ln) }()
+	cctx, stopCluster := context.WithCancel(context.Background())
+	defer stopCluster()
+	if n.cluster != nil {
+		go n.followMembers(cctx)
+		go func() {
+			if err := n.cluster.Run(cctx); err != nil && cctx.Err() == nil {
+				errc <- fmt.Errorf("cluster: %w", err)
+			}
+		}()
+	}
+	var err error
 	select {
-	case err := <-errc:
-		n.store.Close()
-		return fmt.Errorf("http server: %w", err)
+	case err = <-errc:
 	case <-ctx.Done():
 	}
-	return n.shutdown()
+	return errors.Join(err, n.shutdown())
 }
 
 func (n *Node) shutdown() error {
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.Shutdown)
 	defer cancel()
+	var errs []error
+	if n.cluster != nil {
+		// Say goodbye first, so peers drop our presence and clients that
+		// fail over are not sent back here.
+		n.log.Info("leaving the cluster")
+		errs = append(errs, n.cluster.Shutdown(ctx))
+	}
 	n.log.Info("draining: closing sessions with 1001")
 	n.gw.Drain(ctx)
+	if n.repl != nil {
+		n.repl.Close()
+	}
 	err := n.http.Shutdown(ctx)
 	if errors.Is(err, context.DeadlineExceeded) {
 		n.http.Close()
 		err = nil
 	}
-	return errors.Join(err, n.store.Close())
+	return errors.Join(append(errs, err, n.store.Close())...)
 }
 
 // browseAddr turns a listen address into one a browser can open.

@@ -91,10 +91,12 @@ func requireBrowser(t *testing.T) {
 
 // ---- the chatr server as a subprocess ----
 
-// server is one chatr process; restart keeps its address and data directory.
+// server is one chatr process; restart keeps its address, data directory
+// and flags.
 type server struct {
 	addr string
 	data string
+	args []string // flags beyond --http and --data
 	cmd  *exec.Cmd
 	done chan struct{}
 	out  *lockedBuffer
@@ -117,15 +119,16 @@ func (b *lockedBuffer) String() string {
 	return b.buf.String()
 }
 
-// startServer runs chatr on a free port with a fresh data directory and waits
-// until it is ready. Its output is logged if the test fails.
-func startServer(t *testing.T) *server {
+// startServer runs chatr on a free port with a fresh data directory and the
+// extra flags, and waits until it is ready. Its output is logged if the test
+// fails.
+func startServer(t *testing.T, args ...string) *server {
 	t.Helper()
-	s := &server{addr: freeAddr(t), data: t.TempDir(), out: &lockedBuffer{}}
+	s := &server{addr: freeAddr(t), data: t.TempDir(), args: args, out: &lockedBuffer{}}
 	t.Cleanup(func() {
 		s.stop(t)
 		if t.Failed() {
-			t.Logf("chatr output:\n%s", s.out)
+			t.Logf("chatr on %s said:\n%s", s.addr, s.out)
 		}
 	})
 	s.start(t)
@@ -136,7 +139,7 @@ func (s *server) url(path string) string { return "http://" + s.addr + path }
 
 func (s *server) start(t *testing.T) {
 	t.Helper()
-	cmd := exec.Command(chatrBin, "serve", "--http", s.addr, "--data", s.data)
+	cmd := exec.Command(chatrBin, append([]string{"serve", "--http", s.addr, "--data", s.data}, s.args...)...)
 	cmd.Stdout, cmd.Stderr = s.out, s.out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start chatr: %v", err)
@@ -524,6 +527,66 @@ func TestReconnectAfterServerRestart(t *testing.T) {
 	if stored := storedTexts(t, srv, "restart"); strings.Join(stored, "\n") != strings.Join(want, "\n") {
 		t.Errorf("server stored %q, want %q", stored, want)
 	}
+}
+
+// When the node of the page shuts down, the page moves to another node of
+// welcome.nodes by itself and carries on from its cursor there.
+func TestFailoverToAnotherNode(t *testing.T) {
+	requireBrowser(t)
+	// The page comes from alpha, so beta must allow alpha's origin; both are
+	// on 127.0.0.1 and differ only by port.
+	gossip := freeAddr(t)
+	alpha := startServer(t, "--node", "alpha", "--cluster-addr", gossip, "--allowed-origins", "127.0.0.1")
+	beta := startServer(t, "--node", "beta", "--cluster-addr", freeAddr(t), "--join", gossip, "--allowed-origins", "127.0.0.1")
+	var members int
+	eventually(t, waitTimeout, func() bool {
+		members = len(aliveMembers(t, alpha))
+		return members == 2
+	}, func() string { return fmt.Sprintf("alpha sees 2 alive members (it sees %d)", members) })
+
+	browser := newBrowser(t, testTimeout)
+	ada := openPage(t, browser, alpha.url("/chatr/chatr.html?room=failover"), "Ada")
+	ada.waitStatus("connected to alpha")
+	ada.send("on alpha")
+	before := ada.waitTexts("on alpha")
+
+	alpha.stop(t) // drains: closes the page's WebSocket with 1001
+	ada.waitStatus("reconnected to beta")
+	ada.send("on beta")
+	after := ada.waitTexts("on alpha", "on beta")
+	checkUnique(t, after)
+	if fmt.Sprint(before) != fmt.Sprint(after[:1]) {
+		t.Errorf("the message from before the failover changed: %+v, then %+v", before, after[:1])
+	}
+	if stored := storedTexts(t, beta, "failover"); strings.Join(stored, "\n") != "on alpha\non beta" {
+		t.Errorf("beta stored %q, want both messages once", stored)
+	}
+}
+
+// aliveMembers lists the ids of the members that srv sees alive.
+func aliveMembers(t *testing.T, srv *server) []string {
+	t.Helper()
+	resp, err := http.Get(srv.url("/chatr/api/cluster"))
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Members []struct {
+			ID    string `json:"id"`
+			State string `json:"state"`
+		} `json:"members"`
+	}
+	if json.NewDecoder(resp.Body).Decode(&body) != nil {
+		return nil
+	}
+	var ids []string
+	for _, m := range body.Members {
+		if m.State == "alive" {
+			ids = append(ids, m.ID)
+		}
+	}
+	return ids
 }
 
 // storedTexts reads the room's history through the HTTP API.

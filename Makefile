@@ -1,0 +1,45 @@
+# chatr: `make run` starts a node, `make test` installs what tests need and runs them all.
+GO ?= go
+FUZZTIME ?= 10s
+
+.PHONY: run build test deps vet unit fuzz bench clean
+
+run:
+	$(GO) run ./cmd/chatr
+
+build:
+	$(GO) build -o bin/chatr ./cmd/chatr
+
+# deps installs what the tests need on a fresh Debian machine (as root):
+# Chromium for the browser tests, iproute2 for the network-namespace tests.
+deps:
+	@if [ ! -x /usr/bin/chromium ] || ! command -v ip >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium iproute2 >/dev/null; \
+		else \
+			echo "make deps: run as root to install chromium and iproute2 (apt-get)"; \
+		fi; \
+	fi
+
+vet:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+		if [ -n "$$out" ]; then echo "gofmt needed on: $$out"; exit 1; fi
+
+unit:
+	$(GO) test -race -count=1 -timeout 12m ./...
+
+# fuzz runs each fuzz target briefly: the WebSocket frame decoder, cursors,
+# and the HTTP message body.
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeInbound$$' -fuzztime $(FUZZTIME) ./internal/proto
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeCursor$$' -fuzztime $(FUZZTIME) ./internal/proto
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodePost$$' -fuzztime $(FUZZTIME) ./internal/gateway
+
+test: deps vet unit fuzz
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./internal/store ./internal/hub
+
+clean:
+	rm -rf bin tmp

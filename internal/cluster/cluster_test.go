@@ -1,0 +1,607 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+// value reads a counter or gauge.
+func value(m prometheus.Metric) float64 {
+	var d dto.Metric
+	if err := m.Write(&d); err != nil {
+		panic(err)
+	}
+	if d.Counter != nil {
+		return d.Counter.GetValue()
+	}
+	return d.Gauge.GetValue()
+}
+
+// syncBuffer is a bytes.Buffer safe for the writers of a Cluster and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// lines returns the lines containing sub.
+func (s *syncBuffer) lines(sub string) []string {
+	var out []string
+	for _, l := range strings.Split(s.String(), "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t testing.TB, within time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		if cond() {
+			return time.Since(start)
+		}
+		if time.Since(start) > within {
+			t.Fatalf("after %v: still not %s", within, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// node is a Cluster under test with its captured console and log.
+type node struct {
+	*Cluster
+	console *syncBuffer
+	logs    *syncBuffer
+	reg     *prometheus.Registry
+}
+
+func nodeID(name string) string { return fmt.Sprintf("%012x", []byte(name)[:min(6, len(name))]) }
+
+// startNode starts a Cluster named name on 127.0.0.1 and runs it until the
+// test ends. mod adjusts the config.
+func startNode(t *testing.T, name string, mod func(*Config)) *node {
+	t.Helper()
+	n := &node{console: &syncBuffer{}, logs: &syncBuffer{}, reg: prometheus.NewRegistry()}
+	level := slog.LevelInfo
+	var w = (interface{ Write([]byte) (int, error) })(n.logs)
+	if os.Getenv("CHATR_TEST_DEBUG") != "" {
+		level = slog.LevelDebug
+		w = multiWriter{n.logs, os.Stderr}
+	}
+	cfg := Config{
+		NodeID:   nodeID(name),
+		NodeName: name,
+		BindAddr: "127.0.0.1:0",
+		HTTPAddr: "127.0.0.1:5080",
+		Console:  n.console,
+		Log:      slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})).With("node", name),
+		Metrics:  n.reg,
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New %s: %v", name, err)
+	}
+	n.Cluster = c
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := c.Run(ctx); err != nil && err != ErrClosed {
+			t.Errorf("Run %s: %v", name, err)
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		_ = c.Shutdown(sctx)
+	})
+	return n
+}
+
+type multiWriter []interface{ Write([]byte) (int, error) }
+
+func (m multiWriter) Write(p []byte) (int, error) {
+	for _, w := range m {
+		_, _ = w.Write(p)
+	}
+	return len(p), nil
+}
+
+// states maps member names to their states as n sees them.
+func (n *node) states() map[string]State {
+	out := map[string]State{}
+	for _, m := range n.Members() {
+		out[m.Name] = m.State
+	}
+	return out
+}
+
+func (n *node) sees(name string, s State) bool { return n.states()[name] == s }
+
+func (n *node) aliveCount() int {
+	k := 0
+	for _, m := range n.Members() {
+		if m.State == StateAlive {
+			k++
+		}
+	}
+	return k
+}
+
+// kill stops n as a crash does: no leave message.
+func (n *node) kill(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := n.shutdown(ctx, false); err != nil {
+		t.Fatalf("kill: %v", err)
+	}
+}
+
+func waitEvent(t *testing.T, ch <-chan Event, kind EventKind, name string) Event {
+	t.Helper()
+	timeout := time.After(15 * time.Second)
+	for {
+		select {
+		case ev, ok := <-ch:
+			if !ok {
+				t.Fatalf("subscription closed waiting for %s %s", name, kind)
+			}
+			if ev.Kind == kind && ev.Member.Name == name {
+				return ev
+			}
+		case <-timeout:
+			t.Fatalf("no %s event for %s", kind, name)
+		}
+	}
+}
+
+func TestJoinLeaveFailRejoin(t *testing.T) {
+	a := startNode(t, "a1", nil)
+	events, cancel := a.Subscribe(16)
+	defer cancel()
+	b := startNode(t, "b2", func(c *Config) { c.Join = []string{a.Addr()} })
+	c := startNode(t, "c3", func(c *Config) { c.Join = []string{a.Addr()} })
+	nodes := []*node{a, b, c}
+
+	eventually(t, 10*time.Second, "3 alive members everywhere", func() bool {
+		for _, n := range nodes {
+			if n.aliveCount() != 3 || !n.Joined() {
+				return false
+			}
+		}
+		return true
+	})
+	for _, n := range nodes {
+		ms := n.Members()
+		if len(ms) != 3 || ms[0].Name != "a1" || ms[1].Name != "b2" || ms[2].Name != "c3" {
+			t.Fatalf("%s members: %+v", n.Cluster.cfg.NodeName, ms)
+		}
+		for _, m := range ms {
+			if m.Self != (m.Name == n.Cluster.cfg.NodeName) || m.HTTP != "127.0.0.1:5080" || m.Gossip == "" || m.Since.IsZero() {
+				t.Fatalf("%s: bad member %+v", n.Cluster.cfg.NodeName, m)
+			}
+		}
+	}
+	ev := waitEvent(t, events, Joined, "b2")
+	if ev.Member.ID != nodeID("b2") || ev.Member.Gossip != b.Addr() {
+		t.Fatalf("join event %+v, want id %s gossip %s", ev, nodeID("b2"), b.Addr())
+	}
+
+	// Start line, then one view line per change.
+	start := a.console.lines("cluster: node ")
+	if len(start) != 1 || !strings.Contains(start[0], nodeID("a1")) || !strings.Contains(start[0], "(a1)") ||
+		!strings.Contains(start[0], `"chatr"`) || !strings.Contains(start[0], a.Addr()) || !strings.Contains(start[0], "127.0.0.1:5080") {
+		t.Fatalf("start line: %q", start)
+	}
+	eventually(t, 5*time.Second, "two view lines on every node", func() bool {
+		for _, n := range nodes {
+			if len(n.console.lines("cluster view")) != 2 {
+				return false
+			}
+		}
+		return true
+	})
+	view := regexp.MustCompile(`^cluster view: 3 members \[a1 \(this\), b2, c3\] after (b2|c3) joined$`)
+	if last := a.console.lines("cluster view")[1]; !view.MatchString(last) {
+		t.Fatalf("a1 view line %q does not match %v", last, view)
+	}
+	if l := b.console.lines("cluster view"); !strings.Contains(l[1], "3 members [a1, b2 (this), c3]") {
+		t.Fatalf("b2 view lines %q", l)
+	}
+
+	// Clean leave.
+	ctx, cancelCtx := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancelCtx()
+	if err := c.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown c3: %v", err)
+	}
+	if err := c.Shutdown(ctx); err != nil {
+		t.Fatalf("second shutdown c3: %v", err)
+	}
+	waitEvent(t, events, Left, "c3")
+	eventually(t, 5*time.Second, "c3 left on a1 and b2", func() bool { return a.sees("c3", StateLeft) && b.sees("c3", StateLeft) })
+	for _, n := range []*node{a, b} {
+		l := n.console.lines("cluster view")
+		if len(l) != 3 || !strings.HasSuffix(l[2], "2 members [a1"+self(n, "a1")+", b2"+self(n, "b2")+"] after c3 left") {
+			t.Fatalf("%s view lines after leave: %q", n.cfg.NodeName, l)
+		}
+	}
+	if c.states()["c3"] != StateLeft {
+		t.Fatalf("c3 sees itself %v after Shutdown", c.states()["c3"])
+	}
+
+	// Crash: no leave message; peers must declare it dead.
+	bAddr, bID := b.Addr(), b.cfg.NodeID
+	killed := time.Now()
+	b.kill(t)
+	waitEvent(t, events, Failed, "b2")
+	t.Logf("kill detected after %v", time.Since(killed).Round(10*time.Millisecond))
+	if d := time.Since(killed); d > 6*time.Second {
+		t.Errorf("kill noticed after %v, want about 3s", d)
+	}
+	eventually(t, time.Second, "a1 to print the failure", func() bool {
+		return strings.HasSuffix(a.console.String(), "cluster view: 1 member [a1 (this)] after b2 failed\n")
+	})
+	if !a.sees("b2", StateDead) {
+		t.Fatalf("a1 after b2 failed: %v", a.states())
+	}
+
+	// The same node comes back on the same address, joining no one: a1's
+	// reconnect loop finds it.
+	restarted := time.Now()
+	b2 := startNode(t, "b2", func(c *Config) { c.NodeID = bID; c.BindAddr = bAddr })
+	waitEvent(t, events, Joined, "b2")
+	eventually(t, 10*time.Second, "a1 and the new b2 to see each other", func() bool {
+		return a.sees("b2", StateAlive) && b2.sees("a1", StateAlive)
+	})
+	t.Logf("restarted node rejoined after %v", time.Since(restarted).Round(10*time.Millisecond))
+	if got := value(a.metrics.members.WithLabelValues("alive")); got != 2 {
+		t.Errorf("alive gauge %v, want 2", got)
+	}
+	if got := value(a.metrics.members.WithLabelValues("left")); got != 1 {
+		t.Errorf("left gauge %v, want 1", got)
+	}
+}
+
+func self(n *node, name string) string {
+	if n.cfg.NodeName == name {
+		return " (this)"
+	}
+	return ""
+}
+
+// partition is a set of links cut between in-process nodes: nodes in
+// different groups cannot talk.
+type partition struct {
+	mu    sync.Mutex
+	group map[string]int // gossip address -> group
+}
+
+func (p *partition) blocked(self *string, remote string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.group[*self] != p.group[remote]
+}
+
+func (p *partition) set(addr string, g int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.group[addr] = g
+}
+
+func TestPartitionHeal(t *testing.T) {
+	p := &partition{group: map[string]int{}}
+	var nodes []*node
+	for i, name := range []string{"a1", "b2", "c3"} {
+		addr := new(string)
+		n := startNode(t, name, func(c *Config) {
+			c.Blocked = func(remote string) bool { return p.blocked(addr, remote) }
+			if i > 0 {
+				c.Join = []string{nodes[0].Addr()}
+			}
+		})
+		p.mu.Lock()
+		*addr = n.Addr()
+		p.mu.Unlock()
+		nodes = append(nodes, n)
+	}
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	eventually(t, 10*time.Second, "3 alive members everywhere", func() bool {
+		return a.aliveCount() == 3 && b.aliveCount() == 3 && c.aliveCount() == 3
+	})
+
+	cut := time.Now()
+	p.set(c.Addr(), 1)
+	eventually(t, 15*time.Second, "both sides to see the other dead", func() bool {
+		return a.sees("c3", StateDead) && b.sees("c3", StateDead) && c.sees("a1", StateDead) && c.sees("b2", StateDead)
+	})
+	t.Logf("partition seen after %v", time.Since(cut).Round(10*time.Millisecond))
+	if !strings.Contains(c.console.String(), "cluster view: 1 member [c3 (this)] after") {
+		t.Fatalf("c3 console: %q", c.console.lines("cluster view"))
+	}
+
+	healed := time.Now()
+	p.set(c.Addr(), 0)
+	d := eventually(t, 15*time.Second, "the two sides to merge by themselves", func() bool {
+		return a.aliveCount() == 3 && b.aliveCount() == 3 && c.aliveCount() == 3
+	})
+	t.Logf("healed after %v", d.Round(10*time.Millisecond))
+	_ = healed
+	if !strings.HasSuffix(c.console.String(), "] after a1 joined\n") && !strings.HasSuffix(c.console.String(), "] after b2 joined\n") {
+		t.Fatalf("c3 console after heal: %q", c.console.lines("cluster view"))
+	}
+}
+
+func TestRefusedPeers(t *testing.T) {
+	key1 := bytes.Repeat([]byte{1}, 32)
+	key2 := bytes.Repeat([]byte{2}, 16)
+	cases := []struct {
+		name    string
+		a, b    func(*Config)
+		reason  string
+		logText string
+	}{
+		{"other secret", func(c *Config) { c.SecretKey = key1 }, func(c *Config) { c.SecretKey = key2 }, "secret", "refused peer"},
+		{"no secret", func(c *Config) { c.SecretKey = key1 }, func(c *Config) {}, "secret", "refused peer"},
+		{"secret with a node that has none", func(c *Config) {}, func(c *Config) { c.SecretKey = key1 }, "secret", "refused peer"},
+		{"other cluster", func(c *Config) {}, func(c *Config) { c.ClusterName = "other" }, "cluster", "refused peer"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			a := startNode(t, "a1", tc.a)
+			b := startNode(t, "b2", func(c *Config) { tc.b(c); c.Join = []string{a.Addr()} })
+			eventually(t, 10*time.Second, "a1 to refuse b2", func() bool {
+				return value(a.metrics.refused.WithLabelValues(tc.reason)) > 0 &&
+					value(b.metrics.joinFailures) > 0
+			})
+			if !strings.Contains(a.logs.String(), tc.logText) || !strings.Contains(a.logs.String(), "reason="+tc.reason) {
+				t.Fatalf("a1 log has no refusal line:\n%s", a.logs.String())
+			}
+			// A few more failed attempts, and still strangers.
+			eventually(t, 10*time.Second, "b2 to try again", func() bool { return value(b.metrics.joinFailures) >= 3 })
+			if len(a.Members()) != 1 || len(b.Members()) != 1 || b.Joined() {
+				t.Fatalf("refused peer became a member: a1 %v, b2 %v joined=%v", a.states(), b.states(), b.Joined())
+			}
+		})
+	}
+}
+
+func TestMetaChecks(t *testing.T) {
+	a := startNode(t, "a1", nil)
+	d := &delegate{c: a.Cluster}
+	good := fmt.Sprintf(`{"id":%q,"name":"b2","proto":1,"cluster":"chatr"}`, nodeID("b2"))
+	cases := []struct {
+		name string
+		node string
+		meta string
+		ok   bool
+	}{
+		{"good", nodeID("b2"), good, true},
+		{"other cluster", nodeID("b2"), strings.Replace(good, `"chatr"`, `"other"`, 1), false},
+		{"other protocol", nodeID("b2"), strings.Replace(good, `"proto":1`, `"proto":2`, 1), false},
+		{"id mismatch", nodeID("c3"), good, false},
+		{"not json", nodeID("b2"), "\x00\x01garbage", false},
+		{"empty", nodeID("b2"), "", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := value(a.metrics.refused.WithLabelValues("meta"))
+			n := &memberlist.Node{Name: tc.node, Addr: net.IPv4(127, 0, 0, 9), Port: 7946, Meta: []byte(tc.meta)}
+			err := d.NotifyAlive(n)
+			merr := d.NotifyMerge([]*memberlist.Node{n})
+			if (err == nil) != tc.ok || (merr == nil) != tc.ok {
+				t.Fatalf("NotifyAlive: %v, NotifyMerge: %v, want ok=%v", err, merr, tc.ok)
+			}
+			if after := value(a.metrics.refused.WithLabelValues("meta")); !tc.ok && after != before+2 {
+				t.Fatalf("refused counter %v -> %v", before, after)
+			}
+		})
+	}
+	if !strings.Contains(a.logs.String(), "refused peer") {
+		t.Fatalf("no refusal log line:\n%s", a.logs.String())
+	}
+}
+
+func TestGarbage(t *testing.T) {
+	for _, secret := range [][]byte{nil, bytes.Repeat([]byte{7}, 16)} {
+		t.Run(fmt.Sprintf("secret=%v", secret != nil), func(t *testing.T) {
+			mod := func(c *Config) { c.SecretKey = secret }
+			a := startNode(t, "a1", mod)
+			b := startNode(t, "b2", func(c *Config) { mod(c); c.Join = []string{a.Addr()} })
+			eventually(t, 10*time.Second, "a1 and b2 joined", func() bool { return a.aliveCount() == 2 && b.aliveCount() == 2 })
+
+			rng := rand.New(rand.NewPCG(1, 2))
+			random := func(n int) []byte {
+				p := make([]byte, n)
+				for i := range p {
+					p[i] = byte(rng.UintN(256))
+				}
+				return p
+			}
+			label := append([]byte{244, 5}, "chatr"...)
+			payloads := [][]byte{
+				{}, {0}, {244}, {244, 0}, {244, 200, 'x'}, label,
+				append(append([]byte{}, label...), 6, 0xff, 0xff, 0xff, 0xff), // push/pull claiming a huge state
+				append(append([]byte{}, label...), 10, 0, 0, 0, 40),         // "encrypted", short
+				append(append([]byte{}, label...), 7, 200, 0, 1),            // compound with missing parts
+				append(append([]byte{}, label...), 9, 0x80, 0x80),          // "compressed" junk
+				append(append([]byte{}, label...), random(3000)...),
+				random(1), random(64), random(1400), random(65000),
+			}
+			for i := 0; i < 50; i++ {
+				p := append(append([]byte{}, label...), byte(rng.UintN(14)))
+				payloads = append(payloads, append(p, random(int(rng.UintN(600)))...))
+			}
+			for _, p := range payloads {
+				if u, err := net.Dial("udp", a.Addr()); err == nil {
+					_, _ = u.Write(p)
+					_ = u.Close()
+				}
+				conn, err := net.DialTimeout("tcp", a.Addr(), time.Second)
+				if err != nil {
+					t.Fatalf("dial gossip port: %v", err)
+				}
+				_, _ = conn.Write(p)
+				if tc, ok := conn.(*net.TCPConn); ok && len(p)%2 == 0 {
+					_ = tc.CloseWrite() // half-close: the node sees EOF mid-message
+				}
+				_ = conn.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+				_, _ = conn.Read(make([]byte, 64))
+				_ = conn.Close()
+			}
+			// Still working: the pair stays whole and a newcomer joins.
+			c := startNode(t, "c3", func(c *Config) { mod(c); c.Join = []string{a.Addr()} })
+			eventually(t, 10*time.Second, "the cluster to take a newcomer after the garbage", func() bool {
+				return a.aliveCount() == 3 && b.aliveCount() == 3 && c.aliveCount() == 3
+			})
+		})
+	}
+}
+
+func TestStateExchangeAndSubscriber(t *testing.T) {
+	type got struct{ id, state string }
+	var mu sync.Mutex
+	var merged []got
+	a := startNode(t, "a1", func(c *Config) {
+		c.LocalState = func() []byte { return []byte("vv-of-a1") }
+		c.MergeState = func(id string, st []byte) {
+			mu.Lock()
+			defer mu.Unlock()
+			merged = append(merged, got{id, string(st)})
+		}
+		c.PushPullInterval = 500 * time.Millisecond
+	})
+	slow, cancelSlow := a.Subscribe(1) // never read: must not stall a1
+	defer cancelSlow()
+	b := startNode(t, "b2", func(c *Config) {
+		c.Join = []string{a.Addr()}
+		c.LocalState = func() []byte { return []byte("vv-of-b2") }
+	})
+	_ = startNode(t, "c3", func(c *Config) { c.Join = []string{a.Addr()} })
+	eventually(t, 10*time.Second, "a1 to merge b2's state", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, g := range merged {
+			if g != (got{nodeID("b2"), "vv-of-b2"}) {
+				t.Fatalf("merged %+v", g)
+			}
+		}
+		return len(merged) > 0
+	})
+	eventually(t, 10*time.Second, "3 alive and a dropped event", func() bool {
+		return a.aliveCount() == 3 && value(a.metrics.dropped) >= 1
+	})
+	if len(slow) != 1 {
+		t.Fatalf("slow subscriber holds %d events, want 1", len(slow))
+	}
+	cancelSlow()
+	cancelSlow()
+	if _, ok := <-slow; !ok {
+		t.Fatal("buffered event lost at cancel")
+	}
+	if _, ok := <-slow; ok {
+		t.Fatal("channel not closed by cancel")
+	}
+	if !strings.Contains(a.logs.String(), "subscriber is full") {
+		t.Fatalf("no drop log line")
+	}
+	_ = b
+}
+
+func TestConfigErrors(t *testing.T) {
+	cases := []struct {
+		name string
+		mod  func(*Config)
+		want string
+	}{
+		{"no node id", func(c *Config) { c.NodeID = "" }, "node id"},
+		{"short node id", func(c *Config) { c.NodeID = "abc" }, "node id"},
+		{"upper node id", func(c *Config) { c.NodeID = "ABCDEF012345" }, "node id"},
+		{"bad cluster", func(c *Config) { c.ClusterName = "a b" }, "cluster name"},
+		{"long name", func(c *Config) { c.NodeName = strings.Repeat("x", 65) }, "node name"},
+		{"bind without port", func(c *Config) { c.BindAddr = "127.0.0.1" }, "bind address"},
+		{"bind host name", func(c *Config) { c.BindAddr = "example.com:7946" }, "bind address"},
+		{"bind bad port", func(c *Config) { c.BindAddr = "127.0.0.1:99999" }, "bind address"},
+		{"advertise name", func(c *Config) { c.Advertise = "example.com:7946" }, "advertise"},
+		{"advertise no port", func(c *Config) { c.Advertise = "10.0.0.1:0" }, "advertise"},
+		{"join empty", func(c *Config) { c.Join = []string{""} }, "join"},
+		{"join dns empty", func(c *Config) { c.Join = []string{"dns:"} }, "join"},
+		{"join bad port", func(c *Config) { c.Join = []string{"10.0.0.1:x"} }, "join"},
+		{"secret size", func(c *Config) { c.SecretKey = []byte("short") }, "secret key"},
+		{"meta too big", func(c *Config) { c.HTTPAddr = strings.Repeat("h", 600) }, "meta"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := Config{NodeID: nodeID("a1"), BindAddr: "127.0.0.1:0"}
+			tc.mod(&cfg)
+			c, err := New(cfg)
+			if err == nil {
+				_ = c.Shutdown(context.Background())
+				t.Fatal("New accepted a bad config")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q does not mention %q", err, tc.want)
+			}
+		})
+	}
+	// The port is in use: a clear error, not a panic.
+	a := startNode(t, "a1", nil)
+	if _, err := New(Config{NodeID: nodeID("b2"), BindAddr: a.Addr()}); err == nil || !strings.Contains(err.Error(), a.Addr()) {
+		t.Fatalf("bind to a used port: %v", err)
+	}
+}
+
+func TestRunAfterShutdown(t *testing.T) {
+	c, err := New(Config{NodeID: nodeID("a1"), BindAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Joined() {
+		t.Fatal("a node without join or discovery should be joined at once")
+	}
+	if err := c.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Run(context.Background()); err != ErrClosed {
+		t.Fatalf("Run after Shutdown: %v", err)
+	}
+	ch, cancel := c.Subscribe(1)
+	cancel()
+	if _, ok := <-ch; ok {
+		t.Fatal("subscription after Shutdown is open")
+	}
+}

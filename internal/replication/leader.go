@@ -1,0 +1,268 @@
+package replication
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"chatr/internal/proto"
+	"chatr/internal/store"
+)
+
+// heartbeat is how often a leader writes to an idle link; a follower that
+// hears nothing for linkTimeout reconnects.
+const (
+	heartbeat   = time.Second
+	linkTimeout = 5 * time.Second
+	// rangeBatch is how many messages one catch-up read takes from the store.
+	rangeBatch = 512
+)
+
+// leaderLink is the serving side of one follower's link.
+type leaderLink struct {
+	follower string
+	live     chan []store.Committed
+	behind   atomic.Bool // a batch was dropped: catch up from the store
+}
+
+// encodeVector and decodeVector carry a version vector in a query string:
+// "origin:seq,origin:seq".
+func encodeVector(v proto.Vector) string {
+	parts := make([]string, 0, len(v))
+	for o, s := range v {
+		parts = append(parts, o+":"+strconv.FormatUint(s, 10))
+	}
+	return strings.Join(parts, ",")
+}
+
+func decodeVector(s string) (proto.Vector, error) {
+	v := proto.Vector{}
+	if s == "" {
+		return v, nil
+	}
+	for _, p := range strings.Split(s, ",") {
+		o, seq, ok := strings.Cut(p, ":")
+		n, err := strconv.ParseUint(seq, 10, 64)
+		if !ok || err != nil || !proto.ValidNodeID(o) {
+			return nil, fmt.Errorf("bad vector entry %q", p)
+		}
+		v[o] = n
+	}
+	return v, nil
+}
+
+// serveLink streams to one follower: every message it lacks of the origins
+// it asked for, then new ones as they are committed, plus this node's
+// presence; it reads the follower's acks.
+func (r *Replicator) serveLink(w http.ResponseWriter, req *http.Request) {
+	follower, err := checkAuth(req.Header, r.opts.Secret, r.opts.Cluster, time.Now())
+	if err != nil {
+		r.m.refused.Inc()
+		r.log.Warn("peer link refused", "remote", req.RemoteAddr, "err", err)
+		http.Error(w, err.Error(), http.StatusForbidden)
+		return
+	}
+	since, err := decodeVector(req.URL.Query().Get("since"))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	skip := map[string]bool{follower: true}
+	for _, o := range strings.Split(req.URL.Query().Get("skip"), ",") {
+		skip[o] = true
+	}
+	conn, err := websocket.Accept(w, req, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	if err != nil {
+		return
+	}
+	defer conn.CloseNow()
+	conn.SetReadLimit(64 << 10)
+	ctx, cancel := context.WithCancel(r.ctx)
+	defer cancel()
+
+	l := &leaderLink{follower: follower, live: make(chan []store.Committed, r.opts.LinkQueue)}
+	r.mu.Lock()
+	r.leading[l] = struct{}{}
+	r.mu.Unlock()
+	r.m.leading.Inc()
+	defer func() {
+		r.mu.Lock()
+		delete(r.leading, l)
+		r.mu.Unlock()
+		r.m.leading.Dec()
+	}()
+	go r.readAcks(ctx, cancel, conn, follower)
+
+	s := &linkSender{r: r, conn: conn, skip: skip, sent: since}
+	err = s.run(ctx, l)
+	if ctx.Err() == nil && err != nil {
+		r.log.Info("peer link to follower ended", "follower", follower, "err", err)
+	}
+	conn.Close(websocket.StatusGoingAway, "")
+}
+
+// readAcks takes the follower's acks; anything else ends the link.
+func (r *Replicator) readAcks(ctx context.Context, cancel context.CancelFunc, conn *websocket.Conn, follower string) {
+	defer cancel()
+	for {
+		_, data, err := conn.Read(ctx)
+		if err != nil {
+			return
+		}
+		var rec record
+		if err := json.Unmarshal(data, &rec); err != nil || rec.Ack == nil {
+			r.m.linkErrors.Inc()
+			r.log.Warn("peer sent garbage on its link", "peer", follower, "err", err)
+			return
+		}
+		r.onAck(follower, rec.Ack[r.opts.NodeID])
+	}
+}
+
+// linkSender is the state of one outgoing stream: what it has sent so far
+// of each origin.
+type linkSender struct {
+	r    *Replicator
+	conn *websocket.Conn
+	skip map[string]bool
+	sent proto.Vector
+}
+
+func (s *linkSender) run(ctx context.Context, l *leaderLink) error {
+	// Registered before the catch-up, so nothing committed meanwhile is
+	// missed; what the catch-up also sent is skipped by sent.
+	if err := s.catchUp(ctx, s.r.opts.Store.Vector()); err != nil {
+		return err
+	}
+	if err := s.sendPresence(ctx); err != nil {
+		return err
+	}
+	changed := s.r.opts.Hub.LocalChanged()
+	tick := time.NewTicker(heartbeat)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case batch := <-l.live:
+			if err := s.sendLive(ctx, batch); err != nil {
+				return err
+			}
+		case <-changed:
+			changed = s.r.opts.Hub.LocalChanged()
+			if err := s.sendPresence(ctx); err != nil {
+				return err
+			}
+		case <-tick.C:
+			if l.behind.Swap(false) {
+				if err := s.catchUp(ctx, s.r.opts.Store.Vector()); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := s.write(ctx, record{}); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (s *linkSender) wants(origin string) bool { return !s.skip[origin] }
+
+// catchUp sends, from the store, every message of the wanted origins after
+// sent and up to upto.
+func (s *linkSender) catchUp(ctx context.Context, upto proto.Vector) error {
+	for origin, last := range upto {
+		if !s.wants(origin) {
+			continue
+		}
+		if err := s.catchUpOrigin(ctx, origin, last); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *linkSender) catchUpOrigin(ctx context.Context, origin string, last uint64) error {
+	for s.sent[origin] < last {
+		msgs, err := s.r.opts.Store.Range(ctx, origin, s.sent[origin]+1, min(rangeBatch, int(last-s.sent[origin])))
+		if err != nil {
+			return err
+		}
+		if len(msgs) == 0 {
+			return fmt.Errorf("store has no %s-%d though its vector says so", origin, s.sent[origin]+1)
+		}
+		rec := record{Msgs: make([]wireMsg, len(msgs))}
+		for i, m := range msgs {
+			rec.Msgs[i] = toWire(m)
+		}
+		n, err := s.writeN(ctx, rec)
+		if err != nil {
+			return err
+		}
+		s.r.m.catchUpBytes.Add(float64(n))
+		s.r.m.catchUpMsgs.Add(float64(len(msgs)))
+		s.sent[origin] = msgs[len(msgs)-1].Seq
+	}
+	return nil
+}
+
+// sendLive sends the wanted messages of a commit batch, first catching up
+// any it finds missing (a dropped batch, or one committed during the
+// catch-up).
+func (s *linkSender) sendLive(ctx context.Context, batch []store.Committed) error {
+	var rec record
+	for _, c := range batch {
+		m := c.Msg
+		if !s.wants(m.Origin) || m.Seq <= s.sent[m.Origin] {
+			continue
+		}
+		if m.Seq > s.sent[m.Origin]+1 {
+			if len(rec.Msgs) > 0 {
+				if err := s.write(ctx, rec); err != nil {
+					return err
+				}
+				rec.Msgs = nil
+			}
+			if err := s.catchUpOrigin(ctx, m.Origin, m.Seq-1); err != nil {
+				return err
+			}
+		}
+		rec.Msgs = append(rec.Msgs, toWire(m))
+		s.sent[m.Origin] = m.Seq
+	}
+	if len(rec.Msgs) == 0 {
+		return nil
+	}
+	return s.write(ctx, rec)
+}
+
+func (s *linkSender) sendPresence(ctx context.Context) error {
+	return s.write(ctx, record{Presence: s.r.opts.Hub.LocalPresence(), Snapshot: true})
+}
+
+func (s *linkSender) write(ctx context.Context, rec record) error {
+	_, err := s.writeN(ctx, rec)
+	return err
+}
+
+func (s *linkSender) writeN(ctx context.Context, rec record) (int, error) {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return 0, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, linkTimeout)
+	defer cancel()
+	if err := s.conn.Write(wctx, websocket.MessageText, b); err != nil {
+		return 0, err
+	}
+	s.r.m.sentMsgs.Add(float64(len(rec.Msgs)))
+	return len(b), nil
+}
