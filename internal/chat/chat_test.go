@@ -3,6 +3,7 @@ package chat
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"regexp"
@@ -11,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"chatr/internal/client"
 	"chatr/internal/client/clienttest"
+	"chatr/internal/proto"
 )
 
 // buffer is a bytes.Buffer safe for concurrent use.

@@ -124,7 +124,7 @@ func (s *Server) postMessage(w http.ResponseWriter, r *http.Request) {
 		err error
 	}
 	ch := make(chan result, 1)
-	err := s.post.Post(r.Context(), room, body.Sender, body.Text, func(m proto.Message, err error) {
+	err := s.post.Post(r.Context(), proto.Message{Room: room, Sender: body.Sender, Text: body.Text}, func(m proto.Message, err error) {
 		ch <- result{m, err}
 	})
 	if err == nil {
@@ -274,6 +274,6 @@ func (l *ipLimiter) allow(ip string) (bool, time.Duration) {
 type StorePoster struct{ Store *store.Store }
 
 // Post implements Poster.
-func (p StorePoster) Post(ctx context.Context, room, sender, text string, done func(proto.Message, error)) error {
-	return p.Store.AppendAsync(ctx, room, sender, text, done)
+func (p StorePoster) Post(ctx context.Context, draft proto.Message, done func(proto.Message, error)) error {
+	return p.Store.AppendAsync(ctx, draft, done)
 }

@@ -23,11 +23,13 @@ import (
 	"chatr/internal/store"
 )
 
-// Poster stores a new message of this node: done is called once it is
-// durable (and, in a cluster with --ack-replicas, replicated). Calls from one
-// goroutine are stored in order. done must not block.
+// Poster stores a new message of this node from a draft (Room, Sender,
+// Text, Ref): done is called once it is durable (and, in a cluster with
+// --ack-replicas, replicated), with the message as stored, which for a
+// repeated ref is the first one. Calls from one goroutine are stored in
+// order. done must not block.
 type Poster interface {
-	Post(ctx context.Context, room, sender, text string, done func(proto.Message, error)) error
+	Post(ctx context.Context, draft proto.Message, done func(proto.Message, error)) error
 }
 
 // Options wires a Server to the rest of the node.

@@ -272,7 +272,7 @@ func (s *session) post(in proto.Inbound) {
 	}
 	s.breaches = 0
 	ref := in.Ref
-	err := s.srv.post.Post(s.ctx, in.Room, s.name, in.Text, func(m proto.Message, err error) {
+	err := s.srv.post.Post(s.ctx, proto.Message{Room: in.Room, Sender: s.name, Text: in.Text, Ref: ref}, func(m proto.Message, err error) {
 		if err != nil {
 			s.log.Error("send failed", "room", in.Room, "err", err)
 			s.sendError(ref, postError(err))
@@ -287,6 +287,10 @@ func (s *session) post(in proto.Inbound) {
 
 // postError turns a failed post into what the client is told.
 func postError(err error) *proto.Error {
+	var perr *proto.Error
+	if errors.As(err, &perr) {
+		return perr
+	}
 	if errors.Is(err, store.ErrClosed) || errors.Is(err, context.Canceled) {
 		return proto.Errorf(proto.CodeUnavailable, "the node is shutting down; send again on another node")
 	}

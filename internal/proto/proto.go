@@ -77,6 +77,10 @@ type Message struct {
 	Sender  string
 	Text    string
 	Created int64 // microseconds since the Unix epoch, UTC
+	// Ref is the sender's id for the send that made it, kept (never shown
+	// to other clients) so that a send retried after a failover, on any
+	// node, is recognised and not posted twice.
+	Ref string
 }
 
 // ID is the message id of PROTOCOL.md: "<origin>-<seq>".

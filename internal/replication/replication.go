@@ -9,7 +9,6 @@ package replication
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -81,7 +80,9 @@ type waiter struct {
 
 // ErrNotReplicated answers a send whose message is stored on this node but
 // not yet on --ack-replicas peers within the timeout.
-var ErrNotReplicated = errors.New("message stored on this node but not yet on enough peers")
+// It is a protocol error, so the sender is told `unavailable`.
+var ErrNotReplicated = proto.Errorf(proto.CodeUnavailable,
+	"the message is stored on this node but not yet on enough peers (--ack-replicas); re-send it with the same ref to be sure")
 
 // New makes a Replicator; it does nothing until SetPeers names peers.
 func New(opts Options) *Replicator {
@@ -184,12 +185,12 @@ func (r *Replicator) Publish(batch []store.Committed) {
 
 // Post stores a new message of this node; with AckReplicas it answers only
 // once that many peers hold it. It implements gateway.Poster.
-func (r *Replicator) Post(ctx context.Context, room, sender, text string, done func(proto.Message, error)) error {
+func (r *Replicator) Post(ctx context.Context, draft proto.Message, done func(proto.Message, error)) error {
 	if r.opts.AckReplicas == 0 {
-		return r.opts.Store.AppendAsync(ctx, room, sender, text, done)
+		return r.opts.Store.AppendAsync(ctx, draft, done)
 	}
-	return r.opts.Store.AppendAsync(ctx, room, sender, text, func(m proto.Message, err error) {
-		if err != nil {
+	return r.opts.Store.AppendAsync(ctx, draft, func(m proto.Message, err error) {
+		if err != nil || m.Origin != r.opts.NodeID {
 			done(m, err)
 			return
 		}

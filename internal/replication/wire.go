@@ -34,16 +34,17 @@ type wireMsg struct {
 	Sender  string `json:"f"`
 	Text    string `json:"t"`
 	Created int64  `json:"c"`
+	Ref     string `json:"x,omitempty"`
 }
 
 func toWire(m proto.Message) wireMsg {
-	return wireMsg{Origin: m.Origin, Seq: m.Seq, Room: m.Room, Sender: m.Sender, Text: m.Text, Created: m.Created}
+	return wireMsg{Origin: m.Origin, Seq: m.Seq, Room: m.Room, Sender: m.Sender, Text: m.Text, Created: m.Created, Ref: m.Ref}
 }
 
 // message checks a message from a peer as strictly as one from a client: a
 // peer's bytes are input like any other.
 func (w wireMsg) message() (proto.Message, error) {
-	m := proto.Message{Origin: w.Origin, Seq: w.Seq, Room: w.Room, Sender: w.Sender, Text: w.Text, Created: w.Created}
+	m := proto.Message{Origin: w.Origin, Seq: w.Seq, Room: w.Room, Sender: w.Sender, Text: w.Text, Created: w.Created, Ref: w.Ref}
 	if !proto.ValidNodeID(w.Origin) || w.Seq == 0 {
 		return m, fmt.Errorf("bad message id %q-%d", w.Origin, w.Seq)
 	}
@@ -55,6 +56,9 @@ func (w wireMsg) message() (proto.Message, error) {
 	}
 	if err := proto.CheckText(w.Text); err != nil {
 		return m, err
+	}
+	if len(w.Ref) > proto.MaxRefLen {
+		return m, fmt.Errorf("ref longer than %d", proto.MaxRefLen)
 	}
 	return m, nil
 }

@@ -167,7 +167,9 @@ func (s *Store) init(fresh bool) error {
 			`CREATE TABLE messages(
 				origin TEXT NOT NULL, seq INTEGER NOT NULL, room TEXT NOT NULL,
 				sender TEXT NOT NULL, text TEXT NOT NULL, created INTEGER NOT NULL,
+				ref TEXT NOT NULL DEFAULT '',
 				PRIMARY KEY(origin, seq)) WITHOUT ROWID`,
+			`CREATE INDEX messages_ref ON messages(sender, ref, room) WHERE ref != ''`,
 			`CREATE INDEX messages_room ON messages(room, created, origin, seq)`,
 			// room_heads keeps, per room and origin, the newest message and the
 			// count, so a room's version vector and the room list need no scan.
@@ -291,11 +293,16 @@ type head struct {
 // block for long, since it holds up the next commit.
 func (s *Store) OnCommit(f func([]Committed)) { s.onCommit = f }
 
+// DedupWindow is how long a (sender, ref) pair names one message: a send
+// repeated with the same ref within it gets the first message back.
+const DedupWindow = 10 * time.Minute
+
 // Append stores a new message of this node in room and returns it with its
 // sequence and creation time, once it is durable.
 func (s *Store) Append(ctx context.Context, room, sender, text string) (proto.Message, error) {
 	ch := make(chan writeRes, 1)
-	if err := s.AppendAsync(ctx, room, sender, text, func(m proto.Message, err error) {
+	draft := proto.Message{Room: room, Sender: sender, Text: text}
+	if err := s.AppendAsync(ctx, draft, func(m proto.Message, err error) {
 		ch <- writeRes{msgs: []proto.Message{m}, err: err}
 	}); err != nil {
 		return proto.Message{}, err
@@ -304,12 +311,15 @@ func (s *Store) Append(ctx context.Context, room, sender, text string) (proto.Me
 	return res.msgs[0], res.err
 }
 
-// AppendAsync queues a new message of this node and returns at once; done is
-// called by the store's writer once the message is durable (or failed), so
-// it must not block. Messages queued by one goroutine are numbered in order.
+// AppendAsync queues a new message of this node (Room, Sender, Text and
+// optionally Ref of draft) and returns at once; done is called by the
+// store's writer once the message is durable (or failed), so it must not
+// block. Messages queued by one goroutine are numbered in order. A draft
+// whose sender and ref match a message of the room stored within
+// DedupWindow, on any node, is not stored again: done gets that message.
 // An error return means nothing was queued and done is not called.
-func (s *Store) AppendAsync(ctx context.Context, room, sender, text string, done func(proto.Message, error)) error {
-	m := &proto.Message{Origin: s.nodeID, Room: room, Sender: sender, Text: text}
+func (s *Store) AppendAsync(ctx context.Context, draft proto.Message, done func(proto.Message, error)) error {
+	m := &proto.Message{Origin: s.nodeID, Room: draft.Room, Sender: draft.Sender, Text: draft.Text, Ref: draft.Ref}
 	return s.enqueue(ctx, &writeReq{local: m, done: func(r writeRes) {
 		if r.err != nil {
 			done(proto.Message{}, r.err)
@@ -399,19 +409,29 @@ func (s *Store) commit(batch []*writeReq) {
 	tx, err := s.wdb.Begin()
 	if err == nil {
 		var stmt *sql.Stmt
-		stmt, err = tx.Prepare(`INSERT INTO messages(origin, seq, room, sender, text, created) VALUES(?, ?, ?, ?, ?, ?)`)
+		stmt, err = tx.Prepare(`INSERT INTO messages(origin, seq, room, sender, text, created, ref) VALUES(?, ?, ?, ?, ?, ?, ?)`)
 		for i, r := range batch {
 			if err != nil {
 				break
 			}
 			if r.local != nil {
 				m := *r.local
+				if m.Ref != "" {
+					var dup proto.Message
+					if dup, err = findRef(tx, m, lastUS); err == nil && dup.Seq != 0 {
+						results[i].msgs = []proto.Message{dup}
+						continue
+					}
+					if err != nil {
+						break
+					}
+				}
 				m.Seq = vec[s.nodeID] + 1
 				m.Created = time.Now().UnixMicro()
 				if m.Created <= lastUS { // created never goes backwards on one origin
 					m.Created = lastUS + 1
 				}
-				if _, err = stmt.Exec(m.Origin, m.Seq, m.Room, m.Sender, m.Text, m.Created); err != nil {
+				if _, err = stmt.Exec(m.Origin, m.Seq, m.Room, m.Sender, m.Text, m.Created, m.Ref); err != nil {
 					break
 				}
 				vec[s.nodeID], lastUS = m.Seq, m.Created
@@ -427,7 +447,7 @@ func (s *Store) commit(batch []*writeReq) {
 					results[i].err = fmt.Errorf("%w: origin %s holds %d, got %d", ErrGap, m.Origin, vec[m.Origin], m.Seq)
 					break
 				}
-				if _, err = stmt.Exec(m.Origin, m.Seq, m.Room, m.Sender, m.Text, m.Created); err != nil {
+				if _, err = stmt.Exec(m.Origin, m.Seq, m.Room, m.Sender, m.Text, m.Created, m.Ref); err != nil {
 					break
 				}
 				vec[m.Origin] = m.Seq
@@ -470,6 +490,19 @@ func (s *Store) commit(batch []*writeReq) {
 	if len(stored) > 0 && s.onCommit != nil {
 		s.onCommit(committed)
 	}
+}
+
+// findRef looks inside tx (so earlier messages of the same batch count) for
+// a message of the same room, sender and ref made within DedupWindow.
+func findRef(tx *sql.Tx, m proto.Message, nowUS int64) (proto.Message, error) {
+	since := max(time.Now().UnixMicro(), nowUS) - DedupWindow.Microseconds()
+	var d proto.Message
+	err := tx.QueryRow(`SELECT `+msgCols+` FROM messages WHERE sender = ? AND ref = ? AND room = ? AND created > ?
+		ORDER BY created LIMIT 1`, m.Sender, m.Ref, m.Room, since).Scan(&d.Origin, &d.Seq, &d.Room, &d.Sender, &d.Text, &d.Created, &d.Ref)
+	if err == sql.ErrNoRows {
+		return proto.Message{}, nil
+	}
+	return d, err
 }
 
 // writeHeads updates room_heads for the stored messages inside tx. It

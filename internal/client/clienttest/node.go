@@ -5,6 +5,7 @@ package clienttest
 
 import (
 	"bytes"
+	"flag"
 	"fmt"
 	"net"
 	"net/http"
@@ -25,12 +26,17 @@ var (
 	buildErr  error
 )
 
-// Main builds the chatr binary, runs the tests and removes the binary.
-// Call it from TestMain of a package whose tests use StartNode:
+// Main builds the chatr binary (unless -short), runs the tests and removes
+// the binary. Call it from TestMain of a package whose tests use StartNode:
 //
 //	func TestMain(m *testing.M) { clienttest.Main(m) }
+//
+// A failed build fails the tests that need the binary, not the others.
 func Main(m *testing.M) {
-	Binary()
+	flag.Parse()
+	if !testing.Short() {
+		Binary()
+	}
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)

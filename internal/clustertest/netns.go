@@ -1,0 +1,135 @@
+package clustertest
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+)
+
+// LAN is a virtual LAN of network namespaces for tests that need real
+// network behaviour between hosts, multicast (mDNS) included: one bridge
+// namespace and n host namespaces, host i having eth0 with 10.77.0.(i+1)/24
+// and a route for 224.0.0.0/4, as ../../shared/NETNS.md describes. Nothing
+// touches the machine's own namespace; everything is removed when the test
+// ends, failed or not.
+type LAN struct {
+	t      testing.TB
+	prefix string // namespace name prefix, unique per run
+
+	mu    sync.Mutex
+	cmds  []*exec.Cmd
+	hosts int
+}
+
+// NewLAN creates a bridge namespace and n host namespaces. It skips the test
+// when not root or when the ip command is missing, but fails it instead when
+// the CI environment variable is set, since CI must run these tests.
+func NewLAN(t testing.TB, n int) *LAN {
+	t.Helper()
+	if n < 1 || n > 250 {
+		t.Fatalf("clustertest: NewLAN with %d hosts: want 1-250", n)
+	}
+	var why string
+	if os.Geteuid() != 0 {
+		why = "network namespaces need root"
+	} else if _, err := exec.LookPath("ip"); err != nil {
+		why = "network namespaces need the ip command (iproute2)"
+	}
+	if why != "" {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("clustertest: %s, and CI must run this test", why)
+		}
+		t.Skipf("clustertest: %s; skipping", why)
+	}
+	suffix := make([]byte, 2)
+	_, _ = rand.Read(suffix)
+	l := &LAN{t: t, prefix: fmt.Sprintf("chatrt%d%s", os.Getpid(), hex.EncodeToString(suffix))}
+	t.Cleanup(l.cleanup) // registered first: removes whatever was made, even half-way
+	l.ip("netns", "add", l.bridge())
+	l.ip("-n", l.bridge(), "link", "add", "br0", "type", "bridge")
+	l.ip("-n", l.bridge(), "link", "set", "br0", "up")
+	for i := range n {
+		ns, veth := l.Namespace(i), l.veth(i)
+		l.ip("netns", "add", ns)
+		l.mu.Lock()
+		l.hosts = i + 1
+		l.mu.Unlock()
+		// Made inside the bridge namespace with its peer put straight into
+		// the host's, so no interface ever appears in the machine's own.
+		l.ip("-n", l.bridge(), "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+		l.ip("-n", l.bridge(), "link", "set", veth, "master", "br0", "up")
+		l.ip("-n", ns, "addr", "add", l.Addr(i)+"/24", "dev", "eth0")
+		l.ip("-n", ns, "link", "set", "eth0", "up")
+		l.ip("-n", ns, "link", "set", "lo", "up")
+		l.ip("-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0")
+	}
+	return l
+}
+
+// Addr is host i's IPv4 address, 10.77.0.(i+1); i counts from 0.
+func (l *LAN) Addr(i int) string { return fmt.Sprintf("10.77.0.%d", i+1) }
+
+// Namespace is the name of host i's network namespace.
+func (l *LAN) Namespace(i int) string { return fmt.Sprintf("%sh%d", l.prefix, i) }
+
+func (l *LAN) bridge() string { return l.prefix + "br" }
+
+// veth is host i's link in the bridge namespace.
+func (l *LAN) veth(i int) string { return fmt.Sprintf("v%d", i) }
+
+// Command prepares name args... to run inside host i's namespace (with
+// "ip netns exec"), in its own process group; the LAN kills that group when
+// the test ends. The caller starts it and may Wait for it.
+func (l *LAN) Command(i int, name string, args ...string) *exec.Cmd {
+	cmd := exec.Command("ip", append([]string{"netns", "exec", l.Namespace(i), name}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	l.mu.Lock()
+	l.cmds = append(l.cmds, cmd)
+	l.mu.Unlock()
+	return cmd
+}
+
+// Cut takes host i's link down at the bridge: it can reach no one and no
+// one can reach it, while its own interface stays up.
+func (l *LAN) Cut(i int) { l.ip("-n", l.bridge(), "link", "set", l.veth(i), "down") }
+
+// Heal brings host i's link back up.
+func (l *LAN) Heal(i int) { l.ip("-n", l.bridge(), "link", "set", l.veth(i), "up") }
+
+func (l *LAN) ip(args ...string) {
+	l.t.Helper()
+	out, err := exec.Command("ip", args...).CombinedOutput()
+	if err != nil {
+		l.t.Fatalf("clustertest: ip %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+}
+
+// cleanup kills every process group started with Command, then deletes
+// the namespaces (their veth ends go with them).
+func (l *LAN) cleanup() {
+	l.mu.Lock()
+	cmds, hosts := l.cmds, l.hosts
+	l.cmds = nil
+	l.mu.Unlock()
+	for _, cmd := range cmds {
+		if cmd.Process != nil {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		}
+	}
+	names := []string{l.bridge()}
+	for i := range hosts {
+		names = append(names, l.Namespace(i))
+	}
+	for _, ns := range names {
+		if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil &&
+			!strings.Contains(string(out), "No such file") {
+			l.t.Errorf("clustertest: remove namespace %s: %v: %s", ns, err, out)
+		}
+	}
+}
