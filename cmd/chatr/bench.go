@@ -22,8 +22,14 @@ the first --senders connections send --rate messages a second between them,
 once every connection is open. It prints a progress line each second and a
 report: connections, messages sent and acked, deliveries a second, latency
 from send to delivery (p50 p90 p99 p99.9 max), and a check that every member
-of a room got every message acked in it exactly once (lost, duplicated).
-It stops by itself after --duration plus at most --drain.
+of a room got every message acked in it exactly once (lost, duplicated, and
+late: still on the way when the drain ended). It stops by itself after
+--duration plus at most --drain. Past the ephemeral port range (~28k) it
+spreads connections over the source addresses 127.0.0.1, 127.0.0.2, ...
+
+A node limits what one client may do: raise its limits on a node you
+measure, e.g. chatr serve --send-rate 100000 --send-burst 1000
+--max-conns-per-ip 0; otherwise they show as errors (rate_limited, dial).
 
 Exit status: 0 when the check holds, 1 when it does not, 2 for bad flags.
 

@@ -14,6 +14,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -22,6 +23,7 @@ import (
 	"time"
 
 	"chatr/internal/client"
+	"chatr/internal/proto"
 )
 
 // maxDialing bounds the handshakes in progress, so that a run without ramp
@@ -62,10 +64,11 @@ type run struct {
 	failed  atomic.Int64
 	dropped atomic.Int64
 
-	mu      sync.Mutex
-	conns   []*conn
-	closing bool
-	errors  map[string]int64
+	mu       sync.Mutex
+	conns    []*conn
+	closing  bool
+	errors   map[string]int64
+	examples map[string]string // the first error of each kind
 }
 
 // conn is one bench connection. Its counters are written by its own
@@ -89,11 +92,12 @@ func newRun(cfg Config, urls []string) *run {
 	id := make([]byte, 3)
 	rand.Read(id)
 	r := &run{
-		cfg:    cfg,
-		urls:   urls,
-		lat:    newRecorder(),
-		ackLat: newRecorder(),
-		errors: map[string]int64{},
+		cfg:      cfg,
+		urls:     urls,
+		lat:      newRecorder(),
+		ackLat:   newRecorder(),
+		errors:   map[string]int64{},
+		examples: map[string]string{},
 	}
 	// Rooms of their own keep one run's messages out of another's.
 	for k := range cfg.Rooms {
@@ -133,7 +137,7 @@ func (r *run) run(ctx context.Context) *Report {
 			}
 		}
 		if !ok {
-			r.fail("not started", int64(r.cfg.Conns-i))
+			r.fail("not started", int64(r.cfg.Conns-i), nil)
 			break
 		}
 		setup.Add(1)
@@ -179,14 +183,15 @@ func (r *run) run(ctx context.Context) *Report {
 	sendEnd := time.Now()
 
 	// Wait a little for deliveries in flight, then close everything.
+	flowing := false
 	if ctx.Err() == nil {
-		r.drain(conns, sendEnd.Add(r.cfg.Drain))
+		flowing = r.drain(conns, sendEnd.Add(r.cfg.Drain))
 	}
 	r.closeAll()
 	senders.Wait()
 	readers.Wait()
 	<-progressDone
-	return r.report(conns, sendStart, sendEnd)
+	return r.report(conns, sendStart, sendEnd, flowing)
 }
 
 // sleepUntil waits for t and reports false if ctx ends first.
@@ -215,26 +220,30 @@ func (r *run) connect(ctx context.Context, i int) *conn {
 	url := r.urls[(i/r.cfg.Rooms)%len(r.urls)]
 	cc, err := client.Dial(ctx, url, "bench-"+strconv.Itoa(i), opts)
 	if err != nil {
-		r.fail("dial", 1)
+		reason := "dial"
+		if perr := (*proto.Error)(nil); errors.As(err, &perr) {
+			reason = "hello: " + perr.Code
+		}
+		r.fail(reason, 1, err)
 		return nil
 	}
 	room := r.rooms[c.room]
 	if err := cc.JoinHistory(ctx, room, 0); err != nil {
 		cc.CloseNow()
-		r.fail("join", 1)
+		r.fail("join", 1, err)
 		return nil
 	}
 	for {
 		data, err := cc.ReadRaw(ctx)
 		if err != nil {
 			cc.CloseNow()
-			r.fail("join", 1)
+			r.fail("join", 1, err)
 			return nil
 		}
 		f := scan(data)
 		if f.typ == client.TypeError {
 			cc.CloseNow()
-			r.fail("join: "+f.code, 1)
+			r.fail("join: "+f.code, 1, fmt.Errorf("%s", f.message))
 			return nil
 		}
 		if f.typ == client.TypeSynced {
@@ -270,9 +279,9 @@ func (r *run) read(c *conn) {
 				c.dropped.Store(true)
 				r.dropped.Add(1)
 				if code := client.CloseStatus(err); code >= 0 {
-					r.count("closed " + strconv.Itoa(code))
+					r.count("closed "+strconv.Itoa(code), err)
 				} else {
-					r.count("disconnected")
+					r.count("disconnected", err)
 				}
 			}
 			return
@@ -299,7 +308,7 @@ func (r *run) read(c *conn) {
 		case client.TypeAck:
 			seq, err := strconv.ParseUint(string(f.ref), 10, 64)
 			if err != nil || c.send == nil {
-				r.count("unknown ack")
+				r.count("unknown ack", fmt.Errorf("ack with ref %q", f.ref))
 				continue
 			}
 			if at, ok := c.send.Ack(seq); ok {
@@ -314,7 +323,7 @@ func (r *run) read(c *conn) {
 			if len(f.ref) > 0 {
 				c.answered.Add(1)
 			}
-			r.count(f.code)
+			r.count(f.code, fmt.Errorf("%s", f.message))
 		}
 	}
 }
@@ -346,7 +355,7 @@ func (r *run) sendLoop(ctx context.Context, c *conn, perSec float64, start time.
 			// write free of timers, and closeAll ends a blocked write.
 			if err := c.c.Send(context.Background(), room, string(buf), strconv.FormatUint(seq, 10)); err != nil {
 				if ctx.Err() == nil && !c.dropped.Load() {
-					r.count("send")
+					r.count("send", err)
 				}
 				return
 			}
@@ -384,15 +393,23 @@ func sum(conns []*conn, rooms int) totals {
 }
 
 // drain waits until every send is answered and every acked message has
-// reached every live member of its room, or until deadline.
-func (r *run) drain(conns []*conn, deadline time.Time) {
+// reached every live member of its room, or until deadline. It reports
+// whether deliveries were still arriving when it gave up.
+func (r *run) drain(conns []*conn, deadline time.Time) (flowing bool) {
+	const step = 10 * time.Millisecond
+	var last totals
+	lastChange := time.Now()
 	for time.Now().Before(deadline) {
 		t := sum(conns, r.cfg.Rooms)
 		if t.acked+t.answered >= t.sent && t.fresh >= t.expected {
-			return
+			return false
 		}
-		time.Sleep(10 * time.Millisecond)
+		if t != last {
+			last, lastChange = t, time.Now()
+		}
+		time.Sleep(step)
 	}
+	return time.Since(lastChange) < 500*time.Millisecond
 }
 
 // closeAll closes every connection at once, which ends their goroutines.
@@ -433,22 +450,25 @@ func (r *run) progress(ctx context.Context, start time.Time) {
 }
 
 // fail counts n connections that did not open, for reason.
-func (r *run) fail(reason string, n int64) {
+func (r *run) fail(reason string, n int64, example error) {
 	r.failed.Add(n)
-	r.mu.Lock()
-	r.errors[reason] += n
-	r.mu.Unlock()
+	r.countN(reason, n, example)
 }
 
-// count counts one error of kind code.
-func (r *run) count(code string) {
+// count counts one error of kind code; example (may be nil) tells more.
+func (r *run) count(code string, example error) { r.countN(code, 1, example) }
+
+func (r *run) countN(code string, n int64, example error) {
 	r.mu.Lock()
-	r.errors[code]++
-	r.mu.Unlock()
+	defer r.mu.Unlock()
+	r.errors[code] += n
+	if _, ok := r.examples[code]; !ok && example != nil {
+		r.examples[code] = example.Error()
+	}
 }
 
 // report builds the report once every goroutine has stopped.
-func (r *run) report(conns []*conn, sendStart, sendEnd time.Time) *Report {
+func (r *run) report(conns []*conn, sendStart, sendEnd time.Time, flowing bool) *Report {
 	c := r.cfg
 	rep := &Report{
 		Config: ReportConfig{
@@ -459,9 +479,10 @@ func (r *run) report(conns []*conn, sendStart, sendEnd time.Time) *Report {
 		ConnsFailed:      r.failed.Load(),
 		ConnsDropped:     r.dropped.Load(),
 		Errors:           r.errors,
+		ErrorExamples:    r.examples,
 		Latency:          summarize(r.lat.merged()),
 		AckLatency:       summarize(r.ackLat.merged()),
-		Check:            r.ledger.Check(),
+		Check:            r.ledger.Check(flowing),
 	}
 	t := sum(conns, c.Rooms)
 	rep.Sent, rep.Acked, rep.Deliveries = t.sent, t.acked, t.delivered

@@ -43,10 +43,30 @@ func TestLedgerCountsLostAndDuplicated(t *testing.T) {
 	other.Deliver(0, 1)
 	other.Deliver(2, 7)
 
-	got := l.Check()
+	got := l.Check(false)
 	want := Check{Expected: 4 + 4 + 1, Lost: 1, Duplicated: 1, Unexpected: 2}
 	if got != want {
-		t.Fatalf("Check() = %+v, want %+v", got, want)
+		t.Fatalf("Check(false) = %+v, want %+v", got, want)
+	}
+	// While deliveries still flow, r1's missing newest message may be late.
+	want.Lost, want.Late = 0, 1
+	if got := l.Check(true); got != want {
+		t.Fatalf("Check(true) = %+v, want %+v", got, want)
+	}
+}
+
+func TestLedgerGapIsLostEvenWhileFlowing(t *testing.T) {
+	l := NewLedger([]int{0})
+	r := l.AddReceiver(0)
+	s := l.Sender(0)
+	for i := int64(1); i <= 4; i++ {
+		s.Ack(s.Next(i))
+	}
+	r.Deliver(0, 1)
+	r.Deliver(0, 3) // 2 is missing before it, 4 after it
+	want := Check{Expected: 4, Lost: 1, Late: 1}
+	if got := l.Check(true); got != want {
+		t.Fatalf("Check(true) = %+v, want %+v", got, want)
 	}
 }
 
@@ -58,7 +78,7 @@ func TestLedgerStoppedReceiver(t *testing.T) {
 	r.Deliver(0, 1)
 	r.Stop(150)
 	s.Ack(s.Next(200)) // sent after r left: not expected from it
-	if got := l.Check(); got != (Check{Expected: 1}) {
+	if got := l.Check(false); got != (Check{Expected: 1}) {
 		t.Fatalf("Check() = %+v, want 1 expected and nothing wrong", got)
 	}
 }
@@ -74,7 +94,7 @@ func TestLedgerRejectsWildDeliveries(t *testing.T) {
 			t.Errorf("Deliver(%d, %d) accepted", d.sender, d.seq)
 		}
 	}
-	if got := l.Check(); got.Unexpected != 4 {
+	if got := l.Check(false); got.Unexpected != 4 {
 		t.Fatalf("Check() = %+v, want 4 unexpected", got)
 	}
 }
@@ -112,18 +132,26 @@ func TestReportArithmetic(t *testing.T) {
 		t.Errorf("summarize = %+v, want p50 500 p90 900 p99 990 p999 999 max 1000 ms", l)
 	}
 
-	rep := &Report{Sent: 1000, Acked: 990, Deliveries: 30000, SendSeconds: 10, DeliverySeconds: 12,
-		ConnsEstablished: 3, Check: Check{Lost: 2, Duplicated: 1}}
+	rep := &Report{Config: ReportConfig{Rate: 100}, Sent: 1000, Acked: 990, Deliveries: 30000, SendSeconds: 10, DeliverySeconds: 12,
+		ConnsEstablished: 3, Check: Check{Lost: 2, Duplicated: 1, Late: 5}}
 	rep.finish()
 	if rep.SentPerSec != 100 || rep.AckedPerSec != 99 || rep.DeliveriesPerS != 2500 {
 		t.Errorf("rates = %g %g %g, want 100 99 2500", rep.SentPerSec, rep.AckedPerSec, rep.DeliveriesPerS)
 	}
-	if rep.OK() {
-		t.Error("a report with lost and duplicated deliveries is OK")
+	if rep.OK() || len(rep.Problems()) != 3 {
+		t.Errorf("problems of a report with lost, late and duplicated deliveries: %q", rep.Problems())
+	}
+	ok := &Report{Config: ReportConfig{Rate: 100}, ConnsEstablished: 3, Sent: 1}
+	if !ok.OK() {
+		t.Errorf("problems of a good report: %q", ok.Problems())
+	}
+	idle := &Report{Config: ReportConfig{Rate: 100}, ConnsEstablished: 3, ConnsFailed: 1}
+	if len(idle.Problems()) != 2 {
+		t.Errorf("problems of a run that failed a connection and sent nothing: %q", idle.Problems())
 	}
 	var b bytes.Buffer
 	rep.WriteText(&b)
-	for _, want := range []string{"lost 2", "duplicated 1", "FAILED", "2500.0/s"} {
+	for _, want := range []string{"lost 2", "duplicated 1", "late 5", "FAILED", "2500.0/s"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("report text lacks %q:\n%s", want, b.String())
 		}
@@ -263,7 +291,7 @@ func checkReport(t *testing.T, rep *Report, conns int64) {
 	if rep.Sent == 0 || rep.Acked != rep.Sent || rep.Deliveries == 0 || rep.DeliveriesPerS <= 0 {
 		t.Errorf("messages: %s", js)
 	}
-	if rep.Check.Lost != 0 || rep.Check.Duplicated != 0 || rep.Check.Unexpected != 0 || rep.Check.Expected == 0 {
+	if rep.Check != (Check{Expected: rep.Check.Expected}) || rep.Check.Expected == 0 {
 		t.Errorf("check: %s", js)
 	}
 	if rep.Latency.Count != rep.Deliveries || rep.Latency.P50 <= 0 || rep.Latency.Max < rep.Latency.P99 {

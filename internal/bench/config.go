@@ -33,7 +33,7 @@ type Config struct {
 // Limits of a run.
 const (
 	DefaultDuration = 10 * time.Second
-	DefaultDrain    = 2 * time.Second
+	DefaultDrain    = 5 * time.Second
 	MaxDrain        = time.Minute
 	MaxConns        = 1 << 20
 )

@@ -1,6 +1,9 @@
 package bench
 
-import "sync"
+import (
+	"math/bits"
+	"sync"
+)
 
 // Ledger checks every delivery of a run: each receiver in a room must get
 // each message acked in that room while it was in it exactly once.
@@ -110,13 +113,20 @@ const maxSeq = 1 << 28
 // Check is the outcome of a Ledger.
 type Check struct {
 	Expected   int64 `json:"expected"`   // deliveries that had to happen
-	Lost       int64 `json:"lost"`       // expected deliveries that did not
+	Lost       int64 `json:"lost"`       // expected deliveries that did not happen
+	Late       int64 `json:"late"`       // expected deliveries still in flight at the end
 	Duplicated int64 `json:"duplicated"` // deliveries of a message a receiver already had
 	Unexpected int64 `json:"unexpected"` // deliveries of messages never sent, or sent to another room
 }
 
-// Check counts lost, duplicated and unexpected deliveries.
-func (l *Ledger) Check() Check {
+// Check counts lost, late, duplicated and unexpected deliveries.
+//
+// A node delivers the messages of one sender in order, so a receiver
+// missing a message older than one it got from the same sender lost it.
+// A missing message newer than all it got may instead have been on its way
+// when the run ended: with flowing (deliveries were still arriving then)
+// it counts as late, otherwise as lost.
+func (l *Ledger) Check(flowing bool) Check {
 	var c Check
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -139,13 +149,22 @@ func (l *Ledger) Check() Check {
 			if s.room != r.room {
 				continue
 			}
+			var seen bitset
+			if i < len(r.seen) {
+				seen = r.seen[i]
+			}
+			newest := seen.max()
 			for j, at := range s.sent {
 				seq := uint64(j + 1)
 				if !s.acked.has(seq) || (r.left != 0 && at >= r.left) {
 					continue
 				}
 				c.Expected++
-				if i >= len(r.seen) || !r.seen[i].has(seq) {
+				switch {
+				case seen.has(seq):
+				case seq > newest && flowing:
+					c.Late++
+				default:
 					c.Lost++
 				}
 			}
@@ -170,6 +189,16 @@ func (b *bitset) set(i uint64) {
 
 // len is one past the largest number the set can hold without growing.
 func (b bitset) len() uint64 { return uint64(len(b)) * 64 }
+
+// max returns the largest number in the set, 0 when it is empty.
+func (b bitset) max() uint64 {
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] != 0 {
+			return uint64(i)*64 + uint64(bits.Len64(b[i])) - 1
+		}
+	}
+	return 0
+}
 
 func (b bitset) count() int {
 	n := 0

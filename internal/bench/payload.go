@@ -80,10 +80,11 @@ func stringField(data []byte, key string) (value []byte, ok bool) {
 
 // frame is what bench needs of a server frame.
 type frame struct {
-	typ  string
-	text []byte // message
-	ref  []byte // ack, error
-	code string // error
+	typ     string
+	text    []byte // message
+	ref     []byte // ack, error
+	code    string // error
+	message string // error
 }
 
 // scan reads the type of a frame and the fields bench needs of it, by
@@ -114,5 +115,5 @@ func scan(data []byte) frame {
 	if err != nil {
 		return frame{typ: "undecodable"}
 	}
-	return frame{typ: f.Type, text: []byte(f.Text), ref: []byte(f.Ref), code: f.Code}
+	return frame{typ: f.Type, text: []byte(f.Text), ref: []byte(f.Ref), code: f.Code, message: f.Message}
 }

@@ -24,6 +24,9 @@ type Report struct {
 	Unanswered int64            `json:"unanswered"` // sends with neither ack nor error at the end
 	Errors     map[string]int64 `json:"errors"`     // error frames by code, and dial/drop failures
 
+	// ErrorExamples holds the first error message of each kind of Errors.
+	ErrorExamples map[string]string `json:"error_examples,omitempty"`
+
 	Deliveries int64 `json:"deliveries"`
 
 	// SendSeconds is how long messages were sent; DeliverySeconds runs from
@@ -52,10 +55,31 @@ type ReportConfig struct {
 	Ramp     string   `json:"ramp"`
 }
 
-// OK reports whether the check found nothing wrong and at least one
-// connection worked.
-func (r *Report) OK() bool {
-	return r.ConnsEstablished > 0 && r.Check.Lost == 0 && r.Check.Duplicated == 0 && r.Check.Unexpected == 0
+// OK reports whether the run went as it should: every connection opened
+// and stayed, messages were sent if asked for, and the check found nothing
+// wrong.
+func (r *Report) OK() bool { return len(r.Problems()) == 0 }
+
+// Problems lists what went wrong, for people.
+func (r *Report) Problems() []string {
+	var p []string
+	add := func(cond bool, format string, args ...any) {
+		if cond {
+			p = append(p, fmt.Sprintf(format, args...))
+		}
+	}
+	k := r.Check
+	add(r.ConnsEstablished == 0, "no connection opened")
+	add(r.ConnsFailed > 0, "%d connections failed to open", r.ConnsFailed)
+	add(r.ConnsDropped > 0, "%d connections were closed by the node", r.ConnsDropped)
+	add(r.Config.Rate > 0 && r.ConnsEstablished > 0 && r.Sent == 0,
+		"nothing was sent: opening the connections took the whole run (raise --duration)")
+	add(r.Unanswered > 0, "%d sends got neither ack nor error by the end (the node was behind)", r.Unanswered)
+	add(k.Lost > 0, "%d deliveries lost", k.Lost)
+	add(k.Late > 0, "%d deliveries late: still on their way when the drain ended, the node was behind (raise --drain or lower the load)", k.Late)
+	add(k.Duplicated > 0, "%d deliveries duplicated", k.Duplicated)
+	add(k.Unexpected > 0, "%d deliveries unexpected", k.Unexpected)
+	return p
 }
 
 // finish computes the rates from the counts and durations.
@@ -120,21 +144,24 @@ func (r *Report) WriteText(w io.Writer) error {
 			codes = append(codes, code)
 		}
 		sort.Strings(codes)
-		b.WriteString("errors      ")
 		for _, code := range codes {
-			fmt.Fprintf(&b, " %s %d", code, r.Errors[code])
+			fmt.Fprintf(&b, "errors       %s: %d", code, r.Errors[code])
+			if ex := r.ErrorExamples[code]; ex != "" {
+				fmt.Fprintf(&b, " (first: %s)", ex)
+			}
+			b.WriteString("\n")
 		}
-		b.WriteString("\n")
 	}
 	fmt.Fprintf(&b, "deliveries   %d (%.1f/s over %.2f s)\n", r.Deliveries, r.DeliveriesPerS, r.DeliverySeconds)
 	fmt.Fprintf(&b, "latency      %s\n", r.Latency)
 	fmt.Fprintf(&b, "ack latency  %s\n", r.AckLatency)
-	verdict := "ok"
-	if !r.OK() {
-		verdict = "FAILED"
+	fmt.Fprintf(&b, "check        expected %d  lost %d  duplicated %d  unexpected %d  late %d\n",
+		r.Check.Expected, r.Check.Lost, r.Check.Duplicated, r.Check.Unexpected, r.Check.Late)
+	if problems := r.Problems(); len(problems) > 0 {
+		b.WriteString("result       FAILED: " + strings.Join(problems, "; ") + "\n")
+	} else {
+		b.WriteString("result       ok\n")
 	}
-	fmt.Fprintf(&b, "check        expected %d  lost %d  duplicated %d  unexpected %d  %s\n",
-		r.Check.Expected, r.Check.Lost, r.Check.Duplicated, r.Check.Unexpected, verdict)
 	_, err := io.WriteString(w, b.String())
 	return err
 }

@@ -137,7 +137,9 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out, errOut io.Writer) e
 				retry.Reset(jitter(backoff))
 				continue
 			}
-			c.handle(r.f)
+			if err := c.handle(ctx, r.f); err != nil {
+				return err
+			}
 		case <-retry.C:
 			if err := c.connect(ctx); err != nil {
 				c.status("reconnect failed: %v; next try in %s", err, backoff.Round(time.Millisecond))
@@ -390,8 +392,8 @@ func (c *chat) inFlight() int {
 	return n
 }
 
-// handle handles one frame.
-func (c *chat) handle(f client.Frame) {
+// handle handles one frame. It returns an error when the chat cannot go on.
+func (c *chat) handle(ctx context.Context, f client.Frame) error {
 	switch f.Type {
 	case client.TypeJoined:
 		clear(c.members)
@@ -405,14 +407,14 @@ func (c *chat) handle(f client.Frame) {
 		}
 	case client.TypeMessage:
 		if f.Room != c.cfg.Room {
-			return
+			return nil
 		}
 		c.cursor = f.Cursor
 		c.echo(f)
 		c.show(f)
 	case client.TypeSynced:
 		if f.Room != c.cfg.Room {
-			return
+			return nil
 		}
 		if f.Cursor != "" {
 			c.cursor = f.Cursor
@@ -434,7 +436,7 @@ func (c *chat) handle(f client.Frame) {
 	case client.TypeAck:
 		i := slices.IndexFunc(c.pending, func(o *outgoing) bool { return o.ref == f.Ref })
 		if i < 0 {
-			return
+			return nil
 		}
 		if !c.pending[i].echoed {
 			if c.ackedIDs == nil {
@@ -444,8 +446,9 @@ func (c *chat) handle(f client.Frame) {
 		}
 		c.pending = slices.Delete(c.pending, i, i+1)
 	case client.TypeError:
-		c.refused(f)
+		return c.refused(ctx, f)
 	}
+	return nil
 }
 
 // echo notes that a line of ours came back as a message.
@@ -483,21 +486,35 @@ func (c *chat) resend() {
 }
 
 // refused handles an error frame.
-func (c *chat) refused(f client.Frame) {
+func (c *chat) refused(ctx context.Context, f client.Frame) error {
+	if f.Ref == "" && !c.synced && c.conn != nil {
+		// The join failed. A cursor this node cannot read (another cluster,
+		// a damaged one) is dropped: better a gap than no chat.
+		if c.cursor == "" {
+			return fmt.Errorf("join %s: %s", c.cfg.Room, f.Message)
+		}
+		c.status("the node refused our cursor (%s); joining with the recent history, some messages may be missing or shown twice", f.Message)
+		c.cursor = ""
+		jctx, cancel := context.WithTimeout(ctx, sendTimeout)
+		defer cancel()
+		c.conn.JoinHistory(jctx, c.cfg.Room, c.cfg.History)
+		return nil
+	}
 	i := slices.IndexFunc(c.pending, func(o *outgoing) bool { return f.Ref != "" && o.ref == f.Ref })
 	if i < 0 {
 		c.status("error from the node: %s: %s", f.Code, f.Message)
-		return
+		return nil
 	}
 	o := c.pending[i]
 	c.pending = slices.Delete(c.pending, i, i+1)
 	if f.Code == proto.CodeRateLimited {
 		c.queue = append([]string{o.text}, c.queue...)
 		c.pausedUntil = time.Now().Add(ratePause)
-		return
+		return nil
 	}
 	c.status("not sent: %q: %s", o.text, f.Message)
 	c.failed++
+	return nil
 }
 
 // show prints a message as "HH:MM:SS sender: text".

@@ -254,7 +254,7 @@ func TestResendAfterLoss(t *testing.T) {
 		urls: []string{"ws://x"}, members: map[proto.Person]bool{}}
 	c.pending = []*outgoing{{ref: "l1", text: "a"}, {ref: "l2", text: "b"}, {ref: "l3", text: "c"}}
 	c.queue = []string{"d"}
-	c.handle(client.Frame{Type: client.TypeAck, Ref: "l1", ID: "n-1"})
+	c.handle(context.Background(), client.Frame{Type: client.TypeAck, Ref: "l1", ID: "n-1"})
 	if err := c.lost(errors.New("connection reset")); err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +265,9 @@ func TestResendAfterLoss(t *testing.T) {
 		{Type: client.TypeMessage, Room: "pipes", ID: "n-2", Sender: "ann", Text: "c", Cursor: "2"},
 		{Type: client.TypeSynced, Room: "pipes", Cursor: "2"},
 	} {
-		c.handle(f)
+		if err := c.handle(context.Background(), f); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if len(c.pending) != 0 || fmt.Sprint(c.queue) != "[b d]" || c.cursor != "2" {
 		t.Fatalf("pending %d, queue %q, cursor %q; want 0, [b d], 2", len(c.pending), c.queue, c.cursor)

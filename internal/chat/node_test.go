@@ -69,3 +69,30 @@ func TestChatCommandPipes(t *testing.T) {
 		t.Fatalf("bob printed %q", got)
 	}
 }
+
+func TestChatCommandBadFlags(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin, err := clienttest.Binary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--name", "ann", "--room", "Lobby"}, "--room"},
+		{[]string{"--name", "<script>"}, "--name"},
+		{[]string{"--name", "ann", "--url", "ftp://x"}, "--url"},
+		{[]string{"--name", "ann", "--history", "-1"}, "--history"},
+		{[]string{"--name", "ann", "extra"}, "unexpected argument"},
+	}
+	for _, b := range bad {
+		cmd := exec.Command(bin, append([]string{"chat"}, b.args...)...)
+		out, err := cmd.CombinedOutput()
+		if code := cmd.ProcessState.ExitCode(); err == nil || code != 2 || !strings.Contains(string(out), b.want) {
+			t.Errorf("chatr chat %s: exit %d, output %q; want exit 2 and %q", strings.Join(b.args, " "), code, out, b.want)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -91,10 +92,10 @@ func startNode(t *testing.T, name string, mod func(*Config)) *node {
 	t.Helper()
 	n := &node{console: &syncBuffer{}, logs: &syncBuffer{}, reg: prometheus.NewRegistry()}
 	level := slog.LevelInfo
-	var w = (interface{ Write([]byte) (int, error) })(n.logs)
+	var w io.Writer = n.logs
 	if os.Getenv("CHATR_TEST_DEBUG") != "" {
 		level = slog.LevelDebug
-		w = multiWriter{n.logs, os.Stderr}
+		w = io.MultiWriter(n.logs, os.Stderr)
 	}
 	cfg := Config{
 		NodeID:   nodeID(name),
@@ -129,15 +130,6 @@ func startNode(t *testing.T, name string, mod func(*Config)) *node {
 		_ = c.Shutdown(sctx)
 	})
 	return n
-}
-
-type multiWriter []interface{ Write([]byte) (int, error) }
-
-func (m multiWriter) Write(p []byte) (int, error) {
-	for _, w := range m {
-		_, _ = w.Write(p)
-	}
-	return len(p), nil
 }
 
 // states maps member names to their states as n sees them.
@@ -456,9 +448,9 @@ func TestGarbage(t *testing.T) {
 			payloads := [][]byte{
 				{}, {0}, {244}, {244, 0}, {244, 200, 'x'}, label,
 				append(append([]byte{}, label...), 6, 0xff, 0xff, 0xff, 0xff), // push/pull claiming a huge state
-				append(append([]byte{}, label...), 10, 0, 0, 0, 40),         // "encrypted", short
-				append(append([]byte{}, label...), 7, 200, 0, 1),            // compound with missing parts
-				append(append([]byte{}, label...), 9, 0x80, 0x80),          // "compressed" junk
+				append(append([]byte{}, label...), 10, 0, 0, 0, 40),           // "encrypted", short
+				append(append([]byte{}, label...), 7, 200, 0, 1),              // compound with missing parts
+				append(append([]byte{}, label...), 9, 0x80, 0x80),             // "compressed" junk
 				append(append([]byte{}, label...), random(3000)...),
 				random(1), random(64), random(1400), random(65000),
 			}
@@ -603,5 +595,50 @@ func TestRunAfterShutdown(t *testing.T) {
 	cancel()
 	if _, ok := <-ch; ok {
 		t.Fatal("subscription after Shutdown is open")
+	}
+}
+
+// freePort finds a port free for both TCP and UDP on 127.0.0.1.
+func freePort(t *testing.T) string {
+	t.Helper()
+	for range 20 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		u, err := net.ListenPacket("udp", addr)
+		_ = l.Close()
+		if err == nil {
+			_ = u.Close()
+			return addr
+		}
+	}
+	t.Fatal("no free port")
+	return ""
+}
+
+func TestJoinRetriedUntilAnswered(t *testing.T) {
+	addr := freePort(t)
+	// b2 names a1 twice (as an address and by a name) and itself too, as a
+	// shared join list does; a1 is not up yet.
+	var b *node
+	b = startNode(t, "b2", func(c *Config) {
+		c.BindAddr = freePort(t)
+		c.Join = []string{addr, "localhost" + addr[strings.LastIndexByte(addr, ':'):], c.BindAddr}
+	})
+	eventually(t, 10*time.Second, "b2 to fail a few join attempts", func() bool {
+		return value(b.metrics.joinFailures) >= 3
+	})
+	if b.Joined() {
+		t.Fatal("b2 joined with no one to join")
+	}
+	a := startNode(t, "a1", func(c *Config) { c.BindAddr = addr })
+	d := eventually(t, 10*time.Second, "b2 to join a1 once it is up", func() bool {
+		return b.Joined() && b.aliveCount() == 2 && a.aliveCount() == 2
+	})
+	t.Logf("joined %v after a1 came up", d.Round(10*time.Millisecond))
+	if strings.Contains(b.logs.String(), "addr="+b.Addr()) {
+		t.Fatalf("b2 tried to join itself:\n%s", b.logs.String())
 	}
 }

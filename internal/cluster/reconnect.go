@@ -27,6 +27,7 @@ const (
 	discoverTTL  = time.Minute      // a discovered address is tried this long after its last sighting
 	recheck      = 30 * time.Second // after a success, when to try an address again if it is still not an alive member
 	resolveWait  = 5 * time.Second
+	longOutage   = 100 // failures (about 5 minutes) after which an address is tried every 10*ReconnectInterval
 )
 
 // resolver is used for join names; tests point it at a fake DNS server.
@@ -176,9 +177,9 @@ func (c *Cluster) attempt(ctx context.Context, cand *candidate, alive map[string
 	var err error
 	if cand.kind == kindJoin {
 		addrs, err = resolveJoin(ctx, cand.target)
-		addrs = slices.DeleteFunc(addrs, func(a string) bool { return alive[a] || a == self })
+		addrs = slices.DeleteFunc(addrs, func(a string) bool { return alive[a] || a == self || c.isSelf(a) })
 		if err == nil && len(addrs) == 0 {
-			c.finish(cand, nil, tickInterval*8) // every address is alive already
+			c.finish(cand, nil, recheck) // every address is an alive member, or this node
 			return
 		}
 	}
@@ -191,6 +192,33 @@ func (c *Cluster) attempt(ctx context.Context, cand *candidate, alive map[string
 		return
 	}
 	c.finish(cand, err, 0)
+}
+
+// isSelf reports whether addr reaches this node's own gossip listener, so a
+// join list that names every node, this one included, does not make it
+// join itself.
+func (c *Cluster) isSelf(addr string) bool {
+	host, port, err := net.SplitHostPort(addr)
+	_, ownPort, _ := net.SplitHostPort(c.addr)
+	if err != nil || port != ownPort {
+		return false
+	}
+	ip := net.ParseIP(host)
+	bindHost, _, _ := net.SplitHostPort(c.cfg.BindAddr)
+	bind := net.ParseIP(bindHost)
+	if bind != nil && !bind.IsUnspecified() {
+		return ip.Equal(bind)
+	}
+	if ip.IsLoopback() {
+		return true
+	}
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *Cluster) finish(cand *candidate, err error, next time.Duration) {
@@ -208,6 +236,9 @@ func (c *Cluster) finish(cand *candidate, err error, next time.Duration) {
 		c.metrics.joinFailures.Inc()
 		d := tickInterval << min(cand.failures-1, 10)
 		d = min(d, c.cfg.ReconnectInterval)
+		if cand.failures > longOutage {
+			d = 10 * c.cfg.ReconnectInterval // gone for minutes: try less often
+		}
 		cand.next = now.Add(time.Duration(float64(d) * (0.8 + 0.4*rand.Float64())))
 		if cand.failures == 1 {
 			c.log.Info("cluster: cannot reach "+string(cand.kind)+" address; retrying", "addr", cand.target, "member", cand.member, "err", err)

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -47,6 +48,13 @@ type testServer struct {
 // loopback address and a fresh data directory). Everything stops at cleanup.
 func newTestServer(t testing.TB, args ...string) *testServer {
 	t.Helper()
+	return startTestServer(t, nil, args...)
+}
+
+// startTestServer is newTestServer with a hook that may change each
+// accepted connection (socket buffer sizes, say).
+func startTestServer(t testing.TB, onAccept func(net.Conn), args ...string) *testServer {
+	t.Helper()
 	cfg, err := config.Parse(append([]string{"--http", "127.0.0.1:0", "--data", t.TempDir(), "--node", "testnode"}, args...), noEnv, io.Discard)
 	if err != nil {
 		t.Fatalf("config: %v", err)
@@ -60,7 +68,11 @@ func newTestServer(t testing.TB, args ...string) *testServer {
 	st.OnCommit(h.Publish)
 	srv := New(Options{Config: cfg, NodeID: st.NodeID(), Store: st, Hub: h,
 		Poster: StorePoster{Store: st}, Web: web.FS, Metrics: reg})
-	hs := httptest.NewServer(srv.Handler())
+	hs := httptest.NewUnstartedServer(srv.Handler())
+	if onAccept != nil {
+		hs.Listener = hookListener{hs.Listener, onAccept}
+	}
+	hs.Start()
 	ts := &testServer{cfg: cfg, srv: srv, st: st, hub: h, http: hs, url: hs.URL,
 		ws: "ws" + strings.TrimPrefix(hs.URL, "http") + "/chatr/ws"}
 	t.Cleanup(func() {
@@ -71,6 +83,19 @@ func newTestServer(t testing.TB, args ...string) *testServer {
 		st.Close()
 	})
 	return ts
+}
+
+type hookListener struct {
+	net.Listener
+	onAccept func(net.Conn)
+}
+
+func (l hookListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.onAccept(c)
+	}
+	return c, err
 }
 
 // eventually polls cond until it holds or the deadline passes.
@@ -109,7 +134,12 @@ type frame struct {
 	raw []byte
 }
 
-func (f frame) String() string { return string(f.raw) }
+func (f frame) String() string {
+	if len(f.raw) > 300 {
+		return string(f.raw[:300]) + "..."
+	}
+	return string(f.raw)
+}
 
 // keys lists the JSON keys of the frame as sent.
 func (f frame) keys() []string {
@@ -133,9 +163,25 @@ type wsClient struct {
 // dialWS opens a WebSocket; the error and response are for tests of refused
 // upgrades.
 func (ts *testServer) dialWS(hdr http.Header) (*websocket.Conn, *http.Response, error) {
+	return ts.dialWith(hdr, nil)
+}
+
+// dialWith dials with a hook on the client's TCP connection.
+func (ts *testServer) dialWith(hdr http.Header, onDial func(net.Conn)) (*websocket.Conn, *http.Response, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
 	defer cancel()
-	return websocket.Dial(ctx, ts.ws, &websocket.DialOptions{HTTPHeader: hdr})
+	opts := &websocket.DialOptions{HTTPHeader: hdr}
+	if onDial != nil {
+		opts.HTTPClient = &http.Client{Transport: &http.Transport{
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+				if err == nil {
+					onDial(c)
+				}
+				return c, err
+			}}}
+	}
+	return websocket.Dial(ctx, ts.ws, opts)
 }
 
 func (ts *testServer) dial(t testing.TB) *wsClient {
@@ -361,7 +407,7 @@ func (ts *testServer) appendN(t testing.TB, room string, n int) []string {
 	for i := range n {
 		ch := make(chan res, 1)
 		chs[i] = ch
-		err := ts.st.AppendAsync(context.Background(), room, "bot", "m"+strconv.Itoa(i), func(m proto.Message, err error) { ch <- res{m, err} })
+		err := ts.st.AppendAsync(context.Background(), proto.Message{Room: room, Sender: "bot", Text: "m" + strconv.Itoa(i)}, func(m proto.Message, err error) { ch <- res{m, err} })
 		if err != nil {
 			t.Fatalf("append: %v", err)
 		}
@@ -425,4 +471,28 @@ func (ts *testServer) metric(t testing.TB, name string) float64 {
 		}
 	}
 	return -1
+}
+
+// say sends text to room with ref and reads until both its ack and its
+// own message frame came back; other frames are returned.
+func (c *wsClient) say(room, text, ref string) (ack, msg frame, other []frame) {
+	c.t.Helper()
+	c.send(map[string]any{"type": "send", "room": room, "text": text, "ref": ref})
+	for ack.Type == "" || msg.Type == "" {
+		f := c.next()
+		switch {
+		case f.Type == "ack" && f.Ref == ref:
+			ack = f
+		case f.Type == "error" && f.Ref == ref:
+			c.t.Fatalf("send %q: %s", ref, f)
+		case f.Type == "message" && f.Text == text && f.Room == room && msg.Type == "":
+			msg = f
+		default:
+			other = append(other, f)
+		}
+	}
+	if ack.ID != msg.ID {
+		c.t.Fatalf("ack %s and message %s differ", ack, msg)
+	}
+	return ack, msg, other
 }

@@ -50,6 +50,10 @@ type Options struct {
 	Ready func() bool
 	// Peer serves the peer links under /chatr/peer/ (cluster mode).
 	Peer http.Handler
+	// KnownHTTP lists the HTTP addresses of every member ever seen, alive or
+	// not: their pages may open WebSockets here, so a client fails over from
+	// a dead node to this one without --allowed-origins.
+	KnownHTTP func() []string
 }
 
 // Server serves one node's HTTP listener.
@@ -150,8 +154,15 @@ func (s *Server) originAllowed(r *http.Request) bool {
 	if i := strings.Index(host, "://"); i >= 0 {
 		host = host[i+3:]
 	}
-	if strings.EqualFold(host, r.Host) {
+	if sameHost(host, r.Host) {
 		return true
+	}
+	if s.opts.KnownHTTP != nil {
+		for _, m := range s.opts.KnownHTTP() {
+			if sameHost(host, m) {
+				return true
+			}
+		}
 	}
 	for _, a := range s.cfg.AllowedOrigins {
 		if a == "*" || strings.EqualFold(a, host) || !strings.Contains(a, ":") && strings.EqualFold(a, hostOnly(host)) {
@@ -159,6 +170,26 @@ func (s *Server) originAllowed(r *http.Request) bool {
 		}
 	}
 	return false
+}
+
+// sameHost compares two host:port addresses; loopback names (localhost,
+// 127.0.0.0/8, ::1) are one host, since a page on localhost reaches a node
+// on 127.0.0.1.
+func sameHost(a, b string) bool {
+	if strings.EqualFold(a, b) {
+		return true
+	}
+	ah, ap, err1 := net.SplitHostPort(a)
+	bh, bp, err2 := net.SplitHostPort(b)
+	return err1 == nil && err2 == nil && ap == bp && isLoopback(ah) && isLoopback(bh)
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
 }
 
 func hostOnly(hostport string) string {

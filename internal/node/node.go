@@ -120,6 +120,13 @@ func (n *Node) newCluster(gw *gateway.Options, hooks Hooks) error {
 	gw.Members = n.aliveMembers
 	gw.ClusterView = n.clusterView
 	gw.Ready = c.Joined
+	gw.KnownHTTP = func() []string {
+		var out []string
+		for _, m := range c.Members() {
+			out = append(out, peerHTTP(m))
+		}
+		return out
+	}
 	return nil
 }
 

@@ -240,7 +240,7 @@ func TestVector(t *testing.T) {
 	if !c.Covers(a) || a.Covers(c) {
 		t.Errorf("Covers: %v covers %v = %v, reverse = %v", c, a, c.Covers(a), a.Covers(c))
 	}
-	if !a.Covers(Vector{}) || !Vector{}.Covers(Vector{}) || Vector(nil).Covers(a) {
+	if !a.Covers(Vector{}) || !(Vector{}).Covers(Vector{}) || Vector(nil).Covers(a) {
 		t.Error("Covers of empty vectors is wrong")
 	}
 	a.Merge(Vector{"aaaaaaaaaaaa": 1, "bbbbbbbbbbbb": 7, "cccccccccccc": 2})

@@ -544,7 +544,7 @@ func TestFailoverToAnotherNode(t *testing.T) {
 		return members == 2
 	}, func() string { return fmt.Sprintf("alpha sees 2 alive members (it sees %d)", members) })
 
-	browser := newBrowser(t, testTimeout)
+	browser := newBrowser(t, 45*time.Second) // two nodes to start and one to drain
 	ada := openPage(t, browser, alpha.url("/chatr/chatr.html?room=failover"), "Ada")
 	ada.waitStatus("connected to alpha")
 	ada.send("on alpha")

@@ -1,0 +1,365 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"chatr/internal/proto"
+)
+
+// Sending over --send-rate answers rate_limited; going on sending fast
+// closes the session with 1008.
+func TestRateLimitThenClose(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, "--send-rate", "1", "--send-burst", "1")
+	c := ts.hello(t, "fast")
+	c.join("lobby", nil)
+	c.send(`{"type":"send","room":"lobby","text":"one","ref":"r1"}`)
+	c.send(`{"type":"send","room":"lobby","text":"two","ref":"r2"}`)
+	var gotAck, gotMsg, gotErr bool
+	for !(gotAck && gotMsg && gotErr) {
+		f := c.next()
+		switch {
+		case f.Type == "ack" && f.Ref == "r1":
+			gotAck = true
+		case f.Type == "message" && f.Text == "one":
+			gotMsg = true
+		case f.Type == "error":
+			if f.Code != proto.CodeRateLimited || f.Ref != "r2" {
+				t.Fatalf("got %s, want rate_limited for r2", f)
+			}
+			gotErr = true
+		default:
+			t.Fatalf("unexpected frame %s", f)
+		}
+	}
+	if got := ts.metric(t, "chatr_rate_limited_total"); got < 1 {
+		t.Fatalf("chatr_rate_limited_total = %v, want >= 1", got)
+	}
+	// A rate-limited session still answers.
+	c.quiet()
+
+	// Keep hammering: the session is closed as abusive.
+	for i := range maxRateBreaches + 5 {
+		ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
+		err := c.conn.Write(ctx, websocket.MessageText, fmt.Appendf(nil, `{"type":"send","room":"lobby","text":"spam","ref":"s%d"}`, i))
+		cancel()
+		if err != nil {
+			break // closed under us: fine
+		}
+	}
+	for {
+		f, err := c.read()
+		if err != nil {
+			if got := websocket.CloseStatus(err); got != websocket.StatusPolicyViolation {
+				t.Fatalf("closed with %d (%v), want 1008", got, err)
+			}
+			break
+		}
+		if f.Type != "error" || f.Code != proto.CodeRateLimited {
+			t.Fatalf("while hammering: got %s, want only rate_limited errors", f)
+		}
+	}
+	// Only the one message within the rate was stored.
+	page, err := ts.st.Latest(context.Background(), "lobby", 100)
+	if err != nil || len(page.Messages) != 1 {
+		t.Fatalf("stored %d messages (err %v), want 1", len(page.Messages), err)
+	}
+}
+
+// The Origin check: none and the same host are accepted, another host is
+// closed with 1008 unless --allowed-origins names it.
+func TestOrigin(t *testing.T) {
+	t.Parallel()
+	plain := newTestServer(t)
+	wide := newTestServer(t, "--allowed-origins", "evil.example,other.example:8443")
+	host := func(ts *testServer) string { return strings.TrimPrefix(ts.url, "http://") }
+	cases := []struct {
+		name   string
+		ts     *testServer
+		origin string
+		ok     bool
+	}{
+		{"no origin", plain, "", true},
+		{"same host", plain, "http://" + host(plain), true},
+		{"same host, https", plain, "https://" + host(plain), true},
+		{"foreign host", plain, "http://evil.example", false},
+		{"same IP, other port", plain, "http://127.0.0.1:1", false},
+		{"host as prefix", plain, "http://" + host(plain) + ".evil.example", false},
+		{"null origin", plain, "null", false},
+		{"allowed host", wide, "http://evil.example", true},
+		{"allowed host, any port", wide, "http://evil.example:8080", true},
+		{"allowed host:port", wide, "https://other.example:8443", true},
+		{"allowed host, other port", wide, "https://other.example:9000", false},
+		{"not allowed", wide, "http://bad.example", false},
+		{"wide still allows same host", wide, "http://" + host(wide), true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			hdr := http.Header{}
+			if tc.origin != "" {
+				hdr.Set("Origin", tc.origin)
+			}
+			c := tc.ts.dialHeader(t, hdr)
+			if !tc.ok {
+				c.expectClose(websocket.StatusPolicyViolation)
+				return
+			}
+			c.send(`{"type":"hello","name":"o"}`)
+			c.expect("welcome")
+			c.quiet()
+		})
+	}
+}
+
+// --max-conns-per-ip refuses extra upgrades with 429 while the open
+// sessions keep working, and takes new ones once a session ends.
+func TestMaxConnsPerIP(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, "--max-conns-per-ip", "2")
+	a := ts.hello(t, "a")
+	b := ts.hello(t, "b")
+	_, resp, err := ts.dialWS(nil)
+	if err == nil {
+		t.Fatal("a third connection from one IP was accepted")
+	}
+	if resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("third connection: %v, response %v, want 429", err, resp)
+	}
+	if resp.Header.Get("Retry-After") == "" {
+		t.Fatal("429 without Retry-After")
+	}
+	a.quiet()
+	b.quiet()
+	b.conn.Close(websocket.StatusNormalClosure, "")
+	eventually(t, 5*time.Second, "a slot frees after a session ends", func() bool {
+		conn, _, err := ts.dialWS(nil)
+		if err != nil {
+			return false
+		}
+		conn.CloseNow()
+		return true
+	})
+	a.quiet()
+}
+
+// --max-conns refuses extra upgrades with 503 while the open sessions keep
+// working.
+func TestMaxConns(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, "--max-conns", "2")
+	a := ts.hello(t, "a")
+	b := ts.hello(t, "b")
+	_, resp, err := ts.dialWS(nil)
+	if err == nil {
+		t.Fatal("a connection over --max-conns was accepted")
+	}
+	if resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("connection over the limit: %v, response %v, want 503", err, resp)
+	}
+	a.quiet()
+	b.quiet()
+}
+
+// --max-conns holds when many clients connect at once: no more than the
+// limit get a session.
+func TestMaxConnsConcurrentDials(t *testing.T) {
+	t.Parallel()
+	const limit, dialers = 3, 24
+	ts := newTestServer(t, "--max-conns", fmt.Sprint(limit))
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []*websocket.Conn
+	start := make(chan struct{})
+	for range dialers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			conn, _, err := ts.dialWS(nil)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, conn)
+			mu.Unlock()
+		}()
+	}
+	close(start)
+	wg.Wait()
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.CloseNow()
+		}
+	})
+	// Every accepted upgrade is a session: count those that answer hello.
+	greeted := 0
+	for _, conn := range conns {
+		c := &wsClient{t: t, conn: conn}
+		c.send(`{"type":"hello","name":"x"}`)
+		if f, err := c.read(); err == nil && f.Type == "welcome" {
+			greeted++
+		}
+	}
+	if greeted > limit {
+		t.Fatalf("%d sessions open with --max-conns %d (%d upgrades accepted of %d)", greeted, limit, len(conns), dialers)
+	}
+}
+
+// A client that never reads is closed with 4000 once its queue is full;
+// the others in the room get every message and stay connected.
+func TestSlowConsumerClosed4000(t *testing.T) {
+	t.Parallel()
+	// Small socket buffers, so that a client that does not read fills them
+	// after a few dozen messages rather than megabytes.
+	ts := startTestServer(t, func(c net.Conn) { c.(*net.TCPConn).SetWriteBuffer(32 << 10) },
+		"--send-queue", "16", "--send-rate", "100000", "--send-burst", "100000")
+	conn, _, err := ts.dialWith(nil, func(c net.Conn) { c.(*net.TCPConn).SetReadBuffer(4 << 10) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.CloseNow() })
+	slow := &wsClient{t: t, conn: conn}
+	slow.send(`{"type":"hello","name":"slow"}`)
+	slow.expect("welcome")
+	slow.join("lobby", nil)
+	reader := ts.hello(t, "reader")
+	reader.join("lobby", nil)
+	sender := ts.hello(t, "sender")
+	sender.join("lobby", nil)
+	// From here on the slow client reads nothing until it has been cut off.
+
+	// The reader reads in the background and hands over message ids.
+	readerIDs := make(chan string, 10000)
+	readerErr := make(chan error, 1)
+	go func() {
+		for {
+			f, err := reader.readWithin(60 * time.Second)
+			if err != nil {
+				readerErr <- err
+				return
+			}
+			if f.Type == "message" {
+				readerIDs <- f.ID
+			}
+		}
+	}()
+
+	text := strings.Repeat("s", 4000)
+	var acked, echoed []string
+	deadline := time.Now().Add(60 * time.Second)
+	for i := 0; ts.metric(t, "chatr_ws_slow_closed_total") < 1; i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("the slow client was not closed after %d messages", len(acked))
+		}
+		// Four at a time, so a commit holds at most four messages and a
+		// client that reads keeps up easily with a queue of 16.
+		refs := map[string]bool{}
+		for j := range 4 {
+			ref := fmt.Sprintf("r%d-%d", i, j)
+			refs[ref] = true
+			sender.send(map[string]any{"type": "send", "room": "lobby", "text": text, "ref": ref})
+		}
+		for len(refs) > 0 {
+			f := sender.next()
+			switch {
+			case f.Type == "ack" && refs[f.Ref]:
+				delete(refs, f.Ref)
+				acked = append(acked, f.ID)
+			case f.Type == "message":
+				echoed = append(echoed, f.ID)
+			default:
+				t.Fatalf("sender got %s", f)
+			}
+		}
+	}
+	// Now read the slow client: what was buffered, then the close.
+	if got := slow.closeStatus(); got != proto.CloseSlowClient {
+		t.Fatalf("slow client closed with %d, want 4000", got)
+	}
+	// The sender and the reader got every message once, in order, and are
+	// still connected.
+	for len(echoed) < len(acked) {
+		f := sender.next()
+		switch f.Type {
+		case "message":
+			echoed = append(echoed, f.ID)
+		case "presence": // the slow client left
+		default:
+			t.Fatalf("sender got %s", f)
+		}
+	}
+	var read []string
+	for len(read) < len(acked) {
+		select {
+		case id := <-readerIDs:
+			read = append(read, id)
+		case err := <-readerErr:
+			t.Fatalf("reader: %v (after %d of %d messages)", err, len(read), len(acked))
+		case <-time.After(readTimeout):
+			t.Fatalf("reader got %d of %d messages", len(read), len(acked))
+		}
+	}
+	if strings.Join(read, ",") != strings.Join(acked, ",") || strings.Join(echoed, ",") != strings.Join(acked, ",") {
+		t.Fatalf("acked %v\nsender saw %v\nreader saw %v", acked, echoed, read)
+	}
+	reader.send(`{"type":"ping"}`)
+	sender.pingPong()
+	select {
+	case id := <-readerIDs:
+		t.Fatalf("reader got an extra message %s", id)
+	case err := <-readerErr:
+		t.Fatalf("reader: %v", err)
+	default:
+	}
+	t.Logf("slow client cut off after %d messages of %d bytes", len(acked), len(text))
+}
+
+// Drain closes every session with 1001, refuses new ones and makes
+// /readyz answer 503.
+func TestDrain(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t)
+	if status, _, _ := ts.do(t, "GET", "/readyz", "", nil); status != 200 {
+		t.Fatalf("/readyz = %d before draining, want 200", status)
+	}
+	a := ts.hello(t, "a")
+	a.join("lobby", nil)
+	b := ts.dial(t) // not even greeted
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		ts.srv.Drain(ctx)
+		close(done)
+	}()
+	a.expectClose(websocket.StatusGoingAway)
+	b.expectClose(websocket.StatusGoingAway)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Drain did not return after its sessions closed")
+	}
+	if n := ts.srv.Sessions(); n != 0 {
+		t.Fatalf("%d sessions after Drain", n)
+	}
+	if status, _, _ := ts.do(t, "GET", "/readyz", "", nil); status != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz = %d while draining, want 503", status)
+	}
+	if status, _, _ := ts.do(t, "GET", "/healthz", "", nil); status != 200 {
+		t.Fatalf("/healthz = %d while draining, want 200", status)
+	}
+	_, resp, err := ts.dialWS(nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("upgrade while draining: %v %v, want 503", err, resp)
+	}
+}

@@ -1,0 +1,126 @@
+package proto
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+var errorCodes = map[string]bool{
+	CodeBadRequest: true, CodeHelloRequired: true, CodeUnauthorized: true, CodeNotJoined: true,
+	CodeTooLarge: true, CodeRateLimited: true, CodeUnavailable: true, CodeInternal: true,
+}
+
+// FuzzDecodeInbound feeds arbitrary frames to the decoder. It must never
+// panic; what it accepts must satisfy every rule of PROTOCOL.md and decode
+// the same once encoded again; what it refuses gets a protocol error code.
+func FuzzDecodeInbound(f *testing.F) {
+	for _, s := range []string{
+		`{"type":"hello","name":"Ada"}`,
+		`{"type":"hello","name":"  Zoë ","token":"t"}`,
+		`{"type":"join","room":"lobby"}`,
+		`{"type":"join","room":"lobby","history":1001}`,
+		`{"type":"join","room":"lobby","history":-1}`,
+		`{"type":"join","room":"lobby","since":"AQAAAAAAAAAA"}`,
+		`{"type":"leave","room":"lobby"}`,
+		`{"type":"send","room":"lobby","text":"hi","ref":"1"}`,
+		`{"type":"send","room":"lobby","text":"","ref":"1"}`,
+		`{"type":"send","room":"lobby","text":"\ud800","ref":"1"}`,
+		`{"type":"send","room":"Lobby","text":5,"ref":[]}`,
+		`{"type":"ping"}`,
+		`{"type":"shout","ref":"x"}`,
+		`{"type":null}`,
+		`{}`, `[]`, `null`, `"x"`, `1e999`, ``, `{`, `{"type":"ping"}{}`,
+		"{\"type\":\"send\",\"room\":\"lobby\",\"text\":\"\xff\"}",
+		`{"type":"hello","name":"` + strings.Repeat("é", 33) + `"}`,
+		`{"type":"send","room":"` + strings.Repeat("a", 65) + `","text":"x"}`,
+		`{"type":"join","room":"lobby","history":1e3}`,
+		`{"type":"join","room":"lobby","history":9223372036854775808}`,
+		`{"type":"send","type":"ping"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		in, err := DecodeInbound(data)
+		if len(in.Ref) > MaxRefLen || !utf8.ValidString(in.Ref) {
+			t.Fatalf("ref %q escapes the limits", in.Ref)
+		}
+		if err != nil {
+			if !errorCodes[err.Code] || err.Message == "" {
+				t.Fatalf("error %+v: unknown code or no message", err)
+			}
+			var ef ErrorFrame
+			if jerr := json.Unmarshal(EncodeError(in.Ref, err), &ef); jerr != nil || ef.Code != err.Code {
+				t.Fatalf("error frame does not round-trip: %v", jerr)
+			}
+			return
+		}
+		switch in.Type {
+		case TypeHello:
+			if name, e := CleanName(in.Name); e != nil || name != in.Name {
+				t.Fatalf("accepted hello name %q: %v", in.Name, e)
+			}
+		case TypeJoin, TypeLeave, TypeSend:
+			if e := CheckRoom(in.Room); e != nil {
+				t.Fatalf("accepted %s room %q: %v", in.Type, in.Room, e)
+			}
+			if in.Type == TypeSend {
+				if e := CheckText(in.Text); e != nil {
+					t.Fatalf("accepted text %q: %v", in.Text, e)
+				}
+			}
+			if in.History != nil && (*in.History < 0 || *in.History > MaxHistory) {
+				t.Fatalf("accepted history %d", *in.History)
+			}
+		case TypePing:
+		default:
+			t.Fatalf("accepted unknown type %q", in.Type)
+		}
+		// What was accepted means the same once sent again.
+		again, err := DecodeInbound(Encode(in))
+		if err != nil {
+			t.Fatalf("re-encoded %+v is refused: %v", in, err)
+		}
+		if !sameInbound(in, again) {
+			t.Fatalf("re-encoded frame decodes as %+v, want %+v", again, in)
+		}
+	})
+}
+
+// FuzzDecodeCursor feeds arbitrary cursors and scopes to the decoder. It must
+// never panic; a cursor it accepts is exactly the one EncodeCursor makes for
+// that vector and scope, and it never decodes under another room.
+func FuzzDecodeCursor(f *testing.F) {
+	add := func(cluster, room string, v Vector) {
+		f.Add(cluster, room, room+"x", EncodeCursor(CursorScope{cluster, room}, v))
+	}
+	add("chatr", "lobby", Vector{"0123456789ab": 1})
+	add("chatr", "lobby", Vector{"0123456789ab": 300, "aaaaaaaaaaaa": 1, "ffffffffffff": 1 << 40})
+	add("chatr", "r", Vector{"000000000000": 0})
+	add("", "", Vector{"deadbeef0001": 18446744073709551615})
+	add("prod", "a.b-c_d", Vector{"0123456789ab": 127, "0123456789ac": 128, "0123456789ad": 16384})
+	f.Add("chatr", "lobby", "lobby", "")
+	f.Add("chatr", "lobby", "other", "AQ")
+	f.Add("chatr", "lobby", "other", "!!!")
+	f.Add("chatr", "lobby", "other", "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+	f.Fuzz(func(t *testing.T, cluster, room, otherRoom, s string) {
+		scope := CursorScope{Cluster: cluster, Room: room}
+		v, err := DecodeCursor(scope, s)
+		if err != nil {
+			if v != nil || err.Code != CodeBadRequest {
+				t.Fatalf("refused cursor gave %v, %+v", v, err)
+			}
+			return
+		}
+		if got := EncodeCursor(scope, v); got != s {
+			t.Fatalf("DecodeCursor(%q) = %v, which encodes as %q", s, v, got)
+		}
+		if s == "" || otherRoom == room {
+			return
+		}
+		if w, err := DecodeCursor(CursorScope{Cluster: cluster, Room: otherRoom}, s); err == nil {
+			t.Fatalf("cursor of room %q decoded in room %q as %v", room, otherRoom, w)
+		}
+	})
+}
