@@ -42,7 +42,11 @@
     seen: new Set(),       // message ids on screen, so a replay never doubles one
     pending: new Map(),    // ref -> {text, el}: sent, not yet acked
     acked: new Map(),      // id -> outbox element whose message has not come yet
-    presence: new Set(),   // "name\u0000node" pairs, as the server reports them
+    // Names of the people present. The server lists a person once however
+    // many sessions and nodes they have, and sends left only when the last
+    // one goes, naming the node of that session, which need not be the node
+    // it named when the person came (PROTOCOL.md, presence).
+    presence: new Set(),
     replayFirst: null,     // first message element added during this join's replay
   };
 
@@ -168,10 +172,14 @@
       showError('The server closed the connection' + (ev.reason ? ': ' + ev.reason : '') + '.');
     }
     if (state.nameRejected) return; // wait for the person to fix the name
-    // 1001: this node shuts down, so go elsewhere first. 4000: we fell behind;
-    // the node is fine, so come back at once and resume from the cursor.
-    if (ev.code === 1001 && state.node) state.avoid = state.node.id;
-    scheduleReconnect(wasWelcomed && (ev.code === 4000 || ev.code === 1001));
+    // 4000: we fell behind; the node is fine, so come back at once and resume
+    // from the cursor. 1008 and 1009 were about us, not the node. Any other
+    // end of a working connection (1001 the node shuts down, 1006 it crashed
+    // or the network failed) means that node may be gone: go to another one
+    // at once, and try it last.
+    const aboutUs = ev.code === 1008 || ev.code === 1009;
+    if (wasWelcomed && !aboutUs && ev.code !== 4000 && state.node) state.avoid = state.node.id;
+    scheduleReconnect(wasWelcomed && !aboutUs);
   }
 
   function scheduleReconnect(soon) {
@@ -263,7 +271,7 @@
     if (f.room !== room) return;
     state.replayFirst = null;
     state.presence.clear();
-    for (const p of f.presence || []) state.presence.add(p.name + '\u0000' + p.node);
+    for (const p of f.presence || []) state.presence.add(p.name);
     renderPresence();
   }
 
@@ -305,8 +313,8 @@
 
   function onPresence(f) {
     if (f.room !== room) return;
-    for (const p of f.left || []) state.presence.delete(p.name + '\u0000' + p.node);
-    for (const p of f.joined || []) state.presence.add(p.name + '\u0000' + p.node);
+    for (const p of f.left || []) state.presence.delete(p.name);
+    for (const p of f.joined || []) state.presence.add(p.name);
     renderPresence();
   }
 
@@ -382,7 +390,7 @@
   }
 
   function renderPresence() {
-    const names = [...new Set([...state.presence].map((k) => k.split('\u0000')[0]))];
+    const names = [...state.presence];
     names.sort((a, b) => a.localeCompare(b));
     ui.presence.replaceChildren(...names.map((n) => {
       const li = document.createElement('li');

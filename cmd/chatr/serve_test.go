@@ -144,36 +144,51 @@ func startProc(t *testing.T, env []string, args ...string) *proc {
 }
 
 // startNode starts `chatr serve` on a free port with its data in dir and
-// waits until it is ready.
+// waits until it is ready. A port taken by someone else between the probe
+// and the start is retried with another.
 func startNode(t *testing.T, dir string, extra ...string) *proc {
 	t.Helper()
-	addr := freeAddr(t)
-	p := startProc(t, nil, append([]string{"serve", "--http", addr, "--data", dir, "--log-level", "warn"}, extra...)...)
-	p.addr = addr
-	p.waitReady()
-	return p
+	for attempt := 1; ; attempt++ {
+		addr := freeAddr(t)
+		p := startProc(t, nil, append([]string{"serve", "--http", addr, "--data", dir, "--log-level", "warn"}, extra...)...)
+		p.addr = addr
+		err := p.ready()
+		if err == nil {
+			return p
+		}
+		if attempt < 3 && strings.Contains(p.stderr.String(), "address already in use") {
+			continue
+		}
+		t.Fatal(err)
+	}
 }
 
 // waitReady polls /readyz until it answers 200.
 func (p *proc) waitReady() {
 	p.t.Helper()
+	if err := p.ready(); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+func (p *proc) ready() error {
 	deadline := time.Now().Add(readyTimeout)
 	client := &http.Client{Timeout: time.Second}
 	for {
 		select {
 		case <-p.exited:
-			p.t.Fatalf("chatr exited (%v) before it was ready; stderr:\n%s", p.cmd.ProcessState, p.stderr.String())
+			return fmt.Errorf("chatr exited (%v) before it was ready; stderr:\n%s", p.cmd.ProcessState, p.stderr.String())
 		default:
 		}
 		resp, err := client.Get("http://" + p.addr + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return
+				return nil
 			}
 		}
 		if time.Now().After(deadline) {
-			p.t.Fatalf("chatr not ready on %s after %v (last: %v); stderr:\n%s", p.addr, readyTimeout, err, p.stderr.String())
+			return fmt.Errorf("chatr not ready on %s after %v (last: %v); stderr:\n%s", p.addr, readyTimeout, err, p.stderr.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -351,8 +351,9 @@ func (r *run) sendLoop(ctx context.Context, c *conn, perSec float64, start time.
 			now := time.Now().UnixNano()
 			seq := c.send.Next(now)
 			buf = appendText(buf[:0], c.i, seq, now, r.cfg.Size)
-			// The connection's own goroutine reads; Background keeps the
-			// write free of timers, and closeAll ends a blocked write.
+			// The ref is the sequence number: unique per message, since
+			// sender names and rooms are unique to the run. Background
+			// keeps the write free of timers; closeAll ends a blocked one.
 			if err := c.c.Send(context.Background(), room, string(buf), strconv.FormatUint(seq, 10)); err != nil {
 				if ctx.Err() == nil && !c.dropped.Load() {
 					r.count("send", err)

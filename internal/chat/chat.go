@@ -9,8 +9,8 @@
 // script reads messages only.
 //
 // A sent line is done when its ack comes. If the connection drops first,
-// the line is sent again after the reconnect unless the room's replay shows
-// it was stored. At the end of the input Run returns once every line is
+// the line is sent again, with the same ref, after the reconnect unless the
+// room's replay shows it was stored. At the end of the input Run returns once every line is
 // acked, or fails after AckTimeout.
 package chat
 
@@ -85,7 +85,8 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out, errOut io.Writer) e
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	c := &chat{cfg: cfg, out: out, info: errOut, urls: []string{cfg.URL}, members: map[proto.Person]bool{}}
+	c := &chat{cfg: cfg, out: out, info: errOut, urls: []string{cfg.URL}, members: map[proto.Person]bool{},
+		refPrefix: strconv.FormatUint(rand.Uint64()>>16, 36) + "-"}
 	if cfg.Interactive {
 		c.info = out
 	}
@@ -125,8 +126,7 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out, errOut io.Writer) e
 		case l, ok := <-linesCh:
 			if !ok {
 				c.eof = true
-				deadline = time.After(cfg.AckTimeout)
-				continue
+				break
 			}
 			c.input(l)
 		case r := <-c.frames:
@@ -142,8 +142,8 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out, errOut io.Writer) e
 			}
 		case <-retry.C:
 			if err := c.connect(ctx); err != nil {
-				c.status("reconnect failed: %v; next try in %s", err, backoff.Round(time.Millisecond))
 				backoff = min(backoff*2, maxBackoff)
+				c.status("reconnect failed: %v; next try in %s", err, backoff)
 				retry.Reset(jitter(backoff))
 				continue
 			}
@@ -152,6 +152,9 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out, errOut io.Writer) e
 			c.pausedUntil = time.Time{}
 		case <-deadline:
 			return fmt.Errorf("%d lines not acked within %s", len(c.queue)+len(c.pending), cfg.AckTimeout)
+		}
+		if c.eof && deadline == nil {
+			deadline = time.After(cfg.AckTimeout)
 		}
 		if !c.pausedUntil.IsZero() && len(c.queue) > 0 {
 			pause.Reset(time.Until(c.pausedUntil))
@@ -177,9 +180,10 @@ type chat struct {
 	cursor     string
 	members    map[proto.Person]bool
 
-	queue       []string    // lines to send
+	queue       []*outgoing // lines to send (again), oldest first
 	pending     []*outgoing // lines sent and not acked, oldest first
 	ackedIDs    map[string]bool
+	refPrefix   string // random, so that refs are unique across runs
 	refs        int
 	lineNo      int
 	failed      int
@@ -355,7 +359,8 @@ func (c *chat) input(l line) {
 		c.status("line %d is %d bytes, at most %d are allowed: not sent", c.lineNo, len(text), proto.MaxTextBytes)
 		c.failed++
 	default:
-		c.queue = append(c.queue, text)
+		c.refs++
+		c.queue = append(c.queue, &outgoing{ref: c.refPrefix + strconv.Itoa(c.refs), text: text})
 	}
 }
 
@@ -365,11 +370,9 @@ func (c *chat) flush(ctx context.Context) {
 		return
 	}
 	for len(c.queue) > 0 && c.inFlight() < window {
-		text := c.queue[0]
-		c.refs++
-		ref := "l" + strconv.Itoa(c.refs)
+		o := c.queue[0]
 		sctx, cancel := context.WithTimeout(ctx, sendTimeout)
-		err := c.conn.Send(sctx, c.cfg.Room, text, ref)
+		err := c.conn.Send(sctx, c.cfg.Room, o.text, o.ref)
 		cancel()
 		if err != nil {
 			// The reader sees the broken connection too and reports it.
@@ -377,7 +380,8 @@ func (c *chat) flush(ctx context.Context) {
 			return
 		}
 		c.queue = c.queue[1:]
-		c.pending = append(c.pending, &outgoing{ref: ref, text: text})
+		o.echoed, o.stale = false, false
+		c.pending = append(c.pending, o)
 	}
 }
 
@@ -469,16 +473,18 @@ func (c *chat) echo(f client.Frame) {
 }
 
 // resend, after a resumed join, drops the lines sent on a lost connection
-// that the replay showed stored and queues the others again.
+// that the replay showed stored and queues the others again. They keep
+// their refs: a node answers a repeated ref with the first ack and stores
+// nothing, in case one was stored where the replay could not show it yet.
 func (c *chat) resend() {
-	var again []string
+	var again []*outgoing
 	pending := c.pending[:0]
 	for _, o := range c.pending {
 		switch {
 		case !o.stale:
 			pending = append(pending, o)
 		case !o.echoed:
-			again = append(again, o.text)
+			again = append(again, o)
 		}
 	}
 	c.pending = pending
@@ -508,7 +514,7 @@ func (c *chat) refused(ctx context.Context, f client.Frame) error {
 	o := c.pending[i]
 	c.pending = slices.Delete(c.pending, i, i+1)
 	if f.Code == proto.CodeRateLimited {
-		c.queue = append([]string{o.text}, c.queue...)
+		c.queue = append([]*outgoing{o}, c.queue...)
 		c.pausedUntil = time.Now().Add(ratePause)
 		return nil
 	}

@@ -248,12 +248,12 @@ func TestClean(t *testing.T) {
 
 // TestResendAfterLoss: of the lines unacked when the connection is lost,
 // those the resumed room shows stored are done, and the others are sent
-// again, in order, before newer lines.
+// again, in order and with their refs, before newer lines.
 func TestResendAfterLoss(t *testing.T) {
 	c := &chat{cfg: pipeConfig("ws://x", "ann"), info: io.Discard, out: io.Discard, name: "ann",
 		urls: []string{"ws://x"}, members: map[proto.Person]bool{}}
 	c.pending = []*outgoing{{ref: "l1", text: "a"}, {ref: "l2", text: "b"}, {ref: "l3", text: "c"}}
-	c.queue = []string{"d"}
+	c.queue = []*outgoing{{ref: "l4", text: "d"}}
 	c.handle(context.Background(), client.Frame{Type: client.TypeAck, Ref: "l1", ID: "n-1"})
 	if err := c.lost(errors.New("connection reset")); err != nil {
 		t.Fatal(err)
@@ -269,7 +269,11 @@ func TestResendAfterLoss(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if len(c.pending) != 0 || fmt.Sprint(c.queue) != "[b d]" || c.cursor != "2" {
-		t.Fatalf("pending %d, queue %q, cursor %q; want 0, [b d], 2", len(c.pending), c.queue, c.cursor)
+	var queue []string
+	for _, o := range c.queue {
+		queue = append(queue, o.ref+":"+o.text)
+	}
+	if len(c.pending) != 0 || fmt.Sprint(queue) != "[l2:b l4:d]" || c.cursor != "2" {
+		t.Fatalf("pending %d, queue %q, cursor %q; want 0, [l2:b l4:d], 2", len(c.pending), queue, c.cursor)
 	}
 }

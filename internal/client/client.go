@@ -203,8 +203,11 @@ func (c *Conn) Leave(ctx context.Context, room string) error {
 	return c.write(ctx, proto.Inbound{Type: proto.TypeLeave, Room: room})
 }
 
-// Send sends text to a joined room. ref is echoed in the ack or error that
-// answers it, so it should be unique among this Conn's pending sends.
+// Send sends text to a joined room. ref comes back in the ack or error
+// that answers it. Make it unique per message (a random prefix and a
+// counter): a node answers a send repeated with the same ref, by the same
+// name in the same room, with the ack of the first one and stores nothing,
+// so a message not acked before a disconnect can be sent again safely.
 func (c *Conn) Send(ctx context.Context, room, text, ref string) error {
 	return c.write(ctx, proto.Inbound{Type: proto.TypeSend, Room: room, Text: text, Ref: ref})
 }
@@ -344,10 +347,6 @@ func WebSocketURL(s string) (string, error) {
 // range of source ports towards a loopback node.
 func LocalAddrClient(ip net.IP) *http.Client {
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: 30 * time.Second}
-	return &http.Client{Transport: &http.Transport{
-		DialContext:         d.DialContext,
-		Proxy:               nil,
-		ForceAttemptHTTP2:   false,
-		MaxIdleConnsPerHost: -1,
-	}}
+	// No proxy and no idle connections: each handshake gets its own socket.
+	return &http.Client{Transport: &http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: -1}}
 }

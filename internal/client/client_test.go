@@ -3,6 +3,10 @@ package client_test
 import (
 	"context"
 	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -128,5 +132,23 @@ func TestDialRefused(t *testing.T) {
 	var perr *proto.Error
 	if !errors.As(err, &perr) || perr.Code != proto.CodeBadRequest {
 		t.Fatalf("Dial with a bad name: %v, want a bad_request *proto.Error", err)
+	}
+}
+
+func TestLocalAddrClient(t *testing.T) {
+	from := make(chan string, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		from <- r.RemoteAddr
+		http.Error(w, "no", http.StatusForbidden)
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := client.Dial(ctx, srv.URL, "ann", &client.Options{HTTPClient: client.LocalAddrClient(net.IPv4(127, 0, 0, 2))})
+	if err == nil || !strings.Contains(err.Error(), "403") {
+		t.Fatalf("Dial = %v, want the 403 of the handshake", err)
+	}
+	if host, _, _ := net.SplitHostPort(<-from); host != "127.0.0.2" {
+		t.Fatalf("the request came from %s, want 127.0.0.2", host)
 	}
 }

@@ -138,6 +138,7 @@ const (
 	Updated                      // name or HTTP address changed
 )
 
+// String is the kind as console lines say it: joined, left, failed, updated.
 func (k EventKind) String() string {
 	switch k {
 	case Joined:
@@ -333,7 +334,7 @@ func (cfg *Config) setDefaults() error {
 		cfg.ClusterName = DefaultClusterName
 	}
 	if !validClusterName(cfg.ClusterName) {
-		return fmt.Errorf("cluster: cluster name %q: use 1-64 characters of a-z A-Z 0-9 _ - .", cfg.ClusterName)
+		return fmt.Errorf("cluster: cluster name %q: use 1-64 letters, digits, '_', '-' or '.'", cfg.ClusterName)
 	}
 	if cfg.BindAddr == "" {
 		cfg.BindAddr = ":" + strconv.Itoa(DefaultPort)

@@ -346,13 +346,11 @@ func TestPartitionHeal(t *testing.T) {
 		t.Fatalf("c3 console: %q", c.console.lines("cluster view"))
 	}
 
-	healed := time.Now()
 	p.set(c.Addr(), 0)
 	d := eventually(t, 15*time.Second, "the two sides to merge by themselves", func() bool {
 		return a.aliveCount() == 3 && b.aliveCount() == 3 && c.aliveCount() == 3
 	})
 	t.Logf("healed after %v", d.Round(10*time.Millisecond))
-	_ = healed
 	if !strings.HasSuffix(c.console.String(), "] after a1 joined\n") && !strings.HasSuffix(c.console.String(), "] after b2 joined\n") {
 		t.Fatalf("c3 console after heal: %q", c.console.lines("cluster view"))
 	}
@@ -622,8 +620,7 @@ func TestJoinRetriedUntilAnswered(t *testing.T) {
 	addr := freePort(t)
 	// b2 names a1 twice (as an address and by a name) and itself too, as a
 	// shared join list does; a1 is not up yet.
-	var b *node
-	b = startNode(t, "b2", func(c *Config) {
+	b := startNode(t, "b2", func(c *Config) {
 		c.BindAddr = freePort(t)
 		c.Join = []string{addr, "localhost" + addr[strings.LastIndexByte(addr, ':'):], c.BindAddr}
 	})

@@ -130,7 +130,7 @@ func Start(t testing.TB, n int, opts ...Option) *Cluster {
 		api:      &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}},
 		accepted: map[string][]string{}, unsure: map[string]int{}}
 	for i := range n {
-		m := &member{index: i, name: fmt.Sprintf("n%d", i), data: t.TempDir(), logs: &logBuffer{},
+		m := &member{index: i, name: fmt.Sprintf("n%d", i), data: dataDir(t), logs: &logBuffer{},
 			gossip: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[i]))}
 		c.nodes = append(c.nodes, m)
 		c.net.setGossip(m.gossip, i)
@@ -147,6 +147,21 @@ func Start(t testing.TB, n int, opts ...Option) *Cluster {
 	}
 	c.WaitMembers(ReadyTimeout)
 	return c
+}
+
+// dataDir makes a data directory removed when the test ends, in memory
+// (/dev/shm) when the machine has it: every node fsyncs each commit, and on
+// a shared disk that, not chatr, would set the pace of these tests. A node
+// killed in-process keeps its files either way; CHATR_TEST_DISK=1 puts
+// them on disk.
+func dataDir(t testing.TB) string {
+	if os.Getenv("CHATR_TEST_DISK") == "" {
+		if dir, err := os.MkdirTemp("/dev/shm", "chatr-clustertest-"); err == nil {
+			t.Cleanup(func() { os.RemoveAll(dir) })
+			return dir
+		}
+	}
+	return t.TempDir()
 }
 
 // N is the number of nodes, running or not.

@@ -430,11 +430,20 @@ func (ts *testServer) appendN(t testing.TB, room string, n int) []string {
 // do makes an HTTP request and returns the status, headers and body.
 func (ts *testServer) do(t testing.TB, method, path, contentType string, body []byte) (int, http.Header, []byte) {
 	t.Helper()
+	status, hdr, data, err := ts.request(method, path, contentType, body)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	return status, hdr, data
+}
+
+// request is do for goroutines other than the test's.
+func (ts *testServer) request(method, path, contentType string, body []byte) (int, http.Header, []byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, ts.url+path, bytes.NewReader(body))
 	if err != nil {
-		t.Fatal(err)
+		return 0, nil, nil, err
 	}
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
@@ -442,14 +451,11 @@ func (ts *testServer) do(t testing.TB, method, path, contentType string, body []
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err := client.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
+		return 0, nil, nil, err
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: read body: %v", method, path, err)
-	}
-	return resp.StatusCode, resp.Header, data
+	return resp.StatusCode, resp.Header, data, err
 }
 
 // metric reads one unlabelled sample of /metrics, or -1 when absent.

@@ -187,7 +187,10 @@ func (n *Node) followMembers(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-events:
+		case _, ok := <-events:
+			if !ok {
+				return // the cluster shut down
+			}
 		}
 	}
 }

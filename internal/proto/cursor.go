@@ -1,6 +1,7 @@
 package proto
 
 import (
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
@@ -47,14 +48,22 @@ type CursorScope struct {
 	Room    string
 }
 
-const cursorVersion = 1
+const cursorVersion = 2
+
+// scopeTag binds a cursor to its cluster and room: 8 bytes of SHA-256, so no
+// two room names share a tag by accident (a 32-bit checksum let some do).
+func scopeTag(scope CursorScope) []byte {
+	sum := sha256.Sum256([]byte("chatr-cursor\x00" + scope.Cluster + "\x00" + scope.Room))
+	return sum[:8]
+}
 
 // maxCursorOrigins bounds the work a hostile cursor can cause.
 const maxCursorOrigins = 1024
 
 // EncodeCursor encodes a room's version vector as an opaque cursor: version,
-// cluster and room tags, then (origin, seq) pairs in origin order, then a
-// checksum. The empty vector encodes as "".
+// a tag of the cluster and room, then (origin, seq) pairs in origin order,
+// then a checksum. The empty vector encodes as "". Every vector has exactly
+// one spelling; DecodeCursor refuses any other.
 func EncodeCursor(scope CursorScope, v Vector) string {
 	if len(v) == 0 {
 		return ""
@@ -66,8 +75,7 @@ func EncodeCursor(scope CursorScope, v Vector) string {
 	sort.Strings(origins)
 	b := make([]byte, 0, 9+len(v)*(NodeIDLen/2+4)+4)
 	b = append(b, cursorVersion)
-	b = binary.BigEndian.AppendUint32(b, crc32.ChecksumIEEE([]byte(scope.Cluster)))
-	b = binary.BigEndian.AppendUint32(b, crc32.ChecksumIEEE([]byte(scope.Room)))
+	b = append(b, scopeTag(scope)...)
 	b = binary.AppendUvarint(b, uint64(len(origins)))
 	for _, o := range origins {
 		raw, err := hex.DecodeString(o)
@@ -94,8 +102,8 @@ func DecodeCursor(scope CursorScope, s string) (Vector, *Error) {
 	if len(s) > 4*maxCursorOrigins*16 {
 		return bad("too long")
 	}
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil || len(b) < 1+4+4+1+4 {
+	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
+	if err != nil || len(b) < 1+8+1+4 {
 		return bad("malformed")
 	}
 	body, sum := b[:len(b)-4], binary.BigEndian.Uint32(b[len(b)-4:])
@@ -105,11 +113,8 @@ func DecodeCursor(scope CursorScope, s string) (Vector, *Error) {
 	if body[0] != cursorVersion {
 		return bad("unknown version")
 	}
-	if binary.BigEndian.Uint32(body[1:5]) != crc32.ChecksumIEEE([]byte(scope.Cluster)) {
-		return bad("it belongs to another cluster")
-	}
-	if binary.BigEndian.Uint32(body[5:9]) != crc32.ChecksumIEEE([]byte(scope.Room)) {
-		return bad("it belongs to another room")
+	if string(body[1:9]) != string(scopeTag(scope)) {
+		return bad("it belongs to another room or cluster")
 	}
 	p := body[9:]
 	n, k := binary.Uvarint(p)
@@ -135,6 +140,11 @@ func DecodeCursor(scope CursorScope, s string) (Vector, *Error) {
 	}
 	if len(p) != 0 {
 		return bad("trailing bytes")
+	}
+	// One spelling per vector: anything else (origins out of order or
+	// repeated, overlong numbers, stray bits or characters) is forged.
+	if EncodeCursor(scope, v) != s {
+		return bad("not in canonical form")
 	}
 	return v, nil
 }

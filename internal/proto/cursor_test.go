@@ -94,7 +94,7 @@ func TestCursorRefused(t *testing.T) {
 		return base64.RawURLEncoding.EncodeToString(b)
 	}
 	body := raw[:len(raw)-4]
-	otherVersion := append([]byte{2}, body[1:]...)
+	otherVersion := append([]byte{cursorVersion + 1}, body[1:]...)
 
 	tests := []struct {
 		name    string

@@ -46,15 +46,15 @@ type inboundWire struct {
 // error can answer it.
 func DecodeInbound(data []byte) (Inbound, *Error) {
 	var in Inbound
-	if !utf8.Valid(data) {
-		return in, Errorf(CodeBadRequest, "frame is not valid UTF-8")
-	}
 	data = bytes.TrimSpace(data)
 	if len(data) == 0 || data[0] != '{' {
 		return in, Errorf(CodeBadRequest, "frame is not a JSON object")
 	}
 	var w inboundWire
 	if err := json.Unmarshal(data, &w); err != nil {
+		if !utf8.Valid(data) {
+			return in, Errorf(CodeBadRequest, "frame is not valid UTF-8")
+		}
 		return in, Errorf(CodeBadRequest, "frame is not valid JSON: %v", err)
 	}
 	var perr *Error
@@ -71,9 +71,14 @@ func DecodeInbound(data []byte) (Inbound, *Error) {
 		in.Ref = ""
 		return in, perr
 	}
-	if len(in.Ref) > MaxRefLen {
+	if utf8.RuneCountInString(in.Ref) > MaxRefLen {
 		in.Ref = ""
 		return in, Errorf(CodeBadRequest, "ref is longer than %d characters", MaxRefLen)
+	}
+	// JSON decoding turns bad UTF-8 into U+FFFD silently; check the raw
+	// frame, after the ref is known so the error can answer it.
+	if !utf8.Valid(data) {
+		return in, Errorf(CodeBadRequest, "frame is not valid UTF-8")
 	}
 	if w.Type == nil || *w.Type == "" {
 		return in, Errorf(CodeBadRequest, "frame has no type")

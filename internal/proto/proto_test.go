@@ -21,8 +21,8 @@ func TestCleanName(t *testing.T) {
 		{"a", "a", ""},
 		{"x_y-z.0 9", "x_y-z.0 9", ""},
 		{strings.Repeat("n", 32), strings.Repeat("n", 32), ""},
-		{strings.Repeat("é", 32), strings.Repeat("é", 32), ""}, // 32 characters, 64 bytes
-		{strings.Repeat("界", 32), strings.Repeat("界", 32), ""}, // 32 characters, 96 bytes
+		{strings.Repeat("é", 32), strings.Repeat("é", 32), ""},               // 32 characters, 64 bytes
+		{strings.Repeat("界", 32), strings.Repeat("界", 32), ""},               // 32 characters, 96 bytes
 		{"  " + strings.Repeat("n", 32) + "  ", strings.Repeat("n", 32), ""}, // length counts after trimming
 		{"Zoë", "Zoë", ""},
 		{"١٢٣", "١٢٣", ""}, // digits of another script

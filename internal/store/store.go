@@ -8,8 +8,10 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -27,7 +29,7 @@ import (
 const FileName = "chatr.db"
 
 // schemaVersion is kept in meta; a store with another version is refused.
-const schemaVersion = "1"
+const schemaVersion = "2"
 
 // magic marks a database as a chatr store.
 const magic = "chatr-store"
@@ -115,18 +117,11 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("create data directory %s: %w", dir, err)
 	}
 	path := filepath.Join(dir, FileName)
-	_, statErr := os.Stat(path)
-	fresh := errors.Is(statErr, os.ErrNotExist)
-	if fresh {
-		if entries, _ := os.ReadDir(dir); len(entries) > 0 {
-			names := make([]string, 0, len(entries))
-			for _, e := range entries {
-				names = append(names, e.Name())
-			}
-			return nil, fmt.Errorf("data directory %s holds files (%s) but no %s: not a chatr data directory; use an empty or new directory", dir, strings.Join(names, ", "), FileName)
-		}
+	fresh, schema, err := inspect(dir, path)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_txlock=immediate"
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_txlock=immediate"
 	wdb, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
@@ -134,7 +129,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	wdb.SetMaxOpenConns(1)
 	s := &Store{dir: dir, log: opts.Log, opts: opts, wdb: wdb,
 		reqs: make(chan *writeReq, opts.QueueLen), done: make(chan struct{})}
-	if err := s.init(fresh); err != nil {
+	if err := s.init(fresh, schema); err != nil {
 		wdb.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
@@ -150,78 +145,188 @@ func Open(dir string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-func (s *Store) init(fresh bool) error {
-	ctx := context.Background()
+// inspect checks, without changing a byte, that path is a chatr store (or
+// that there is none yet, in an empty directory, or only an empty database
+// left by a first start that crashed) and returns its schema version.
+func inspect(dir, path string) (fresh bool, schema string, err error) {
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		entries, _ := os.ReadDir(dir)
+		if len(entries) == 0 {
+			return true, "", nil
+		}
+		names := make([]string, 0, len(entries))
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		return false, "", fmt.Errorf("data directory %s holds files (%s) but no %s: not a chatr data directory; use an empty or new directory", dir, strings.Join(names, ", "), FileName)
+	}
+	empty, err := checkHeader(path)
+	if err != nil || empty {
+		return empty, "", err
+	}
+	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro")
+	if err != nil {
+		return false, "", err
+	}
+	defer db.Close()
+	var objects int
+	if err := db.QueryRow(`SELECT count(*) FROM sqlite_master`).Scan(&objects); err != nil {
+		return false, "", fmt.Errorf("not a chatr store, or corrupt: %w", err)
+	}
+	if objects == 0 {
+		return true, "", nil // an empty database holds nothing to lose
+	}
+	var check string
+	if err := db.QueryRow(`PRAGMA quick_check`).Scan(&check); err != nil {
+		return false, "", fmt.Errorf("not a chatr store, or corrupt: %w", err)
+	}
+	if check != "ok" {
+		return false, "", fmt.Errorf("store is corrupt: %s", check)
+	}
+	meta := map[string]string{}
+	rows, err := db.Query(`SELECT key, value FROM meta`)
+	if err != nil {
+		return false, "", fmt.Errorf("not a chatr store (no meta table): %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k, v string
+		if err := rows.Scan(&k, &v); err != nil {
+			return false, "", fmt.Errorf("not a chatr store: %w", err)
+		}
+		meta[k] = v
+	}
+	if meta["magic"] != magic {
+		return false, "", errors.New("not a chatr store (no chatr marker in meta)")
+	}
+	if meta["schema"] != schemaVersion && migrations[meta["schema"]] == nil {
+		return false, "", fmt.Errorf("store schema %q is not the supported %q (made by a newer chatr?)", meta["schema"], schemaVersion)
+	}
+	if !proto.ValidNodeID(meta["node_id"]) {
+		return false, "", fmt.Errorf("store node id %q is malformed", meta["node_id"])
+	}
+	return false, meta["schema"], nil
+}
+
+// checkHeader reads the SQLite file header, so that a file that is not a
+// database, or a truncated one, is refused before SQLite opens it (which
+// would create -wal and -shm files beside it). An empty file is a store
+// whose first start crashed before anything was written.
+func checkHeader(path string) (empty bool, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return false, err
+	}
+	if st.Size() == 0 {
+		return true, nil
+	}
+	h := make([]byte, 100)
+	if _, err := io.ReadFull(f, h); err != nil || string(h[:16]) != "SQLite format 3\x00" {
+		return false, errors.New("not a chatr store: the file is not an SQLite database")
+	}
+	pageSize := int64(binary.BigEndian.Uint16(h[16:18]))
+	if pageSize == 1 {
+		pageSize = 65536
+	}
+	if pageSize < 512 || st.Size()%pageSize != 0 {
+		return false, fmt.Errorf("store is corrupt: size %d is not a whole number of %d-byte pages", st.Size(), pageSize)
+	}
+	// The page count in the header is valid when the change counter matches
+	// the version-valid-for number.
+	pages := int64(binary.BigEndian.Uint32(h[28:32]))
+	valid := binary.BigEndian.Uint32(h[24:28]) == binary.BigEndian.Uint32(h[92:96])
+	if _, err := os.Stat(path + "-wal"); valid && pages*pageSize > st.Size() && errors.Is(err, os.ErrNotExist) {
+		return false, fmt.Errorf("store is truncated: the header says %d pages, the file holds %d", pages, st.Size()/pageSize)
+	}
+	return false, nil
+}
+
+// schema creates a new store's tables.
+var schema = []string{
+	`CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID`,
+	`CREATE TABLE messages(
+		origin TEXT NOT NULL, seq INTEGER NOT NULL, room TEXT NOT NULL,
+		sender TEXT NOT NULL, text TEXT NOT NULL, created INTEGER NOT NULL,
+		ref TEXT NOT NULL DEFAULT '',
+		PRIMARY KEY(origin, seq)) WITHOUT ROWID`,
+	`CREATE INDEX messages_room ON messages(room, created, origin, seq)`,
+	`CREATE INDEX messages_ref ON messages(sender, ref, room) WHERE ref != ''`,
+	// room_heads keeps, per room and origin, the newest message and the
+	// count, so a room's version vector and the room list need no scan.
+	`CREATE TABLE room_heads(
+		room TEXT NOT NULL, origin TEXT NOT NULL, seq INTEGER NOT NULL,
+		created INTEGER NOT NULL, count INTEGER NOT NULL,
+		PRIMARY KEY(room, origin)) WITHOUT ROWID`,
+}
+
+// migrations bring an older schema to the next version, by version.
+var migrations = map[string][]string{
+	"1": { // 1 -> 2: keep each send's ref for dedup of re-sent messages
+		`ALTER TABLE messages ADD COLUMN ref TEXT NOT NULL DEFAULT ''`,
+		`CREATE INDEX messages_ref ON messages(sender, ref, room) WHERE ref != ''`,
+		`UPDATE meta SET value = '2' WHERE key = 'schema'`,
+	},
+}
+
+func (s *Store) exec(stmts []string, extra func(tx *sql.Tx) error) error {
+	tx, err := s.wdb.Begin()
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	for _, q := range stmts {
+		if _, err := tx.Exec(q); err != nil {
+			return err
+		}
+	}
+	if extra != nil {
+		if err := extra(tx); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+func (s *Store) init(fresh bool, version string) error {
 	if fresh {
 		id := make([]byte, proto.NodeIDLen/2)
 		if _, err := rand.Read(id); err != nil {
 			return err
 		}
-		tx, err := s.wdb.BeginTx(ctx, nil)
+		err := s.exec(schema, func(tx *sql.Tx) error {
+			for k, v := range map[string]string{"magic": magic, "schema": schemaVersion, "node_id": hex.EncodeToString(id)} {
+				if _, err := tx.Exec(`INSERT INTO meta(key, value) VALUES(?, ?)`, k, v); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
 		if err != nil {
-			return err
+			return fmt.Errorf("create store: %w", err)
 		}
-		defer tx.Rollback()
-		for _, q := range []string{
-			`CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID`,
-			`CREATE TABLE messages(
-				origin TEXT NOT NULL, seq INTEGER NOT NULL, room TEXT NOT NULL,
-				sender TEXT NOT NULL, text TEXT NOT NULL, created INTEGER NOT NULL,
-				ref TEXT NOT NULL DEFAULT '',
-				PRIMARY KEY(origin, seq)) WITHOUT ROWID`,
-			`CREATE INDEX messages_ref ON messages(sender, ref, room) WHERE ref != ''`,
-			`CREATE INDEX messages_room ON messages(room, created, origin, seq)`,
-			// room_heads keeps, per room and origin, the newest message and the
-			// count, so a room's version vector and the room list need no scan.
-			`CREATE TABLE room_heads(
-				room TEXT NOT NULL, origin TEXT NOT NULL, seq INTEGER NOT NULL,
-				created INTEGER NOT NULL, count INTEGER NOT NULL,
-				PRIMARY KEY(room, origin)) WITHOUT ROWID`,
-		} {
-			if _, err := tx.Exec(q); err != nil {
-				return err
-			}
+	}
+	for version != "" && version != schemaVersion {
+		if err := s.exec(migrations[version], nil); err != nil {
+			return fmt.Errorf("migrate store from schema %s: %w", version, err)
 		}
-		for k, v := range map[string]string{"magic": magic, "schema": schemaVersion, "node_id": hex.EncodeToString(id)} {
-			if _, err := tx.Exec(`INSERT INTO meta(key, value) VALUES(?, ?)`, k, v); err != nil {
-				return err
-			}
-		}
-		if err := tx.Commit(); err != nil {
+		s.log.Info("store migrated", "from", version)
+		if err := s.wdb.QueryRow(`SELECT value FROM meta WHERE key = 'schema'`).Scan(&version); err != nil {
 			return err
 		}
 	}
-	var check string
-	if err := s.wdb.QueryRow(`PRAGMA quick_check`).Scan(&check); err != nil {
-		return fmt.Errorf("not a chatr store or corrupt: %w", err)
+	if err := s.wdb.QueryRow(`SELECT value FROM meta WHERE key = 'node_id'`).Scan(&s.nodeID); err != nil {
+		return fmt.Errorf("read node id: %w", err)
 	}
-	if check != "ok" {
-		return fmt.Errorf("store is corrupt: %s", check)
-	}
-	meta := map[string]string{}
-	rows, err := s.wdb.Query(`SELECT key, value FROM meta`)
-	if err != nil {
-		return fmt.Errorf("not a chatr store (no meta table): %w", err)
-	}
-	for rows.Next() {
-		var k, v string
-		if err := rows.Scan(&k, &v); err != nil {
-			rows.Close()
-			return fmt.Errorf("not a chatr store: %w", err)
-		}
-		meta[k] = v
-	}
-	rows.Close()
-	if meta["magic"] != magic {
-		return errors.New("not a chatr store (no chatr marker in meta)")
-	}
-	if meta["schema"] != schemaVersion {
-		return fmt.Errorf("store schema %q is not the supported %q", meta["schema"], schemaVersion)
-	}
-	if !proto.ValidNodeID(meta["node_id"]) {
-		return fmt.Errorf("store node id %q is malformed", meta["node_id"])
-	}
-	s.nodeID = meta["node_id"]
+	return s.load()
+}
+
+// load reads the room heads and the version vector into memory.
+func (s *Store) load() error {
 	s.heads = map[string]map[string]head{}
 	hrows, err := s.wdb.Query(`SELECT room, origin, seq, created, count FROM room_heads`)
 	if err != nil {
@@ -240,25 +345,18 @@ func (s *Store) init(fresh bool) error {
 		s.heads[room][origin] = h
 	}
 	hrows.Close()
+	// Sequences are held without gaps, so each origin's highest sequence
+	// is its highest head over the rooms.
 	s.vector = proto.Vector{}
-	rows, err = s.wdb.Query(`SELECT origin, MAX(seq), MAX(created) FROM messages GROUP BY origin`)
-	if err != nil {
-		return fmt.Errorf("read sequences: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var origin string
-		var seq uint64
-		var created int64
-		if err := rows.Scan(&origin, &seq, &created); err != nil {
-			return fmt.Errorf("read sequences: %w", err)
-		}
-		s.vector[origin] = seq
-		if origin == s.nodeID {
-			s.lastUS = created
+	for _, hs := range s.heads {
+		for origin, h := range hs {
+			s.vector[origin] = max(s.vector[origin], h.seq)
+			if origin == s.nodeID {
+				s.lastUS = max(s.lastUS, h.created)
+			}
 		}
 	}
-	return rows.Err()
+	return nil
 }
 
 // NodeID is this node's id, made once and kept in the store.

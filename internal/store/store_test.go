@@ -73,16 +73,25 @@ func ids(ms []proto.Message) []string {
 // a process opening the file after a crash would see.
 func rawCount(t testing.TB, dir, where string, args ...any) int {
 	t.Helper()
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, FileName)+"?_pragma=busy_timeout(10000)&mode=ro")
+	n, err := countRows(dir, where, args...)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return n
+}
+
+// countRows is rawCount for goroutines other than the test's.
+func countRows(dir, where string, args ...any) (int, error) {
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, FileName)+"?_pragma=busy_timeout(10000)&mode=ro")
+	if err != nil {
+		return 0, err
 	}
 	defer db.Close()
 	var n int
 	if err := db.QueryRow(`SELECT count(*) FROM messages WHERE `+where, args...).Scan(&n); err != nil {
-		t.Fatalf("count messages where %s: %v", where, err)
+		return 0, fmt.Errorf("count messages where %s: %w", where, err)
 	}
-	return n
+	return n, nil
 }
 
 func TestAppendNumbersAndTimes(t *testing.T) {
@@ -139,7 +148,7 @@ func TestAckAfterCommit(t *testing.T) {
 			r := result{m: m, err: err}
 			if err == nil {
 				// Checked inside done, before anyone could be told "ack".
-				r.visible = rawCount(t, dir, "origin = ? AND seq = ?", m.Origin, m.Seq)
+				r.visible, r.err = countRows(dir, "origin = ? AND seq = ?", m.Origin, m.Seq)
 			}
 			results <- r
 		})

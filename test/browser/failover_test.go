@@ -1,0 +1,410 @@
+package browser
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	cdppage "github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
+)
+
+// recorderJS runs in each document of a recorded page before chatr.js: it
+// wraps WebSocket so that the test sees every socket the client dials and
+// every frame it sends and receives, with the time. The client works as
+// without it.
+const recorderJS = `(() => {
+  if (window.__chatrWS) return;
+  const Native = window.WebSocket;
+  const rec = { log: [], sockets: [] };
+  window.__chatrWS = rec;
+  class Recorded extends Native {
+    constructor(...args) {
+      super(...args);
+      const socket = rec.sockets.push(this) - 1;
+      this.__socket = socket;
+      rec.log.push({ t: Date.now(), socket, dir: 'dial', data: String(args[0]) });
+      this.addEventListener('message', (ev) => rec.log.push({ t: Date.now(), socket, dir: 'in', data: String(ev.data) }));
+      this.addEventListener('close', (ev) => rec.log.push({ t: Date.now(), socket, dir: 'close', code: ev.code }));
+    }
+    send(data) {
+      rec.log.push({ t: Date.now(), socket: this.__socket, dir: 'out', data: String(data) });
+      return super.send(data);
+    }
+  }
+  window.WebSocket = Recorded;
+})()`
+
+// wsEvent is one entry of recorderJS's log; t is the browser's wall clock
+// in Unix milliseconds.
+type wsEvent struct {
+	T      int64  `json:"t"`
+	Socket int    `json:"socket"`
+	Dir    string `json:"dir"` // dial, in, out, close
+	Data   string `json:"data"`
+	Code   int    `json:"code"`
+}
+
+// wsFrame holds the fields of a protocol frame that the test looks at.
+type wsFrame struct {
+	Type string `json:"type"`
+	Room string `json:"room"`
+	Text string `json:"text"`
+	Ref  string `json:"ref"`
+	Node string `json:"node"`
+}
+
+func (e wsEvent) frame() wsFrame {
+	var f wsFrame
+	_ = json.Unmarshal([]byte(e.Data), &f)
+	return f
+}
+
+// openRecordedPage is openPage with recorderJS installed before the page
+// loads.
+func openRecordedPage(t *testing.T, browser context.Context, url, name string) *page {
+	t.Helper()
+	ctx, cancel := chromedp.NewContext(browser, chromedp.WithNewBrowserContext())
+	t.Cleanup(cancel)
+	if _, err := chromedp.Call(ctx, cdppage.AddScriptToEvaluateOnNewDocument,
+		cdppage.AddScriptToEvaluateOnNewDocumentParams{Source: recorderJS}); err != nil {
+		t.Fatalf("%s's page: install the WebSocket recorder: %v", name, err)
+	}
+	p := &page{t: t, ctx: ctx, name: name, url: url}
+	p.do(chromedp.Navigate(url),
+		chromedp.WaitVisible(chromedp.ID("name")),
+		chromedp.SendKeys(chromedp.ID("name"), name+kb.Enter))
+	p.waitStatus("connected to ")
+	return p
+}
+
+func (p *page) wsLog() []wsEvent {
+	p.t.Helper()
+	log, err := eval[[]wsEvent](p, `window.__chatrWS.log`)
+	if err != nil {
+		p.t.Fatalf("%s's page: read the WebSocket log: %v", p.name, err)
+	}
+	return log
+}
+
+// waitShows waits until the page shows exactly the texts of want, in any
+// order, each once, and returns what it shows.
+func (p *page) waitShows(want ...string) []shown {
+	p.t.Helper()
+	sorted := slices.Sorted(slices.Values(want))
+	var got []shown
+	var err error
+	eventually(p.t, waitTimeout, func() bool {
+		got, err = p.messages()
+		return err == nil && slices.Equal(sortedTexts(got), sorted)
+	}, func() string {
+		return fmt.Sprintf("%s's page shows each of %q once (it shows %+v, err %v)", p.name, want, got, err)
+	})
+	return got
+}
+
+func (p *page) outboxLen() int {
+	n, _ := eval[int](p, `document.querySelectorAll('#outbox > *').length`)
+	return n
+}
+
+func sortedTexts(msgs []shown) []string {
+	texts := make([]string, len(msgs))
+	for i, m := range msgs {
+		texts[i] = m.Text
+	}
+	slices.Sort(texts)
+	return texts
+}
+
+func ids(msgs []shown) []string {
+	out := make([]string, len(msgs))
+	for i, m := range msgs {
+		out[i] = m.ID
+	}
+	return out
+}
+
+// storedMessages reads up to 1000 messages of room through the HTTP API.
+func storedMessages(t *testing.T, srv *server, room string) []shown {
+	t.Helper()
+	resp, err := http.Get(srv.url("/chatr/api/rooms/" + room + "/messages?limit=1000"))
+	if err != nil {
+		t.Fatalf("GET messages: %v", err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Messages []shown `json:"messages"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatalf("GET messages: status %s: %v", resp.Status, err)
+	}
+	return body.Messages
+}
+
+// TestFailoverAfterKill9 is the browser test of client failover: page X is
+// on node alpha, page Y on node beta, and alpha dies with SIGKILL. X must
+// carry on on beta by itself and miss nothing: the messages Y sent during
+// the outage show once, X's sends that alpha never acked are re-sent and
+// stored once, X stays present for Y, and leaves Y's list when it goes.
+func TestFailoverAfterKill9(t *testing.T) {
+	requireBrowser(t)
+	const (
+		xName = "Xavier"
+		yName = "Yvonne"
+		room  = "lobby"
+	)
+	// No --allowed-origins: beta accepts WebSockets from pages of any member
+	// it has seen, alpha's included.
+	gossip := freeAddr(t)
+	alpha := startServer(t, "--node", "alpha", "--cluster-addr", gossip)
+	beta := startServer(t, "--node", "beta", "--cluster-addr", freeAddr(t), "--join", gossip)
+	for _, s := range []*server{alpha, beta} {
+		var alive []string
+		eventually(t, waitTimeout, func() bool {
+			alive = aliveMembers(t, s)
+			return len(alive) == 2
+		}, func() string { return fmt.Sprintf("%s sees 2 alive members (it sees %q)", s.addr, alive) })
+	}
+
+	browser := newBrowser(t, 90*time.Second)
+	x := openRecordedPage(t, browser, alpha.url("/chatr/chatr.html"), xName)
+	y := openRecordedPage(t, browser, beta.url("/chatr/chatr.html"), yName)
+	x.waitStatus("connected to alpha")
+	y.waitStatus("connected to beta")
+	x.waitPresence(xName, yName)
+	y.waitPresence(xName, yName)
+
+	// Both nodes hold the history from before the kill: with --ack-replicas
+	// 0 an acked message that alpha had not yet copied would be lost with it.
+	const (
+		xBefore   = "x: before the kill"
+		yBefore   = "y: before the kill"
+		xInFlight = "x: sent to alpha, never acked"
+		xTyped    = "x: typed while disconnected"
+		xAfter    = "x: after the failover"
+		yAfter    = "y: after the failover"
+		yBarrier  = "y: after alpha was declared dead"
+	)
+	yOutage := []string{"y: during the outage 1", "y: during the outage 2", "y: during the outage 3"}
+	x.send(xBefore)
+	y.waitShows(xBefore)
+	y.send(yBefore)
+	x.waitShows(xBefore, yBefore)
+
+	// Text typed the moment X sees its socket close: a MutationObserver on
+	// #status runs before any reconnect can, so the send waits in the outbox.
+	armed, err := eval[bool](x, `(() => {
+		const status = document.getElementById('status');
+		const obs = new MutationObserver(() => {
+			if (status.dataset.state === 'connected') return;
+			obs.disconnect();
+			document.getElementById('text').value = `+jsString(xTyped)+`;
+			document.getElementById('composer').requestSubmit();
+			window.__typed = { t: Date.now(), status: status.textContent,
+				outbox: document.querySelectorAll('#outbox > *').length };
+		});
+		obs.observe(status, { attributes: true, childList: true, characterData: true, subtree: true });
+		return true;
+	})()`)
+	if err != nil || !armed {
+		t.Fatalf("X's page: watch #status: %v", err)
+	}
+
+	// An unacked send at the moment of the kill, deterministically: alpha is
+	// frozen, so the send reaches its socket but is never read, let alone
+	// stored or acked. The freeze is kept short, so that it does not make
+	// beta suspect alpha before the kill.
+	if err := alpha.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("SIGSTOP alpha: %v", err)
+	}
+	t.Cleanup(func() {
+		// A test that stops early must not leave alpha frozen: SIGTERM would
+		// wait for it in vain.
+		if alpha.cmd != nil {
+			_ = alpha.cmd.Process.Kill()
+		}
+	})
+	if _, err := eval[bool](x, `(() => {
+		document.getElementById('text').value = `+jsString(xInFlight)+`;
+		document.getElementById('composer').requestSubmit();
+		return true;
+	})()`); err != nil {
+		t.Fatalf("X's page: send to the frozen alpha: %v", err)
+	}
+	eventually(t, waitTimeout, func() bool {
+		left, err := eval[bool](x, `(() => {
+			const r = window.__chatrWS, s = r.sockets[r.sockets.length - 1];
+			return r.log.some((e) => e.dir === 'out' && e.data.includes('"type":"send"') && e.data.includes(`+jsString(xInFlight)+`))
+				&& s.bufferedAmount === 0;
+		})()`)
+		return err == nil && left
+	}, func() string { return "X's send to the frozen alpha has left the browser" })
+	if n := x.outboxLen(); n != 1 {
+		t.Fatalf("X's outbox holds %d sends before the kill, want the 1 unacked one", n)
+	}
+
+	killed := time.Now()
+	if err := alpha.cmd.Process.Kill(); err != nil { // SIGKILL
+		t.Fatalf("kill -9 alpha: %v", err)
+	}
+	<-alpha.done
+	alpha.cmd = nil
+
+	// Y talks while X fails over.
+	ySent, err := eval[int64](y, `(() => {
+		const text = document.getElementById('text'), form = document.getElementById('composer');
+		for (const t of `+jsStrings(yOutage)+`) { text.value = t; form.requestSubmit(); }
+		return Date.now();
+	})()`)
+	if err != nil {
+		t.Fatalf("Y's page: send during the outage: %v", err)
+	}
+
+	x.waitStatus("reconnected to beta")
+	type typedState struct {
+		T      int64  `json:"t"`
+		Status string `json:"status"`
+		Outbox int    `json:"outbox"`
+	}
+	typed, err := eval[typedState](x, `window.__typed || {}`)
+	if err != nil || typed.T == 0 {
+		t.Fatalf("X's page did not type %q when its socket closed (err %v)", xTyped, err)
+	}
+	if typed.Outbox != 2 {
+		t.Errorf("X's outbox held %d sends while disconnected (status %q), want 2 unacked", typed.Outbox, typed.Status)
+	}
+
+	// The messages are there: those from the outage once, X's unacked ones
+	// once. Two more live messages make sure that a duplicate replayed
+	// late would show too.
+	outage := slices.Concat([]string{xBefore, yBefore, xInFlight, xTyped}, yOutage)
+	x.waitShows(outage...)
+	x.send(xAfter)
+	y.send(yAfter)
+	all := slices.Concat(outage, []string{xAfter, yAfter})
+	xs := x.waitShows(all...)
+	ys := y.waitShows(all...)
+	checkUnique(t, xs)
+	checkUnique(t, ys)
+	if !slices.Equal(ids(xs), ids(ys)) {
+		t.Errorf("X and Y show different messages or orders:\nX: %+v\nY: %+v", xs, ys)
+	}
+	stored := storedMessages(t, beta, room)
+	if !slices.Equal(sortedTexts(stored), slices.Sorted(slices.Values(all))) {
+		t.Errorf("beta stored %+v, want each of %q once", stored, all)
+	}
+	if !slices.Equal(ids(stored), ids(xs)) {
+		t.Errorf("beta's history and X's page differ:\nbeta: %+v\nX:    %+v", stored, xs)
+	}
+	for _, m := range xs {
+		if wantSender := map[bool]string{true: xName, false: yName}[strings.HasPrefix(m.Text, "x:")]; m.Sender != wantSender {
+			t.Errorf("message %q shows sender %q, want %q", m.Text, m.Sender, wantSender)
+		}
+	}
+	for _, p := range []*page{x, y} {
+		var n int
+		eventually(t, waitTimeout, func() bool { n = p.outboxLen(); return n == 0 },
+			func() string { return fmt.Sprintf("%s's outbox empties (it holds %d sends)", p.name, n) })
+	}
+
+	// What X did on the wire: the in-flight send went to alpha, then again to
+	// beta with the same ref; the typed one went once, to beta.
+	log := x.wsLog()
+	var sockets []string // URL per socket
+	refs := map[string][]string{}
+	sendSockets := map[string][]int{}
+	var closedAt, welcomedAt, syncedAt int64
+	betaSocket := -1
+	for _, e := range log {
+		switch e.Dir {
+		case "dial":
+			sockets = append(sockets, e.Data)
+		case "out":
+			if f := e.frame(); f.Type == "send" {
+				refs[f.Text] = append(refs[f.Text], f.Ref)
+				sendSockets[f.Text] = append(sendSockets[f.Text], e.Socket)
+			}
+		case "close":
+			if e.Socket == 0 && closedAt == 0 {
+				closedAt = e.T
+			}
+		case "in":
+			f := e.frame()
+			if f.Type == "welcome" && e.Socket > 0 && strings.Contains(sockets[e.Socket], beta.addr) && welcomedAt == 0 {
+				welcomedAt, betaSocket = e.T, e.Socket
+			}
+			if f.Type == "synced" && e.Socket == betaSocket && syncedAt == 0 {
+				syncedAt = e.T
+			}
+		}
+	}
+	if r := refs[xInFlight]; len(r) != 2 || r[0] != r[1] || r[0] == "" {
+		t.Errorf("X sent %q with refs %q, want twice with the same ref", xInFlight, r)
+	} else if s := sendSockets[xInFlight]; s[0] != 0 || s[1] != betaSocket {
+		t.Errorf("X sent %q on sockets %v, want on alpha's (0) then on beta's (%d)", xInFlight, s, betaSocket)
+	}
+	if s := sendSockets[xTyped]; len(s) != 1 || s[0] != betaSocket {
+		t.Errorf("X sent %q on sockets %v, want once on beta's (%d)", xTyped, s, betaSocket)
+	}
+	if welcomedAt == 0 || syncedAt == 0 {
+		t.Fatalf("X's WebSocket log shows no welcome and synced from beta: %+v", log)
+	}
+	if ySent >= welcomedAt {
+		t.Errorf("Y's messages went out %d ms after X was back on beta, not during the outage", ySent-welcomedAt)
+	}
+	ms := func(at int64) int64 { return at - killed.UnixMilli() }
+	t.Logf("failover_ms=%d (kill -9 of alpha to X's \"reconnected to beta\"); socket closed after %d ms, stream resumed (synced) after %d ms; X dialed %q",
+		ms(welcomedAt), ms(closedAt), ms(syncedAt), sockets)
+
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		log, _ := eval[[]wsEvent](y, `window.__chatrWS.log`)
+		for _, e := range log {
+			if f := e.frame(); f.Type == "joined" || f.Type == "presence" {
+				t.Logf("Y's socket %d got %s", e.Socket, e.Data)
+			}
+		}
+	})
+
+	// Presence: X is on beta now, so Y keeps listing X, also once beta has
+	// declared alpha dead and dropped alpha's people.
+	var alive []string
+	eventually(t, waitTimeout, func() bool {
+		alive = aliveMembers(t, beta)
+		return len(alive) == 1
+	}, func() string { return fmt.Sprintf("beta declares alpha dead (alive: %q)", alive) })
+	// A round trip through beta after the membership change, so that beta
+	// has acted on it before presence is checked.
+	y.send(yBarrier)
+	final := slices.Concat(all, []string{yBarrier})
+	checkUnique(t, x.waitShows(final...))
+	checkUnique(t, y.waitShows(final...))
+	y.waitPresence(xName, yName)
+	x.waitPresence(xName, yName)
+
+	// And when X goes, Y does not keep a ghost of it.
+	x.close()
+	y.waitPresence(yName)
+}
+
+// jsString quotes s as a JavaScript string literal.
+func jsString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// jsStrings writes ss as a JavaScript array literal.
+func jsStrings(ss []string) string {
+	b, _ := json.Marshal(ss)
+	return string(b)
+}
