@@ -122,7 +122,7 @@ func Start(t testing.TB, n int, opts ...Option) *Cluster {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	ports, err := freeGossipPorts(n)
+	ports, err := FreePorts(n)
 	if err != nil {
 		t.Fatalf("clustertest: pick gossip ports: %v", err)
 	}
@@ -242,7 +242,7 @@ func (c *Cluster) open(i int, first bool) error {
 		log := slog.New(slog.NewTextHandler(m.logs, &slog.HandlerOptions{Level: level}))
 		n, err := node.NewWithHooks(cfg, log, m.logs, c.net.hooks(i))
 		if err != nil && first && attempt < 3 && strings.Contains(err.Error(), "address already in use") {
-			ports, perr := freeGossipPorts(1)
+			ports, perr := FreePorts(1)
 			if perr != nil {
 				return perr
 			}
@@ -431,44 +431,71 @@ func (c *Cluster) History(i int, room string) ([]proto.MessageJSON, error) {
 }
 
 // WaitConverged waits until every running node holds the same history of
-// room, in the same order, without gaps, holding every message answered
-// with 201 (and, of the sends answered with an error, at most those), and
-// returns that history.
+// room, in the same order, holding every message answered with 201 (and, of
+// the sends answered with an error, at most those), and returns that
+// history. Its gap check assumes every message went to room: with several
+// rooms, use WaitConvergedRooms.
 func (c *Cluster) WaitConverged(room string, timeout time.Duration) []proto.MessageJSON {
 	c.t.Helper()
-	var hist []proto.MessageJSON
+	return c.WaitConvergedRooms(timeout, room)[room]
+}
+
+// WaitConvergedRooms is WaitConverged for every room messages were sent
+// to: each origin's messages, over all those rooms, must be numbered 1..n
+// without gaps.
+func (c *Cluster) WaitConvergedRooms(timeout time.Duration, rooms ...string) map[string][]proto.MessageJSON {
+	c.t.Helper()
+	var hists map[string][]proto.MessageJSON
 	Eventually(c.t, timeout, func() error {
-		c.mu.Lock()
-		accepted, unsure := slices.Clone(c.accepted[room]), c.unsure[room]
-		c.mu.Unlock()
-		var first []proto.MessageJSON
-		firstNode := -1
-		for i := range c.nodes {
-			if !c.Running(i) {
-				continue
-			}
+		var err error
+		hists, err = c.converged(rooms)
+		return err
+	})
+	return hists
+}
+
+func (c *Cluster) converged(rooms []string) (map[string][]proto.MessageJSON, error) {
+	c.mu.Lock()
+	accepted, unsure := map[string][]string{}, map[string]int{}
+	for _, room := range rooms {
+		accepted[room], unsure[room] = slices.Clone(c.accepted[room]), c.unsure[room]
+	}
+	c.mu.Unlock()
+	var first map[string][]proto.MessageJSON
+	firstNode := -1
+	for i := range c.nodes {
+		if !c.Running(i) {
+			continue
+		}
+		hists := map[string][]proto.MessageJSON{}
+		var all [][]proto.MessageJSON
+		for _, room := range rooms {
 			h, err := c.History(i, room)
 			if err != nil {
-				return fmt.Errorf("node %d: %w", i, err)
+				return nil, fmt.Errorf("node %d: %w", i, err)
 			}
 			if err := CheckHistory(h); err != nil {
-				return fmt.Errorf("node %d: %w", i, err)
+				return nil, fmt.Errorf("node %d, room %s: %w", i, room, err)
 			}
-			if err := holds(h, accepted, unsure); err != nil {
-				return fmt.Errorf("node %d: %w", i, err)
+			if err := holds(h, accepted[room], unsure[room]); err != nil {
+				return nil, fmt.Errorf("node %d, room %s: %w", i, room, err)
 			}
-			if firstNode < 0 {
-				first, firstNode = h, i
-				continue
+			if firstNode >= 0 {
+				if err := SameHistory(first[room], h); err != nil {
+					return nil, fmt.Errorf("room %s: nodes %d and %d differ: %w", room, firstNode, i, err)
+				}
 			}
-			if err := SameHistory(first, h); err != nil {
-				return fmt.Errorf("nodes %d and %d differ: %w", firstNode, i, err)
-			}
+			hists[room] = h
+			all = append(all, h)
 		}
-		hist = first
-		return nil
-	})
-	return hist
+		if err := CheckNoGaps(all...); err != nil {
+			return nil, fmt.Errorf("node %d: %w", i, err)
+		}
+		if firstNode < 0 {
+			first, firstNode = hists, i
+		}
+	}
+	return first, nil
 }
 
 // holds checks that h has every id of accepted and at most unsure others.
@@ -496,30 +523,42 @@ func holds(h []proto.MessageJSON, accepted []string, unsure int) error {
 }
 
 // CheckHistory checks a room's history as the API lists it: ordered by
-// (created, origin, seq) with no message twice, and each origin's messages
-// numbered 1..n without gaps.
+// (created, origin, seq), no message twice, each message's node its origin.
 func CheckHistory(h []proto.MessageJSON) error {
-	seqs := map[string][]uint64{}
 	for k, m := range h {
-		origin, seq, perr := proto.ParseMessageID(m.ID)
+		origin, _, perr := proto.ParseMessageID(m.ID)
 		if perr != nil {
 			return fmt.Errorf("message %d: %v", k, perr)
 		}
 		if origin != m.Node {
 			return fmt.Errorf("message %s: node %q is not its origin", m.ID, m.Node)
 		}
-		if k > 0 {
-			if c := compareOrder(h[k-1], m); c >= 0 {
-				return fmt.Errorf("messages %d and %d out of order: %s@%s then %s@%s", k-1, k, h[k-1].ID, h[k-1].Created, m.ID, m.Created)
-			}
+		if k > 0 && compareOrder(h[k-1], m) >= 0 {
+			return fmt.Errorf("messages %d and %d out of order or twice: %s@%s then %s@%s", k-1, k, h[k-1].ID, h[k-1].Created, m.ID, m.Created)
 		}
-		seqs[origin] = append(seqs[origin], seq)
+	}
+	return nil
+}
+
+// CheckNoGaps checks that, over the histories of all the rooms of a node,
+// each origin's messages are numbered 1..n, each once.
+func CheckNoGaps(hists ...[]proto.MessageJSON) error {
+	seqs := map[string][]uint64{}
+	for _, h := range hists {
+		for _, m := range h {
+			origin, seq, perr := proto.ParseMessageID(m.ID)
+			if perr != nil {
+				return perr
+			}
+			seqs[origin] = append(seqs[origin], seq)
+		}
 	}
 	for origin, s := range seqs {
 		slices.Sort(s)
 		for k, seq := range s {
 			if seq != uint64(k+1) {
-				return fmt.Errorf("origin %s: messages numbered %d..%d with a gap or a duplicate at %d (want 1..%d)", origin, s[0], s[len(s)-1], seq, len(s))
+				return fmt.Errorf("origin %s: %d messages numbered %d..%d, a gap or a duplicate at %d (want 1..%d)",
+					origin, len(s), s[0], s[len(s)-1], seq, len(s))
 			}
 		}
 	}
@@ -750,7 +789,7 @@ func (tc *trackedConn) Close() error {
 // freeGossipPorts finds n ports free on 127.0.0.1 for both TCP and UDP
 // (memberlist binds both), holding them until all are found so that they
 // differ.
-func freeGossipPorts(n int) ([]int, error) {
+func FreePorts(n int) ([]int, error) {
 	var ports []int
 	var closers []io.Closer
 	defer func() {

@@ -321,3 +321,27 @@ func TestAckReplicas(t *testing.T) {
 		t.Errorf("history has %d messages, want 7 (the unreplicated send is kept)", len(h))
 	}
 }
+
+// TestCatchUpFromAnotherPeer: messages of an origin that is down reach a
+// node from a peer that holds them (DESIGN.md: nodes serve the logs of
+// other origins too).
+func TestCatchUpFromAnotherPeer(t *testing.T) {
+	t.Parallel()
+	c := Start(t, 3)
+	c.Partition([]int{0, 1}, []int{2})
+	sendOnEach(t, c, "lobby", []int{0}, 20, "only 0 and 1 see this")
+	Eventually(t, convergeTimeout, func() error {
+		h, err := c.History(1, "lobby")
+		if err == nil && len(h) != 20 {
+			err = fmt.Errorf("node 1 holds %d messages, want 20", len(h))
+		}
+		return err
+	})
+	c.Kill(0)
+	c.Heal()
+	// Node 0 stays down: node 2 can get its messages only from node 1.
+	h := c.WaitConverged("lobby", convergeTimeout)
+	if len(h) != 20 || perOrigin(h)[c.ID(0)] != 20 {
+		t.Fatalf("after the heal the nodes hold %d messages (%v), want node 0's 20", len(h), perOrigin(h))
+	}
+}

@@ -180,8 +180,8 @@ func (c *Config) validate() error {
 		add(fmt.Errorf("--shutdown-timeout %v: must be above 0", c.Shutdown))
 	}
 	if c.ClusterAddr != "" {
-		if !strings.Contains(c.ClusterAddr, ":") {
-			c.ClusterAddr += ":" + DefaultClusterPort
+		if _, _, err := net.SplitHostPort(c.ClusterAddr); err != nil && strings.Contains(err.Error(), "missing port") {
+			c.ClusterAddr = net.JoinHostPort(strings.Trim(c.ClusterAddr, "[]"), DefaultClusterPort)
 		}
 		add(checkHostPort("cluster-addr", c.ClusterAddr))
 	}

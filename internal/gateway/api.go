@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/time/rate"
 
@@ -81,6 +82,10 @@ func decodePost(contentType string, body io.Reader) (PostBody, int, *proto.Error
 	}
 	if len(data) > maxBodyBytes {
 		return p, http.StatusRequestEntityTooLarge, proto.Errorf(proto.CodeTooLarge, "body is over %d bytes", maxBodyBytes)
+	}
+	// JSON decoding turns bad UTF-8 into U+FFFD silently; refuse it instead.
+	if !utf8.Valid(data) {
+		return p, http.StatusBadRequest, proto.Errorf(proto.CodeBadRequest, "body is not valid UTF-8")
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -219,7 +224,7 @@ func (s *Server) getCluster(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"self": s.opts.NodeID, "cluster": s.cfg.ClusterName,
-		"members": []map[string]string{{"id": s.opts.NodeID, "name": s.cfg.NodeName, "http": s.cfg.HTTPAddr,
+		"members": []map[string]string{{"id": s.opts.NodeID, "name": s.cfg.NodeName, "http": s.opts.HTTPAddr,
 			"state": "alive", "since": proto.FormatTime(startTime.UnixMicro())}}})
 }
 

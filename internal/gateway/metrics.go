@@ -36,7 +36,9 @@ func (s *Server) queued() int {
 	defer s.mu.Unlock()
 	n := 0
 	for sess := range s.sessions {
+		sess.mu.Lock()
 		n += len(sess.queue)
+		sess.mu.Unlock()
 	}
 	return n
 }

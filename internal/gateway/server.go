@@ -12,13 +12,14 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/coder/websocket"
+	"github.com/gobwas/ws"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/time/rate"
 
 	"chatr/internal/config"
 	"chatr/internal/hub"
+	"chatr/internal/netpoll"
 	"chatr/internal/proto"
 	"chatr/internal/store"
 )
@@ -34,14 +35,17 @@ type Poster interface {
 
 // Options wires a Server to the rest of the node.
 type Options struct {
-	Config  config.Config
-	NodeID  string
-	Store   *store.Store
-	Hub     *hub.Hub
-	Poster  Poster
-	Web     fs.FS // the web client's files, served under /chatr/
-	Log     *slog.Logger
-	Metrics *prometheus.Registry
+	Config config.Config
+	NodeID string
+	// HTTPAddr is the address this node's listener is bound to, as a single
+	// node lists itself to clients.
+	HTTPAddr string
+	Store    *store.Store
+	Hub      *hub.Hub
+	Poster   Poster
+	Web      fs.FS // the web client's files, served under /chatr/
+	Log      *slog.Logger
+	Metrics  *prometheus.Registry
 	// Members lists the alive nodes for welcome.nodes; nil means this node alone.
 	Members func() []proto.Member
 	// ClusterView answers GET /chatr/api/cluster; nil means a single node.
@@ -69,11 +73,15 @@ type Server struct {
 	mu       sync.Mutex
 	sessions map[*session]struct{}
 	perIP    map[string]int
+	open     int // connections holding a slot, upgraded or being upgraded
 	draining bool
 	wg       sync.WaitGroup
 
 	ipLimits *ipLimiter
 	metrics  *metrics
+	// poller wakes sessions when their client sends something; nil where
+	// epoll is not available (each session then has a reader goroutine).
+	poller *netpoll.Poller
 }
 
 // New makes a Server; nothing listens until Serve.
@@ -85,6 +93,11 @@ func New(opts Options) *Server {
 		log: opts.Log, mux: http.NewServeMux(), sessions: map[*session]struct{}{}, perIP: map[string]int{},
 		ipLimits: newIPLimiter(rate.Limit(opts.Config.SendRate), opts.Config.SendBurst)}
 	s.metrics = newMetrics(opts.Metrics, s)
+	if p, err := netpoll.New(); err == nil {
+		s.poller = p
+	} else {
+		s.log.Warn("no epoll: one reader goroutine per WebSocket session", "err", err)
+	}
 	s.routes()
 	return s
 }
@@ -131,7 +144,7 @@ func (s *Server) members() []proto.Member {
 	if s.opts.Members != nil {
 		return s.opts.Members()
 	}
-	return []proto.Member{{ID: s.opts.NodeID, Name: s.cfg.NodeName, HTTP: s.cfg.HTTPAddr}}
+	return []proto.Member{{ID: s.opts.NodeID, Name: s.cfg.NodeName, HTTP: s.opts.HTTPAddr}}
 }
 
 // clientIP is the remote address without its port.
@@ -207,7 +220,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		s.mu.Unlock()
 		writeError(w, http.StatusServiceUnavailable, proto.Errorf(proto.CodeUnavailable, "the node is shutting down; connect to another node"))
 		return
-	case s.cfg.MaxConns > 0 && len(s.sessions) >= s.cfg.MaxConns:
+	case s.cfg.MaxConns > 0 && s.open >= s.cfg.MaxConns:
 		s.mu.Unlock()
 		s.metrics.refused.WithLabelValues("max_conns").Inc()
 		writeError(w, http.StatusServiceUnavailable, proto.Errorf(proto.CodeUnavailable, "the node is full; try another node"))
@@ -219,51 +232,52 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusTooManyRequests, proto.Errorf(proto.CodeRateLimited, "too many connections from your address"))
 		return
 	}
+	// The slot is taken before the upgrade, so concurrent dials cannot
+	// overshoot the limits.
 	s.perIP[ip]++
+	s.open++
 	s.wg.Add(1)
 	s.mu.Unlock()
-	defer s.wg.Done()
-	defer func() {
-		s.mu.Lock()
-		if s.perIP[ip]--; s.perIP[ip] <= 0 {
-			delete(s.perIP, ip)
-		}
-		s.mu.Unlock()
-	}()
 
 	originOK := s.originAllowed(r)
-	// A bad origin is accepted only to be closed at once with 1008, as the
-	// protocol says; no frame of it is read.
-	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	conn, rw, _, err := ws.HTTPUpgrader{}.Upgrade(r, w)
 	if err != nil {
-		s.log.Debug("websocket accept failed", "ip", ip, "err", err)
+		s.log.Debug("websocket upgrade failed", "ip", ip, "err", err)
+		if conn != nil {
+			conn.Close()
+		}
+		s.ended(nil, ip)
 		return
 	}
-	if !originOK {
-		s.metrics.refused.WithLabelValues("origin").Inc()
-		conn.Close(proto.ClosePolicy, "origin not allowed")
-		return
-	}
-	conn.SetReadLimit(s.cfg.ReadLimit)
-	ctx, cancel := context.WithCancel(context.Background())
-	sess := &session{srv: s, conn: conn, id: newSessionID(), ctx: ctx, cancel: cancel,
-		queue: make(chan outItem, s.cfg.SendQueue), closing: make(chan struct{}),
-		joined:  map[string]bool{},
-		limiter: rate.NewLimiter(rate.Limit(s.cfg.SendRate), s.cfg.SendBurst)}
-	sess.log = s.log.With("session", sess.id, "ip", ip)
+	ctx, stop := context.WithCancel(context.Background())
+	sess := &session{srv: s, ws: wsConn{conn: conn, br: rw.Reader}, id: newSessionID(), ip: ip,
+		ctx: ctx, stop: stop, limiter: rate.NewLimiter(rate.Limit(s.cfg.SendRate), s.cfg.SendBurst)}
 	s.mu.Lock()
-	if s.draining {
-		s.mu.Unlock()
-		conn.Close(proto.CloseGoingAway, "the node is shutting down")
-		cancel()
-		return
-	}
 	s.sessions[sess] = struct{}{}
+	draining := s.draining
 	s.mu.Unlock()
-	sess.run()
+	switch {
+	case !originOK:
+		// A bad origin is accepted only to be closed at once with 1008, as
+		// the protocol says; no frame of it is read.
+		s.metrics.refused.WithLabelValues("origin").Inc()
+		sess.close(proto.ClosePolicy, "origin not allowed")
+	case draining:
+		sess.close(proto.CloseGoingAway, "the node is shutting down")
+	}
+	sess.start(rw.Reader.Buffered() > 0)
+}
+
+// ended forgets a connection from ip that is over, and its session.
+func (s *Server) ended(sess *session, ip string) {
 	s.mu.Lock()
 	delete(s.sessions, sess)
+	s.open--
+	if s.perIP[ip]--; s.perIP[ip] <= 0 {
+		delete(s.perIP, ip)
+	}
 	s.mu.Unlock()
+	s.wg.Done()
 }
 
 // Drain stops taking sessions and closes every session with 1001, so clients
@@ -282,6 +296,9 @@ func (s *Server) Drain(ctx context.Context) {
 	}()
 	select {
 	case <-done:
+		if s.poller != nil {
+			s.poller.Close()
+		}
 	case <-ctx.Done():
 	}
 }

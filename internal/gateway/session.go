@@ -5,74 +5,98 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"io"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/coder/websocket"
+	"github.com/gobwas/ws"
 	"golang.org/x/time/rate"
 
 	"chatr/internal/hub"
+	"chatr/internal/netpoll"
 	"chatr/internal/proto"
 	"chatr/internal/store"
 )
 
-// helloTimeout is how long a new connection may take to say hello.
-const helloTimeout = 10 * time.Second
+const (
+	// helloTimeout is how long a new connection may take to say hello.
+	helloTimeout = 10 * time.Second
+	// writeTimeout bounds one write to a client; a client that does not
+	// read for that long is cut off.
+	writeTimeout = 10 * time.Second
+	// frameTimeout bounds the read of one frame once its first byte came,
+	// so a client trickling a frame holds a goroutine only that long.
+	frameTimeout = 10 * time.Second
+	// closeTimeout is how long a closing session waits for the client's
+	// close frame before dropping the connection.
+	closeTimeout = 2 * time.Second
+	// maxRateBreaches is how many sends over the rate limit, in a row,
+	// close the session as abusive.
+	maxRateBreaches = 50
+)
 
-// writeTimeout bounds one write to a client; a client that does not read
-// for that long is cut off.
-const writeTimeout = 10 * time.Second
-
-// maxRateBreaches is how many sends over the rate limit, in a row, close the
-// session as abusive.
-const maxRateBreaches = 50
-
-// session is one WebSocket client. The reader goroutine handles the
-// client's frames; the writer goroutine owns everything sent to it, in
-// queue order, including the per-room replay/live merge.
+// session is one WebSocket client. It owns no goroutine while idle: the
+// poller starts a reader when the client sends something, and enqueue starts
+// a flusher when there is something to send. One reader and one flusher run
+// at a time.
 type session struct {
-	srv    *Server
-	conn   *websocket.Conn
-	id     string
-	name   string
-	log    *slog.Logger
-	ctx    context.Context
-	cancel context.CancelFunc
+	srv  *Server
+	ws   wsConn
+	desc *netpoll.Desc // nil when the connection cannot be polled
+	id   string
+	ip   string
+	ctx  context.Context // ends at teardown; bounds the store reads of joins
+	stop context.CancelFunc
 
-	// queue holds what the writer sends, in order. Deliver never blocks on
-	// it: a full queue means the client is too slow and is closed with 4000.
-	queue     chan outItem
-	closing   chan struct{} // closed when the session is to end
-	closeOnce sync.Once
-	code      websocket.StatusCode
-	greeted   atomic.Bool // hello was said
+	// Reader side: held by the one reader at a time. (The poller already
+	// runs one reader at a time; the mutex makes that visible to the race
+	// detector, which cannot see through epoll.)
+	readMu     sync.Mutex
+	name       string
+	limiter    *rate.Limiter
+	breaches   int
+	fragments  []byte // a fragmented message being put together
+	helloTimer *time.Timer
+	greeted    atomic.Bool
 
-	// joined is owned by the reader goroutine.
-	joined   map[string]bool
-	limiter  *rate.Limiter
-	breaches int
+	mu       sync.Mutex
+	joined   map[string]bool // rooms joined, also read by teardown
+	queue    []outItem       // what the flusher sends next, in order
+	flushing bool
+	closed   bool // nothing more is queued; the close frame comes next
+	torn     bool // the connection is gone
+	code     int
+	reason   string
+
+	// Flusher side: touched only by the one flusher at a time.
+	rooms    map[string]*roomState
+	closeRcv bool // the client sent its close frame
+
+	tornDown sync.Once
 }
 
-// outItem is one thing for the writer: a raw frame, a room event, the start
+// outItem is one thing for the flusher: a frame, a room event, the start
 // of a join, the end of its replay, or a leave.
 type outItem struct {
 	frame []byte
+	ctrl  ws.OpCode // a control frame (pong) when set, with frame as payload
 	ev    *hub.Event
-	begin string // room whose join starts: buffer its events until sync
+	begin string // room whose join starts: hold its events until sync
 	sync  *syncItem
-	left  string
+	left  string // room left; notify sends the client a `left` frame
+	quiet bool
 }
 
 type syncItem struct {
-	room      string
-	joined    []byte
-	page      store.Page
-	truncated bool
+	room   string
+	joined []byte
+	page   store.Page
 }
 
-// roomState is the writer's view of one joined room.
+// roomState is the flusher's view of one joined room.
 type roomState struct {
 	syncing bool
 	pending []*hub.Event // live events that came during the replay
@@ -91,104 +115,167 @@ func newSessionID() string {
 	return hex.EncodeToString(b)
 }
 
-// Deliver queues a room event for the client. It never blocks.
-func (s *session) Deliver(ev *hub.Event) {
-	s.enqueue(outItem{ev: ev})
+func (s *session) logger() *slog.Logger {
+	return s.srv.log.With("session", s.id, "ip", s.ip, "name", s.name)
 }
 
-func (s *session) enqueue(it outItem) bool {
-	select {
-	case s.queue <- it:
-		return true
-	default:
-		s.srv.metrics.slowClosed.Inc()
-		s.close(proto.CloseSlowClient, "too slow: resume with your last cursor")
-		return false
-	}
-}
-
-// send queues a frame for the client.
-func (s *session) send(frame []byte) bool { return s.enqueue(outItem{frame: frame}) }
-
-func (s *session) sendError(ref string, e *proto.Error) {
-	s.srv.metrics.errors.WithLabelValues(e.Code).Inc()
-	s.send(proto.EncodeError(ref, e))
-}
-
-// close ends the session with code; the first call wins. The close
-// handshake runs in the background, since a slow client may never answer.
-func (s *session) close(code websocket.StatusCode, reason string) {
-	s.closeOnce.Do(func() {
-		s.code = code
-		close(s.closing)
-		go func() {
-			s.conn.Close(code, reason)
-			s.cancel()
-		}()
-	})
-}
-
-// run serves the session until the client goes or the session is closed.
-func (s *session) run() {
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		s.writer()
-	}()
-	helloTimer := time.AfterFunc(helloTimeout, func() {
+// start begins serving the session: reads are driven by the poller, or by
+// a goroutine when the connection cannot be polled.
+func (s *session) start(buffered bool) {
+	s.helloTimer = time.AfterFunc(helloTimeout, func() {
 		if !s.greeted.Load() {
 			s.close(proto.ClosePolicy, "no hello within 10s")
 		}
 	})
-	err := s.reader()
-	helloTimer.Stop()
-	if isReadLimit(err) {
-		s.srv.metrics.errors.WithLabelValues(proto.CodeTooLarge).Inc()
+	// Frames that came with the handshake are read first: the socket may
+	// have nothing more to say, so the poller would not wake for them.
+	s.readMu.Lock()
+	defer s.readMu.Unlock()
+	for buffered && s.ws.buffered() {
+		s.ws.conn.SetReadDeadline(time.Now().Add(frameTimeout))
+		if !s.readOne() {
+			return
+		}
 	}
-	s.close(websocket.StatusNormalClosure, "")
-	<-writerDone
-	for room := range s.joined {
-		s.srv.hub.Leave(room, s)
+	s.ws.conn.SetReadDeadline(time.Time{})
+	s.ws.release()
+	if s.srv.poller == nil {
+		go s.readLoop() // waits for readMu until start returns
+		return
 	}
-	<-s.ctx.Done()
+	d, err := s.srv.poller.Add(s.ws.conn, s.onReadable)
+	if err != nil {
+		go s.readLoop()
+		return
+	}
+	s.mu.Lock()
+	s.desc = d
+	torn := s.torn
+	s.mu.Unlock()
+	if torn {
+		d.Remove()
+	}
 }
 
-func (s *session) reader() error {
+// onReadable reads every frame the client has sent, then waits for the
+// poller again.
+func (s *session) onReadable() {
+	s.readMu.Lock()
+	defer s.readMu.Unlock()
 	for {
-		typ, data, err := s.conn.Read(s.ctx)
-		if err != nil {
-			return err
+		s.ws.conn.SetReadDeadline(time.Now().Add(frameTimeout))
+		if !s.readOne() {
+			return
 		}
-		if typ != websocket.MessageText {
-			s.sendError("", proto.Errorf(proto.CodeBadRequest, "frames must be text (JSON), not binary"))
-			continue
+		if !s.ws.buffered() {
+			break
 		}
-		s.srv.metrics.framesIn.Inc()
-		in, perr := proto.DecodeInbound(data)
-		switch {
-		case perr != nil:
-			s.sendError(in.Ref, perr)
-		case !s.greeted.Load() && in.Type != proto.TypeHello:
-			s.sendError(in.Ref, proto.Errorf(proto.CodeHelloRequired, "say hello first"))
-		case !s.greeted.Load():
-			s.name = in.Name
-			s.log = s.log.With("name", s.name)
-			s.greeted.Store(true)
-			s.send(proto.Encode(proto.Welcome{Type: "welcome", Node: s.srv.opts.NodeID, Session: s.id,
-				Name: s.name, Nodes: s.srv.members()}))
-		default:
-			s.handle(in)
-		}
-		select {
-		case <-s.closing:
-			return nil
-		default:
+	}
+	s.ws.conn.SetReadDeadline(time.Time{})
+	s.ws.release()
+	s.mu.Lock()
+	desc, torn := s.desc, s.torn
+	s.mu.Unlock()
+	if !torn && desc.Resume() != nil {
+		s.teardown()
+	}
+}
+
+// readLoop serves a connection the poller cannot watch.
+func (s *session) readLoop() {
+	s.readMu.Lock()
+	defer s.readMu.Unlock()
+	for s.readOne() {
+		if !s.ws.buffered() {
+			s.ws.release()
 		}
 	}
 }
 
-func isReadLimit(err error) bool {
-	return err != nil && (errors.Is(err, websocket.ErrMessageTooBig) || websocket.CloseStatus(err) == websocket.StatusMessageTooBig)
+// readOne reads and handles one frame; false means the session is over.
+func (s *session) readOne() bool {
+	f, err := s.ws.readFrame(s.srv.cfg.ReadLimit - int64(len(s.fragments)))
+	if err != nil {
+		s.readFailed(err)
+		return false
+	}
+	switch f.op {
+	case ws.OpPing:
+		s.enqueue(outItem{ctrl: ws.OpPong, frame: f.payload})
+	case ws.OpPong:
+	case ws.OpClose:
+		code, _ := ws.ParseCloseFrameData(f.payload)
+		s.clientClosed(int(code))
+		return false
+	case ws.OpBinary:
+		s.sendError("", proto.Errorf(proto.CodeBadRequest, "frames must be text (JSON), not binary"))
+	case ws.OpText, ws.OpContinuation:
+		if s.isClosed() {
+			return true // closing: only the client's close frame matters
+		}
+		if f.op == ws.OpContinuation && s.fragments == nil || f.op == ws.OpText && s.fragments != nil {
+			s.readFailed(errProtocol("bad fragment sequence"))
+			return false
+		}
+		if !f.fin {
+			s.fragments = append(s.fragments[:len(s.fragments):len(s.fragments)], f.payload...)
+			return true
+		}
+		data := f.payload
+		if s.fragments != nil {
+			data, s.fragments = append(s.fragments, f.payload...), nil
+		}
+		s.handleText(data)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.torn
+}
+
+func (s *session) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+func (s *session) readFailed(err error) {
+	var perr errProtocol
+	switch {
+	case errors.Is(err, errFrameTooLarge):
+		s.srv.metrics.errors.WithLabelValues(proto.CodeTooLarge).Inc()
+		s.close(proto.CloseTooLarge, "frame over the read limit")
+	case errors.As(err, &perr):
+		s.close(1002, perr.Error())
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
+		s.teardown()
+	default:
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			s.close(proto.ClosePolicy, "frame not finished in time")
+			return
+		}
+		s.teardown()
+	}
+}
+
+// handleText handles one text message of the protocol.
+func (s *session) handleText(data []byte) {
+	s.srv.metrics.framesIn.Inc()
+	in, perr := proto.DecodeInbound(data)
+	switch {
+	case perr != nil:
+		s.sendError(in.Ref, perr)
+	case !s.greeted.Load() && in.Type != proto.TypeHello:
+		s.sendError(in.Ref, proto.Errorf(proto.CodeHelloRequired, "say hello first"))
+	case !s.greeted.Load():
+		s.name = in.Name
+		s.greeted.Store(true)
+		s.helloTimer.Stop()
+		s.send(proto.Encode(proto.Welcome{Type: "welcome", Node: s.srv.opts.NodeID, Session: s.id,
+			Name: s.name, Nodes: s.srv.members()}))
+	default:
+		s.handle(in)
+	}
 }
 
 func (s *session) handle(in proto.Inbound) {
@@ -200,16 +287,39 @@ func (s *session) handle(in proto.Inbound) {
 	case proto.TypeJoin:
 		s.join(in)
 	case proto.TypeLeave:
-		if !s.joined[in.Room] {
+		if !s.isJoined(in.Room) {
 			s.sendError(in.Ref, proto.Errorf(proto.CodeNotJoined, "room %q is not joined", in.Room))
 			return
 		}
-		delete(s.joined, in.Room)
-		s.srv.hub.Leave(in.Room, s)
-		s.enqueue(outItem{left: in.Room})
+		s.leave(in.Room, false)
 	case proto.TypeSend:
 		s.post(in)
 	}
+}
+
+func (s *session) isJoined(room string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.joined[room]
+}
+
+func (s *session) setJoined(room string, on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if on {
+		if s.joined == nil {
+			s.joined = map[string]bool{}
+		}
+		s.joined[room] = true
+	} else {
+		delete(s.joined, room)
+	}
+}
+
+func (s *session) leave(room string, quiet bool) {
+	s.setJoined(room, false)
+	s.srv.hub.Leave(room, s)
+	s.enqueue(outItem{left: room, quiet: quiet})
 }
 
 func (s *session) join(in proto.Inbound) {
@@ -221,12 +331,13 @@ func (s *session) join(in proto.Inbound) {
 			return
 		}
 	}
-	if s.joined[in.Room] {
-		// A second join of a room is a resync: leave and join again.
-		s.srv.hub.Leave(in.Room, s)
-		s.enqueue(outItem{left: in.Room, frame: nil})
+	if s.isJoined(in.Room) {
+		s.leave(in.Room, true) // a second join of a room starts it over
 	}
-	s.joined[in.Room] = true
+	s.setJoined(in.Room, true)
+	// Events of the room are held from here until the replay is sent, so
+	// none is lost between the store read and the live stream; repeats are
+	// dropped by the room's seen vector.
 	if !s.enqueue(outItem{begin: in.Room}) {
 		return
 	}
@@ -244,19 +355,19 @@ func (s *session) join(in proto.Inbound) {
 		page, err = s.srv.store.Latest(s.ctx, in.Room, n)
 	}
 	if err != nil {
-		s.log.Error("join replay failed", "room", in.Room, "err", err)
+		if s.ctx.Err() == nil {
+			s.logger().Error("join replay failed", "room", in.Room, "err", err)
+		}
 		s.sendError(in.Ref, proto.Errorf(proto.CodeInternal, "could not read the room's history"))
-		delete(s.joined, in.Room)
-		s.srv.hub.Leave(in.Room, s)
-		s.enqueue(outItem{left: in.Room, frame: []byte{}})
+		s.leave(in.Room, true)
 		return
 	}
-	s.enqueue(outItem{sync: &syncItem{room: in.Room, page: page, truncated: page.Truncated,
+	s.enqueue(outItem{sync: &syncItem{room: in.Room, page: page,
 		joined: proto.Encode(proto.Joined{Type: "joined", Room: in.Room, Presence: people})}})
 }
 
 func (s *session) post(in proto.Inbound) {
-	if !s.joined[in.Room] {
+	if !s.isJoined(in.Room) {
 		s.sendError(in.Ref, proto.Errorf(proto.CodeNotJoined, "join room %q before sending to it", in.Room))
 		return
 	}
@@ -271,10 +382,12 @@ func (s *session) post(in proto.Inbound) {
 		return
 	}
 	s.breaches = 0
-	ref := in.Ref
-	err := s.srv.post.Post(s.ctx, proto.Message{Room: in.Room, Sender: s.name, Text: in.Text, Ref: ref}, func(m proto.Message, err error) {
+	ref, room := in.Ref, in.Room
+	err := s.srv.post.Post(s.ctx, proto.Message{Room: room, Sender: s.name, Text: in.Text, Ref: ref}, func(m proto.Message, err error) {
 		if err != nil {
-			s.log.Error("send failed", "room", in.Room, "err", err)
+			if s.ctx.Err() == nil {
+				s.logger().Error("send failed", "room", room, "err", err)
+			}
 			s.sendError(ref, postError(err))
 			return
 		}
@@ -297,65 +410,159 @@ func postError(err error) *proto.Error {
 	return proto.Errorf(proto.CodeInternal, "the message could not be stored; send it again")
 }
 
-// writer sends queued items to the client until the session closes.
-func (s *session) writer() {
-	rooms := map[string]*roomState{}
+// Deliver queues a room event for the client. It never blocks.
+func (s *session) Deliver(ev *hub.Event) { s.enqueue(outItem{ev: ev}) }
+
+// send queues a frame for the client.
+func (s *session) send(frame []byte) bool { return s.enqueue(outItem{frame: frame}) }
+
+func (s *session) sendError(ref string, e *proto.Error) {
+	s.srv.metrics.errors.WithLabelValues(e.Code).Inc()
+	s.send(proto.EncodeError(ref, e))
+}
+
+// enqueue adds an item for the flusher, starting one if none runs. A full
+// queue means the client is too slow: it is closed with 4000 and resumes
+// from its cursor, and nobody else waits for it.
+func (s *session) enqueue(it outItem) bool {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return false
+	}
+	if len(s.queue) >= s.srv.cfg.SendQueue {
+		s.mu.Unlock()
+		s.slow()
+		return false
+	}
+	s.queue = append(s.queue, it)
+	start := !s.flushing
+	s.flushing = true
+	s.mu.Unlock()
+	if start {
+		go s.flush()
+	}
+	return true
+}
+
+func (s *session) slow() {
+	s.srv.metrics.slowClosed.Inc()
+	s.close(proto.CloseSlowClient, "too slow: resume with your last cursor")
+}
+
+// close ends the session with code: what is queued is dropped, the close
+// frame is sent, and the connection is dropped once the client answers or
+// after closeTimeout. The first call wins.
+func (s *session) close(code int, reason string) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed, s.code, s.reason = true, code, reason
+	s.queue = nil
+	start := !s.flushing
+	s.flushing = true
+	s.mu.Unlock()
+	if start {
+		go s.flush()
+	}
+}
+
+// clientClosed answers the client's close frame with the same code.
+func (s *session) clientClosed(code int) {
+	if code == 0 || code == int(ws.StatusNoStatusRcvd) {
+		code = int(ws.StatusNormalClosure)
+	}
+	s.mu.Lock()
+	s.closeRcv = true
+	s.mu.Unlock()
+	s.close(code, "")
+}
+
+// flush writes queued items until the queue is empty, in one vectored write
+// per batch; after a close, it writes the close frame.
+func (s *session) flush() {
+	var frames []outFrame
 	for {
-		select {
-		case <-s.closing:
-			return
-		case it := <-s.queue:
-			if err := s.write(rooms, it); err != nil {
-				s.log.Debug("write failed", "err", err)
-				s.close(websocket.StatusNormalClosure, "")
-				s.cancel()
+		s.mu.Lock()
+		items := s.queue
+		s.queue = nil
+		if len(items) == 0 {
+			closed, code, reason, answered := s.closed, s.code, s.reason, s.closeRcv
+			if !closed {
+				s.flushing = false
+				s.mu.Unlock()
 				return
 			}
+			s.mu.Unlock()
+			s.ws.writeFrames([]outFrame{{op: ws.OpClose, payload: closePayload(code, reason)}}, time.Second)
+			if answered {
+				s.teardown()
+			} else {
+				time.AfterFunc(closeTimeout, s.teardown)
+			}
+			return
+		}
+		s.mu.Unlock()
+		frames = frames[:0]
+		for _, it := range items {
+			frames = s.process(frames, it)
+		}
+		s.srv.metrics.framesOut.Add(float64(len(frames)))
+		if err := s.ws.writeFrames(frames, writeTimeout); err != nil {
+			s.mu.Lock()
+			s.closed = true
+			s.mu.Unlock()
+			s.teardown()
+			return
 		}
 	}
 }
 
-func (s *session) write(rooms map[string]*roomState, it outItem) error {
+// process turns one queued item into the frames to send.
+func (s *session) process(frames []outFrame, it outItem) []outFrame {
+	text := func(b []byte) { frames = append(frames, outFrame{op: ws.OpText, payload: b}) }
 	switch {
 	case it.begin != "":
-		rooms[it.begin] = &roomState{syncing: true}
-		return nil
+		if s.rooms == nil {
+			s.rooms = map[string]*roomState{}
+		}
+		s.rooms[it.begin] = &roomState{syncing: true}
 	case it.left != "":
-		delete(rooms, it.left)
-		if it.frame == nil {
-			return s.writeFrame(proto.Encode(proto.Left{Type: "left", Room: it.left}))
+		delete(s.rooms, it.left)
+		if !it.quiet {
+			text(proto.Encode(proto.Left{Type: "left", Room: it.left}))
 		}
-		return nil
 	case it.sync != nil:
-		return s.writeSync(rooms, it.sync)
+		frames = s.processSync(frames, it.sync)
 	case it.ev != nil:
-		rs := rooms[it.ev.Room]
-		if rs == nil {
-			return nil // left already
-		}
-		if rs.syncing {
-			if len(rs.pending) >= cap(s.queue) {
-				s.srv.metrics.slowClosed.Inc()
-				s.close(proto.CloseSlowClient, "too slow: resume with your last cursor")
-				return nil
+		rs := s.rooms[it.ev.Room]
+		switch {
+		case rs == nil: // left already
+		case rs.syncing:
+			if len(rs.pending) >= s.srv.cfg.SendQueue {
+				s.slow()
+				return frames
 			}
 			rs.pending = append(rs.pending, it.ev)
-			return nil
+		default:
+			frames = s.processEvent(frames, rs, it.ev)
 		}
-		return s.writeEvent(rs, it.ev)
+	case it.ctrl != 0:
+		frames = append(frames, outFrame{op: it.ctrl, payload: it.frame})
 	default:
-		return s.writeFrame(it.frame)
+		text(it.frame)
 	}
+	return frames
 }
 
-func (s *session) writeSync(rooms map[string]*roomState, sy *syncItem) error {
-	rs := rooms[sy.room]
+func (s *session) processSync(frames []outFrame, sy *syncItem) []outFrame {
+	rs := s.rooms[sy.room]
 	if rs == nil {
-		return nil
+		return frames
 	}
-	if err := s.writeFrame(sy.joined); err != nil {
-		return err
-	}
+	frames = append(frames, outFrame{op: ws.OpText, payload: sy.joined})
 	scope := s.srv.hub.Scope(sy.room)
 	// Each replayed message carries the cursor of a client that has it and
 	// everything before it: the page's vector with every origin in the page
@@ -373,37 +580,31 @@ func (s *session) writeSync(rooms map[string]*roomState, sy *syncItem) error {
 	for i := range sy.page.Messages {
 		m := &sy.page.Messages[i]
 		seen[m.Origin] = m.Seq
-		if err := s.writeFrame(proto.Encode(m.JSON("message", proto.EncodeCursor(scope, seen)))); err != nil {
-			return err
-		}
+		frames = append(frames, outFrame{op: ws.OpText, payload: proto.Encode(m.JSON("message", proto.EncodeCursor(scope, seen)))})
 	}
 	rs.syncing = false
 	rs.seen = sy.page.Vector.Clone()
 	rs.ahead = true // until a live message shows the node's vector covers it
-	if err := s.writeFrame(proto.Encode(proto.Synced{Type: "synced", Room: sy.room,
-		Cursor: proto.EncodeCursor(scope, rs.seen), Truncated: sy.truncated})); err != nil {
-		return err
-	}
+	frames = append(frames, outFrame{op: ws.OpText, payload: proto.Encode(proto.Synced{Type: "synced", Room: sy.room,
+		Cursor: proto.EncodeCursor(scope, rs.seen), Truncated: sy.page.Truncated})})
 	pending := rs.pending
 	rs.pending = nil
 	for _, ev := range pending {
-		if err := s.writeEvent(rs, ev); err != nil {
-			return err
-		}
+		frames = s.processEvent(frames, rs, ev)
 	}
-	return nil
+	return frames
 }
 
-func (s *session) writeEvent(rs *roomState, ev *hub.Event) error {
+func (s *session) processEvent(frames []outFrame, rs *roomState, ev *hub.Event) []outFrame {
 	if ev.Msg == nil {
-		return s.writeFrame(ev.Frame)
+		return append(frames, outFrame{op: ws.OpText, payload: ev.Frame})
 	}
 	if ev.Msg.Seq <= rs.seen[ev.Msg.Origin] {
-		return nil // the client has it from the replay
+		return frames // the client has it from the replay
 	}
 	if !rs.ahead {
 		rs.seen = ev.Vector // shared and never changed: no copy
-		return s.writeFrame(ev.Frame)
+		return append(frames, outFrame{op: ws.OpText, payload: ev.Frame})
 	}
 	v := rs.seen.Clone()
 	v[ev.Msg.Origin] = ev.Msg.Seq
@@ -411,15 +612,32 @@ func (s *session) writeEvent(rs *roomState, ev *hub.Event) error {
 	if ev.Vector.Covers(v) {
 		rs.ahead = false
 		rs.seen = ev.Vector
-		return s.writeFrame(ev.Frame)
+		return append(frames, outFrame{op: ws.OpText, payload: ev.Frame})
 	}
 	rs.seen = v
-	return s.writeFrame(proto.Encode(ev.Msg.JSON("message", proto.EncodeCursor(s.srv.hub.Scope(ev.Room), v))))
+	return append(frames, outFrame{op: ws.OpText,
+		payload: proto.Encode(ev.Msg.JSON("message", proto.EncodeCursor(s.srv.hub.Scope(ev.Room), v)))})
 }
 
-func (s *session) writeFrame(frame []byte) error {
-	ctx, cancel := context.WithTimeout(s.ctx, writeTimeout)
-	defer cancel()
-	s.srv.metrics.framesOut.Inc()
-	return s.conn.Write(ctx, websocket.MessageText, frame)
+// teardown drops the connection and everything the session holds. It runs
+// once, from whichever side noticed the end.
+func (s *session) teardown() {
+	s.tornDown.Do(func() {
+		s.mu.Lock()
+		s.closed, s.torn = true, true
+		joined, desc := s.joined, s.desc
+		s.joined = nil
+		s.queue = nil
+		s.mu.Unlock()
+		s.stop()
+		s.helloTimer.Stop()
+		if desc != nil {
+			desc.Remove()
+		}
+		s.ws.conn.Close()
+		for room := range joined {
+			s.srv.hub.Leave(room, s)
+		}
+		s.srv.ended(s, s.ip)
+	})
 }

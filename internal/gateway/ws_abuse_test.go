@@ -174,7 +174,7 @@ func TestMaxConns(t *testing.T) {
 // limit get a session.
 func TestMaxConnsConcurrentDials(t *testing.T) {
 	t.Parallel()
-	const limit, dialers = 3, 24
+	const limit, dialers = 3, 64
 	ts := newTestServer(t, "--max-conns", fmt.Sprint(limit))
 	var wg sync.WaitGroup
 	var mu sync.Mutex

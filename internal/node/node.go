@@ -73,7 +73,7 @@ func NewWithHooks(cfg config.Config, log *slog.Logger, console io.Writer, hooks 
 		st.Close()
 		return nil, fmt.Errorf("listen on %s (--http): %w", cfg.HTTPAddr, err)
 	}
-	gw := gateway.Options{Config: cfg, NodeID: st.NodeID(), Store: st, Hub: n.hub,
+	gw := gateway.Options{Config: cfg, NodeID: st.NodeID(), HTTPAddr: n.ln.Addr().String(), Store: st, Hub: n.hub,
 		Poster: gateway.StorePoster{Store: st}, Web: web.FS, Log: log, Metrics: reg}
 	if cfg.Clustered() {
 		if err := n.newCluster(&gw, hooks); err != nil {

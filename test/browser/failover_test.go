@@ -58,6 +58,7 @@ type wsFrame struct {
 	Room string `json:"room"`
 	Text string `json:"text"`
 	Ref  string `json:"ref"`
+	ID   string `json:"id"`
 	Node string `json:"node"`
 }
 
@@ -193,7 +194,10 @@ func TestFailoverAfterKill9(t *testing.T) {
 		yAfter    = "y: after the failover"
 		yBarrier  = "y: after alpha was declared dead"
 	)
-	yOutage := []string{"y: during the outage 1", "y: during the outage 2", "y: during the outage 3"}
+	// Y's messages while alpha is frozen can reach X only by its resume on
+	// beta; those right after the kill most likely too.
+	yFrozen := []string{"y: while alpha is frozen 1", "y: while alpha is frozen 2"}
+	yOutage := []string{"y: after the kill 1", "y: after the kill 2", "y: after the kill 3"}
 	x.send(xBefore)
 	y.waitShows(xBefore)
 	y.send(yBefore)
@@ -250,6 +254,8 @@ func TestFailoverAfterKill9(t *testing.T) {
 	if n := x.outboxLen(); n != 1 {
 		t.Fatalf("X's outbox holds %d sends before the kill, want the 1 unacked one", n)
 	}
+	y.sendQuickly(yFrozen...)
+	waitStored(t, beta, room, yFrozen...)
 
 	killed := time.Now()
 	if err := alpha.cmd.Process.Kill(); err != nil { // SIGKILL
@@ -259,14 +265,7 @@ func TestFailoverAfterKill9(t *testing.T) {
 	alpha.cmd = nil
 
 	// Y talks while X fails over.
-	ySent, err := eval[int64](y, `(() => {
-		const text = document.getElementById('text'), form = document.getElementById('composer');
-		for (const t of `+jsStrings(yOutage)+`) { text.value = t; form.requestSubmit(); }
-		return Date.now();
-	})()`)
-	if err != nil {
-		t.Fatalf("Y's page: send during the outage: %v", err)
-	}
+	ySent := y.sendQuickly(yOutage...)
 
 	x.waitStatus("reconnected to beta")
 	type typedState struct {
@@ -285,7 +284,7 @@ func TestFailoverAfterKill9(t *testing.T) {
 	// The messages are there: those from the outage once, X's unacked ones
 	// once. Two more live messages make sure that a duplicate replayed
 	// late would show too.
-	outage := slices.Concat([]string{xBefore, yBefore, xInFlight, xTyped}, yOutage)
+	outage := slices.Concat([]string{xBefore, yBefore, xInFlight, xTyped}, yFrozen, yOutage)
 	x.waitShows(outage...)
 	x.send(xAfter)
 	y.send(yAfter)
@@ -304,7 +303,12 @@ func TestFailoverAfterKill9(t *testing.T) {
 	if !slices.Equal(ids(stored), ids(xs)) {
 		t.Errorf("beta's history and X's page differ:\nbeta: %+v\nX:    %+v", stored, xs)
 	}
+	betaID := nodeID(t, beta)
 	for _, m := range xs {
+		// What X sent after alpha froze was stored by beta, not by alpha.
+		if (m.Text == xInFlight || m.Text == xTyped || m.Text == xAfter) && !strings.HasPrefix(m.ID, betaID+"-") {
+			t.Errorf("message %q has id %s, want one of beta (%s)", m.Text, m.ID, betaID)
+		}
 		if wantSender := map[bool]string{true: xName, false: yName}[strings.HasPrefix(m.Text, "x:")]; m.Sender != wantSender {
 			t.Errorf("message %q shows sender %q, want %q", m.Text, m.Sender, wantSender)
 		}
@@ -315,6 +319,22 @@ func TestFailoverAfterKill9(t *testing.T) {
 			func() string { return fmt.Sprintf("%s's outbox empties (it holds %d sends)", p.name, n) })
 	}
 
+	// Neither node sent either page a message twice, even where the page
+	// would have hidden it.
+	for _, p := range []*page{x, y} {
+		frames := map[string]int{}
+		for _, e := range p.wsLog() {
+			if f := e.frame(); e.Dir == "in" && f.Type == "message" {
+				frames[f.ID]++
+			}
+		}
+		for id, n := range frames {
+			if n > 1 {
+				t.Errorf("%s's page received message %s %d times", p.name, id, n)
+			}
+		}
+	}
+
 	// What X did on the wire: the in-flight send went to alpha, then again to
 	// beta with the same ref; the typed one went once, to beta.
 	log := x.wsLog()
@@ -323,6 +343,7 @@ func TestFailoverAfterKill9(t *testing.T) {
 	sendSockets := map[string][]int{}
 	var closedAt, welcomedAt, syncedAt int64
 	betaSocket := -1
+	replayed := map[string]bool{} // texts that came on beta's socket before its synced
 	for _, e := range log {
 		switch e.Dir {
 		case "dial":
@@ -344,6 +365,9 @@ func TestFailoverAfterKill9(t *testing.T) {
 			if f.Type == "synced" && e.Socket == betaSocket && syncedAt == 0 {
 				syncedAt = e.T
 			}
+			if f.Type == "message" && e.Socket == betaSocket && syncedAt == 0 {
+				replayed[f.Text] = true
+			}
 		}
 	}
 	if r := refs[xInFlight]; len(r) != 2 || r[0] != r[1] || r[0] == "" {
@@ -357,8 +381,14 @@ func TestFailoverAfterKill9(t *testing.T) {
 	if welcomedAt == 0 || syncedAt == 0 {
 		t.Fatalf("X's WebSocket log shows no welcome and synced from beta: %+v", log)
 	}
+	for _, text := range yFrozen {
+		if !replayed[text] {
+			t.Errorf("X did not get %q in its replay on beta", text)
+		}
+	}
 	if ySent >= welcomedAt {
-		t.Errorf("Y's messages went out %d ms after X was back on beta, not during the outage", ySent-welcomedAt)
+		// Not an error: they then came live, and were checked all the same.
+		t.Logf("Y's messages after the kill went out %d ms after X was back on beta", ySent-welcomedAt)
 	}
 	ms := func(at int64) int64 { return at - killed.UnixMilli() }
 	t.Logf("failover_ms=%d (kill -9 of alpha to X's \"reconnected to beta\"); socket closed after %d ms, stream resumed (synced) after %d ms; X dialed %q",
@@ -391,10 +421,69 @@ func TestFailoverAfterKill9(t *testing.T) {
 	checkUnique(t, y.waitShows(final...))
 	y.waitPresence(xName, yName)
 	x.waitPresence(xName, yName)
+	var seen []string
+	for _, e := range y.wsLog() {
+		if f := e.frame(); f.Type == "presence" {
+			seen = append(seen, e.Data)
+		}
+	}
+	t.Logf("presence frames on Y so far (a left of %s on alpha means beta dropped alpha's people before X came back): %s", xName, strings.Join(seen, " "))
 
 	// And when X goes, Y does not keep a ghost of it.
 	x.close()
 	y.waitPresence(yName)
+}
+
+// sendQuickly sends texts from the page in one go, through the composer as
+// a person's sends, but without the time that typing takes. It returns the
+// page's clock after the last one.
+func (p *page) sendQuickly(texts ...string) int64 {
+	p.t.Helper()
+	at, err := eval[int64](p, `(() => {
+		const text = document.getElementById('text'), form = document.getElementById('composer');
+		for (const t of `+jsStrings(texts)+`) { text.value = t; form.requestSubmit(); }
+		return Date.now();
+	})()`)
+	if err != nil {
+		p.t.Fatalf("%s's page: send %q: %v", p.name, texts, err)
+	}
+	return at
+}
+
+// waitStored waits until srv holds each of texts in room.
+func waitStored(t *testing.T, srv *server, room string, texts ...string) {
+	t.Helper()
+	var stored []shown
+	eventually(t, waitTimeout, func() bool {
+		stored = storedMessages(t, srv, room)
+		have := map[string]bool{}
+		for _, m := range stored {
+			have[m.Text] = true
+		}
+		for _, text := range texts {
+			if !have[text] {
+				return false
+			}
+		}
+		return true
+	}, func() string { return fmt.Sprintf("%s holds %q (it holds %+v)", srv.addr, texts, stored) })
+}
+
+// nodeID asks srv for its node id.
+func nodeID(t *testing.T, srv *server) string {
+	t.Helper()
+	resp, err := http.Get(srv.url("/chatr/api/cluster"))
+	if err != nil {
+		t.Fatalf("GET cluster: %v", err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Self string `json:"self"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body.Self == "" {
+		t.Fatalf("GET cluster: status %s: %v", resp.Status, err)
+	}
+	return body.Self
 }
 
 // jsString quotes s as a JavaScript string literal.

@@ -1,0 +1,271 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func noEnv(string) string { return "" }
+
+func env(kv ...string) func(string) string {
+	m := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return func(k string) string { return m[k] }
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Parse(nil, noEnv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "chatr"
+	}
+	want := Config{
+		HTTPAddr: ":5080", DataDir: "./chatr-data", LogFormat: "text", LogLevel: "info",
+		ReadLimit: 32 << 10, SendRate: 20, SendBurst: 40, MaxConns: 50000, MaxConnsPerIP: 1000,
+		SendQueue: 1024, ReplayMax: 10000, Shutdown: 10 * time.Second,
+		NodeName: host, ClusterName: "chatr",
+	}
+	// Compare field by field what a default run relies on.
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"HTTPAddr", c.HTTPAddr, want.HTTPAddr},
+		{"DataDir", c.DataDir, want.DataDir},
+		{"LogFormat", c.LogFormat, want.LogFormat},
+		{"LogLevel", c.LogLevel, want.LogLevel},
+		{"ReadLimit", c.ReadLimit, want.ReadLimit},
+		{"SendRate", c.SendRate, want.SendRate},
+		{"SendBurst", c.SendBurst, want.SendBurst},
+		{"MaxConns", c.MaxConns, want.MaxConns},
+		{"MaxConnsPerIP", c.MaxConnsPerIP, want.MaxConnsPerIP},
+		{"SendQueue", c.SendQueue, want.SendQueue},
+		{"ReplayMax", c.ReplayMax, want.ReplayMax},
+		{"Shutdown", c.Shutdown, want.Shutdown},
+		{"NodeName", c.NodeName, want.NodeName},
+		{"ClusterName", c.ClusterName, want.ClusterName},
+		{"ClusterAddr", c.ClusterAddr, ""},
+		{"Discover", c.Discover, ""},
+		{"AckReplicas", c.AckReplicas, 0},
+	}
+	for _, ch := range checks {
+		if ch.got != ch.want {
+			t.Errorf("%s = %v, want %v", ch.name, ch.got, ch.want)
+		}
+	}
+	if c.AllowedOrigins != nil || c.Join != nil || c.Secret != nil {
+		t.Errorf("lists and secret not empty: %v %v %v", c.AllowedOrigins, c.Join, c.Secret)
+	}
+	if c.Clustered() {
+		t.Error("default config is clustered")
+	}
+	// The read limit leaves room for the largest message.
+	if c.ReadLimit < 4096+256 {
+		t.Errorf("default read limit %d cannot hold a 4096-byte message", c.ReadLimit)
+	}
+}
+
+func TestFlags(t *testing.T) {
+	c, err := Parse([]string{
+		"--http", "127.0.0.1:8080", "--data", "/tmp/x", "--log-format", "json", "--log-level", "debug",
+		"--allowed-origins", " a.example , b.example:8443,,", "--read-limit", "65536", "--send-rate", "2.5",
+		"--send-burst", "3", "--max-conns", "0", "--max-conns-per-ip", "0", "--send-queue", "16",
+		"--replay-max", "1", "--shutdown-timeout", "3s", "--node", "n1", "--cluster", "blue",
+		"--join", "10.0.0.1:7946, dns:chatr.local", "--discover", "lan", "--ack-replicas", "2",
+		"--advertise", "10.0.0.9:7000",
+	}, noEnv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTPAddr != "127.0.0.1:8080" || c.DataDir != "/tmp/x" || c.LogFormat != "json" || c.LogLevel != "debug" ||
+		!slices.Equal(c.AllowedOrigins, []string{"a.example", "b.example:8443"}) || c.ReadLimit != 65536 ||
+		c.SendRate != 2.5 || c.SendBurst != 3 || c.MaxConns != 0 || c.MaxConnsPerIP != 0 || c.SendQueue != 16 ||
+		c.ReplayMax != 1 || c.Shutdown != 3*time.Second || c.NodeName != "n1" || c.ClusterName != "blue" ||
+		!slices.Equal(c.Join, []string{"10.0.0.1:7946", "dns:chatr.local"}) || c.Discover != "lan" ||
+		c.AckReplicas != 2 || c.Advertise != "10.0.0.9:7000" {
+		t.Fatalf("parsed %+v", c)
+	}
+	if !c.Clustered() {
+		t.Error("--join does not make the node clustered")
+	}
+	// Single-dash flags work too (package flag).
+	c, err = Parse([]string{"-http=:9000"}, noEnv, io.Discard)
+	if err != nil || c.HTTPAddr != ":9000" {
+		t.Fatalf("-http=:9000: %v %q", err, c.HTTPAddr)
+	}
+}
+
+// Every validation error names the flag and what to do.
+func TestValidationErrors(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--http", "nope"}, `--http "nope": want host:port`},
+		{[]string{"--http", "127.0.0.1"}, `--http "127.0.0.1": want host:port`},
+		{[]string{"--http", ":99999"}, `--http ":99999": port must be a number from 0 to 65535`},
+		{[]string{"--http", ":http"}, `--http ":http": port must be a number from 0 to 65535`},
+		{[]string{"--data", ""}, "--data: must name a directory"},
+		{[]string{"--log-format", "xml"}, `--log-format "xml": want text or json`},
+		{[]string{"--log-level", "loud"}, `--log-level "loud": want debug, info, warn or error`},
+		{[]string{"--read-limit", "8191"}, "--read-limit 8191: must be at least 8192 bytes"},
+		{[]string{"--send-rate", "0"}, "--send-rate 0: must be above 0"},
+		{[]string{"--send-rate", "-1"}, "--send-rate -1: must be above 0"},
+		{[]string{"--send-burst", "0"}, "--send-burst 0: must be at least 1"},
+		{[]string{"--max-conns", "-1"}, "--max-conns and --max-conns-per-ip: must be 0 (no limit) or more"},
+		{[]string{"--max-conns-per-ip", "-1"}, "--max-conns and --max-conns-per-ip: must be 0 (no limit) or more"},
+		{[]string{"--send-queue", "15"}, "--send-queue 15: must be at least 16"},
+		{[]string{"--replay-max", "0"}, "--replay-max 0: must be at least 1"},
+		{[]string{"--shutdown-timeout", "0s"}, "--shutdown-timeout 0s: must be above 0"},
+		{[]string{"--cluster-addr", "a:b:c"}, `--cluster-addr "a:b:c": want host:port`},
+		{[]string{"--cluster-addr", "host:70000"}, `--cluster-addr "host:70000": port must be a number from 0 to 65535`},
+		{[]string{"--advertise", "nohost"}, `--advertise "nohost": want host:port`},
+		{[]string{"--join", "nohost"}, `--join "nohost": want host:port`},
+		{[]string{"--join", "dns:"}, "--join dns: needs a name"},
+		{[]string{"--discover", "wan"}, `--discover "wan": the only discovery is lan`},
+		{[]string{"--cluster", ""}, "--cluster: must not be empty"},
+		{[]string{"--ack-replicas", "-1"}, "--ack-replicas -1: must be 0 or more"},
+		{[]string{"--secret-file", "/nonexistent/key"}, "--secret-file:"},
+		{[]string{"serve"}, `unexpected argument "serve"`},
+		{[]string{"--bogus"}, "flag provided but not defined: -bogus"},
+		{[]string{"--send-rate", "fast"}, `invalid value "fast" for flag -send-rate`},
+	}
+	for _, tc := range cases {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			var out bytes.Buffer
+			_, err := Parse(tc.args, noEnv, &out)
+			if err == nil {
+				t.Fatalf("accepted %v", tc.args)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// All the problems are reported at once, not one per run.
+func TestValidationJoinsErrors(t *testing.T) {
+	_, err := Parse([]string{"--log-format", "xml", "--send-queue", "1", "--http", "x"}, noEnv, io.Discard)
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, want := range []string{"--log-format", "--send-queue", "--http"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %s", err, want)
+		}
+	}
+}
+
+func TestEnv(t *testing.T) {
+	c, err := Parse(nil, env("CHATR_HTTP", "127.0.0.1:9000", "CHATR_SEND_RATE", "5", "CHATR_MAX_CONNS_PER_IP", "7",
+		"CHATR_ALLOWED_ORIGINS", "x.example,y.example", "CHATR_SHUTDOWN_TIMEOUT", "2s", "CHATR_LOG_FORMAT", "json"), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTPAddr != "127.0.0.1:9000" || c.SendRate != 5 || c.MaxConnsPerIP != 7 ||
+		!slices.Equal(c.AllowedOrigins, []string{"x.example", "y.example"}) || c.Shutdown != 2*time.Second || c.LogFormat != "json" {
+		t.Fatalf("from env: %+v", c)
+	}
+
+	// A flag beats the env.
+	c, err = Parse([]string{"--http", "127.0.0.1:1234", "--send-rate", "9"}, env("CHATR_HTTP", "127.0.0.1:9000", "CHATR_SEND_RATE", "5"), io.Discard)
+	if err != nil || c.HTTPAddr != "127.0.0.1:1234" || c.SendRate != 9 {
+		t.Fatalf("flag vs env: %v %+v", err, c)
+	}
+
+	// A bad env value names the variable.
+	_, err = Parse(nil, env("CHATR_SEND_RATE", "abc"), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), `CHATR_SEND_RATE="abc"`) {
+		t.Fatalf("bad env value: %v", err)
+	}
+	// A bad env value that a flag overrides does not matter.
+	if _, err = Parse([]string{"--send-rate", "3"}, env("CHATR_SEND_RATE", "abc"), io.Discard); err != nil {
+		t.Fatalf("overridden bad env value: %v", err)
+	}
+	// An env value is validated like a flag.
+	_, err = Parse(nil, env("CHATR_LOG_FORMAT", "xml"), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), `--log-format "xml"`) {
+		t.Fatalf("invalid env value: %v", err)
+	}
+	// Empty env values mean unset.
+	if c, err = Parse(nil, env("CHATR_HTTP", ""), io.Discard); err != nil || c.HTTPAddr != ":5080" {
+		t.Fatalf("empty env: %v %q", err, c.HTTPAddr)
+	}
+}
+
+func TestHelp(t *testing.T) {
+	for _, arg := range []string{"--help", "-h"} {
+		var out bytes.Buffer
+		_, err := Parse([]string{arg}, noEnv, &out)
+		if !errors.Is(err, flag.ErrHelp) {
+			t.Fatalf("%s: error %v, want flag.ErrHelp", arg, err)
+		}
+		for _, want := range []string{"Usage: chatr", "CHATR_", "-http", "-data", "-send-rate", "-allowed-origins", "-cluster-addr", "-secret-file"} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("%s output lacks %q:\n%s", arg, want, out.String())
+			}
+		}
+	}
+}
+
+func TestClusterAddrDefaultPort(t *testing.T) {
+	cases := []struct{ in, want string }{
+		{"10.0.0.1", "10.0.0.1:7946"},
+		{"node1.local", "node1.local:7946"},
+		{"10.0.0.1:8000", "10.0.0.1:8000"},
+		{":7000", ":7000"},
+		{"[::1]:7000", "[::1]:7000"},
+		{"[::1]", "[::1]:7946"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.in, func(t *testing.T) {
+			c, err := Parse([]string{"--cluster-addr", tc.in}, noEnv, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.ClusterAddr != tc.want {
+				t.Fatalf("cluster addr %q, want %q", c.ClusterAddr, tc.want)
+			}
+			if !c.Clustered() {
+				t.Fatal("--cluster-addr does not make the node clustered")
+			}
+		})
+	}
+}
+
+func TestSecretFile(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []int{0, 15, 16, 17, 24, 32, 33, 64} {
+		path := filepath.Join(dir, "key")
+		key := bytes.Repeat([]byte{'k'}, n)
+		if err := os.WriteFile(path, key, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := Parse([]string{"--secret-file", path}, noEnv, io.Discard)
+		ok := n == 16 || n == 24 || n == 32
+		switch {
+		case ok && err != nil:
+			t.Errorf("%d-byte key refused: %v", n, err)
+		case ok && !bytes.Equal(c.Secret, key):
+			t.Errorf("%d-byte key: Secret %q", n, c.Secret)
+		case !ok && err == nil:
+			t.Errorf("%d-byte key accepted", n)
+		case !ok && !strings.Contains(err.Error(), "want exactly 16, 24 or 32"):
+			t.Errorf("%d-byte key: error %q does not say the sizes", n, err)
+		}
+	}
+}

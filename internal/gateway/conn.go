@@ -1,0 +1,155 @@
+package gateway
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gobwas/ws"
+)
+
+// wsConn is the WebSocket framing over one hijacked connection: it reads
+// one client frame at a time and writes many server frames in one call.
+// It holds no buffer while idle: readers come from a pool while a frame is
+// being read, and frames are written straight from their shared payloads.
+type wsConn struct {
+	conn net.Conn
+	br   *bufio.Reader // nil while idle
+}
+
+var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
+
+// writeScratch holds the frame headers and the vector of one write.
+type writeScratch struct {
+	hdr  []byte
+	bufs net.Buffers
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(writeScratch) }}
+
+// errFrameTooLarge is a frame (or fragmented message) over the read limit.
+var errFrameTooLarge = errors.New("frame over the read limit")
+
+// errProtocol is a frame that breaks RFC 6455 (unmasked, bad opcode, ...).
+type errProtocol string
+
+func (e errProtocol) Error() string { return "websocket protocol error: " + string(e) }
+
+// wsFrame is one frame read from the client, unmasked.
+type wsFrame struct {
+	op      ws.OpCode
+	fin     bool
+	payload []byte
+}
+
+// reader returns the connection's buffered reader, taking one from the
+// pool if it has none.
+func (c *wsConn) reader() *bufio.Reader {
+	if c.br == nil {
+		c.br = readerPool.Get().(*bufio.Reader)
+		c.br.Reset(c.conn)
+	}
+	return c.br
+}
+
+// release gives the reader back to the pool unless it holds bytes of the
+// next frame.
+func (c *wsConn) release() {
+	if c.br != nil && c.br.Buffered() == 0 {
+		c.br.Reset(nil)
+		readerPool.Put(c.br)
+		c.br = nil
+	}
+}
+
+// buffered reports whether a read could proceed without the network.
+func (c *wsConn) buffered() bool { return c.br != nil && c.br.Buffered() > 0 }
+
+// readFrame reads one frame of at most limit payload bytes.
+func (c *wsConn) readFrame(limit int64) (wsFrame, error) {
+	r := c.reader()
+	h, err := ws.ReadHeader(r)
+	if err != nil {
+		return wsFrame{}, err
+	}
+	switch {
+	case !h.Masked:
+		return wsFrame{}, errProtocol("client frames must be masked")
+	case h.Rsv != 0:
+		return wsFrame{}, errProtocol("reserved bits set without an extension")
+	case h.OpCode.IsReserved():
+		return wsFrame{}, errProtocol(fmt.Sprintf("reserved opcode %d", h.OpCode))
+	case h.OpCode.IsControl() && (h.Length > 125 || !h.Fin):
+		return wsFrame{}, errProtocol("control frames must be whole and at most 125 bytes")
+	case h.Length > limit:
+		return wsFrame{}, errFrameTooLarge
+	}
+	p := make([]byte, h.Length)
+	if _, err := io.ReadFull(r, p); err != nil {
+		return wsFrame{}, err
+	}
+	ws.Cipher(p, h.Mask, 0)
+	return wsFrame{op: h.OpCode, fin: h.Fin, payload: p}, nil
+}
+
+// appendHeader appends an unmasked server frame header.
+func appendHeader(b []byte, op ws.OpCode, n int) []byte {
+	b = append(b, 0x80|byte(op))
+	switch {
+	case n < 126:
+		return append(b, byte(n))
+	case n <= 0xffff:
+		return binary.BigEndian.AppendUint16(append(b, 126), uint16(n))
+	default:
+		return binary.BigEndian.AppendUint64(append(b, 127), uint64(n))
+	}
+}
+
+// outFrame is one frame to write: a shared payload, never modified.
+type outFrame struct {
+	op      ws.OpCode
+	payload []byte
+}
+
+// writeFrames writes frames with one vectored write (writev): the way the
+// leading servers batch, without copying the shared payloads.
+func (c *wsConn) writeFrames(frames []outFrame, timeout time.Duration) error {
+	if len(frames) == 0 {
+		return nil
+	}
+	sc := scratchPool.Get().(*writeScratch)
+	if need := len(frames) * ws.MaxHeaderSize; cap(sc.hdr) < need {
+		sc.hdr = make([]byte, 0, need) // never grown below, so slices of it stay valid
+	}
+	hdr, bufs := sc.hdr[:0], sc.bufs[:0]
+	for _, f := range frames {
+		start := len(hdr)
+		hdr = appendHeader(hdr, f.op, len(f.payload))
+		bufs = append(bufs, hdr[start:len(hdr):len(hdr)])
+		if len(f.payload) > 0 {
+			bufs = append(bufs, f.payload)
+		}
+	}
+	c.conn.SetWriteDeadline(time.Now().Add(timeout))
+	all := bufs
+	_, err := bufs.WriteTo(c.conn) // consumes bufs, not all
+	clear(all)                     // drop the payload references
+	sc.bufs = all[:0]
+	scratchPool.Put(sc)
+	return err
+}
+
+// closePayload is the body of a close frame.
+func closePayload(code int, reason string) []byte {
+	for len(reason) > 123 { // a close frame body is at most 125 bytes
+		_, size := utf8.DecodeLastRuneInString(reason)
+		reason = reason[:len(reason)-size]
+	}
+	return ws.NewCloseFrameBody(ws.StatusCode(code), reason)
+}

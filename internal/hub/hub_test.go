@@ -1,0 +1,457 @@
+package hub
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"chatr/internal/proto"
+	"chatr/internal/store"
+)
+
+const (
+	local  = "aaaaaaaaaaaa"
+	remote = "bbbbbbbbbbbb"
+	third  = "cccccccccccc"
+)
+
+// recorder is a subscriber that keeps what it is given.
+type recorder struct {
+	mu  sync.Mutex
+	evs []*Event
+}
+
+func (r *recorder) Deliver(ev *Event) {
+	r.mu.Lock()
+	r.evs = append(r.evs, ev)
+	r.mu.Unlock()
+}
+
+// take returns and forgets what was delivered.
+func (r *recorder) take() []*Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	evs := r.evs
+	r.evs = nil
+	return evs
+}
+
+func newHub() *Hub {
+	return New(Options{NodeID: local, Cluster: "test", Metrics: prometheus.NewRegistry()})
+}
+
+func p(name, node string) proto.Person { return proto.Person{Name: name, Node: node} }
+
+// presenceOf decodes presence frames from events.
+func presenceOf(t *testing.T, evs []*Event) []proto.Presence {
+	t.Helper()
+	var out []proto.Presence
+	for _, ev := range evs {
+		if ev.Msg != nil {
+			t.Fatalf("unexpected message event %s", ev.Frame)
+		}
+		var pr proto.Presence
+		if err := json.Unmarshal(ev.Frame, &pr); err != nil || pr.Type != "presence" {
+			t.Fatalf("frame %s is not a presence frame", ev.Frame)
+		}
+		if pr.Joined == nil || pr.Left == nil {
+			t.Fatalf("presence frame %s: joined and left must be lists, never null", ev.Frame)
+		}
+		slices.SortFunc(pr.Joined, cmpPerson)
+		slices.SortFunc(pr.Left, cmpPerson)
+		out = append(out, pr)
+	}
+	return out
+}
+
+func cmpPerson(a, b proto.Person) int {
+	if a.Name != b.Name {
+		if a.Name < b.Name {
+			return -1
+		}
+		return 1
+	}
+	if a.Node < b.Node {
+		return -1
+	}
+	if a.Node > b.Node {
+		return 1
+	}
+	return 0
+}
+
+func wantPresence(t *testing.T, r *recorder, room string, joined, left []proto.Person) {
+	t.Helper()
+	got := presenceOf(t, r.take())
+	if joined == nil {
+		joined = []proto.Person{}
+	}
+	if left == nil {
+		left = []proto.Person{}
+	}
+	want := proto.Presence{Type: "presence", Room: room, Joined: joined, Left: left}
+	if len(got) != 1 || got[0].Room != want.Room || !slices.Equal(got[0].Joined, want.Joined) || !slices.Equal(got[0].Left, want.Left) {
+		t.Fatalf("presence events %+v, want one %+v", got, want)
+	}
+}
+
+func wantNothing(t *testing.T, r *recorder) {
+	t.Helper()
+	if evs := r.take(); len(evs) > 0 {
+		t.Fatalf("unexpected events: %d, first %s", len(evs), evs[0].Frame)
+	}
+}
+
+func TestJoinLeavePresence(t *testing.T) {
+	h := newHub()
+	alice, bob := &recorder{}, &recorder{}
+
+	if got := h.Join("lobby", alice, "alice"); !slices.Equal(got, []proto.Person{p("alice", local)}) {
+		t.Fatalf("alice joined with %+v", got)
+	}
+	wantNothing(t, alice) // no presence frame about oneself
+
+	if got := h.Join("lobby", bob, "bob"); !slices.Equal(got, []proto.Person{p("alice", local), p("bob", local)}) {
+		t.Fatalf("bob joined with %+v", got)
+	}
+	wantPresence(t, alice, "lobby", []proto.Person{p("bob", local)}, nil)
+	wantNothing(t, bob)
+
+	// Joining twice with the same subscriber changes nothing.
+	h.Join("lobby", bob, "bob")
+	wantNothing(t, alice)
+
+	if !h.Leave("lobby", bob) {
+		t.Fatal("Leave of a joined subscriber reported false")
+	}
+	wantPresence(t, alice, "lobby", nil, []proto.Person{p("bob", local)})
+	wantNothing(t, bob) // the one who left is not told
+	if h.Leave("lobby", bob) {
+		t.Fatal("second Leave reported true")
+	}
+	if h.Leave("nowhere", bob) {
+		t.Fatal("Leave of an unknown room reported true")
+	}
+	if got := h.Presence("lobby"); !slices.Equal(got, []proto.Person{p("alice", local)}) {
+		t.Fatalf("presence %+v", got)
+	}
+	h.Leave("lobby", alice)
+	if got := h.Presence("lobby"); got == nil || len(got) != 0 {
+		t.Fatalf("presence of an empty room %+v, want an empty list", got)
+	}
+	if got := h.LocalPresence(); len(got) != 0 {
+		t.Fatalf("local presence %v after everyone left", got)
+	}
+	h.mu.RLock()
+	n := len(h.rooms)
+	h.mu.RUnlock()
+	if n != 0 {
+		t.Fatalf("%d rooms kept after everyone left", n)
+	}
+}
+
+// A person with two sessions is listed once and leaves with the last one.
+func TestTwoSessionsOneName(t *testing.T) {
+	h := newHub()
+	watcher, tab1, tab2 := &recorder{}, &recorder{}, &recorder{}
+	h.Join("lobby", watcher, "watcher")
+	h.Join("lobby", tab1, "carol")
+	wantPresence(t, watcher, "lobby", []proto.Person{p("carol", local)}, nil)
+	got := h.Join("lobby", tab2, "carol")
+	if !slices.Equal(got, []proto.Person{p("carol", local), p("watcher", local)}) {
+		t.Fatalf("second tab joined with %+v", got)
+	}
+	wantNothing(t, watcher)
+	wantNothing(t, tab1)
+
+	h.Leave("lobby", tab1)
+	wantNothing(t, watcher) // carol still has a session
+	if got := h.Presence("lobby"); len(got) != 2 {
+		t.Fatalf("presence %+v", got)
+	}
+	h.Leave("lobby", tab2)
+	wantPresence(t, watcher, "lobby", nil, []proto.Person{p("carol", local)})
+
+	if lp := h.LocalPresence(); !slices.Equal(lp["lobby"], []string{"watcher"}) {
+		t.Fatalf("local presence %v", lp)
+	}
+}
+
+// Presence in one room is not told in another.
+func TestRoomsAreSeparate(t *testing.T) {
+	h := newHub()
+	a, b := &recorder{}, &recorder{}
+	h.Join("lobby", a, "a")
+	h.Join("dev", b, "b")
+	wantNothing(t, a)
+	h.Join("dev", a, "a")
+	wantPresence(t, b, "dev", []proto.Person{p("a", local)}, nil)
+	h.Leave("lobby", a)
+	wantNothing(t, b)
+	lp := h.LocalPresence()
+	slices.Sort(lp["dev"])
+	if len(lp) != 1 || !slices.Equal(lp["dev"], []string{"a", "b"}) {
+		t.Fatalf("local presence %v", lp)
+	}
+}
+
+// SetRemote replaces what a peer contributes to presence; an empty
+// snapshot drops the peer's people and tells local sessions they left.
+func TestSetRemote(t *testing.T) {
+	h := newHub()
+	me := &recorder{}
+	h.Join("lobby", me, "me")
+
+	h.SetRemote(remote, map[string][]string{"lobby": {"carol"}, "dev": {"dan"}})
+	wantPresence(t, me, "lobby", []proto.Person{p("carol", remote)}, nil)
+	if got := h.Presence("lobby"); !slices.Equal(got, []proto.Person{p("carol", remote), p("me", local)}) {
+		t.Fatalf("presence %+v", got)
+	}
+	if got := h.Presence("dev"); !slices.Equal(got, []proto.Person{p("dan", remote)}) {
+		t.Fatalf("presence of a room with no local session %+v", got)
+	}
+	// Only this node's people go to peers.
+	if lp := h.LocalPresence(); len(lp) != 1 || !slices.Equal(lp["lobby"], []string{"me"}) {
+		t.Fatalf("local presence %v", lp)
+	}
+
+	// The same snapshot again changes nothing.
+	h.SetRemote(remote, map[string][]string{"lobby": {"carol"}, "dev": {"dan"}})
+	wantNothing(t, me)
+
+	// A person added and one removed, in one frame.
+	h.SetRemote(remote, map[string][]string{"lobby": {"erin"}, "dev": {"dan"}})
+	wantPresence(t, me, "lobby", []proto.Person{p("erin", remote)}, []proto.Person{p("carol", remote)})
+
+	// Another peer's people are its own.
+	h.SetRemote(third, map[string][]string{"lobby": {"erin", "me", "fay"}})
+	wantPresence(t, me, "lobby", []proto.Person{p("fay", third)}, nil) // erin and me were present already
+	if got := h.Presence("lobby"); !slices.Equal(got, []proto.Person{p("erin", remote), p("fay", third), p("me", local)}) {
+		t.Fatalf("presence %+v (each person once, on the first of their nodes)", got)
+	}
+
+	// The remote peer dies: its people go, unless present elsewhere.
+	h.SetRemote(remote, nil)
+	wantNothing(t, me) // erin is still on the third node
+	if got := h.Presence("dev"); len(got) != 0 {
+		t.Fatalf("dev presence %+v after its only node went", got)
+	}
+	h.SetRemote(third, map[string][]string{})
+	wantPresence(t, me, "lobby", nil, []proto.Person{p("erin", third), p("fay", third)})
+	if got := h.Presence("lobby"); !slices.Equal(got, []proto.Person{p("me", local)}) {
+		t.Fatalf("presence %+v", got)
+	}
+
+	// A snapshot naming this node is ignored: local presence is local.
+	h.SetRemote(local, map[string][]string{})
+	wantNothing(t, me)
+	if got := h.Presence("lobby"); len(got) != 1 {
+		t.Fatalf("presence %+v", got)
+	}
+
+	// A local person who is also remote stays when the remote goes, and
+	// stays when the local session goes while the remote is there.
+	h.SetRemote(remote, map[string][]string{"lobby": {"me"}})
+	wantNothing(t, me)
+	other := &recorder{}
+	h.Join("lobby", other, "other")
+	wantPresence(t, me, "lobby", []proto.Person{p("other", local)}, nil)
+	h.Leave("lobby", me)
+	wantNothing(t, other) // "me" is still on the remote node
+	h.SetRemote(remote, nil)
+	wantPresence(t, other, "lobby", nil, []proto.Person{p("me", remote)})
+}
+
+// LocalChanged fires on changes of this node's own presence only.
+func TestLocalChanged(t *testing.T) {
+	h := newHub()
+	fired := func(ch <-chan struct{}) bool {
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
+	}
+	ch := h.LocalChanged()
+	a := &recorder{}
+	h.Join("lobby", a, "a")
+	if !fired(ch) {
+		t.Fatal("a local join did not signal")
+	}
+	ch = h.LocalChanged()
+	h.Join("lobby", &recorder{}, "a") // a second session of a
+	h.SetRemote(remote, map[string][]string{"lobby": {"z"}})
+	if fired(ch) {
+		t.Fatal("a second session or a remote change signalled a local change")
+	}
+	h.Leave("lobby", a)
+	if fired(ch) {
+		t.Fatal("leaving with another session left signalled")
+	}
+}
+
+func committed(room string, seq uint64, vec proto.Vector) store.Committed {
+	return store.Committed{
+		Msg:        proto.Message{Origin: local, Seq: seq, Room: room, Sender: "s", Text: fmt.Sprint("m", seq), Created: int64(seq) * 1000},
+		RoomVector: vec,
+	}
+}
+
+// Publish hands every subscriber of the room the same event, encoded once,
+// in commit order; other rooms get nothing.
+func TestPublishEncodesOnce(t *testing.T) {
+	h := newHub()
+	subs := []*recorder{{}, {}, {}}
+	for i, s := range subs {
+		h.Join("lobby", s, fmt.Sprint("u", i))
+	}
+	elsewhere := &recorder{}
+	h.Join("dev", elsewhere, "e")
+	for _, s := range subs {
+		s.take()
+	}
+
+	h.Publish([]store.Committed{
+		committed("lobby", 1, proto.Vector{local: 1}),
+		committed("dev", 2, proto.Vector{local: 2}),
+		committed("lobby", 3, proto.Vector{local: 3}),
+		committed("empty", 4, proto.Vector{local: 4}), // nobody there
+	})
+	first := subs[0].take()
+	if len(first) != 2 {
+		t.Fatalf("got %d events, want 2", len(first))
+	}
+	for _, s := range subs[1:] {
+		evs := s.take()
+		if len(evs) != 2 {
+			t.Fatalf("got %d events, want 2", len(evs))
+		}
+		for i := range evs {
+			if evs[i] != first[i] {
+				t.Fatal("subscribers got different events for one message")
+			}
+			if &evs[i].Frame[0] != &first[i].Frame[0] {
+				t.Fatal("subscribers got different frame bytes for one message")
+			}
+		}
+	}
+	for i, ev := range first {
+		seq := uint64(1 + 2*i)
+		if ev.Room != "lobby" || ev.Msg == nil || ev.Msg.Seq != seq || ev.Vector[local] != seq {
+			t.Fatalf("event %d: %+v", i, ev)
+		}
+		var m proto.MessageJSON
+		if err := json.Unmarshal(ev.Frame, &m); err != nil {
+			t.Fatal(err)
+		}
+		want := ev.Msg.JSON("message", proto.EncodeCursor(h.Scope("lobby"), ev.Vector))
+		if m != want {
+			t.Fatalf("frame %s, want %+v", ev.Frame, want)
+		}
+	}
+	if evs := elsewhere.take(); len(evs) != 1 || evs[0].Msg.Seq != 2 {
+		t.Fatalf("dev subscriber got %d events", len(evs))
+	}
+	// Publishing to nobody is fine.
+	h.Publish(nil)
+	h.Publish([]store.Committed{committed("nobody", 9, proto.Vector{local: 9})})
+}
+
+// Joins, leaves, publishes and snapshots from many goroutines at once (run
+// with -race).
+func TestConcurrentUse(t *testing.T) {
+	h := newHub()
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(300 * time.Millisecond)
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := &recorder{}
+			for i := 0; time.Now().Before(deadline); i++ {
+				room := fmt.Sprint("r", i%3)
+				h.Join(room, r, fmt.Sprint("g", g))
+				h.Presence(room)
+				h.Leave(room, r)
+				r.take()
+			}
+		}()
+	}
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for i := uint64(1); time.Now().Before(deadline); i++ {
+			h.Publish([]store.Committed{committed(fmt.Sprint("r", i%3), i, proto.Vector{local: i})})
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for i := 0; time.Now().Before(deadline); i++ {
+			h.SetRemote(remote, map[string][]string{"r0": {fmt.Sprint("x", i%2)}})
+			h.LocalPresence()
+		}
+	}()
+	wg.Wait()
+	h.SetRemote(remote, nil)
+	for _, room := range []string{"r0", "r1", "r2"} {
+		if got := h.Presence(room); len(got) != 0 {
+			t.Fatalf("presence of %s after all left: %+v", room, got)
+		}
+	}
+}
+
+// counter is a subscriber that only counts.
+type counter struct{ n atomic.Int64 }
+
+func (c *counter) Deliver(*Event) { c.n.Add(1) }
+
+// BenchmarkFanout1000 publishes batches of messages to a room of 1000 local
+// subscribers and reports deliveries per second.
+func BenchmarkFanout1000(b *testing.B) {
+	h := New(Options{NodeID: local, Cluster: "bench"})
+	subs := make([]*counter, 1000)
+	for i := range subs {
+		subs[i] = &counter{}
+		h.Join("lobby", subs[i], fmt.Sprint("user", i))
+	}
+	const batch = 16
+	text := string(make([]byte, 100))
+	batches := make([][]store.Committed, 64)
+	seq := uint64(0)
+	for i := range batches {
+		batches[i] = make([]store.Committed, batch)
+		for j := range batch {
+			seq++
+			batches[i][j] = store.Committed{
+				Msg:        proto.Message{Origin: local, Seq: seq, Room: "lobby", Sender: "bench", Text: text, Created: int64(seq)},
+				RoomVector: proto.Vector{local: seq},
+			}
+		}
+	}
+	for _, s := range subs {
+		s.n.Store(0) // the presence frames of the joins
+	}
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		h.Publish(batches[i%len(batches)])
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	var total int64
+	for _, s := range subs {
+		total += s.n.Load()
+	}
+	if want := int64(b.N) * batch * int64(len(subs)); total != want {
+		b.Fatalf("%d deliveries, want %d", total, want)
+	}
+	b.ReportMetric(float64(total)/elapsed.Seconds(), "deliveries/s")
+	b.ReportMetric(float64(b.N*batch)/elapsed.Seconds(), "msgs/s")
+}

@@ -1,0 +1,431 @@
+package node_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"chatr/internal/config"
+	"chatr/internal/node"
+	"chatr/internal/proto"
+)
+
+const timeout = 10 * time.Second
+
+func noEnv(string) string { return "" }
+
+// syncBuffer is a console that tests may read while the node writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type running struct {
+	n       *node.Node
+	console *syncBuffer
+	base    string // http://host:port
+	stop    func() error
+}
+
+// start runs a node on a loopback port with its data in dir until stop (or
+// the end of the test).
+func start(t *testing.T, dir string, args ...string) *running {
+	t.Helper()
+	cfg, err := config.Parse(append([]string{"--http", "127.0.0.1:0", "--data", dir, "--node", "n1"}, args...), noEnv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	console := &syncBuffer{}
+	n, err := node.New(cfg, slog.New(slog.DiscardHandler), console)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	var once sync.Once
+	var runErr error
+	stop := func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case runErr = <-done:
+			case <-time.After(3 * timeout):
+				runErr = fmt.Errorf("Run did not return after its context ended")
+			}
+		})
+		return runErr
+	}
+	t.Cleanup(func() { stop() })
+	r := &running{n: n, console: console, base: "http://" + n.HTTPAddr(), stop: stop}
+	eventually(t, timeout, "the node answers /healthz", func() bool {
+		resp, err := http.Get(r.base + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	return r
+}
+
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", within, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+type frame struct {
+	Type   string         `json:"type"`
+	Ref    string         `json:"ref"`
+	Code   string         `json:"code"`
+	ID     string         `json:"id"`
+	Node   string         `json:"node"`
+	Text   string         `json:"text"`
+	Cursor string         `json:"cursor"`
+	Nodes  []proto.Member `json:"nodes"`
+}
+
+type client struct {
+	t    *testing.T
+	conn *websocket.Conn
+}
+
+func (r *running) dial(t *testing.T) *client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(r.base, "http")+"/chatr/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.CloseNow() })
+	return &client{t: t, conn: conn}
+}
+
+func (c *client) send(s string) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := c.conn.Write(ctx, websocket.MessageText, []byte(s)); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *client) read() (frame, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	_, data, err := c.conn.Read(ctx)
+	if err != nil {
+		return frame{}, err
+	}
+	var f frame
+	if err := json.Unmarshal(data, &f); err != nil {
+		return frame{}, fmt.Errorf("not JSON: %s", data)
+	}
+	return f, nil
+}
+
+func (c *client) until(typ string) frame {
+	c.t.Helper()
+	for {
+		f, err := c.read()
+		if err != nil {
+			c.t.Fatalf("waiting for %s: %v", typ, err)
+		}
+		if f.Type == typ {
+			return f
+		}
+		if f.Type == "error" {
+			c.t.Fatalf("waiting for %s: error %+v", typ, f)
+		}
+	}
+}
+
+func get(t *testing.T, url string) (int, []byte) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, data
+}
+
+func post(t *testing.T, base, room, sender, text string) string {
+	t.Helper()
+	body := fmt.Sprintf(`{"sender":%q,"text":%q}`, sender, text)
+	resp, err := http.Post(base+"/chatr/api/rooms/"+room+"/messages", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 201 {
+		t.Fatalf("POST: %d %s", resp.StatusCode, data)
+	}
+	var m struct{ ID string }
+	json.Unmarshal(data, &m)
+	return m.ID
+}
+
+func messageIDs(t *testing.T, base, room string) []string {
+	t.Helper()
+	status, data := get(t, base+"/chatr/api/rooms/"+room+"/messages?limit=1000")
+	if status != 200 {
+		t.Fatalf("GET messages: %d %s", status, data)
+	}
+	var page struct{ Messages []struct{ ID string } }
+	json.Unmarshal(data, &page)
+	var out []string
+	for _, m := range page.Messages {
+		out = append(out, m.ID)
+	}
+	return out
+}
+
+// A node serves chat; cancelling its context drains it: sessions are
+// closed with 1001 and Run returns nil.
+func TestNodeServesAndDrains(t *testing.T) {
+	t.Parallel()
+	r := start(t, t.TempDir())
+	if line := r.console.String(); !strings.Contains(line, "serving http://"+r.n.HTTPAddr()+"/chatr/chatr.html") || !strings.Contains(line, r.n.ID()) {
+		t.Errorf("start line %q does not say where to point a browser", line)
+	}
+	if !proto.ValidNodeID(r.n.ID()) {
+		t.Errorf("node id %q", r.n.ID())
+	}
+	if status, _ := get(t, r.base+"/readyz"); status != 200 {
+		t.Fatalf("/readyz %d", status)
+	}
+	if status, data := get(t, r.base+"/metrics"); status != 200 || !bytes.Contains(data, []byte("chatr_")) || !bytes.Contains(data, []byte("go_goroutines")) {
+		t.Fatalf("/metrics %d", status)
+	}
+
+	c := r.dial(t)
+	c.send(`{"type":"hello","name":"alice"}`)
+	w := c.until("welcome")
+	if w.Node != r.n.ID() {
+		t.Fatalf("welcome node %q, want %q", w.Node, r.n.ID())
+	}
+	c.send(`{"type":"join","room":"lobby"}`)
+	c.until("synced")
+	c.send(`{"type":"send","room":"lobby","text":"hi","ref":"1"}`)
+	ack := c.until("ack")
+	if ack.ID != r.n.ID()+"-1" {
+		t.Fatalf("ack %+v", ack)
+	}
+	if ids := messageIDs(t, r.base, "lobby"); len(ids) != 1 || ids[0] != ack.ID {
+		t.Fatalf("stored %v", ids)
+	}
+
+	idle := r.dial(t) // no hello yet
+	stopped := make(chan error, 1)
+	go func() { stopped <- r.stop() }()
+	for _, cl := range []*client{c, idle} {
+		for {
+			_, err := cl.read()
+			if err != nil {
+				if got := websocket.CloseStatus(err); got != websocket.StatusGoingAway {
+					t.Fatalf("closed with %d (%v), want 1001", got, err)
+				}
+				break
+			}
+		}
+	}
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatalf("Run returned %v after a drain", err)
+		}
+	case <-time.After(3 * timeout):
+		t.Fatal("Run did not return")
+	}
+	if _, err := net.DialTimeout("tcp", r.n.HTTPAddr(), time.Second); err == nil {
+		t.Fatal("the HTTP listener is still open after Run returned")
+	}
+}
+
+// welcome.nodes and the cluster view give an HTTP address a client can
+// fail over to: the one the node listens on.
+func TestAdvertisedHTTPAddress(t *testing.T) {
+	t.Parallel()
+	r := start(t, t.TempDir())
+	c := r.dial(t)
+	c.send(`{"type":"hello","name":"alice"}`)
+	w := c.until("welcome")
+	if len(w.Nodes) != 1 || w.Nodes[0].ID != r.n.ID() {
+		t.Fatalf("welcome nodes %+v", w.Nodes)
+	}
+	if w.Nodes[0].HTTP != r.n.HTTPAddr() {
+		t.Errorf("welcome.nodes[0].http = %q, want the listening address %q", w.Nodes[0].HTTP, r.n.HTTPAddr())
+	}
+	_, data := get(t, r.base+"/chatr/api/cluster")
+	var view struct {
+		Self    string
+		Members []struct{ ID, HTTP, State string }
+	}
+	json.Unmarshal(data, &view)
+	if view.Self != r.n.ID() || len(view.Members) != 1 || view.Members[0].State != "alive" {
+		t.Fatalf("cluster view %s", data)
+	}
+	if view.Members[0].HTTP != r.n.HTTPAddr() {
+		t.Errorf("cluster members[0].http = %q, want the listening address %q", view.Members[0].HTTP, r.n.HTTPAddr())
+	}
+}
+
+// A restart on the same data directory keeps the node id, the history and
+// the numbering.
+func TestRestartKeepsHistory(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	r := start(t, dir)
+	id := r.n.ID()
+	var want []string
+	for i := range 3 {
+		want = append(want, post(t, r.base, "lobby", "bob", fmt.Sprint("before ", i)))
+	}
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	r = start(t, dir)
+	if r.n.ID() != id {
+		t.Fatalf("node id %q after a restart, was %q", r.n.ID(), id)
+	}
+	want = append(want, post(t, r.base, "lobby", "bob", "after"))
+	if want[3] != id+"-4" {
+		t.Fatalf("first id after the restart %q, want %s-4", want[3], id)
+	}
+	if got := messageIDs(t, r.base, "lobby"); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("history after restart %v, want %v", got, want)
+	}
+}
+
+// Acked WebSocket sends survive a drain that happens while they are
+// being sent.
+func TestDrainKeepsAckedMessages(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	r := start(t, dir, "--send-rate", "100000", "--send-burst", "100000")
+	c := r.dial(t)
+	c.send(`{"type":"hello","name":"alice"}`)
+	c.until("welcome")
+	c.send(`{"type":"join","room":"lobby"}`)
+	c.until("synced")
+	for i := range 50 {
+		c.send(fmt.Sprintf(`{"type":"send","room":"lobby","text":"m%d","ref":"r%d"}`, i, i))
+	}
+	var acked []string
+	for len(acked) < 5 {
+		acked = append(acked, c.until("ack").ID)
+	}
+	go r.stop()
+	for {
+		f, err := c.read()
+		if err != nil {
+			break
+		}
+		if f.Type == "ack" {
+			acked = append(acked, f.ID)
+		}
+	}
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	r = start(t, dir)
+	stored := map[string]bool{}
+	for _, id := range messageIDs(t, r.base, "lobby") {
+		stored[id] = true
+	}
+	for _, id := range acked {
+		if !stored[id] {
+			t.Errorf("acked message %s lost in the drain", id)
+		}
+	}
+}
+
+// A data directory that is not a chatr store is refused, and left as it was.
+func TestBadDataDirRefused(t *testing.T) {
+	t.Parallel()
+	parse := func(dir string) config.Config {
+		cfg, err := config.Parse([]string{"--http", "127.0.0.1:0", "--data", dir}, noEnv, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	foreign := t.TempDir()
+	os.WriteFile(filepath.Join(foreign, "notes.txt"), []byte("mine"), 0o600)
+	if _, err := node.New(parse(foreign), slog.New(slog.DiscardHandler), io.Discard); err == nil {
+		t.Fatal("a directory of other files was taken as a data directory")
+	}
+
+	corrupt := t.TempDir()
+	junk := bytes.Repeat([]byte("not sqlite "), 500)
+	path := filepath.Join(corrupt, "chatr.db")
+	os.WriteFile(path, junk, 0o600)
+	_, err := node.New(parse(corrupt), slog.New(slog.DiscardHandler), io.Discard)
+	if err == nil {
+		t.Fatal("a corrupt chatr.db was opened")
+	}
+	if !strings.Contains(err.Error(), corrupt) {
+		t.Errorf("error %q does not name the directory", err)
+	}
+	if got, _ := os.ReadFile(path); !bytes.Equal(got, junk) {
+		t.Fatal("the refused chatr.db was modified")
+	}
+}
+
+// A busy HTTP port fails New with an error naming --http, and leaves the
+// data directory usable.
+func TestBusyPort(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	dir := t.TempDir()
+	cfg, err := config.Parse([]string{"--http", ln.Addr().String(), "--data", dir}, noEnv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = node.New(cfg, slog.New(slog.DiscardHandler), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "--http") {
+		t.Fatalf("busy port: %v, want an error naming --http", err)
+	}
+	// The store was closed: the directory opens again.
+	start(t, dir)
+}
