@@ -31,6 +31,7 @@ type Config struct {
 	SendQueue      int      // --send-queue: frames queued for one session before it is closed as too slow
 	ReplayMax      int      // --replay-max: most messages replayed by a join with since
 	Shutdown       time.Duration
+	Pprof          bool // --pprof: serve /debug/pprof/ on the HTTP listener
 
 	NodeName    string   // --node: display name
 	ClusterAddr string   // --cluster-addr: gossip listener host:port
@@ -70,9 +71,10 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	fs.IntVar(&c.SendBurst, "send-burst", 40, "messages one session may send in a burst before --send-rate applies")
 	fs.IntVar(&c.MaxConns, "max-conns", 50000, "WebSocket sessions in total (0: no limit)")
 	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", 1000, "WebSocket sessions per client IP (0: no limit)")
-	fs.IntVar(&c.SendQueue, "send-queue", 1024, "`frames` queued for one session before it is closed as too slow (4000)")
+	fs.IntVar(&c.SendQueue, "send-queue", 1024, "`frames` waiting for a session whose socket takes nothing for 1s (or 64 times as many at all) before it is closed as too slow (4000)")
 	fs.IntVar(&c.ReplayMax, "replay-max", 10000, "most messages a join with since replays; past it the client is told of a gap")
 	fs.DurationVar(&c.Shutdown, "shutdown-timeout", 10*time.Second, "how long a SIGTERM drain may take")
+	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on the HTTP listener (for benchmarks; keep it off in production)")
 	host, _ := os.Hostname()
 	fs.StringVar(&c.NodeName, "node", host, "node display `name`")
 	fs.StringVar(&c.ClusterAddr, "cluster-addr", "", "gossip listen `host:port` (port "+DefaultClusterPort+" when left out); turns on cluster mode")

@@ -66,9 +66,10 @@ func startTestServer(t testing.TB, onAccept func(net.Conn), args ...string) *tes
 	}
 	h := hub.New(hub.Options{NodeID: st.NodeID(), Cluster: cfg.ClusterName, Metrics: reg})
 	st.OnCommit(h.Publish)
-	srv := New(Options{Config: cfg, NodeID: st.NodeID(), Store: st, Hub: h,
+	hs := httptest.NewUnstartedServer(nil) // binds its listener now
+	srv := New(Options{Config: cfg, NodeID: st.NodeID(), HTTPAddr: hs.Listener.Addr().String(), Store: st, Hub: h,
 		Poster: StorePoster{Store: st}, Web: web.FS, Metrics: reg})
-	hs := httptest.NewUnstartedServer(srv.Handler())
+	hs.Config.Handler = srv.Handler()
 	if onAccept != nil {
 		hs.Listener = hookListener{hs.Listener, onAccept}
 	}

@@ -9,8 +9,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/gobwas/ws"
 	"github.com/prometheus/client_golang/prometheus"
@@ -82,6 +84,12 @@ type Server struct {
 	// poller wakes sessions when their client sends something; nil where
 	// epoll is not available (each session then has a reader goroutine).
 	poller *netpoll.Poller
+	// unGreeted holds the hello deadline of sessions that have not said
+	// hello; one sweeper closes the late ones (no timer per session).
+	unGreeted map[*session]time.Time
+	// ctx ends when the server is drained; it bounds store calls of sessions.
+	ctx  context.Context
+	stop context.CancelFunc
 }
 
 // New makes a Server; nothing listens until Serve.
@@ -93,6 +101,9 @@ func New(opts Options) *Server {
 		log: opts.Log, mux: http.NewServeMux(), sessions: map[*session]struct{}{}, perIP: map[string]int{},
 		ipLimits: newIPLimiter(rate.Limit(opts.Config.SendRate), opts.Config.SendBurst)}
 	s.metrics = newMetrics(opts.Metrics, s)
+	s.unGreeted = map[*session]time.Time{}
+	s.ctx, s.stop = context.WithCancel(context.Background())
+	go s.sweepHellos()
 	if p, err := netpoll.New(); err == nil {
 		s.poller = p
 	} else {
@@ -121,6 +132,12 @@ func (s *Server) routes() {
 		s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.opts.Metrics, promhttp.HandlerOpts{}))
 	}
 	s.apiRoutes()
+	if s.cfg.Pprof {
+		s.mux.HandleFunc("/debug/pprof/", pprof.Index)
+		s.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		s.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		s.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	if s.opts.Peer != nil {
 		s.mux.Handle("GET /chatr/peer/", s.opts.Peer)
 	}
@@ -249,11 +266,10 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		s.ended(nil, ip)
 		return
 	}
-	ctx, stop := context.WithCancel(context.Background())
-	sess := &session{srv: s, ws: wsConn{conn: conn, br: rw.Reader}, id: newSessionID(), ip: ip,
-		ctx: ctx, stop: stop, limiter: rate.NewLimiter(rate.Limit(s.cfg.SendRate), s.cfg.SendBurst)}
+	sess := &session{srv: s, ws: wsConn{conn: conn, br: rw.Reader}, id: newSessionID(), ip: ip}
 	s.mu.Lock()
 	s.sessions[sess] = struct{}{}
+	s.unGreeted[sess] = time.Now().Add(helloTimeout)
 	draining := s.draining
 	s.mu.Unlock()
 	switch {
@@ -266,6 +282,38 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		sess.close(proto.CloseGoingAway, "the node is shutting down")
 	}
 	sess.start(rw.Reader.Buffered() > 0)
+}
+
+// greeted forgets the hello deadline of sess.
+func (s *Server) greeted(sess *session) {
+	s.mu.Lock()
+	delete(s.unGreeted, sess)
+	s.mu.Unlock()
+}
+
+// sweepHellos closes, with 1008, sessions that said no hello in time.
+func (s *Server) sweepHellos() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case now := <-t.C:
+			var late []*session
+			s.mu.Lock()
+			for sess, deadline := range s.unGreeted {
+				if now.After(deadline) {
+					late = append(late, sess)
+					delete(s.unGreeted, sess)
+				}
+			}
+			s.mu.Unlock()
+			for _, sess := range late {
+				sess.close(proto.ClosePolicy, "no hello within 10s")
+			}
+		}
+	}
 }
 
 // ended forgets a connection from ip that is over, and its session.
@@ -301,6 +349,7 @@ func (s *Server) Drain(ctx context.Context) {
 		}
 	case <-ctx.Done():
 	}
+	s.stop()
 }
 
 // Sessions is the number of open WebSocket sessions.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,9 @@ const (
 	// closeTimeout is how long a closing session waits for the client's
 	// close frame before dropping the connection.
 	closeTimeout = 2 * time.Second
+	// stallTimeout is how long a client's socket may take nothing while
+	// --send-queue frames wait, before the client is cut off as too slow.
+	stallTimeout = time.Second
 	// maxRateBreaches is how many sends over the rate limit, in a row,
 	// close the session as abusive.
 	maxRateBreaches = 50
@@ -48,23 +52,22 @@ type session struct {
 	desc *netpoll.Desc // nil when the connection cannot be polled
 	id   string
 	ip   string
-	ctx  context.Context // ends at teardown; bounds the store reads of joins
-	stop context.CancelFunc
 
 	// Reader side: held by the one reader at a time. (The poller already
 	// runs one reader at a time; the mutex makes that visible to the race
 	// detector, which cannot see through epoll.)
-	readMu     sync.Mutex
-	name       string
-	limiter    *rate.Limiter
-	breaches   int
-	fragments  []byte // a fragmented message being put together
-	helloTimer *time.Timer
-	greeted    atomic.Bool
+	readMu    sync.Mutex
+	name      string
+	limiter   *rate.Limiter // made at the first send
+	breaches  int
+	fragments []byte // a fragmented message being put together
+	greeted   atomic.Bool
 
 	mu       sync.Mutex
-	joined   map[string]bool // rooms joined, also read by teardown
-	queue    []outItem       // what the flusher sends next, in order
+	joined   []string  // rooms joined (a few: a slice is smaller than a map)
+	queue    []outItem // what the flusher sends next, in order
+	queued   int       // frames in queue
+	writing  time.Time // when the write in progress began; zero when none
 	flushing bool
 	closed   bool // nothing more is queued; the close frame comes next
 	torn     bool // the connection is gone
@@ -72,8 +75,9 @@ type session struct {
 	reason   string
 
 	// Flusher side: touched only by the one flusher at a time.
-	rooms    map[string]*roomState
-	closeRcv bool // the client sent its close frame
+	rooms     []*roomState
+	closeRcv  bool // the client sent its close frame
+	closeSent bool // our close frame is written
 
 	tornDown sync.Once
 }
@@ -82,9 +86,9 @@ type session struct {
 // of a join, the end of its replay, or a leave.
 type outItem struct {
 	frame []byte
-	ctrl  ws.OpCode // a control frame (pong) when set, with frame as payload
-	ev    *hub.Event
-	begin string // room whose join starts: hold its events until sync
+	ctrl  ws.OpCode    // a control frame (pong) when set, with frame as payload
+	evs   []*hub.Event // room events, in order
+	begin string       // room whose join starts: hold its events until sync
 	sync  *syncItem
 	left  string // room left; notify sends the client a `left` frame
 	quiet bool
@@ -98,6 +102,7 @@ type syncItem struct {
 
 // roomState is the flusher's view of one joined room.
 type roomState struct {
+	name    string
 	syncing bool
 	pending []*hub.Event // live events that came during the replay
 	// seen is what the client holds: every message of the room up to seen,
@@ -122,11 +127,6 @@ func (s *session) logger() *slog.Logger {
 // start begins serving the session: reads are driven by the poller, or by
 // a goroutine when the connection cannot be polled.
 func (s *session) start(buffered bool) {
-	s.helloTimer = time.AfterFunc(helloTimeout, func() {
-		if !s.greeted.Load() {
-			s.close(proto.ClosePolicy, "no hello within 10s")
-		}
-	})
 	// Frames that came with the handshake are read first: the socket may
 	// have nothing more to say, so the poller would not wake for them.
 	s.readMu.Lock()
@@ -270,7 +270,7 @@ func (s *session) handleText(data []byte) {
 	case !s.greeted.Load():
 		s.name = in.Name
 		s.greeted.Store(true)
-		s.helloTimer.Stop()
+		s.srv.greeted(s)
 		s.send(proto.Encode(proto.Welcome{Type: "welcome", Node: s.srv.opts.NodeID, Session: s.id,
 			Name: s.name, Nodes: s.srv.members()}))
 	default:
@@ -300,20 +300,26 @@ func (s *session) handle(in proto.Inbound) {
 func (s *session) isJoined(room string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.joined[room]
+	return slices.Contains(s.joined, room)
 }
 
 func (s *session) setJoined(room string, on bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.joined = slices.DeleteFunc(s.joined, func(r string) bool { return r == room })
 	if on {
-		if s.joined == nil {
-			s.joined = map[string]bool{}
-		}
-		s.joined[room] = true
-	} else {
-		delete(s.joined, room)
+		s.joined = append(s.joined, room)
 	}
+}
+
+// room is the flusher's state of a joined room, or nil.
+func (s *session) room(name string) *roomState {
+	for _, rs := range s.rooms {
+		if rs.name == name {
+			return rs
+		}
+	}
+	return nil
 }
 
 func (s *session) leave(room string, quiet bool) {
@@ -345,17 +351,17 @@ func (s *session) join(in proto.Inbound) {
 	var page store.Page
 	var err error
 	if in.Since != "" {
-		page, err = s.srv.store.Since(s.ctx, in.Room, cursor, s.srv.cfg.ReplayMax, true)
+		page, err = s.srv.store.Since(s.srv.ctx, in.Room, cursor, s.srv.cfg.ReplayMax, true)
 		page.Vector.Merge(cursor)
 	} else {
 		n := proto.DefaultHistory
 		if in.History != nil {
 			n = *in.History
 		}
-		page, err = s.srv.store.Latest(s.ctx, in.Room, n)
+		page, err = s.srv.store.Latest(s.srv.ctx, in.Room, n)
 	}
 	if err != nil {
-		if s.ctx.Err() == nil {
+		if s.srv.ctx.Err() == nil {
 			s.logger().Error("join replay failed", "room", in.Room, "err", err)
 		}
 		s.sendError(in.Ref, proto.Errorf(proto.CodeInternal, "could not read the room's history"))
@@ -371,6 +377,9 @@ func (s *session) post(in proto.Inbound) {
 		s.sendError(in.Ref, proto.Errorf(proto.CodeNotJoined, "join room %q before sending to it", in.Room))
 		return
 	}
+	if s.limiter == nil {
+		s.limiter = rate.NewLimiter(rate.Limit(s.srv.cfg.SendRate), s.srv.cfg.SendBurst)
+	}
 	if !s.limiter.Allow() {
 		s.breaches++
 		s.srv.metrics.rateLimited.Inc()
@@ -383,9 +392,9 @@ func (s *session) post(in proto.Inbound) {
 	}
 	s.breaches = 0
 	ref, room := in.Ref, in.Room
-	err := s.srv.post.Post(s.ctx, proto.Message{Room: room, Sender: s.name, Text: in.Text, Ref: ref}, func(m proto.Message, err error) {
+	err := s.srv.post.Post(s.srv.ctx, proto.Message{Room: room, Sender: s.name, Text: in.Text, Ref: ref}, func(m proto.Message, err error) {
 		if err != nil {
-			if s.ctx.Err() == nil {
+			if s.srv.ctx.Err() == nil {
 				s.logger().Error("send failed", "room", room, "err", err)
 			}
 			s.sendError(ref, postError(err))
@@ -410,8 +419,8 @@ func postError(err error) *proto.Error {
 	return proto.Errorf(proto.CodeInternal, "the message could not be stored; send it again")
 }
 
-// Deliver queues a room event for the client. It never blocks.
-func (s *session) Deliver(ev *hub.Event) { s.enqueue(outItem{ev: ev}) }
+// Deliver queues room events for the client. It never blocks.
+func (s *session) Deliver(evs []*hub.Event) { s.enqueue(outItem{evs: evs}) }
 
 // send queues a frame for the client.
 func (s *session) send(frame []byte) bool { return s.enqueue(outItem{frame: frame}) }
@@ -421,21 +430,26 @@ func (s *session) sendError(ref string, e *proto.Error) {
 	s.send(proto.EncodeError(ref, e))
 }
 
-// enqueue adds an item for the flusher, starting one if none runs. A full
-// queue means the client is too slow: it is closed with 4000 and resumes
-// from its cursor, and nobody else waits for it.
+// enqueue adds an item for the flusher, starting one if none runs.
+//
+// A client is too slow when --send-queue frames wait for it while its
+// socket has taken nothing for stallTimeout, or when 64 times that many
+// wait at all: it is closed with 4000 and resumes from its cursor, and
+// nobody else waits for it. A burst to a client that reads is not cut off.
 func (s *session) enqueue(it outItem) bool {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return false
 	}
-	if len(s.queue) >= s.srv.cfg.SendQueue {
+	if limit := s.srv.cfg.SendQueue; s.queued >= limit &&
+		(s.queued >= 64*limit || !s.writing.IsZero() && time.Since(s.writing) > stallTimeout) {
 		s.mu.Unlock()
 		s.slow()
 		return false
 	}
 	s.queue = append(s.queue, it)
+	s.queued += max(1, len(it.evs))
 	start := !s.flushing
 	s.flushing = true
 	s.mu.Unlock()
@@ -460,7 +474,7 @@ func (s *session) close(code int, reason string) {
 		return
 	}
 	s.closed, s.code, s.reason = true, code, reason
-	s.queue = nil
+	s.queue, s.queued = nil, 0
 	start := !s.flushing
 	s.flushing = true
 	s.mu.Unlock()
@@ -469,14 +483,20 @@ func (s *session) close(code int, reason string) {
 	}
 }
 
-// clientClosed answers the client's close frame with the same code.
+// clientClosed handles the client's close frame: the answer to ours ends
+// the connection at once; a close of its own is answered with the same code.
 func (s *session) clientClosed(code int) {
 	if code == 0 || code == int(ws.StatusNoStatusRcvd) {
 		code = int(ws.StatusNormalClosure)
 	}
 	s.mu.Lock()
 	s.closeRcv = true
+	answer := s.closed && s.closeSent
 	s.mu.Unlock()
+	if answer {
+		s.teardown()
+		return
+	}
 	s.close(code, "")
 }
 
@@ -487,7 +507,7 @@ func (s *session) flush() {
 	for {
 		s.mu.Lock()
 		items := s.queue
-		s.queue = nil
+		s.queue, s.queued = nil, 0
 		if len(items) == 0 {
 			closed, code, reason, answered := s.closed, s.code, s.reason, s.closeRcv
 			if !closed {
@@ -497,6 +517,10 @@ func (s *session) flush() {
 			}
 			s.mu.Unlock()
 			s.ws.writeFrames([]outFrame{{op: ws.OpClose, payload: closePayload(code, reason)}}, time.Second)
+			s.mu.Lock()
+			s.closeSent = true
+			answered = answered || s.closeRcv
+			s.mu.Unlock()
 			if answered {
 				s.teardown()
 			} else {
@@ -510,7 +534,14 @@ func (s *session) flush() {
 			frames = s.process(frames, it)
 		}
 		s.srv.metrics.framesOut.Add(float64(len(frames)))
-		if err := s.ws.writeFrames(frames, writeTimeout); err != nil {
+		s.mu.Lock()
+		s.writing = time.Now()
+		s.mu.Unlock()
+		err := s.ws.writeFrames(frames, writeTimeout)
+		s.mu.Lock()
+		s.writing = time.Time{}
+		s.mu.Unlock()
+		if err != nil {
 			s.mu.Lock()
 			s.closed = true
 			s.mu.Unlock()
@@ -525,29 +556,28 @@ func (s *session) process(frames []outFrame, it outItem) []outFrame {
 	text := func(b []byte) { frames = append(frames, outFrame{op: ws.OpText, payload: b}) }
 	switch {
 	case it.begin != "":
-		if s.rooms == nil {
-			s.rooms = map[string]*roomState{}
-		}
-		s.rooms[it.begin] = &roomState{syncing: true}
+		s.rooms = append(s.dropRoom(it.begin), &roomState{name: it.begin, syncing: true})
 	case it.left != "":
-		delete(s.rooms, it.left)
+		s.rooms = s.dropRoom(it.left)
 		if !it.quiet {
 			text(proto.Encode(proto.Left{Type: "left", Room: it.left}))
 		}
 	case it.sync != nil:
 		frames = s.processSync(frames, it.sync)
-	case it.ev != nil:
-		rs := s.rooms[it.ev.Room]
+	case it.evs != nil:
+		rs := s.room(it.evs[0].Room)
 		switch {
 		case rs == nil: // left already
 		case rs.syncing:
-			if len(rs.pending) >= s.srv.cfg.SendQueue {
+			if len(rs.pending) >= s.srv.cfg.ReplayMax+s.srv.cfg.SendQueue {
 				s.slow()
 				return frames
 			}
-			rs.pending = append(rs.pending, it.ev)
+			rs.pending = append(rs.pending, it.evs...)
 		default:
-			frames = s.processEvent(frames, rs, it.ev)
+			for _, ev := range it.evs {
+				frames = s.processEvent(frames, rs, ev)
+			}
 		}
 	case it.ctrl != 0:
 		frames = append(frames, outFrame{op: it.ctrl, payload: it.frame})
@@ -557,8 +587,12 @@ func (s *session) process(frames []outFrame, it outItem) []outFrame {
 	return frames
 }
 
+func (s *session) dropRoom(name string) []*roomState {
+	return slices.DeleteFunc(s.rooms, func(rs *roomState) bool { return rs.name == name })
+}
+
 func (s *session) processSync(frames []outFrame, sy *syncItem) []outFrame {
-	rs := s.rooms[sy.room]
+	rs := s.room(sy.room)
 	if rs == nil {
 		return frames
 	}
@@ -629,13 +663,12 @@ func (s *session) teardown() {
 		s.joined = nil
 		s.queue = nil
 		s.mu.Unlock()
-		s.stop()
-		s.helloTimer.Stop()
+		s.srv.greeted(s)
 		if desc != nil {
 			desc.Remove()
 		}
 		s.ws.conn.Close()
-		for room := range joined {
+		for _, room := range joined {
 			s.srv.hub.Leave(room, s)
 		}
 		s.srv.ended(s, s.ip)

@@ -363,3 +363,77 @@ func TestDrain(t *testing.T) {
 		t.Fatalf("upgrade while draining: %v %v, want 503", err, resp)
 	}
 }
+
+// Once the server has sent its close frame and the client has answered
+// with its own, the connection is over (RFC 6455 7.1.1: the server closes
+// the TCP connection immediately), so a drain of clients that answer at
+// once is quick and their connection slots are free again.
+func TestCloseHandshakeEndsPromptly(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, "--max-conns", "1")
+	c := ts.hello(t, "a")
+	done := make(chan struct{})
+	start := time.Now()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		ts.srv.Drain(ctx)
+		close(done)
+	}()
+	c.expectClose(websocket.StatusGoingAway) // the client answers the close frame
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Drain did not return")
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("Drain took %v though the client answered the close at once", d)
+	}
+
+	// A session closed for abuse frees its slot once the client answered.
+	ts2 := newTestServer(t, "--max-conns", "1")
+	c2 := ts2.dialHeader(t, http.Header{"Origin": {"http://evil.example"}})
+	c2.expectClose(websocket.StatusPolicyViolation)
+	closed := time.Now()
+	eventually(t, 10*time.Second, "the slot of a closed session is free", func() bool {
+		conn, _, err := ts2.dialWS(nil)
+		if err != nil {
+			return false
+		}
+		conn.CloseNow()
+		return true
+	})
+	if d := time.Since(closed); d > time.Second {
+		t.Errorf("the slot of a session whose close was answered was held %v", d)
+	}
+}
+
+// Clients that read as fast as they can are not "too slow" when many
+// messages are committed at once: a burst of sends (within the rate limit)
+// reaches every reader of the room, none is cut off with 4000.
+func TestBurstDoesNotCutOffReaders(t *testing.T) {
+	t.Parallel()
+	const burst = 64
+	ts := newTestServer(t, "--send-queue", "16", "--send-rate", "1000", "--send-burst", fmt.Sprint(burst))
+	reader := ts.hello(t, "reader")
+	reader.join("lobby", nil)
+	sender := ts.hello(t, "sender")
+	sender.join("lobby", nil)
+	reader.expect("presence")
+	for i := range burst {
+		sender.send(fmt.Sprintf(`{"type":"send","room":"lobby","text":"m%d","ref":"r%d"}`, i, i))
+	}
+	for _, c := range []*wsClient{reader, sender} {
+		got := 0
+		for got < burst {
+			f, err := c.read()
+			if err != nil {
+				t.Fatalf("a reading client was cut off after %d of %d messages: %v (chatr_ws_slow_closed_total %v)",
+					got, burst, err, ts.metric(t, "chatr_ws_slow_closed_total"))
+			}
+			if f.Type == "message" {
+				got++
+			}
+		}
+	}
+}

@@ -13,10 +13,12 @@ import (
 	"chatr/internal/store"
 )
 
-// Subscriber receives a room's events. Deliver must not block: a subscriber
-// that cannot keep up drops itself (the gateway closes it with 4000).
+// Subscriber receives a room's events, in order. Deliver must not block: a
+// subscriber that cannot keep up drops itself (the gateway closes it with
+// 4000). The events of one store commit come in one call, so a burst costs
+// a subscriber one hand-over, not one per message.
 type Subscriber interface {
-	Deliver(ev *Event)
+	Deliver(evs []*Event)
 }
 
 // Event is one thing that happened in a room, encoded once for every
@@ -185,18 +187,22 @@ func (h *Hub) broadcast(roomName string, r *room, joined, left []proto.Person, s
 	if left == nil {
 		left = []proto.Person{}
 	}
-	ev := &Event{Room: roomName, Frame: proto.Encode(proto.Presence{Type: "presence", Room: roomName, Joined: joined, Left: left})}
+	evs := []*Event{{Room: roomName, Frame: proto.Encode(proto.Presence{Type: "presence", Room: roomName, Joined: joined, Left: left})}}
 	for sub := range r.subs {
 		if sub != skip {
-			sub.Deliver(ev)
+			sub.Deliver(evs)
 			h.deliveries.Inc()
 		}
 	}
 }
 
 // Publish fans newly stored messages out to the local sessions of their
-// rooms, in commit order. It is the store's OnCommit function.
+// rooms, in commit order, each message encoded once for all of them. It is
+// the store's OnCommit function.
 func (h *Hub) Publish(batch []store.Committed) {
+	// Group the batch by room, keeping the order within each room.
+	var order []string
+	byRoom := map[string][]*Event{}
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	for i := range batch {
@@ -205,12 +211,19 @@ func (h *Hub) Publish(batch []store.Committed) {
 		if r == nil || len(r.subs) == 0 {
 			continue
 		}
-		ev := &Event{Room: c.Msg.Room, Msg: &c.Msg, Vector: c.RoomVector,
-			Frame: proto.Encode(c.Msg.JSON("message", proto.EncodeCursor(h.Scope(c.Msg.Room), c.RoomVector)))}
-		for sub := range r.subs {
-			sub.Deliver(ev)
+		if _, ok := byRoom[c.Msg.Room]; !ok {
+			order = append(order, c.Msg.Room)
 		}
-		h.deliveries.Add(float64(len(r.subs)))
+		byRoom[c.Msg.Room] = append(byRoom[c.Msg.Room], &Event{Room: c.Msg.Room, Msg: &c.Msg, Vector: c.RoomVector,
+			Frame: proto.Encode(c.Msg.JSON("message", proto.EncodeCursor(h.Scope(c.Msg.Room), c.RoomVector)))})
+	}
+	for _, room := range order {
+		evs := byRoom[room]
+		r := h.rooms[room]
+		for sub := range r.subs {
+			sub.Deliver(evs)
+		}
+		h.deliveries.Add(float64(len(r.subs) * len(evs)))
 	}
 }
 

@@ -27,9 +27,9 @@ type recorder struct {
 	evs []*Event
 }
 
-func (r *recorder) Deliver(ev *Event) {
+func (r *recorder) Deliver(evs []*Event) {
 	r.mu.Lock()
-	r.evs = append(r.evs, ev)
+	r.evs = append(r.evs, evs...)
 	r.mu.Unlock()
 }
 
@@ -410,7 +410,7 @@ func TestConcurrentUse(t *testing.T) {
 // counter is a subscriber that only counts.
 type counter struct{ n atomic.Int64 }
 
-func (c *counter) Deliver(*Event) { c.n.Add(1) }
+func (c *counter) Deliver(evs []*Event) { c.n.Add(int64(len(evs))) }
 
 // BenchmarkFanout1000 publishes batches of messages to a room of 1000 local
 // subscribers and reports deliveries per second.

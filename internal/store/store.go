@@ -595,8 +595,9 @@ func (s *Store) commit(batch []*writeReq) {
 func findRef(tx *sql.Tx, m proto.Message, nowUS int64) (proto.Message, error) {
 	since := max(time.Now().UnixMicro(), nowUS) - DedupWindow.Microseconds()
 	var d proto.Message
-	err := tx.QueryRow(`SELECT `+msgCols+` FROM messages WHERE sender = ? AND ref = ? AND room = ? AND created > ?
-		ORDER BY created LIMIT 1`, m.Sender, m.Ref, m.Room, since).Scan(&d.Origin, &d.Seq, &d.Room, &d.Sender, &d.Text, &d.Created, &d.Ref)
+	// "ref != ''" lets SQLite use the partial index messages_ref.
+	err := tx.QueryRow(`SELECT `+msgCols+` FROM messages WHERE sender = ? AND ref = ? AND room = ? AND ref != ''
+		AND created > ? ORDER BY created LIMIT 1`, m.Sender, m.Ref, m.Room, since).Scan(&d.Origin, &d.Seq, &d.Room, &d.Sender, &d.Text, &d.Created, &d.Ref)
 	if err == sql.ErrNoRows {
 		return proto.Message{}, nil
 	}
