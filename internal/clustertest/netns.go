@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,7 +24,6 @@ type LAN struct {
 	prefix string // namespace name prefix, unique per run
 
 	mu    sync.Mutex
-	cmds  []*exec.Cmd
 	hosts int
 }
 
@@ -84,14 +84,12 @@ func (l *LAN) bridge() string { return l.prefix + "br" }
 func (l *LAN) veth(i int) string { return fmt.Sprintf("v%d", i) }
 
 // Command prepares name args... to run inside host i's namespace (with
-// "ip netns exec"), in its own process group; the LAN kills that group when
-// the test ends. The caller starts it and may Wait for it.
+// "ip netns exec"), in its own process group; the LAN kills every process
+// of its namespaces when the test ends. The caller starts it and may Wait
+// for it.
 func (l *LAN) Command(i int, name string, args ...string) *exec.Cmd {
 	cmd := exec.Command("ip", append([]string{"netns", "exec", l.Namespace(i), name}, args...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	l.mu.Lock()
-	l.cmds = append(l.cmds, cmd)
-	l.mu.Unlock()
 	return cmd
 }
 
@@ -110,21 +108,27 @@ func (l *LAN) ip(args ...string) {
 	}
 }
 
-// cleanup kills every process group started with Command, then deletes
-// the namespaces (their veth ends go with them).
+// cleanup kills every process in the namespaces, then deletes them (their
+// veth ends go with them).
 func (l *LAN) cleanup() {
 	l.mu.Lock()
-	cmds, hosts := l.cmds, l.hosts
-	l.cmds = nil
+	hosts := l.hosts
 	l.mu.Unlock()
-	for _, cmd := range cmds {
-		if cmd.Process != nil {
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		}
-	}
 	names := []string{l.bridge()}
 	for i := range hosts {
 		names = append(names, l.Namespace(i))
+	}
+	// Every process started with Command runs inside a namespace (ip netns
+	// exec execs it there), so killing what runs in the namespaces kills
+	// them all; unlike a saved pid, this never hits a process that reused
+	// the number of one already gone.
+	for _, ns := range names {
+		out, _ := exec.Command("ip", "netns", "pids", ns).Output()
+		for _, f := range strings.Fields(string(out)) {
+			if pid, err := strconv.Atoi(f); err == nil && pid > 1 {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
 	}
 	for _, ns := range names {
 		if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil &&

@@ -38,24 +38,22 @@ type Page struct {
 }
 
 // roomVector reads the room's heads inside tx, so it matches what tx sees.
-func roomVector(ctx context.Context, tx *sql.Tx, room string) (proto.Vector, map[string]int64, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT origin, seq, created FROM room_heads WHERE room = ?`, room)
+func roomVector(ctx context.Context, tx *sql.Tx, room string) (proto.Vector, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT origin, seq FROM room_heads WHERE room = ?`, room)
 	if err != nil {
-		return nil, nil, fmt.Errorf("read room heads: %w", err)
+		return nil, fmt.Errorf("read room heads: %w", err)
 	}
 	defer rows.Close()
 	v := proto.Vector{}
-	created := map[string]int64{}
 	for rows.Next() {
 		var o string
 		var seq uint64
-		var c int64
-		if err := rows.Scan(&o, &seq, &c); err != nil {
-			return nil, nil, fmt.Errorf("read room heads: %w", err)
+		if err := rows.Scan(&o, &seq); err != nil {
+			return nil, fmt.Errorf("read room heads: %w", err)
 		}
-		v[o], created[o] = seq, c
+		v[o] = seq
 	}
-	return v, created, rows.Err()
+	return v, rows.Err()
 }
 
 func (s *Store) readTx(ctx context.Context, f func(tx *sql.Tx) error) error {
@@ -73,7 +71,7 @@ func (s *Store) Latest(ctx context.Context, room string, limit int) (Page, error
 	var p Page
 	err := s.readTx(ctx, func(tx *sql.Tx) error {
 		var err error
-		if p.Vector, _, err = roomVector(ctx, tx, room); err != nil {
+		if p.Vector, err = roomVector(ctx, tx, room); err != nil {
 			return err
 		}
 		rows, err := tx.QueryContext(ctx, `SELECT `+msgCols+` FROM messages WHERE room = ?
@@ -127,7 +125,7 @@ var ErrNotFound = fmt.Errorf("message not found")
 func (s *Store) Since(ctx context.Context, room string, cursor proto.Vector, limit int, newest bool) (Page, error) {
 	var p Page
 	err := s.readTx(ctx, func(tx *sql.Tx) error {
-		heads, _, err := roomVector(ctx, tx, room)
+		heads, err := roomVector(ctx, tx, room)
 		if err != nil {
 			return err
 		}

@@ -1,0 +1,305 @@
+package replication
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"chatr/internal/hub"
+	"chatr/internal/proto"
+	"chatr/internal/store"
+)
+
+func eventually(t *testing.T, d time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %v", d, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// peer is one node without membership: a store, a hub, a replicator and
+// its HTTP listener.
+type peer struct {
+	st   *store.Store
+	hub  *hub.Hub
+	repl *Replicator
+	srv  *httptest.Server
+}
+
+func newPeer(t *testing.T, cluster string, secret []byte, ackReplicas int) *peer {
+	t.Helper()
+	st, err := store.Open(t.TempDir(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &peer{st: st}
+	p.hub = hub.New(hub.Options{NodeID: st.NodeID(), Cluster: cluster})
+	p.repl = New(Options{Store: st, Hub: p.hub, NodeID: st.NodeID(), Cluster: cluster, Secret: secret,
+		AckReplicas: ackReplicas, AckTimeout: time.Second})
+	st.OnCommit(func(b []store.Committed) { p.hub.Publish(b); p.repl.Publish(b) })
+	p.srv = httptest.NewServer(p.repl.Handler())
+	t.Cleanup(func() { p.repl.Close(); p.srv.Close(); st.Close() })
+	return p
+}
+
+func (p *peer) addr() string { return strings.TrimPrefix(p.srv.URL, "http://") }
+
+func (p *peer) as() Peer { return Peer{ID: p.st.NodeID(), HTTP: p.addr()} }
+
+func post(t *testing.T, p *peer, text string) proto.Message {
+	t.Helper()
+	m, err := p.st.Append(context.Background(), "lobby", "ann", text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func holds(p *peer, want proto.Vector) error {
+	if got := p.st.Vector(); !got.Covers(want) {
+		return fmt.Errorf("vector %v does not cover %v", got, want)
+	}
+	return nil
+}
+
+func TestTwoPeersReplicateBothWays(t *testing.T) {
+	a, b := newPeer(t, "c", nil, 0), newPeer(t, "c", nil, 0)
+	post(t, a, "before the link")
+	a.repl.SetPeers([]Peer{b.as()})
+	b.repl.SetPeers([]Peer{a.as()})
+	for i := range 20 {
+		post(t, a, fmt.Sprint("a", i))
+		post(t, b, fmt.Sprint("b", i))
+	}
+	want := proto.Vector{a.st.NodeID(): 21, b.st.NodeID(): 20}
+	eventually(t, 10*time.Second, func() error {
+		if err := holds(a, want); err != nil {
+			return err
+		}
+		return holds(b, want)
+	})
+}
+
+// A third origin that is not alive reaches a node through any peer that has
+// it: catch-up from whoever has more.
+func TestDeadOriginCaughtUpFromPeer(t *testing.T) {
+	a, b, c := newPeer(t, "c", nil, 0), newPeer(t, "c", nil, 0), newPeer(t, "c", nil, 0)
+	for i := range 5 {
+		post(t, c, fmt.Sprint("c", i))
+	}
+	// a follows c while c is alive, then c goes away.
+	a.repl.SetPeers([]Peer{c.as()})
+	eventually(t, 10*time.Second, func() error { return holds(a, proto.Vector{c.st.NodeID(): 5}) })
+	a.repl.SetPeers([]Peer{b.as()})
+	b.repl.SetPeers([]Peer{a.as()}) // c is not alive for b: a's link carries it
+	eventually(t, 10*time.Second, func() error { return holds(b, proto.Vector{c.st.NodeID(): 5}) })
+}
+
+func TestPresenceGoesWithThePeer(t *testing.T) {
+	a, b := newPeer(t, "c", nil, 0), newPeer(t, "c", nil, 0)
+	sub := &nullSub{}
+	a.hub.Join("lobby", sub, "ann")
+	b.repl.SetPeers([]Peer{a.as()})
+	eventually(t, 10*time.Second, func() error {
+		if got := b.hub.Presence("lobby"); len(got) != 1 || got[0].Name != "ann" {
+			return fmt.Errorf("b lists %v", got)
+		}
+		return nil
+	})
+	a.hub.Leave("lobby", sub)
+	eventually(t, 10*time.Second, func() error {
+		if got := b.hub.Presence("lobby"); len(got) != 0 {
+			return fmt.Errorf("b still lists %v", got)
+		}
+		return nil
+	})
+	a.hub.Join("lobby", sub, "ann")
+	eventually(t, 10*time.Second, func() error {
+		if len(b.hub.Presence("lobby")) != 1 {
+			return fmt.Errorf("b does not list ann again")
+		}
+		return nil
+	})
+	b.repl.SetPeers(nil) // a died or left: no ghost
+	if got := b.hub.Presence("lobby"); len(got) != 0 {
+		t.Fatalf("ghost after the peer went: %v", got)
+	}
+}
+
+type nullSub struct{}
+
+func (nullSub) Deliver([]*hub.Event) {}
+
+func TestAckReplicasWaitsForPeers(t *testing.T) {
+	a, b := newPeer(t, "c", nil, 1), newPeer(t, "c", nil, 0)
+	got := make(chan error, 1)
+	send := func() {
+		a.repl.Post(context.Background(), proto.Message{Room: "lobby", Sender: "ann", Text: "x"}, func(m proto.Message, err error) {
+			got <- err
+		})
+	}
+	send() // no follower: not replicated in time
+	select {
+	case err := <-got:
+		if err != ErrNotReplicated {
+			t.Fatalf("without a follower: %v, want ErrNotReplicated", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no answer without a follower")
+	}
+	b.repl.SetPeers([]Peer{a.as()})
+	send()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatalf("with a follower: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no answer with a follower")
+	}
+	if err := holds(b, proto.Vector{a.st.NodeID(): 2}); err != nil {
+		t.Fatalf("acked before the follower held it: %v", err)
+	}
+}
+
+func TestLinkRefused(t *testing.T) {
+	secret := []byte("0123456789abcdef")
+	a := newPeer(t, "c", secret, 0)
+	post(t, a, "secret")
+	cases := []struct {
+		name    string
+		cluster string
+		secret  []byte
+	}{
+		{"other cluster", "other", secret},
+		{"no secret", "c", nil},
+		{"wrong secret", "c", []byte("fedcba9876543210")},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newPeer(t, tc.cluster, tc.secret, 0)
+			b.repl.SetPeers([]Peer{a.as()})
+			eventually(t, 5*time.Second, func() error {
+				if a.repl.m.refused == nil {
+					return nil
+				}
+				return nil
+			})
+			time.Sleep(300 * time.Millisecond) // a negative: give the link a chance to (wrongly) work
+			if v := b.st.Vector()[a.st.NodeID()]; v != 0 {
+				t.Fatalf("a refused peer got %d messages", v)
+			}
+		})
+	}
+	good := newPeer(t, "c", secret, 0)
+	good.repl.SetPeers([]Peer{a.as()})
+	eventually(t, 10*time.Second, func() error { return holds(good, proto.Vector{a.st.NodeID(): 1}) })
+}
+
+func TestCheckAuth(t *testing.T) {
+	secret := []byte("0123456789abcdef")
+	now := time.Now()
+	node := "0123456789ab"
+	ok := http.Header{}
+	setAuth(ok, secret, "c", node)
+	if got, err := checkAuth(ok, secret, "c", now); err != nil || got != node {
+		t.Fatalf("good token: %q %v", got, err)
+	}
+	old := http.Header{}
+	old.Set(headerNode, node)
+	old.Set(headerCluster, "c")
+	old.Set(headerAuth, authToken(secret, "c", node, now.Add(-time.Hour)))
+	other := http.Header{}
+	setAuth(other, secret, "c", "ba9876543210")
+	other.Set(headerNode, node) // a token of another node
+	for name, h := range map[string]http.Header{
+		"stale":      old,
+		"stolen":     other,
+		"no headers": {},
+		"garbage":    {headerNode: {node}, headerCluster: {"c"}, headerAuth: {"x.y"}},
+	} {
+		if _, err := checkAuth(h, secret, "c", now); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestBadInputFromPeers(t *testing.T) {
+	for _, s := range []string{"x", "0123456789ab:1,", "0123456789ab:-1", "0123456789ab", "nothex123456:1"} {
+		if _, err := decodeVector(s); err == nil {
+			t.Errorf("decodeVector(%q) accepted", s)
+		}
+	}
+	if v, err := decodeVector("0123456789ab:3"); err != nil || v["0123456789ab"] != 3 {
+		t.Errorf("decodeVector good: %v %v", v, err)
+	}
+	bad := []wireMsg{
+		{Origin: "x", Seq: 1, Room: "lobby", Sender: "a", Text: "t"},
+		{Origin: "0123456789ab", Seq: 0, Room: "lobby", Sender: "a", Text: "t"},
+		{Origin: "0123456789ab", Seq: 1, Room: "Bad Room", Sender: "a", Text: "t"},
+		{Origin: "0123456789ab", Seq: 1, Room: "lobby", Sender: "", Text: "t"},
+		{Origin: "0123456789ab", Seq: 1, Room: "lobby", Sender: "a", Text: ""},
+		{Origin: "0123456789ab", Seq: 1, Room: "lobby", Sender: "a", Text: strings.Repeat("x", 5000)},
+		{Origin: "0123456789ab", Seq: 1, Room: "lobby", Sender: "a", Text: "t", Ref: strings.Repeat("r", 65)},
+	}
+	for _, w := range bad {
+		if _, err := w.message(); err == nil {
+			t.Errorf("message %+v accepted", w)
+		}
+	}
+}
+
+// Garbage on a link, from either end, ends that link and nothing else.
+func TestGarbageOnLink(t *testing.T) {
+	a := newPeer(t, "c", nil, 0)
+	post(t, a, "one")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	h := http.Header{}
+	setAuth(h, nil, "c", "0123456789ab")
+	conn, _, err := websocket.Dial(ctx, "ws://"+a.addr()+"/chatr/peer/link?since=&skip=", &websocket.DialOptions{HTTPHeader: h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseNow()
+	if _, _, err := conn.Read(ctx); err != nil { // the catch-up
+		t.Fatal(err)
+	}
+	conn.Write(ctx, websocket.MessageText, []byte("{not json"))
+	for {
+		if _, _, err := conn.Read(ctx); err != nil {
+			break // the leader ended the link
+		}
+	}
+	// A follower fed garbage by a fake leader reconnects instead of crashing.
+	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		c.Write(r.Context(), websocket.MessageText, []byte(`{"m":[{"o":"zz","s":1}]}`))
+		c.Write(r.Context(), websocket.MessageText, []byte(`]]]`))
+		c.CloseNow()
+	}))
+	defer fake.Close()
+	b := newPeer(t, "c", nil, 0)
+	b.repl.SetPeers([]Peer{{ID: "0123456789ab", HTTP: strings.TrimPrefix(fake.URL, "http://")}, a.as()})
+	eventually(t, 10*time.Second, func() error { return holds(b, proto.Vector{a.st.NodeID(): 1}) })
+	if v := b.st.Vector()["0123456789ab"]; v != 0 {
+		t.Fatalf("stored %d messages from garbage", v)
+	}
+}
