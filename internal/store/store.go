@@ -595,9 +595,11 @@ func (s *Store) commit(batch []*writeReq) {
 func findRef(tx *sql.Tx, m proto.Message, nowUS int64) (proto.Message, error) {
 	since := max(time.Now().UnixMicro(), nowUS) - DedupWindow.Microseconds()
 	var d proto.Message
-	// "ref != ''" lets SQLite use the partial index messages_ref.
-	err := tx.QueryRow(`SELECT `+msgCols+` FROM messages WHERE sender = ? AND ref = ? AND room = ? AND ref != ''
-		AND created > ? ORDER BY created LIMIT 1`, m.Sender, m.Ref, m.Room, since).Scan(&d.Origin, &d.Seq, &d.Room, &d.Sender, &d.Text, &d.Created, &d.Ref)
+	// Left to itself, SQLite may walk the room's index from since instead
+	// (a scan of every recent message per send); "ref != ''" makes the
+	// partial index usable and INDEXED BY insists on it.
+	err := tx.QueryRow(`SELECT `+msgCols+` FROM messages INDEXED BY messages_ref
+		WHERE sender = ? AND ref = ? AND room = ? AND ref != '' AND created > ? LIMIT 1`, m.Sender, m.Ref, m.Room, since).Scan(&d.Origin, &d.Seq, &d.Room, &d.Sender, &d.Text, &d.Created, &d.Ref)
 	if err == sql.ErrNoRows {
 		return proto.Message{}, nil
 	}
