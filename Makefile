@@ -38,8 +38,11 @@ fuzz:
 
 test: deps vet unit fuzz
 
+# bench runs a short version of every scenario of BENCHMARKS.md (< 3 min);
+# scripts/bench.sh full runs the longer ones recorded there.
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 2s ./internal/store ./internal/hub
+	$(GO) test -run '^$$' -bench . -benchtime 1s ./internal/store ./internal/hub
+	scripts/bench.sh
 
 clean:
 	rm -rf bin tmp

@@ -6,6 +6,7 @@ import (
 
 type metrics struct {
 	framesIn, framesOut prometheus.Counter
+	writes              prometheus.Counter
 	errors              *prometheus.CounterVec
 	refused             *prometheus.CounterVec
 	slowClosed          prometheus.Counter
@@ -16,13 +17,14 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 	m := &metrics{
 		framesIn:    prometheus.NewCounter(prometheus.CounterOpts{Name: "chatr_ws_frames_in_total", Help: "WebSocket frames read from clients."}),
 		framesOut:   prometheus.NewCounter(prometheus.CounterOpts{Name: "chatr_ws_frames_out_total", Help: "WebSocket frames written to clients."}),
+		writes:      prometheus.NewCounter(prometheus.CounterOpts{Name: "chatr_ws_writes_total", Help: "Vectored writes to clients (frames out / writes = frames per system call)."}),
 		errors:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chatr_client_errors_total", Help: "Errors answered to clients, by code."}, []string{"code"}),
 		refused:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chatr_ws_refused_total", Help: "WebSocket connections refused, by reason."}, []string{"reason"}),
 		slowClosed:  prometheus.NewCounter(prometheus.CounterOpts{Name: "chatr_ws_slow_closed_total", Help: "Sessions closed with 4000 because their queue was full."}),
 		rateLimited: prometheus.NewCounter(prometheus.CounterOpts{Name: "chatr_rate_limited_total", Help: "Sends refused by a rate limit."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.framesIn, m.framesOut, m.errors, m.refused, m.slowClosed, m.rateLimited,
+		reg.MustRegister(m.framesIn, m.framesOut, m.writes, m.errors, m.refused, m.slowClosed, m.rateLimited,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "chatr_ws_sessions", Help: "Open WebSocket sessions."},
 				func() float64 { return float64(s.Sessions()) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "chatr_ws_queued_frames", Help: "Frames waiting in session queues, all sessions."},

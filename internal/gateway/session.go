@@ -534,6 +534,7 @@ func (s *session) flush() {
 			frames = s.process(frames, it)
 		}
 		s.srv.metrics.framesOut.Add(float64(len(frames)))
+		s.srv.metrics.writes.Inc()
 		s.mu.Lock()
 		s.writing = time.Now()
 		s.mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -83,12 +84,23 @@ func (f *follower) session(ctx context.Context) error {
 	conn.SetReadLimit(64 << 20)
 	r.m.following.Inc()
 	defer r.m.following.Dec()
-	var acked uint64
+	// Batches are stored without waiting for each commit: up to
+	// maxInFlight are queued at once and the store commits them together.
+	// A failed one ends the session, which resumes from the store's vector.
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	inflight := make(chan struct{}, maxInFlight)
+	stored := make(chan struct{}, 1)
+	var insertErr atomic.Value
+	go f.ack(sctx, conn, stored)
 	for {
-		rctx, cancel := context.WithTimeout(ctx, linkTimeout)
+		rctx, rcancel := context.WithTimeout(sctx, linkTimeout)
 		_, data, err := conn.Read(rctx)
-		cancel()
+		rcancel()
 		if err != nil {
+			if e, ok := insertErr.Load().(error); ok {
+				return e
+			}
 			return err
 		}
 		var rec record
@@ -107,21 +119,54 @@ func (f *follower) session(ctx context.Context) error {
 				return fmt.Errorf("peer sent a bad message: %w", err)
 			}
 		}
-		stored, err := r.opts.Store.Insert(ctx, msgs)
+		select {
+		case inflight <- struct{}{}:
+		case <-sctx.Done():
+			return sctx.Err()
+		}
+		err = r.opts.Store.InsertAsync(sctx, msgs, func(got []proto.Message, err error) {
+			<-inflight
+			if err != nil {
+				insertErr.CompareAndSwap(nil, fmt.Errorf("store replicated messages: %w", err))
+				cancel()
+				return
+			}
+			r.m.received.Add(float64(len(got)))
+			select {
+			case stored <- struct{}{}:
+			default:
+			}
+		})
 		if err != nil {
 			return fmt.Errorf("store replicated messages: %w", err)
 		}
-		r.m.received.Add(float64(len(stored)))
-		// Tell the peer how much of its own log we hold, for --ack-replicas.
-		if got := r.opts.Store.Vector()[f.peer.ID]; got > acked {
-			acked = got
-			b, _ := json.Marshal(record{Ack: proto.Vector{f.peer.ID: got}})
-			wctx, cancel := context.WithTimeout(ctx, linkTimeout)
-			err := conn.Write(wctx, websocket.MessageText, b)
-			cancel()
-			if err != nil {
-				return err
-			}
+	}
+}
+
+// maxInFlight bounds the batches of one link queued in the store.
+const maxInFlight = 64
+
+// ack tells the peer how much of its own log this node holds (for
+// --ack-replicas), each time a batch is stored and the figure grew.
+func (f *follower) ack(ctx context.Context, conn *websocket.Conn, stored <-chan struct{}) {
+	var acked uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-stored:
+		}
+		got := f.r.opts.Store.Vector()[f.peer.ID]
+		if got <= acked {
+			continue
+		}
+		acked = got
+		b, _ := json.Marshal(record{Ack: proto.Vector{f.peer.ID: got}})
+		wctx, cancel := context.WithTimeout(ctx, linkTimeout)
+		err := conn.Write(wctx, websocket.MessageText, b)
+		cancel()
+		if err != nil {
+			return
 		}
 	}
 }

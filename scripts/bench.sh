@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# Runs the benchmark scenarios of BENCHMARKS.md against real chatr processes
+# on 127.0.0.1, with `chatr bench` as the load client (a separate process).
+#
+#   scripts/bench.sh            short run of every scenario (make bench, < 3 min)
+#   scripts/bench.sh full       the longer runs recorded in BENCHMARKS.md
+#   scripts/bench.sh idle|fanout|cluster|catchup   one scenario
+#
+# Everything is bounded in time and stays on the loopback interface.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-short}
+work=$(mktemp -d /tmp/chatr-bench.XXXXXX)
+bin=$work/chatr
+pids=()
+cleanup() {
+	for p in "${pids[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done
+	rm -rf "$work"
+}
+trap cleanup EXIT
+go build -o "$bin" ./cmd/chatr
+
+long() { [ "$mode" = full ]; }
+want() { [ "$mode" = short ] || [ "$mode" = full ] || [ "$mode" = "$1" ]; }
+
+# Limits a benchmark must lift: one client IP opens every connection.
+open_flags=(--send-rate 1000000 --send-burst 100000 --max-conns 0 --max-conns-per-ip 0 --send-queue 8192)
+
+# start NAME HTTPPORT [flags...]: starts a node, waits for /readyz.
+start() {
+	local name=$1 port=$2
+	shift 2
+	"$bin" serve --http "127.0.0.1:$port" --data "$work/$name" --node "$name" "${open_flags[@]}" "$@" \
+		>"$work/$name.out" 2>"$work/$name.err" &
+	pids+=($!)
+	disown # no "Killed" lines when it is stopped
+	for _ in $(seq 100); do
+		curl -sf "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	echo "node $name did not become ready" >&2
+	cat "$work/$name.err" >&2
+	return 1
+}
+pid_of() { pgrep -f -- "--data $work/$1 " | head -1; }
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
+# count PORT: messages the node holds, all rooms.
+count() {
+	{ curl -s "http://127.0.0.1:$1/chatr/api/rooms" 2>/dev/null || true; } |
+		{ grep -o '"messages":[0-9]*' || true; } | awk -F: '{s+=$2} END {print s+0}'
+}
+stop_all() {
+	for p in "${pids[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done
+	pids=()
+	sleep 0.5
+}
+
+echo "# chatr bench ($mode) on $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(date -u +%FT%TZ)"
+
+if want idle; then
+	echo
+	echo "## 1. Idle connections: server RSS per connection"
+	counts=(10000)
+	long && counts=(10000 19500)
+	for n in "${counts[@]}"; do
+		start idle 5301 --pprof
+		pid=$(pid_of idle)
+		r0=$(rss_kb "$pid")
+		ramp=15
+		[ "$n" -gt 10000 ] && ramp=25
+		"$bin" bench --url ws://127.0.0.1:5301/chatr/ws --conns "$n" --rooms 100 --senders 0 --rate 0 \
+			--ramp "${ramp}s" --duration "$((ramp + 25))s" --quiet >"$work/idle.txt" 2>&1 &
+		bp=$!
+		for _ in $(seq 120); do
+			[ "$(metric 5301 chatr_ws_sessions)" = "$n" ] && break
+			sleep 1
+		done
+		sleep 10 # idle
+		s=$(metric 5301 chatr_ws_sessions)
+		r1=$(rss_kb "$pid")
+		heap=$(metric 5301 go_memstats_heap_inuse_bytes)
+		curl -s "http://127.0.0.1:5301/debug/pprof/heap?gc=1" >/dev/null
+		sleep 1
+		r2=$(rss_kb "$pid")
+		heap2=$(metric 5301 go_memstats_heap_inuse_bytes)
+		awk -v n="$s" -v r0="$r0" -v r1="$r1" -v r2="$r2" -v h="$heap" -v h2="$heap2" 'BEGIN {
+			printf "sessions %d: RSS %.1f KB/conn after 10 s idle, %.1f KB/conn after a forced GC; Go heap in use %.1f KB/conn (%.1f after GC)\n",
+				n, (r1-r0)/n, (r2-r0)/n, h/1024/n, h2/1024/n }'
+		kill "$bp" 2>/dev/null || true
+		wait "$bp" 2>/dev/null || true
+		stop_all
+	done
+fi
+
+if want fanout; then
+	echo
+	echo "## 2. Fan-out: one room of 1000 members, 4 senders, 64-byte messages"
+	rates=(100 500 1000 2000)
+	long && rates=(100 300 500 1000 1500 2000 3000)
+	dur=8s
+	long && dur=15s
+	for rate in "${rates[@]}"; do
+		start fan 5302
+		echo "### $rate msg/s = $((rate * 1000)) deliveries/s offered"
+		"$bin" bench --url ws://127.0.0.1:5302/chatr/ws --conns 1000 --rooms 1 --senders 4 --rate "$rate" --size 64 \
+			--duration "$dur" --ramp 3s --quiet 2>&1 | grep -E "^(messages|deliveries|latency|check|result)" || true
+		echo "frames per write: $(awk -v f="$(metric 5302 chatr_ws_frames_out_total)" -v w="$(metric 5302 chatr_ws_writes_total)" 'BEGIN {printf "%.1f", f/w}')"
+		stop_all
+	done
+fi
+
+if want cluster; then
+	echo
+	echo "## 3-4. Three loopback nodes: cross-node latency and durable replicated throughput"
+	start c1 5311 --cluster-addr 127.0.0.1:7311
+	start c2 5312 --cluster-addr 127.0.0.1:7312 --join 127.0.0.1:7311
+	start c3 5313 --cluster-addr 127.0.0.1:7313 --join 127.0.0.1:7311
+	for _ in $(seq 100); do
+		[ "$(curl -s http://127.0.0.1:5313/chatr/api/cluster | grep -o '"alive"' | wc -l)" = 3 ] && break
+		sleep 0.1
+	done
+	urls=ws://127.0.0.1:5311/chatr/ws,ws://127.0.0.1:5312/chatr/ws,ws://127.0.0.1:5313/chatr/ws
+	rates=(1000 10000)
+	long && rates=(1000 5000 10000 20000)
+	for rate in "${rates[@]}"; do
+		echo "### $rate msg/s over 3 nodes, 30 rooms of 10 members (each room spans the nodes)"
+		"$bin" bench --url "$urls" --conns 300 --rooms 30 --senders 30 --rate "$rate" --size 64 \
+			--duration 10s --ramp 2s --quiet 2>&1 | grep -E "^(messages|deliveries|latency|check|result)" || true
+	done
+	echo "### saturation: 60 senders spread over the 3 nodes, 20 rooms of 3 (one member per node)"
+	"$bin" bench --url "$urls" --conns 60 --rooms 20 --senders 60 --rate 200000 --size 64 \
+		--duration 10s --ramp 1s --quiet 2>&1 | grep -E "^(messages|check|result)" || true
+	echo "stored on every node (local + replicated): $(metric 5311 'chatr_store_messages_total{kind="local"}') local on c1, replicated to c3: $(metric 5313 'chatr_store_messages_total{kind="replicated"}')"
+	stop_all
+fi
+
+if want catchup; then
+	echo
+	echo "## Catch-up after a restart, and kill -9 detection"
+	start k1 5321 --cluster-addr 127.0.0.1:7321
+	start k2 5322 --cluster-addr 127.0.0.1:7322 --join 127.0.0.1:7321
+	start k3 5323 --cluster-addr 127.0.0.1:7323 --join 127.0.0.1:7321
+	for _ in $(seq 100); do
+		[ "$(curl -s http://127.0.0.1:5321/chatr/api/cluster | grep -o '"alive"' | wc -l)" = 3 ] && break
+		sleep 0.1
+	done
+	kill -9 "$(pid_of k3)"
+	t0=$(date +%s%N)
+	for _ in $(seq 200); do
+		curl -s http://127.0.0.1:5321/chatr/api/cluster | grep -q '"state":"dead"' && break
+		sleep 0.05
+	done
+	echo "kill -9 seen as dead by a peer after $((($(date +%s%N) - t0) / 1000000)) ms"
+	n=20000
+	long && n=100000
+	"$bin" bench --url ws://127.0.0.1:5321/chatr/ws --conns 20 --rooms 20 --senders 20 --rate 50000 --size 64 \
+		--duration "$((n / 4000))s" --ramp 1s --quiet >/dev/null 2>&1 || true
+	total=$(count 5321)
+	t0=$(date +%s%N)
+	"$bin" serve --http 127.0.0.1:5323 --data "$work/k3" --node k3 "${open_flags[@]}" \
+		--cluster-addr 127.0.0.1:7323 --join 127.0.0.1:7321 >"$work/k3.out" 2>"$work/k3.err" &
+	pids+=($!)
+	disown
+	for _ in $(seq 1200); do
+		got=$(count 5323)
+		[ "${got:-0}" -ge "$total" ] && break
+		sleep 0.05
+	done
+	ms=$((($(date +%s%N) - t0) / 1000000))
+	echo "restarted node caught up $got of $total messages in $ms ms (process start included): $((got * 1000 / (ms > 0 ? ms : 1))) msg/s"
+	stop_all
+fi
