@@ -716,3 +716,75 @@ func frameIDs(fs []client.Frame) []string {
 	}
 	return out
 }
+
+// TestResendAfterFailover: a client sends, loses its session before the
+// ack, and re-sends with the same ref on another node that holds the
+// first copy (its node alive, or killed): it gets the first message's ack,
+// and the room holds the message once.
+func TestResendAfterFailover(t *testing.T) {
+	t.Parallel()
+	c := Start(t, 3)
+	for _, kill := range []bool{false, true} {
+		r := newResumer(t, fmt.Sprintf("rita%v", kill), "lobby")
+		if err := r.connect(c, 0); err != nil {
+			t.Fatal(err)
+		}
+		text := fmt.Sprintf("once, node 0 killed: %v", kill)
+		r.send("lobby", text)
+		r.disconnect(false) // before the ack, as likely as not
+		var first proto.MessageJSON
+		Eventually(t, convergeTimeout, func() error {
+			for _, i := range []int{0, 2} {
+				h, err := c.History(i, "lobby")
+				if err != nil {
+					return err
+				}
+				k := slices.IndexFunc(h, func(m proto.MessageJSON) bool { return m.Text == text })
+				if k < 0 {
+					return fmt.Errorf("node %d does not hold %q yet", i, text)
+				}
+				first = h[k]
+			}
+			return nil
+		})
+		if kill {
+			c.Kill(0)
+		}
+		r.mu.Lock()
+		for _, s := range r.sends {
+			s.id = "" // whatever came back, the client did not see it
+		}
+		r.mu.Unlock()
+		if err := r.connect(c, 2); err != nil { // re-sends the send
+			t.Fatal(err)
+		}
+		Eventually(t, convergeTimeout, func() error {
+			if k := r.unacked(); k > 0 {
+				return fmt.Errorf("re-send not acked")
+			}
+			return nil
+		})
+		r.mu.Lock()
+		for ref, s := range r.sends {
+			if s.id != first.ID {
+				t.Errorf("node 0 killed %v: re-send of %s on node 2 acked as %s, want the first copy %s (stored on node 0, held by node 2)",
+					kill, ref, s.id, first.ID)
+			}
+		}
+		r.mu.Unlock()
+		h, err := c.History(2, "lobby")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var copies []string
+		for _, m := range h {
+			if m.Text == text {
+				copies = append(copies, m.ID)
+			}
+		}
+		if len(copies) != 1 {
+			t.Errorf("node 0 killed %v: node 2 holds %q as %v, want once", kill, text, copies)
+		}
+		r.disconnect(true)
+	}
+}
