@@ -437,6 +437,16 @@ func (s *Store) Insert(ctx context.Context, msgs []proto.Message) ([]proto.Messa
 	return s.submit(ctx, &writeReq{peer: msgs})
 }
 
+// InsertAsync queues replicated messages like Insert and returns at once;
+// done is called by the writer with the messages newly stored, once durable.
+// Batches queued one after another are stored in that order, and the writer
+// commits all that is queued together, so a follower that keeps a few
+// batches in flight pays one fsync for them all. An error return means
+// nothing was queued and done is not called.
+func (s *Store) InsertAsync(ctx context.Context, msgs []proto.Message, done func([]proto.Message, error)) error {
+	return s.enqueue(ctx, &writeReq{peer: msgs, done: func(r writeRes) { done(r.msgs, r.err) }})
+}
+
 func (s *Store) submit(ctx context.Context, r *writeReq) ([]proto.Message, error) {
 	ch := make(chan writeRes, 1)
 	r.done = func(res writeRes) { ch <- res }
