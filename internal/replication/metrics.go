@@ -26,7 +26,9 @@ func newMetrics(reg prometheus.Registerer, r *Replicator) *metrics {
 	}
 	if reg != nil {
 		lag := prometheus.NewDesc("chatr_replication_lag_messages", "Messages of an origin that the furthest peer holds and this node does not.", []string{"origin"}, nil)
-		reg.MustRegister(m.following, m.leading, m.received, m.sentMsgs, m.catchUpMsgs, m.catchUpBytes,
+		queued := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "chatr_replication_link_queue_batches",
+			Help: "Commit batches waiting in the queues of outgoing peer links (bounded per link)."}, r.queuedBatches)
+		reg.MustRegister(queued, m.following, m.leading, m.received, m.sentMsgs, m.catchUpMsgs, m.catchUpBytes,
 			m.linkErrors, m.refused, m.dropped, m.ackTimeouts, lagCollector{desc: lag, r: r})
 	}
 	return m

@@ -183,6 +183,17 @@ func (r *Replicator) Publish(batch []store.Committed) {
 	}
 }
 
+// queuedBatches counts the commit batches waiting for outgoing links.
+func (r *Replicator) queuedBatches() float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for l := range r.leading {
+		n += len(l.live)
+	}
+	return float64(n)
+}
+
 // Post stores a new message of this node; with AckReplicas it answers only
 // once that many peers hold it. It implements gateway.Poster.
 func (r *Replicator) Post(ctx context.Context, draft proto.Message, done func(proto.Message, error)) error {
