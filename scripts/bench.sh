@@ -68,13 +68,18 @@ if want idle; then
 		pid=$(pid_of idle)
 		r0=$(rss_kb "$pid")
 		ramp=15
-		[ "$n" -gt 10000 ] && ramp=25
+		[ "$n" -gt 10000 ] && ramp=30
 		"$bin" bench --url ws://127.0.0.1:5301/chatr/ws --conns "$n" --rooms 100 --senders 0 --rate 0 \
-			--ramp "${ramp}s" --duration "$((ramp + 25))s" --quiet >"$work/idle.txt" 2>&1 &
+			--ramp "${ramp}s" --duration "$((ramp + 45))s" --quiet >"$work/idle.txt" 2>&1 &
 		bp=$!
-		for _ in $(seq 120); do
-			[ "$(metric 5301 chatr_ws_sessions)" = "$n" ] && break
+		# Wait for every connection, or for the count to stop growing.
+		last=-1
+		for _ in $(seq $((ramp + 30))); do
 			sleep 1
+			cur=$(metric 5301 chatr_ws_sessions)
+			[ "$cur" = "$n" ] && break
+			[ "$cur" = "$last" ] && [ "$cur" -gt 0 ] && break
+			last=$cur
 		done
 		sleep 10 # idle
 		s=$(metric 5301 chatr_ws_sessions)

@@ -62,6 +62,22 @@ func (r *resumer) connected() bool {
 	return r.conn != nil
 }
 
+// lost reports whether the session ended without the client ending it
+// (the node closed it), and how.
+func (r *resumer) lost() (bool, string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.done == nil {
+		return false, ""
+	}
+	select {
+	case <-r.done:
+		return true, r.ends[len(r.ends)-1]
+	default:
+		return false, ""
+	}
+}
+
 // connect opens a session on node i and joins every room of the client:
 // with since set to its cursor, or, with no cursor yet (it has seen no
 // message of the room), asking for the whole history. Sends not acked
@@ -421,7 +437,18 @@ func TestRandomResume(t *testing.T) {
 		}
 	}()
 
+	// failOver resumes the clients whose node ended their session for a
+	// reason of its own, as a real client does.
+	failOver := func() {
+		for _, r := range clients {
+			if lost, how := r.lost(); lost {
+				r.ended()
+				t.Logf("%s's session ended (%s); it resumes on node %d", r.name, how, connect(r))
+			}
+		}
+	}
 	for step := range *resumeStepsFlag {
+		failOver()
 		var live, gone []*resumer
 		for _, r := range clients {
 			if r.connected() {
@@ -524,6 +551,7 @@ func TestRandomResume(t *testing.T) {
 	}
 	start := time.Now()
 	c.WaitMembers(convergeTimeout)
+	failOver()
 	for _, r := range clients {
 		if !r.connected() {
 			connect(r)
@@ -717,10 +745,12 @@ func frameIDs(fs []client.Frame) []string {
 	return out
 }
 
-// TestResendAfterFailover: a client sends, loses its session before the
-// ack, and re-sends with the same ref on another node that holds the
-// first copy (its node alive, or killed): it gets the first message's ack,
-// and the room holds the message once.
+// TestResendAfterFailover: a client sends, loses its session without
+// seeing the ack, and re-sends with the same ref on another node that
+// holds the first copy (its node alive, or killed): it gets the first
+// message's ack, and the room holds the message once. (A re-send that
+// reaches a node before the first copy does is stored again: see the
+// "stored twice" line of TestRandomResume.)
 func TestResendAfterFailover(t *testing.T) {
 	t.Parallel()
 	c := Start(t, 3)
@@ -731,7 +761,6 @@ func TestResendAfterFailover(t *testing.T) {
 		}
 		text := fmt.Sprintf("once, node 0 killed: %v", kill)
 		r.send("lobby", text)
-		r.disconnect(false) // before the ack, as likely as not
 		var first proto.MessageJSON
 		Eventually(t, convergeTimeout, func() error {
 			for _, i := range []int{0, 2} {
@@ -747,12 +776,15 @@ func TestResendAfterFailover(t *testing.T) {
 			}
 			return nil
 		})
+		// The session is lost before the client saw the ack (it is
+		// forgotten if it came).
+		r.disconnect(false)
 		if kill {
 			c.Kill(0)
 		}
 		r.mu.Lock()
 		for _, s := range r.sends {
-			s.id = "" // whatever came back, the client did not see it
+			s.id = ""
 		}
 		r.mu.Unlock()
 		if err := r.connect(c, 2); err != nil { // re-sends the send
