@@ -22,14 +22,15 @@ type Config struct {
 	LogFormat string // --log-format: text or json
 	LogLevel  string // --log-level: debug, info, warn, error
 
-	AllowedOrigins []string // --allowed-origins: extra Origin hosts for WebSocket (same host is always allowed; "*" allows any)
-	ReadLimit      int64    // --read-limit: largest WebSocket frame accepted, bytes
-	SendRate       float64  // --send-rate: messages per second per session (and per IP over HTTP)
-	SendBurst      int      // --send-burst: messages a session may send at once before the rate applies
-	MaxConns       int      // --max-conns: WebSocket sessions in total (0: no limit)
-	MaxConnsPerIP  int      // --max-conns-per-ip: WebSocket sessions per client IP (0: no limit)
-	SendQueue      int      // --send-queue: frames queued for one session before it is closed as too slow
-	ReplayMax      int      // --replay-max: most messages replayed by a join with since
+	AllowedOrigins []string      // --allowed-origins: extra Origin hosts for WebSocket (same host is always allowed; "*" allows any)
+	ReadLimit      int64         // --read-limit: largest WebSocket frame accepted, bytes
+	SendRate       float64       // --send-rate: messages per second per session (and per IP over HTTP)
+	SendBurst      int           // --send-burst: messages a session may send at once before the rate applies
+	MaxConns       int           // --max-conns: WebSocket sessions in total (0: no limit)
+	MaxConnsPerIP  int           // --max-conns-per-ip: WebSocket sessions per client IP (0: no limit)
+	SendQueue      int           // --send-queue: frames queued for one session before it is closed as too slow
+	WriteDelay     time.Duration // --write-delay: how long a session's first queued frame waits for others before a write
+	ReplayMax      int           // --replay-max: most messages replayed by a join with since
 	Shutdown       time.Duration
 	Pprof          bool // --pprof: serve /debug/pprof/ on the HTTP listener
 
@@ -72,6 +73,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	fs.IntVar(&c.MaxConns, "max-conns", 50000, "WebSocket sessions in total (0: no limit)")
 	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", 1000, "WebSocket sessions per client IP (0: no limit)")
 	fs.IntVar(&c.SendQueue, "send-queue", 1024, "`frames` waiting for a session whose socket takes nothing for 1s (or 64 times as many at all) before it is closed as too slow (4000)")
+	fs.DurationVar(&c.WriteDelay, "write-delay", 0, "wait this long after a frame is queued for a session before writing, so one write carries more frames (e.g. 2ms for big rooms under load)")
 	fs.IntVar(&c.ReplayMax, "replay-max", 10000, "most messages a join with since replays; past it the client is told of a gap")
 	fs.DurationVar(&c.Shutdown, "shutdown-timeout", 10*time.Second, "how long a SIGTERM drain may take")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on the HTTP listener (for benchmarks; keep it off in production)")
@@ -174,6 +176,9 @@ func (c *Config) validate() error {
 	}
 	if c.SendQueue < 16 {
 		add(fmt.Errorf("--send-queue %d: must be at least 16", c.SendQueue))
+	}
+	if c.WriteDelay < 0 || c.WriteDelay > time.Second {
+		add(fmt.Errorf("--write-delay %v: must be from 0 to 1s", c.WriteDelay))
 	}
 	if c.ReplayMax < 1 {
 		add(fmt.Errorf("--replay-max %d: must be at least 1", c.ReplayMax))
