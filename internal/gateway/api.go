@@ -225,10 +225,8 @@ func (s *Server) getCluster(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"self": s.opts.NodeID, "cluster": s.cfg.ClusterName,
 		"members": []map[string]string{{"id": s.opts.NodeID, "name": s.cfg.NodeName, "http": s.opts.HTTPAddr,
-			"state": "alive", "since": proto.FormatTime(startTime.UnixMicro())}}})
+			"state": "alive", "since": proto.FormatTime(s.started.UnixMicro())}}})
 }
-
-var startTime = time.Now()
 
 // ipLimiter is a token bucket per client IP for the HTTP API, forgetting
 // addresses idle for a while so it stays small.

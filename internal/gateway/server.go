@@ -90,6 +90,8 @@ type Server struct {
 	// ctx ends when the server is drained; it bounds store calls of sessions.
 	ctx  context.Context
 	stop context.CancelFunc
+	// started is when this node came up, as a single node reports it.
+	started time.Time
 }
 
 // New makes a Server; nothing listens until Serve.
@@ -102,6 +104,7 @@ func New(opts Options) *Server {
 		ipLimits: newIPLimiter(rate.Limit(opts.Config.SendRate), opts.Config.SendBurst)}
 	s.metrics = newMetrics(opts.Metrics, s)
 	s.unGreeted = map[*session]time.Time{}
+	s.started = time.Now()
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	go s.sweepHellos()
 	if p, err := netpoll.New(); err == nil {
