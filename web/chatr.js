@@ -298,17 +298,51 @@
   function onSynced(f) {
     if (f.room !== room) return;
     if (f.cursor) state.cursors.set(room, f.cursor);
-    if (f.truncated) {
-      // Older messages than replay allows were missed: mark where they belong.
+    if (f.truncated && state.replayFirst) {
+      // Older messages than replay allows were missed: mark where they belong,
+      // with a way to page back through them over the HTTP API.
       const gap = document.createElement('li');
       gap.className = 'gap';
-      gap.textContent = 'Some messages could not be loaded here.';
+      const label = document.createElement('span');
+      label.textContent = 'Some messages were skipped here. ';
+      const more = document.createElement('button');
+      more.type = 'button';
+      more.className = 'load-earlier';
+      more.textContent = 'Load them';
+      more.dataset.before = state.replayFirst.dataset.id;
+      more.addEventListener('click', () => loadEarlier(gap, more));
+      gap.append(label, more);
       ui.messages.insertBefore(gap, state.replayFirst);
     }
     state.replayFirst = null;
     state.ready = true;
     // Sends that were never acked go again with the same ref.
     for (const [ref, p] of state.pending) transmit({ type: 'send', room, text: p.text, ref });
+  }
+
+  // loadEarlier fills a gap, a page at a time, from the node the page is
+  // connected to (it answers the pages of any cluster member's client).
+  async function loadEarlier(gap, more) {
+    more.disabled = true;
+    const limit = 100;
+    try {
+      const host = ws ? new URL(ws.url).host : location.host;
+      const scheme = location.protocol === 'https:' ? 'https://' : 'http://';
+      const res = await fetch(scheme + host + '/chatr/api/rooms/' + encodeURIComponent(room) +
+        '/messages?limit=' + limit + '&before=' + encodeURIComponent(more.dataset.before));
+      if (!res.ok) throw new Error('HTTP ' + res.status);
+      const page = await res.json();
+      const msgs = page.messages || [];
+      // The gap is closed once the page reaches what was shown before it.
+      const closed = msgs.length < limit || msgs.some((m) => state.seen.has(m.id));
+      for (const m of msgs) onMessage(m);
+      if (closed) gap.remove();
+      else more.dataset.before = msgs[0].id;
+    } catch (e) {
+      showError('could not load earlier messages: ' + e.message);
+    } finally {
+      more.disabled = false;
+    }
   }
 
   function onPresence(f) {

@@ -25,9 +25,22 @@ const maxBodyBytes = 32 << 10
 
 func (s *Server) apiRoutes() {
 	s.mux.HandleFunc("POST /chatr/api/rooms/{room}/messages", s.postMessage)
-	s.mux.HandleFunc("GET /chatr/api/rooms/{room}/messages", s.getMessages)
-	s.mux.HandleFunc("GET /chatr/api/rooms", s.getRooms)
-	s.mux.HandleFunc("GET /chatr/api/cluster", s.getCluster)
+	s.mux.HandleFunc("GET /chatr/api/rooms/{room}/messages", s.readable(s.getMessages))
+	s.mux.HandleFunc("GET /chatr/api/rooms", s.readable(s.getRooms))
+	s.mux.HandleFunc("GET /chatr/api/cluster", s.readable(s.getCluster))
+}
+
+// readable lets the pages of allowed origins (this node, the cluster's
+// members, --allowed-origins) read a GET route from script: a client that
+// failed over pages back through history on the node it is connected to.
+func (s *Server) readable(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if origin := r.Header.Get("Origin"); origin != "" && s.originAllowed(r) {
+			w.Header().Set("Access-Control-Allow-Origin", origin)
+			w.Header().Add("Vary", "Origin")
+		}
+		h(w, r)
+	}
 }
 
 type errorBody struct {

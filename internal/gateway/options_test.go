@@ -48,3 +48,32 @@ func TestWriteDelayDelivers(t *testing.T) {
 		t.Fatalf("got %v", texts)
 	}
 }
+
+// GET routes of the API may be read from script by the pages of allowed
+// origins only.
+func TestAPIReadableFromAllowedOrigins(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, "--allowed-origins", "chat.example")
+	for _, tc := range []struct {
+		origin string
+		allow  bool
+	}{
+		{"http://chat.example", true},
+		{"http://evil.example", false},
+		{"", false},
+	} {
+		req, _ := http.NewRequest("GET", ts.url+"/chatr/api/rooms/lobby/messages", nil)
+		if tc.origin != "" {
+			req.Header.Set("Origin", tc.origin)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		got := resp.Header.Get("Access-Control-Allow-Origin")
+		if tc.allow && got != tc.origin || !tc.allow && got != "" {
+			t.Errorf("Origin %q: Access-Control-Allow-Origin %q", tc.origin, got)
+		}
+	}
+}
