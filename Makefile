@@ -4,11 +4,14 @@ FUZZTIME ?= 10s
 
 .PHONY: run build test deps vet unit fuzz bench clean
 
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+
 run:
-	$(GO) run ./cmd/chatr
+	$(GO) run -ldflags "$(LDFLAGS)" ./cmd/chatr
 
 build:
-	$(GO) build -o bin/chatr ./cmd/chatr
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/chatr ./cmd/chatr
 
 # deps installs what the tests need on a fresh Debian machine (as root):
 # Chromium for the browser tests, iproute2 for the network-namespace tests.
