@@ -7,20 +7,19 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 	_ "modernc.org/sqlite"
+
+	"chatr/internal/proctest"
 )
 
 // These tests run the real binary, as a user or a supervisor would: start
@@ -41,8 +40,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	chatrBin = filepath.Join(dir, "chatr")
-	if err := buildChatr(chatrBin); err != nil {
+	chatrBin, err = proctest.Build(dir, "-ldflags", "-X main.version="+testVersion)
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.RemoveAll(dir)
 		os.Exit(1)
@@ -52,89 +51,32 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// buildChatr builds this package. It tries a plain build first; while the
-// chat and bench sub-commands are missing, the chatrstub tag stands in.
-func buildChatr(out string) error {
-	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(gobin); err != nil {
-		gobin = "go"
-	}
-	ldflags := "-X main.version=" + testVersion
-	plain, err := exec.Command(gobin, "build", "-ldflags", ldflags, "-o", out, ".").CombinedOutput()
-	if err == nil {
-		return nil
-	}
-	stub, err2 := exec.Command(gobin, "build", "-tags", "chatrstub", "-ldflags", ldflags, "-o", out, ".").CombinedOutput()
-	if err2 == nil {
-		return nil
-	}
-	return fmt.Errorf("build chatr: %v\n%s\nwith -tags chatrstub: %v\n%s", err, plain, err2, stub)
-}
-
-// syncBuffer is a bytes.Buffer safe to write from the process pipes while a
-// test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // proc is one running chatr process.
 type proc struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	addr   string // HTTP address, host:port
-	stdout syncBuffer
-	stderr syncBuffer
-	exited chan struct{} // closed once the process has exited
-}
-
-// freeAddr returns a 127.0.0.1 address with a port free at the time of the
-// call.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t       *testing.T
+	process *proctest.Process
+	addr    string // HTTP address, host:port
+	stdout  proctest.Buffer
+	stderr  proctest.Buffer
 }
 
 // startProc starts chatr with args and env (added to this process's env)
 // in a fresh working directory; it is killed at the end of the test.
 func startProc(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, exited: make(chan struct{})}
-	p.cmd = exec.Command(chatrBin, args...)
-	p.cmd.Dir = t.TempDir() // the default ./chatr-data must never land in the source tree
-	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.Stdout = &p.stdout
-	p.cmd.Stderr = &p.stderr
-	if err := p.cmd.Start(); err != nil {
+	p := &proc{t: t}
+	cmd := exec.Command(chatrBin, args...)
+	cmd.Dir = t.TempDir() // the default ./chatr-data must never land in the source tree
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout = &p.stdout
+	cmd.Stderr = &p.stderr
+	var err error
+	if p.process, err = proctest.Start(cmd); err != nil {
 		t.Fatalf("start chatr: %v", err)
 	}
-	go func() {
-		p.cmd.Wait()
-		close(p.exited)
-	}()
 	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			p.cmd.Process.Kill()
-			<-p.exited
+		if p.process.Running() {
+			p.process.Kill()
 		}
 		if t.Failed() {
 			t.Logf("chatr %s\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), p.stdout.String(), p.stderr.String())
@@ -149,7 +91,7 @@ func startProc(t *testing.T, env []string, args ...string) *proc {
 func startNode(t *testing.T, dir string, extra ...string) *proc {
 	t.Helper()
 	for attempt := 1; ; attempt++ {
-		addr := freeAddr(t)
+		addr := proctest.FreeAddr(t)
 		p := startProc(t, nil, append([]string{"serve", "--http", addr, "--data", dir, "--log-level", "warn"}, extra...)...)
 		p.addr = addr
 		err := p.ready()
@@ -172,43 +114,26 @@ func (p *proc) waitReady() {
 }
 
 func (p *proc) ready() error {
-	deadline := time.Now().Add(readyTimeout)
-	client := &http.Client{Timeout: time.Second}
-	for {
-		select {
-		case <-p.exited:
-			return fmt.Errorf("chatr exited (%v) before it was ready; stderr:\n%s", p.cmd.ProcessState, p.stderr.String())
-		default:
-		}
-		resp, err := client.Get("http://" + p.addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("chatr not ready on %s after %v (last: %v); stderr:\n%s", p.addr, readyTimeout, err, p.stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := p.process.WaitReady("http://"+p.addr, readyTimeout); err != nil {
+		return fmt.Errorf("chatr %w; stderr:\n%s", err, p.stderr.String())
 	}
+	return nil
 }
 
 // kill ends the process with SIGKILL: a crash, with no chance to flush.
 func (p *proc) kill() {
 	p.t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := p.process.Kill(); err != nil {
 		p.t.Fatalf("kill -9: %v", err)
 	}
-	<-p.exited
 }
 
 // waitExit waits for the process to end and returns its exit code.
 func (p *proc) waitExit() int {
 	p.t.Helper()
 	select {
-	case <-p.exited:
-		return p.cmd.ProcessState.ExitCode()
+	case <-p.process.Exited():
+		return p.process.Cmd.ProcessState.ExitCode()
 	case <-time.After(exitTimeout):
 		p.t.Fatalf("chatr still runs %v later; stderr:\n%s", exitTimeout, p.stderr.String())
 		return -1
@@ -218,7 +143,7 @@ func (p *proc) waitExit() int {
 // stop sends SIGTERM and returns the exit code.
 func (p *proc) stop() int {
 	p.t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.process.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		p.t.Fatalf("SIGTERM: %v", err)
 	}
 	return p.waitExit()
@@ -490,7 +415,7 @@ func TestRestartKeepsHistory(t *testing.T) {
 func TestSIGTERMDrain(t *testing.T) {
 	n := startNode(t, t.TempDir())
 	clients := []*wsClient{n.dial("one", "lobby"), n.dial("two", "dev")}
-	if err := n.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := n.process.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	for i, c := range clients {
@@ -541,7 +466,7 @@ func TestCorruptDataDirRefused(t *testing.T) {
 			dir := t.TempDir()
 			tc.setup(t, dir)
 			before := snapshot(t, dir)
-			p := startProc(t, nil, "serve", "--http", freeAddr(t), "--data", dir)
+			p := startProc(t, nil, "serve", "--http", proctest.FreeAddr(t), "--data", dir)
 			code := p.waitExit()
 			if code == 0 || code == -1 {
 				t.Fatalf("exit code %d, want a non-zero exit", code)
@@ -681,7 +606,7 @@ func TestHelpAndVersion(t *testing.T) {
 					t.Errorf("output does not mention %q:\n%s", m, out)
 				}
 			}
-			if _, err := os.Stat(filepath.Join(p.cmd.Dir, "chatr-data")); err == nil {
+			if _, err := os.Stat(filepath.Join(p.process.Cmd.Dir, "chatr-data")); err == nil {
 				t.Error("help or version made a data directory")
 			}
 		})
@@ -692,7 +617,7 @@ func TestHelpAndVersion(t *testing.T) {
 // command line wins over the variable.
 func TestEnvironment(t *testing.T) {
 	t.Run("CHATR_HTTP and CHATR_DATA", func(t *testing.T) {
-		addr, dir := freeAddr(t), t.TempDir()
+		addr, dir := proctest.FreeAddr(t), t.TempDir()
 		p := startProc(t, []string{"CHATR_HTTP=" + addr, "CHATR_DATA=" + dir}, "serve")
 		p.addr = addr
 		p.waitReady()
@@ -705,7 +630,7 @@ func TestEnvironment(t *testing.T) {
 		}
 	})
 	t.Run("flag wins over variable", func(t *testing.T) {
-		addr := freeAddr(t)
+		addr := proctest.FreeAddr(t)
 		p := startProc(t, []string{"CHATR_HTTP=nonsense", "CHATR_LOG_FORMAT=json"}, "serve", "--http", addr, "--data", t.TempDir())
 		p.addr = addr
 		p.waitReady()

@@ -10,9 +10,10 @@ import (
 	"time"
 
 	"chatr/internal/client/clienttest"
+	"chatr/internal/proctest"
 )
 
-func TestMain(m *testing.M) { clienttest.Main(m) }
+func TestMain(m *testing.M) { proctest.Main(m) }
 
 // nodeArgs lift the node's per-session send limit (20 a second by
 // default) above what the bench senders send.
@@ -46,7 +47,7 @@ func TestBenchCommand(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a node")
 	}
-	bin, err := clienttest.Binary()
+	bin, err := proctest.Binary()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,21 +65,11 @@ func TestBenchCommand(t *testing.T) {
 	}
 	checkReport(t, &rep, 10)
 
-	bad := []struct {
-		args []string
-		want string
-	}{
-		{[]string{"--url", "ws://192.0.2.1:5080/chatr/ws"}, "--allow-remote"},
-		{[]string{"--conns", "-5"}, "--conns -5"},
-		{[]string{"--rooms", "0"}, "--rooms"},
-		{[]string{"--duration", "soon"}, "invalid value"},
-		{[]string{"--no-such-flag"}, "not defined"},
-	}
-	for _, b := range bad {
-		cmd := exec.Command(bin, append([]string{"bench", "--quiet"}, b.args...)...)
-		out, err := cmd.CombinedOutput()
-		if code := cmd.ProcessState.ExitCode(); err == nil || code != 2 || !strings.Contains(string(out), b.want) {
-			t.Errorf("chatr bench %s: exit %d, output %q; want exit 2 and %q", strings.Join(b.args, " "), code, out, b.want)
-		}
-	}
+	proctest.CheckUsageErrors(t, bin, []string{"bench", "--quiet"}, []proctest.UsageError{
+		{Args: []string{"--url", "ws://192.0.2.1:5080/chatr/ws"}, Want: "--allow-remote"},
+		{Args: []string{"--conns", "-5"}, Want: "--conns -5"},
+		{Args: []string{"--rooms", "0"}, Want: "--rooms"},
+		{Args: []string{"--duration", "soon"}, Want: "invalid value"},
+		{Args: []string{"--no-such-flag"}, Want: "not defined"},
+	})
 }

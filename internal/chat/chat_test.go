@@ -1,43 +1,24 @@
 package chat
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"chatr/internal/client"
 	"chatr/internal/client/clienttest"
+	"chatr/internal/proctest"
 	"chatr/internal/proto"
 )
 
-// buffer is a bytes.Buffer safe for concurrent use.
-type buffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *buffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *buffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // session is one chat.Run in the background.
 type session struct {
-	out, errOut buffer
+	out, errOut proctest.Buffer
 	done        chan error
 }
 
@@ -90,7 +71,7 @@ func pipeConfig(url, name string) Config {
 func runPipePair(t *testing.T, url string) {
 	bobIn, bobInput := io.Pipe()
 	bob := start(t, pipeConfig(url, "bob"), bobIn)
-	clienttest.Eventually(t, 10*time.Second, "bob joins", func() bool {
+	proctest.Eventually(t, 10*time.Second, "bob joins", func() bool {
 		return strings.Contains(bob.errOut.String(), "* joined pipes")
 	})
 
@@ -103,7 +84,7 @@ func runPipePair(t *testing.T, url string) {
 	for _, l := range lines {
 		want = append(want, "ann: "+l)
 	}
-	clienttest.Eventually(t, 10*time.Second, "bob prints ann's lines", func() bool {
+	proctest.Eventually(t, 10*time.Second, "bob prints ann's lines", func() bool {
 		return strings.Count(bob.out.String(), "\n") >= len(want)
 	})
 	bobInput.Close()
@@ -128,7 +109,7 @@ func TestResumeAfterDrop(t *testing.T) {
 	node := clienttest.NewFakeNode(t)
 	bobIn, bobInput := io.Pipe()
 	bob := start(t, pipeConfig(node.URL, "bob"), bobIn)
-	clienttest.Eventually(t, 10*time.Second, "bob joins", func() bool {
+	proctest.Eventually(t, 10*time.Second, "bob joins", func() bool {
 		return strings.Contains(bob.errOut.String(), "* joined pipes")
 	})
 	annIn, annInput := io.Pipe()
@@ -136,7 +117,7 @@ func TestResumeAfterDrop(t *testing.T) {
 	var want []string
 	for i := range 20 {
 		if i == 10 {
-			clienttest.Eventually(t, 10*time.Second, "bob gets the first lines", func() bool {
+			proctest.Eventually(t, 10*time.Second, "bob gets the first lines", func() bool {
 				return strings.Count(bob.out.String(), "\n") == 10
 			})
 			node.DropAll()
@@ -148,7 +129,7 @@ func TestResumeAfterDrop(t *testing.T) {
 	if err := ann.wait(t); err != nil {
 		t.Fatalf("ann: %v\nstderr:\n%s", err, ann.errOut.String())
 	}
-	clienttest.Eventually(t, 10*time.Second, "bob gets every line", func() bool {
+	proctest.Eventually(t, 10*time.Second, "bob gets every line", func() bool {
 		return strings.Count(bob.out.String(), "\n") >= len(want)
 	})
 	bobInput.Close()

@@ -8,9 +8,10 @@ import (
 	"time"
 
 	"chatr/internal/client/clienttest"
+	"chatr/internal/proctest"
 )
 
-func TestMain(m *testing.M) { clienttest.Main(m) }
+func TestMain(m *testing.M) { proctest.Main(m) }
 
 // TestPipeAgainstNode: two chats in one process talk through a real node.
 func TestPipeAgainstNode(t *testing.T) {
@@ -26,7 +27,7 @@ func TestChatCommandPipes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a node")
 	}
-	bin, err := clienttest.Binary()
+	bin, err := proctest.Binary()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +37,7 @@ func TestChatCommandPipes(t *testing.T) {
 	}
 
 	bob := exec.Command(bin, args("bob")...)
-	var bobOut, bobErr buffer
+	var bobOut, bobErr proctest.Buffer
 	bob.Stdout, bob.Stderr = &bobOut, &bobErr
 	bobIn, err := bob.StdinPipe()
 	if err != nil {
@@ -46,7 +47,7 @@ func TestChatCommandPipes(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { bob.Process.Kill() })
-	clienttest.Eventually(t, 10*time.Second, "bob joins", func() bool {
+	proctest.Eventually(t, 10*time.Second, "bob joins", func() bool {
 		return strings.Contains(bobErr.String(), "* joined pipes")
 	})
 
@@ -57,7 +58,7 @@ func TestChatCommandPipes(t *testing.T) {
 	if err := ann.Run(); err != nil {
 		t.Fatalf("ann: %v\nstderr:\n%s", err, annErr.String())
 	}
-	clienttest.Eventually(t, 10*time.Second, "bob prints both lines", func() bool {
+	proctest.Eventually(t, 10*time.Second, "bob prints both lines", func() bool {
 		return strings.Count(bobOut.String(), "\n") >= 2
 	})
 	bobIn.Close()
@@ -74,25 +75,15 @@ func TestChatCommandBadFlags(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	bin, err := clienttest.Binary()
+	bin, err := proctest.Binary()
 	if err != nil {
 		t.Fatal(err)
 	}
-	bad := []struct {
-		args []string
-		want string
-	}{
-		{[]string{"--name", "ann", "--room", "Lobby"}, "--room"},
-		{[]string{"--name", "<script>"}, "--name"},
-		{[]string{"--name", "ann", "--url", "ftp://x"}, "--url"},
-		{[]string{"--name", "ann", "--history", "-1"}, "--history"},
-		{[]string{"--name", "ann", "extra"}, "unexpected argument"},
-	}
-	for _, b := range bad {
-		cmd := exec.Command(bin, append([]string{"chat"}, b.args...)...)
-		out, err := cmd.CombinedOutput()
-		if code := cmd.ProcessState.ExitCode(); err == nil || code != 2 || !strings.Contains(string(out), b.want) {
-			t.Errorf("chatr chat %s: exit %d, output %q; want exit 2 and %q", strings.Join(b.args, " "), code, out, b.want)
-		}
-	}
+	proctest.CheckUsageErrors(t, bin, []string{"chat"}, []proctest.UsageError{
+		{Args: []string{"--name", "ann", "--room", "Lobby"}, Want: "--room"},
+		{Args: []string{"--name", "<script>"}, Want: "--name"},
+		{Args: []string{"--name", "ann", "--url", "ftp://x"}, Want: "--url"},
+		{Args: []string{"--name", "ann", "--history", "-1"}, Want: "--history"},
+		{Args: []string{"--name", "ann", "extra"}, Want: "unexpected argument"},
+	})
 }

@@ -18,6 +18,8 @@ import (
 	"github.com/hashicorp/memberlist"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"chatr/internal/proctest"
 )
 
 // value reads a counter or gauge.
@@ -32,28 +34,10 @@ func value(m prometheus.Metric) float64 {
 	return d.Gauge.GetValue()
 }
 
-// syncBuffer is a bytes.Buffer safe for the writers of a Cluster and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// lines returns the lines containing sub.
-func (s *syncBuffer) lines(sub string) []string {
+// lines returns the lines of what b holds that contain sub.
+func lines(b *proctest.Buffer, sub string) []string {
 	var out []string
-	for _, l := range strings.Split(s.String(), "\n") {
+	for _, l := range strings.Split(b.String(), "\n") {
 		if strings.Contains(l, sub) {
 			out = append(out, l)
 		}
@@ -61,26 +45,11 @@ func (s *syncBuffer) lines(sub string) []string {
 	return out
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, within time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for {
-		if cond() {
-			return time.Since(start)
-		}
-		if time.Since(start) > within {
-			t.Fatalf("after %v: still not %s", within, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // node is a Cluster under test with its captured console and log.
 type node struct {
 	*Cluster
-	console *syncBuffer
-	logs    *syncBuffer
+	console *proctest.Buffer
+	logs    *proctest.Buffer
 	reg     *prometheus.Registry
 }
 
@@ -90,7 +59,7 @@ func nodeID(name string) string { return fmt.Sprintf("%012x", []byte(name)[:min(
 // test ends. mod adjusts the config.
 func startNode(t *testing.T, name string, mod func(*Config)) *node {
 	t.Helper()
-	n := &node{console: &syncBuffer{}, logs: &syncBuffer{}, reg: prometheus.NewRegistry()}
+	n := &node{console: &proctest.Buffer{}, logs: &proctest.Buffer{}, reg: prometheus.NewRegistry()}
 	level := slog.LevelInfo
 	var w io.Writer = n.logs
 	if os.Getenv("CHATR_TEST_DEBUG") != "" {
@@ -189,7 +158,7 @@ func TestJoinLeaveFailRejoin(t *testing.T) {
 	c := startNode(t, "c3", func(c *Config) { c.Join = []string{a.Addr()} })
 	nodes := []*node{a, b, c}
 
-	eventually(t, 10*time.Second, "3 alive members everywhere", func() bool {
+	proctest.Eventually(t, 10*time.Second, "3 alive members everywhere", func() bool {
 		for _, n := range nodes {
 			if n.aliveCount() != 3 || !n.Joined() {
 				return false
@@ -214,24 +183,24 @@ func TestJoinLeaveFailRejoin(t *testing.T) {
 	}
 
 	// Start line, then one view line per change.
-	start := a.console.lines("cluster: node ")
+	start := lines(a.console, "cluster: node ")
 	if len(start) != 1 || !strings.Contains(start[0], nodeID("a1")) || !strings.Contains(start[0], "(a1)") ||
 		!strings.Contains(start[0], `"chatr"`) || !strings.Contains(start[0], a.Addr()) || !strings.Contains(start[0], "127.0.0.1:5080") {
 		t.Fatalf("start line: %q", start)
 	}
-	eventually(t, 5*time.Second, "two view lines on every node", func() bool {
+	proctest.Eventually(t, 5*time.Second, "two view lines on every node", func() bool {
 		for _, n := range nodes {
-			if len(n.console.lines("cluster view")) != 2 {
+			if len(lines(n.console, "cluster view")) != 2 {
 				return false
 			}
 		}
 		return true
 	})
 	view := regexp.MustCompile(`^cluster view: 3 members \[a1 \(this\), b2, c3\] after (b2|c3) joined$`)
-	if last := a.console.lines("cluster view")[1]; !view.MatchString(last) {
+	if last := lines(a.console, "cluster view")[1]; !view.MatchString(last) {
 		t.Fatalf("a1 view line %q does not match %v", last, view)
 	}
-	if l := b.console.lines("cluster view"); !strings.Contains(l[1], "3 members [a1, b2 (this), c3]") {
+	if l := lines(b.console, "cluster view"); !strings.Contains(l[1], "3 members [a1, b2 (this), c3]") {
 		t.Fatalf("b2 view lines %q", l)
 	}
 
@@ -245,9 +214,9 @@ func TestJoinLeaveFailRejoin(t *testing.T) {
 		t.Fatalf("second shutdown c3: %v", err)
 	}
 	waitEvent(t, events, Left, "c3")
-	eventually(t, 5*time.Second, "c3 left on a1 and b2", func() bool { return a.sees("c3", StateLeft) && b.sees("c3", StateLeft) })
+	proctest.Eventually(t, 5*time.Second, "c3 left on a1 and b2", func() bool { return a.sees("c3", StateLeft) && b.sees("c3", StateLeft) })
 	for _, n := range []*node{a, b} {
-		l := n.console.lines("cluster view")
+		l := lines(n.console, "cluster view")
 		if len(l) != 3 || !strings.HasSuffix(l[2], "2 members [a1"+self(n, "a1")+", b2"+self(n, "b2")+"] after c3 left") {
 			t.Fatalf("%s view lines after leave: %q", n.cfg.NodeName, l)
 		}
@@ -265,7 +234,7 @@ func TestJoinLeaveFailRejoin(t *testing.T) {
 	if d := time.Since(killed); d > 6*time.Second {
 		t.Errorf("kill noticed after %v, want about 3s", d)
 	}
-	eventually(t, time.Second, "a1 to print the failure", func() bool {
+	proctest.Eventually(t, time.Second, "a1 to print the failure", func() bool {
 		return strings.HasSuffix(a.console.String(), "cluster view: 1 member [a1 (this)] after b2 failed\n")
 	})
 	if !a.sees("b2", StateDead) {
@@ -277,7 +246,7 @@ func TestJoinLeaveFailRejoin(t *testing.T) {
 	restarted := time.Now()
 	b2 := startNode(t, "b2", func(c *Config) { c.NodeID = bID; c.BindAddr = bAddr })
 	waitEvent(t, events, Joined, "b2")
-	eventually(t, 10*time.Second, "a1 and the new b2 to see each other", func() bool {
+	proctest.Eventually(t, 10*time.Second, "a1 and the new b2 to see each other", func() bool {
 		return a.sees("b2", StateAlive) && b2.sees("a1", StateAlive)
 	})
 	t.Logf("restarted node rejoined after %v", time.Since(restarted).Round(10*time.Millisecond))
@@ -332,27 +301,28 @@ func TestPartitionHeal(t *testing.T) {
 		nodes = append(nodes, n)
 	}
 	a, b, c := nodes[0], nodes[1], nodes[2]
-	eventually(t, 10*time.Second, "3 alive members everywhere", func() bool {
+	proctest.Eventually(t, 10*time.Second, "3 alive members everywhere", func() bool {
 		return a.aliveCount() == 3 && b.aliveCount() == 3 && c.aliveCount() == 3
 	})
 
 	cut := time.Now()
 	p.set(c.Addr(), 1)
-	eventually(t, 15*time.Second, "both sides to see the other dead", func() bool {
+	proctest.Eventually(t, 15*time.Second, "both sides to see the other dead", func() bool {
 		return a.sees("c3", StateDead) && b.sees("c3", StateDead) && c.sees("a1", StateDead) && c.sees("b2", StateDead)
 	})
 	t.Logf("partition seen after %v", time.Since(cut).Round(10*time.Millisecond))
 	if !strings.Contains(c.console.String(), "cluster view: 1 member [c3 (this)] after") {
-		t.Fatalf("c3 console: %q", c.console.lines("cluster view"))
+		t.Fatalf("c3 console: %q", lines(c.console, "cluster view"))
 	}
 
 	p.set(c.Addr(), 0)
-	d := eventually(t, 15*time.Second, "the two sides to merge by themselves", func() bool {
+	healed := time.Now()
+	proctest.Eventually(t, 15*time.Second, "the two sides to merge by themselves", func() bool {
 		return a.aliveCount() == 3 && b.aliveCount() == 3 && c.aliveCount() == 3
 	})
-	t.Logf("healed after %v", d.Round(10*time.Millisecond))
+	t.Logf("healed after %v", time.Since(healed).Round(10*time.Millisecond))
 	if !strings.HasSuffix(c.console.String(), "] after a1 joined\n") && !strings.HasSuffix(c.console.String(), "] after b2 joined\n") {
-		t.Fatalf("c3 console after heal: %q", c.console.lines("cluster view"))
+		t.Fatalf("c3 console after heal: %q", lines(c.console, "cluster view"))
 	}
 }
 
@@ -374,7 +344,7 @@ func TestRefusedPeers(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			a := startNode(t, "a1", tc.a)
 			b := startNode(t, "b2", func(c *Config) { tc.b(c); c.Join = []string{a.Addr()} })
-			eventually(t, 10*time.Second, "a1 to refuse b2", func() bool {
+			proctest.Eventually(t, 10*time.Second, "a1 to refuse b2", func() bool {
 				return value(a.metrics.refused.WithLabelValues(tc.reason)) > 0 &&
 					value(b.metrics.joinFailures) > 0
 			})
@@ -382,7 +352,7 @@ func TestRefusedPeers(t *testing.T) {
 				t.Fatalf("a1 log has no refusal line:\n%s", a.logs.String())
 			}
 			// A few more failed attempts, and still strangers.
-			eventually(t, 10*time.Second, "b2 to try again", func() bool { return value(b.metrics.joinFailures) >= 3 })
+			proctest.Eventually(t, 10*time.Second, "b2 to try again", func() bool { return value(b.metrics.joinFailures) >= 3 })
 			if len(a.Members()) != 1 || len(b.Members()) != 1 || b.Joined() {
 				t.Fatalf("refused peer became a member: a1 %v, b2 %v joined=%v", a.states(), b.states(), b.Joined())
 			}
@@ -432,7 +402,7 @@ func TestGarbage(t *testing.T) {
 			mod := func(c *Config) { c.SecretKey = secret }
 			a := startNode(t, "a1", mod)
 			b := startNode(t, "b2", func(c *Config) { mod(c); c.Join = []string{a.Addr()} })
-			eventually(t, 10*time.Second, "a1 and b2 joined", func() bool { return a.aliveCount() == 2 && b.aliveCount() == 2 })
+			proctest.Eventually(t, 10*time.Second, "a1 and b2 joined", func() bool { return a.aliveCount() == 2 && b.aliveCount() == 2 })
 
 			rng := rand.New(rand.NewPCG(1, 2))
 			random := func(n int) []byte {
@@ -475,7 +445,7 @@ func TestGarbage(t *testing.T) {
 			}
 			// Still working: the pair stays whole and a newcomer joins.
 			c := startNode(t, "c3", func(c *Config) { mod(c); c.Join = []string{a.Addr()} })
-			eventually(t, 10*time.Second, "the cluster to take a newcomer after the garbage", func() bool {
+			proctest.Eventually(t, 10*time.Second, "the cluster to take a newcomer after the garbage", func() bool {
 				return a.aliveCount() == 3 && b.aliveCount() == 3 && c.aliveCount() == 3
 			})
 		})
@@ -502,7 +472,7 @@ func TestStateExchangeAndSubscriber(t *testing.T) {
 		c.LocalState = func() []byte { return []byte("vv-of-b2") }
 	})
 	_ = startNode(t, "c3", func(c *Config) { c.Join = []string{a.Addr()} })
-	eventually(t, 10*time.Second, "a1 to merge b2's state", func() bool {
+	proctest.Eventually(t, 10*time.Second, "a1 to merge b2's state", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, g := range merged {
@@ -512,7 +482,7 @@ func TestStateExchangeAndSubscriber(t *testing.T) {
 		}
 		return len(merged) > 0
 	})
-	eventually(t, 10*time.Second, "3 alive and a dropped event", func() bool {
+	proctest.Eventually(t, 10*time.Second, "3 alive and a dropped event", func() bool {
 		return a.aliveCount() == 3 && value(a.metrics.dropped) >= 1
 	})
 	if len(slow) != 1 {
@@ -624,17 +594,18 @@ func TestJoinRetriedUntilAnswered(t *testing.T) {
 		c.BindAddr = freePort(t)
 		c.Join = []string{addr, "localhost" + addr[strings.LastIndexByte(addr, ':'):], c.BindAddr}
 	})
-	eventually(t, 10*time.Second, "b2 to fail a few join attempts", func() bool {
+	proctest.Eventually(t, 10*time.Second, "b2 to fail a few join attempts", func() bool {
 		return value(b.metrics.joinFailures) >= 3
 	})
 	if b.Joined() {
 		t.Fatal("b2 joined with no one to join")
 	}
 	a := startNode(t, "a1", func(c *Config) { c.BindAddr = addr })
-	d := eventually(t, 10*time.Second, "b2 to join a1 once it is up", func() bool {
+	up := time.Now()
+	proctest.Eventually(t, 10*time.Second, "b2 to join a1 once it is up", func() bool {
 		return b.Joined() && b.aliveCount() == 2 && a.aliveCount() == 2
 	})
-	t.Logf("joined %v after a1 came up", d.Round(10*time.Millisecond))
+	t.Logf("joined %v after a1 came up", time.Since(up).Round(10*time.Millisecond))
 	if strings.Contains(b.logs.String(), "addr="+b.Addr()) {
 		t.Fatalf("b2 tried to join itself:\n%s", b.logs.String())
 	}

@@ -99,18 +99,6 @@ func (l hookListener) Accept() (net.Conn, error) {
 	return c, err
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // frame is any server frame; only the fields of its type are set.
 type frame struct {
 	Type      string         `json:"type"`

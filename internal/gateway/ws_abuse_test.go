@@ -12,6 +12,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"chatr/internal/proctest"
 	"chatr/internal/proto"
 )
 
@@ -141,7 +142,7 @@ func TestMaxConnsPerIP(t *testing.T) {
 	a.quiet()
 	b.quiet()
 	b.conn.Close(websocket.StatusNormalClosure, "")
-	eventually(t, 5*time.Second, "a slot frees after a session ends", func() bool {
+	proctest.Eventually(t, 5*time.Second, "a slot frees after a session ends", func() bool {
 		conn, _, err := ts.dialWS(nil)
 		if err != nil {
 			return false
@@ -395,7 +396,7 @@ func TestCloseHandshakeEndsPromptly(t *testing.T) {
 	c2 := ts2.dialHeader(t, http.Header{"Origin": {"http://evil.example"}})
 	c2.expectClose(websocket.StatusPolicyViolation)
 	closed := time.Now()
-	eventually(t, 10*time.Second, "the slot of a closed session is free", func() bool {
+	proctest.Eventually(t, 10*time.Second, "the slot of a closed session is free", func() bool {
 		conn, _, err := ts2.dialWS(nil)
 		if err != nil {
 			return false

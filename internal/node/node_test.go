@@ -20,6 +20,7 @@ import (
 
 	"chatr/internal/config"
 	"chatr/internal/node"
+	"chatr/internal/proctest"
 	"chatr/internal/proto"
 )
 
@@ -27,28 +28,10 @@ const timeout = 10 * time.Second
 
 func noEnv(string) string { return "" }
 
-// syncBuffer is a console that tests may read while the node writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type running struct {
 	n       *node.Node
-	console *syncBuffer
-	base    string // http://host:port
+	console *proctest.Buffer // the node's console, read while it writes
+	base    string           // http://host:port
 	stop    func() error
 }
 
@@ -60,7 +43,7 @@ func start(t *testing.T, dir string, args ...string) *running {
 	if err != nil {
 		t.Fatal(err)
 	}
-	console := &syncBuffer{}
+	console := &proctest.Buffer{}
 	n, err := node.New(cfg, slog.New(slog.DiscardHandler), console)
 	if err != nil {
 		t.Fatal(err)
@@ -83,7 +66,7 @@ func start(t *testing.T, dir string, args ...string) *running {
 	}
 	t.Cleanup(func() { stop() })
 	r := &running{n: n, console: console, base: "http://" + n.HTTPAddr(), stop: stop}
-	eventually(t, timeout, "the node answers /healthz", func() bool {
+	proctest.Eventually(t, timeout, "the node answers /healthz", func() bool {
 		resp, err := http.Get(r.base + "/healthz")
 		if err != nil {
 			return false
@@ -92,17 +75,6 @@ func start(t *testing.T, dir string, args ...string) *running {
 		return resp.StatusCode == 200
 	})
 	return r
-}
-
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 type frame struct {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"chatr/internal/proctest"
 	"chatr/internal/proto"
 )
 
@@ -34,18 +35,6 @@ func openStore(t testing.TB, dir string) *Store {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
-}
-
-// eventually polls cond until it holds, and fails the test at the deadline.
-func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func mustAppend(t testing.TB, s *Store, room, text string) proto.Message {
@@ -305,8 +294,8 @@ func TestInsertReplicated(t *testing.T) {
 	}
 	// A gap in the middle of a batch keeps what came before it, and stops.
 	got, err = s.Insert(ctx, []proto.Message{peerMsg(peerA, 4, "lobby", 40), peerMsg(peerA, 6, "lobby", 60), peerMsg(peerA, 7, "lobby", 70)})
-	if !errors.Is(err, ErrGap) {
-		t.Fatalf("Insert 4,6,7 = %v, want ErrGap", err)
+	if !errors.Is(err, ErrGap) || len(got) != 1 || got[0].Seq != 4 {
+		t.Fatalf("Insert 4,6,7 = %v, %v; want 4 stored, then ErrGap", ids(got), err)
 	}
 	if v := s.Vector(); v[peerA] != 4 || v[peerB] != 1 {
 		t.Fatalf("Vector = %v, want %s:4 %s:1", v, peerA, peerB)
@@ -674,7 +663,7 @@ func TestOnCommit(t *testing.T) {
 	}
 	wg.Wait()
 
-	eventually(t, 5*time.Second, "OnCommit reports every message", func() bool { return len(log.snapshot()) >= len(sent) })
+	proctest.Eventually(t, 5*time.Second, "OnCommit reports every message", func() bool { return len(log.snapshot()) >= len(sent) })
 	got := log.snapshot()
 	if len(got) != len(sent) {
 		t.Fatalf("OnCommit reported %d messages, %d were stored", len(got), len(sent))

@@ -4,23 +4,20 @@
 package browser
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
+
+	"chatr/internal/proctest"
 )
 
 const (
@@ -48,30 +45,9 @@ func runTests(m *testing.M) int {
 	if chatrBin = os.Getenv("CHATR_BIN"); chatrBin != "" {
 		return m.Run()
 	}
-	dir, err := os.MkdirTemp("", "chatr-browser-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "browser tests:", err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	chatrBin, buildErr = buildChatr(dir)
+	defer proctest.RemoveBinary()
+	chatrBin, buildErr = proctest.Binary()
 	return m.Run()
-}
-
-// buildChatr builds ./cmd/chatr of the module that holds this test into dir.
-func buildChatr(dir string) (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	root := filepath.Dir(strings.TrimSpace(string(out)))
-	bin := filepath.Join(dir, "chatr")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/chatr")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/chatr in %s: %w\n%s", root, err, out)
-	}
-	return bin, nil
 }
 
 // requireBrowser skips the test when there is no Chromium, except in CI,
@@ -96,27 +72,9 @@ func requireBrowser(t *testing.T) {
 type server struct {
 	addr string
 	data string
-	args []string // flags beyond --http and --data
-	cmd  *exec.Cmd
-	done chan struct{}
-	out  *lockedBuffer
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	args []string          // flags beyond --http and --data
+	proc *proctest.Process // nil while stopped
+	out  proctest.Buffer
 }
 
 // startServer runs chatr on a free port with a fresh data directory and the
@@ -124,11 +82,11 @@ func (b *lockedBuffer) String() string {
 // fails.
 func startServer(t *testing.T, args ...string) *server {
 	t.Helper()
-	s := &server{addr: freeAddr(t), data: t.TempDir(), args: args, out: &lockedBuffer{}}
+	s := &server{addr: proctest.FreeAddr(t), data: t.TempDir(), args: args}
 	t.Cleanup(func() {
 		s.stop(t)
 		if t.Failed() {
-			t.Logf("chatr on %s said:\n%s", s.addr, s.out)
+			t.Logf("chatr on %s said:\n%s", s.addr, s.out.String())
 		}
 	})
 	s.start(t)
@@ -140,60 +98,27 @@ func (s *server) url(path string) string { return "http://" + s.addr + path }
 func (s *server) start(t *testing.T) {
 	t.Helper()
 	cmd := exec.Command(chatrBin, append([]string{"serve", "--http", s.addr, "--data", s.data}, s.args...)...)
-	cmd.Stdout, cmd.Stderr = s.out, s.out
-	if err := cmd.Start(); err != nil {
+	cmd.Stdout, cmd.Stderr = &s.out, &s.out
+	p, err := proctest.Start(cmd)
+	if err != nil {
 		t.Fatalf("start chatr: %v", err)
 	}
-	s.cmd, s.done = cmd, make(chan struct{})
-	go func(done chan struct{}) {
-		_ = cmd.Wait()
-		close(done)
-	}(s.done)
-	eventually(t, waitTimeout, func() bool {
-		select {
-		case <-s.done:
-			t.Fatalf("chatr exited before it was ready: %v", cmd.ProcessState)
-		default:
-		}
-		resp, err := http.Get(s.url("/readyz"))
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, func() string { return fmt.Sprintf("chatr on %s answers /readyz with 200", s.addr) })
+	s.proc = p
+	if err := p.WaitReady(s.url(""), waitTimeout); err != nil {
+		t.Fatalf("chatr on %s: %v", s.addr, err)
+	}
 }
 
 // stop sends SIGTERM, which lets chatr drain, and kills it if it hangs.
 func (s *server) stop(t *testing.T) {
 	t.Helper()
-	if s.cmd == nil {
+	if s.proc == nil {
 		return
 	}
-	defer func() { s.cmd = nil }()
-	select {
-	case <-s.done:
-		return
-	default:
-	}
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.done:
-	case <-time.After(10 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-s.done
+	defer func() { s.proc = nil }()
+	if !s.proc.Stop(10 * time.Second) {
 		t.Errorf("chatr did not exit within 10s of SIGTERM")
 	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find a free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // ---- the browser ----
@@ -535,9 +460,9 @@ func TestFailoverToAnotherNode(t *testing.T) {
 	requireBrowser(t)
 	// The page comes from alpha, so beta must allow alpha's origin; both are
 	// on 127.0.0.1 and differ only by port.
-	gossip := freeAddr(t)
+	gossip := proctest.FreeAddr(t)
 	alpha := startServer(t, "--node", "alpha", "--cluster-addr", gossip, "--allowed-origins", "127.0.0.1")
-	beta := startServer(t, "--node", "beta", "--cluster-addr", freeAddr(t), "--join", gossip, "--allowed-origins", "127.0.0.1")
+	beta := startServer(t, "--node", "beta", "--cluster-addr", proctest.FreeAddr(t), "--join", gossip, "--allowed-origins", "127.0.0.1")
 	var members int
 	eventually(t, waitTimeout, func() bool {
 		members = len(aliveMembers(t, alpha))

@@ -14,6 +14,8 @@ import (
 	cdppage "github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
+
+	"chatr/internal/proctest"
 )
 
 // recorderJS runs in each document of a recorded page before chatr.js: it
@@ -164,9 +166,9 @@ func TestFailoverAfterKill9(t *testing.T) {
 	)
 	// No --allowed-origins: beta accepts WebSockets from pages of any member
 	// it has seen, alpha's included.
-	gossip := freeAddr(t)
+	gossip := proctest.FreeAddr(t)
 	alpha := startServer(t, "--node", "alpha", "--cluster-addr", gossip)
-	beta := startServer(t, "--node", "beta", "--cluster-addr", freeAddr(t), "--join", gossip)
+	beta := startServer(t, "--node", "beta", "--cluster-addr", proctest.FreeAddr(t), "--join", gossip)
 	for _, s := range []*server{alpha, beta} {
 		var alive []string
 		eventually(t, waitTimeout, func() bool {
@@ -226,14 +228,14 @@ func TestFailoverAfterKill9(t *testing.T) {
 	// frozen, so the send reaches its socket but is never read, let alone
 	// stored or acked. The freeze is kept short, so that it does not make
 	// beta suspect alpha before the kill.
-	if err := alpha.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+	if err := alpha.proc.Cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatalf("SIGSTOP alpha: %v", err)
 	}
 	t.Cleanup(func() {
 		// A test that stops early must not leave alpha frozen: SIGTERM would
 		// wait for it in vain.
-		if alpha.cmd != nil {
-			_ = alpha.cmd.Process.Kill()
+		if alpha.proc != nil {
+			_ = alpha.proc.Cmd.Process.Kill()
 		}
 	})
 	if _, err := eval[bool](x, `(() => {
@@ -258,11 +260,10 @@ func TestFailoverAfterKill9(t *testing.T) {
 	waitStored(t, beta, room, yFrozen...)
 
 	killed := time.Now()
-	if err := alpha.cmd.Process.Kill(); err != nil { // SIGKILL
+	if err := alpha.proc.Kill(); err != nil {
 		t.Fatalf("kill -9 alpha: %v", err)
 	}
-	<-alpha.done
-	alpha.cmd = nil
+	alpha.proc = nil
 
 	// Y talks while X fails over.
 	ySent := y.sendQuickly(yOutage...)

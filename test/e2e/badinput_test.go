@@ -142,7 +142,7 @@ func TestBadPeers(t *testing.T) {
 	garbageOnLink(t, a.http, key)
 
 	for _, n := range []*localNode{a, p1} {
-		if !n.proc.running() {
+		if !n.proc.Running() {
 			t.Fatalf("%s exited after the garbage", n.name)
 		}
 	}

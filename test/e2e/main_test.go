@@ -5,56 +5,42 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"chatr/internal/clustertest"
+	"chatr/internal/proctest"
 	"chatr/internal/proto"
 )
 
 // binary is the chatr binary TestMain built; empty with -short.
 var binary string
 
-// TestMain builds the binary once (go build ./cmd/chatr from the module
-// root) for every test, and removes it at the end.
+// TestMain builds the binary once for every test (unless -short), and
+// removes it at the end.
 func TestMain(m *testing.M) {
 	flag.Parse()
 	if testing.Short() {
 		os.Exit(m.Run())
 	}
-	dir, err := os.MkdirTemp("", "chatr-e2e-")
+	bin, err := proctest.Binary()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
+		proctest.RemoveBinary()
 		os.Exit(1)
 	}
-	code := func() int {
-		defer os.RemoveAll(dir)
-		gomod, err := exec.Command("go", "env", "GOMOD").Output()
-		if err != nil || strings.TrimSpace(string(gomod)) == "" {
-			fmt.Fprintf(os.Stderr, "e2e: find the module root: %v\n", err)
-			return 1
-		}
-		binary = filepath.Join(dir, "chatr")
-		build := exec.Command("go", "build", "-o", binary, "./cmd/chatr")
-		build.Dir = filepath.Dir(strings.TrimSpace(string(gomod)))
-		if out, err := build.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "e2e: go build ./cmd/chatr: %v\n%s", err, out)
-			return 1
-		}
-		return m.Run()
-	}()
+	binary = bin
+	code := m.Run()
+	proctest.RemoveBinary()
 	os.Exit(code)
 }
 
@@ -76,12 +62,11 @@ const (
 
 // proc is one chatr process.
 type proc struct {
+	*proctest.Process
 	t      *testing.T
 	name   string
-	cmd    *exec.Cmd
-	stdout *syncBuffer
-	stderr *syncBuffer
-	exited chan struct{}
+	stdout proctest.Buffer
+	stderr proctest.Buffer
 }
 
 // startProc starts cmd (its Stdout and Stderr are set here) and stops it
@@ -89,21 +74,20 @@ type proc struct {
 // 10 s. A failed test prints what it wrote.
 func startProc(t *testing.T, name string, cmd *exec.Cmd) *proc {
 	t.Helper()
-	p := &proc{t: t, name: name, cmd: cmd, stdout: &syncBuffer{}, stderr: &syncBuffer{}, exited: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
+	p := &proc{t: t, name: name}
+	cmd.Stdout, cmd.Stderr = &p.stdout, &p.stderr
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
 	cmd.SysProcAttr.Setpgid = true
-	if err := cmd.Start(); err != nil {
+	var err error
+	if p.Process, err = proctest.Start(cmd); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
-	go func() {
-		cmd.Wait()
-		close(p.exited)
-	}()
 	t.Cleanup(func() {
-		p.stop()
+		if !p.Stop(10 * time.Second) {
+			t.Errorf("%s did not stop within 10s of SIGTERM; killed its process group", name)
+		}
 		if t.Failed() || os.Getenv("CHATR_TEST_LOGS") != "" {
 			t.Logf("---- %s (%s) stdout ----\n%s", name, strings.Join(cmd.Args, " "), tail(p.stdout.String(), 100))
 			t.Logf("---- %s stderr ----\n%s", name, tail(p.stderr.String(), 150))
@@ -112,57 +96,12 @@ func startProc(t *testing.T, name string, cmd *exec.Cmd) *proc {
 	return p
 }
 
-// stop sends SIGTERM and waits, then SIGKILLs the group.
-func (p *proc) stop() {
-	select {
-	case <-p.exited:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(10 * time.Second):
-		p.t.Errorf("%s did not stop within 10s of SIGTERM; killing it", p.name)
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.exited
-	}
-}
-
 // kill9 kills the process with SIGKILL and waits for it to be gone.
 func (p *proc) kill9() {
 	p.t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := p.Kill(); err != nil {
 		p.t.Fatalf("kill -9 %s: %v", p.name, err)
 	}
-	<-p.exited
-}
-
-func (p *proc) running() bool {
-	select {
-	case <-p.exited:
-		return false
-	default:
-		return true
-	}
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func tail(s string, n int) string {

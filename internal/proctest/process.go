@@ -1,0 +1,101 @@
+package proctest
+
+import (
+	"fmt"
+	"net/http"
+	"os/exec"
+	"syscall"
+	"time"
+)
+
+// Process is a command started by Start.
+type Process struct {
+	Cmd    *exec.Cmd
+	exited chan struct{} // closed once Cmd.Wait has returned
+}
+
+// Start starts cmd and waits for its end in the background, so that
+// Exited can tell when it has ended. Set cmd's output before.
+func Start(cmd *exec.Cmd) (*Process, error) {
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &Process{Cmd: cmd, exited: make(chan struct{})}
+	go func() {
+		cmd.Wait()
+		close(p.exited)
+	}()
+	return p, nil
+}
+
+// Exited is closed once the process has ended; Cmd.ProcessState then says
+// how.
+func (p *Process) Exited() <-chan struct{} { return p.exited }
+
+// Running reports whether the process has not ended yet.
+func (p *Process) Running() bool {
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// Kill ends the process with SIGKILL, a crash with no chance to clean up,
+// and waits until it is gone.
+func (p *Process) Kill() error {
+	if err := p.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		return err
+	}
+	<-p.exited
+	return nil
+}
+
+// Stop sends SIGTERM, which lets chatr drain, and waits until the process
+// has ended. If it still runs after grace, Stop kills it with SIGKILL (its
+// whole process group when it was started with Setpgid) and reports false.
+func (p *Process) Stop(grace time.Duration) bool {
+	if !p.Running() {
+		return true
+	}
+	_ = p.Cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+		return true
+	case <-time.After(grace):
+	}
+	if a := p.Cmd.SysProcAttr; a != nil && a.Setpgid {
+		_ = syscall.Kill(-p.Cmd.Process.Pid, syscall.SIGKILL)
+	} else {
+		_ = p.Cmd.Process.Kill()
+	}
+	<-p.exited
+	return false
+}
+
+// WaitReady polls base+"/readyz" until it answers 200. It returns an error
+// if the process ends first, or if it is not ready within timeout.
+func (p *Process) WaitReady(base string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	client := &http.Client{Timeout: time.Second}
+	for {
+		select {
+		case <-p.exited:
+			return fmt.Errorf("exited (%v) before it was ready", p.Cmd.ProcessState)
+		default:
+		}
+		resp, err := client.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("/readyz answered %s", resp.Status)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not ready on %s after %v (last: %v)", base, timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

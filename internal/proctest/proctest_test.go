@@ -1,0 +1,125 @@
+package proctest
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestBufferConcurrentWrites(t *testing.T) {
+	var b Buffer
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			for range 100 {
+				fmt.Fprintf(&b, "%d\n", i)
+				_ = b.String()
+			}
+		})
+	}
+	wg.Wait()
+	if n := strings.Count(b.String(), "\n"); n != 800 {
+		t.Fatalf("%d lines, want 800", n)
+	}
+}
+
+func TestEventually(t *testing.T) {
+	var calls int
+	Eventually(t, 5*time.Second, "the third call", func() bool {
+		calls++
+		return calls == 3
+	})
+	if calls != 3 {
+		t.Fatalf("cond called %d times, want 3", calls)
+	}
+}
+
+func TestFreeAddr(t *testing.T) {
+	l, err := net.Listen("tcp", FreeAddr(t))
+	if err != nil {
+		t.Fatalf("listen on the free address: %v", err)
+	}
+	l.Close()
+}
+
+func start(t *testing.T, cmd *exec.Cmd) *Process {
+	t.Helper()
+	p, err := Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Kill() })
+	return p
+}
+
+func TestStopAndKill(t *testing.T) {
+	p := start(t, exec.Command("sleep", "30"))
+	if !p.Running() {
+		t.Fatal("sleep is not running")
+	}
+	if !p.Stop(10 * time.Second) {
+		t.Fatal("sleep did not end on SIGTERM")
+	}
+	if p.Running() || p.Cmd.ProcessState == nil {
+		t.Fatal("Stop returned before the process ended")
+	}
+
+	p = start(t, exec.Command("sleep", "30"))
+	if err := p.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if ws := p.Cmd.ProcessState.Sys().(syscall.WaitStatus); ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("ended with %v, want SIGKILL", p.Cmd.ProcessState)
+	}
+}
+
+func TestStopKillsWhatIgnoresSIGTERM(t *testing.T) {
+	cmd := exec.Command("sh", "-c", `trap "" TERM; echo ready; sleep 30`)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var out Buffer
+	cmd.Stdout = &out
+	p := start(t, cmd)
+	Eventually(t, 10*time.Second, "sh traps SIGTERM", func() bool { return strings.Contains(out.String(), "ready") })
+	if p.Stop(100 * time.Millisecond) {
+		t.Fatal("Stop reports a clean end of a process that ignores SIGTERM")
+	}
+	if p.Running() {
+		t.Fatal("still running after Stop")
+	}
+}
+
+func TestWaitReady(t *testing.T) {
+	var polls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/readyz" || polls.Add(1) < 3 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}))
+	defer srv.Close()
+	p := start(t, exec.Command("sleep", "30"))
+	if err := p.WaitReady(srv.URL, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if n := polls.Load(); n != 3 {
+		t.Errorf("%d polls, want 3", n)
+	}
+
+	polls.Store(-1000)
+	if err := p.WaitReady(srv.URL, 100*time.Millisecond); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Errorf("WaitReady on a node that stays unready: %v, want an error naming the 503", err)
+	}
+
+	gone := start(t, exec.Command("true"))
+	<-gone.Exited()
+	if err := gone.WaitReady(srv.URL, 10*time.Second); err == nil || !strings.Contains(err.Error(), "exited") {
+		t.Errorf("WaitReady on an ended process: %v, want an error saying it exited", err)
+	}
+}
