@@ -42,6 +42,18 @@ start() {
 	cat "$work/$name.err" >&2
 	return 1
 }
+# start_cluster P H G: nodes P1..P3 on HTTP ports H1..H3 and gossip ports
+# G1..G3, joined to P1; waits until the third sees three alive members.
+start_cluster() {
+	local p=$1 h=$2 g=$3
+	start "${p}1" "${h}1" --cluster-addr "127.0.0.1:${g}1"
+	start "${p}2" "${h}2" --cluster-addr "127.0.0.1:${g}2" --join "127.0.0.1:${g}1"
+	start "${p}3" "${h}3" --cluster-addr "127.0.0.1:${g}3" --join "127.0.0.1:${g}1"
+	for _ in $(seq 100); do
+		[ "$(curl -s "http://127.0.0.1:${h}3/chatr/api/cluster" | grep -o '"alive"' | wc -l)" = 3 ] && break
+		sleep 0.1
+	done
+}
 pid_of() { pgrep -f -- "--data $work/$1 " | head -1; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
@@ -118,13 +130,7 @@ fi
 if want cluster; then
 	echo
 	echo "## 3-4. Three loopback nodes: cross-node latency and durable replicated throughput"
-	start c1 5311 --cluster-addr 127.0.0.1:7311
-	start c2 5312 --cluster-addr 127.0.0.1:7312 --join 127.0.0.1:7311
-	start c3 5313 --cluster-addr 127.0.0.1:7313 --join 127.0.0.1:7311
-	for _ in $(seq 100); do
-		[ "$(curl -s http://127.0.0.1:5313/chatr/api/cluster | grep -o '"alive"' | wc -l)" = 3 ] && break
-		sleep 0.1
-	done
+	start_cluster c 531 731
 	urls=ws://127.0.0.1:5311/chatr/ws,ws://127.0.0.1:5312/chatr/ws,ws://127.0.0.1:5313/chatr/ws
 	rates=(1000 10000)
 	long && rates=(1000 5000 10000 20000)
@@ -143,13 +149,7 @@ fi
 if want catchup; then
 	echo
 	echo "## Catch-up after a restart, and kill -9 detection"
-	start k1 5321 --cluster-addr 127.0.0.1:7321
-	start k2 5322 --cluster-addr 127.0.0.1:7322 --join 127.0.0.1:7321
-	start k3 5323 --cluster-addr 127.0.0.1:7323 --join 127.0.0.1:7321
-	for _ in $(seq 100); do
-		[ "$(curl -s http://127.0.0.1:5321/chatr/api/cluster | grep -o '"alive"' | wc -l)" = 3 ] && break
-		sleep 0.1
-	done
+	start_cluster k 532 732
 	kill -9 "$(pid_of k3)"
 	t0=$(date +%s%N)
 	for _ in $(seq 200); do
