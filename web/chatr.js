@@ -326,7 +326,7 @@
     more.disabled = true;
     const limit = 100;
     try {
-      const host = ws ? new URL(ws.url).host : location.host;
+      const host = state.ws ? new URL(state.ws.url).host : location.host;
       const scheme = location.protocol === 'https:' ? 'https://' : 'http://';
       const res = await fetch(scheme + host + '/chatr/api/rooms/' + encodeURIComponent(room) +
         '/messages?limit=' + limit + '&before=' + encodeURIComponent(more.dataset.before));
