@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +24,35 @@ func BenchmarkAppend(b *testing.B) {
 		ctx := context.Background()
 		for pb.Next() {
 			if _, err := s.Append(ctx, "lobby", "bench", "a message of an ordinary length, say sixty bytes"); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+}
+
+// BenchmarkAppendWithRef is BenchmarkAppend with a ref on every message, as
+// WebSocket clients send: each append also looks for an earlier copy.
+func BenchmarkAppendWithRef(b *testing.B) {
+	s := openStore(b, b.TempDir())
+	b.SetParallelism(64)
+	b.ReportAllocs()
+	var n atomic.Int64
+	start := time.Now()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		ctx := context.Background()
+		for pb.Next() {
+			draft := proto.Message{Room: "lobby", Sender: "bench", Text: "a message of an ordinary length, say sixty bytes",
+				Ref: strconv.FormatInt(n.Add(1), 10)}
+			done := make(chan error, 1)
+			if err := s.AppendAsync(ctx, draft, func(_ proto.Message, err error) { done <- err }); err != nil {
+				b.Error(err)
+				return
+			}
+			if err := <-done; err != nil {
 				b.Error(err)
 				return
 			}

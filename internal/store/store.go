@@ -63,6 +63,9 @@ type Store struct {
 	wdb *sql.DB // one connection, used only by the writer goroutine
 	rdb *sql.DB // readers
 
+	// Statements of the writer, prepared once on wdb.
+	insertStmt, headStmt, findRefStmt *sql.Stmt
+
 	reqs chan *writeReq
 	done chan struct{}
 	once sync.Once
@@ -130,6 +133,10 @@ func Open(dir string, opts Options) (*Store, error) {
 	s := &Store{dir: dir, log: opts.Log, opts: opts, wdb: wdb,
 		reqs: make(chan *writeReq, opts.QueueLen), done: make(chan struct{})}
 	if err := s.init(fresh, schema); err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	if err := s.prepare(); err != nil {
 		wdb.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
@@ -516,8 +523,8 @@ func (s *Store) commit(batch []*writeReq) {
 	var committed []Committed
 	tx, err := s.wdb.Begin()
 	if err == nil {
-		var stmt *sql.Stmt
-		stmt, err = tx.Prepare(`INSERT INTO messages(origin, seq, room, sender, text, created, ref) VALUES(?, ?, ?, ?, ?, ?, ?)`)
+		var stmt, refStmt *sql.Stmt
+		stmt = tx.Stmt(s.insertStmt)
 		for i, r := range batch {
 			if err != nil {
 				break
@@ -526,7 +533,10 @@ func (s *Store) commit(batch []*writeReq) {
 				m := *r.local
 				if m.Ref != "" {
 					var dup proto.Message
-					if dup, err = findRef(tx, m, lastUS); err == nil && dup.Seq != 0 {
+					if refStmt == nil {
+						refStmt = tx.Stmt(s.findRefStmt)
+					}
+					if dup, err = findRef(refStmt, m, lastUS); err == nil && dup.Seq != 0 {
 						results[i].msgs = []proto.Message{dup}
 						continue
 					}
@@ -600,16 +610,37 @@ func (s *Store) commit(batch []*writeReq) {
 	}
 }
 
+// prepare makes the writer's statements once: preparing them on every
+// commit cost as much as running them.
+func (s *Store) prepare() error {
+	var err error
+	if s.insertStmt, err = s.wdb.Prepare(`INSERT INTO messages(origin, seq, room, sender, text, created, ref)
+		VALUES(?, ?, ?, ?, ?, ?, ?)`); err != nil {
+		return err
+	}
+	if s.headStmt, err = s.wdb.Prepare(`INSERT INTO room_heads(room, origin, seq, created, count) VALUES(?, ?, ?, ?, ?)
+		ON CONFLICT(room, origin) DO UPDATE SET seq = excluded.seq, created = excluded.created, count = excluded.count
+		WHERE excluded.seq > room_heads.seq`); err != nil {
+		return err
+	}
+	s.findRefStmt, err = s.wdb.Prepare(findRefQuery)
+	return err
+}
+
+// findRefQuery looks for a message of the same room, sender and ref made
+// after a time. Left to itself, SQLite may walk the room's index from that
+// time instead (a scan of every recent message per send); "ref != ''" makes
+// the partial index usable and INDEXED BY insists on it.
+const findRefQuery = `SELECT ` + msgCols + ` FROM messages INDEXED BY messages_ref
+	WHERE sender = ? AND ref = ? AND room = ? AND ref != '' AND created > ? LIMIT 1`
+
 // findRef looks inside tx (so earlier messages of the same batch count) for
-// a message of the same room, sender and ref made within DedupWindow.
-func findRef(tx *sql.Tx, m proto.Message, nowUS int64) (proto.Message, error) {
+// a message of the same room, sender and ref made within DedupWindow. stmt
+// is findRefQuery, prepared once.
+func findRef(stmt *sql.Stmt, m proto.Message, nowUS int64) (proto.Message, error) {
 	since := max(time.Now().UnixMicro(), nowUS) - DedupWindow.Microseconds()
 	var d proto.Message
-	// Left to itself, SQLite may walk the room's index from since instead
-	// (a scan of every recent message per send); "ref != ''" makes the
-	// partial index usable and INDEXED BY insists on it.
-	err := tx.QueryRow(`SELECT `+msgCols+` FROM messages INDEXED BY messages_ref
-		WHERE sender = ? AND ref = ? AND room = ? AND ref != '' AND created > ? LIMIT 1`, m.Sender, m.Ref, m.Room, since).Scan(&d.Origin, &d.Seq, &d.Room, &d.Sender, &d.Text, &d.Created, &d.Ref)
+	err := stmt.QueryRow(m.Sender, m.Ref, m.Room, since).Scan(&d.Origin, &d.Seq, &d.Room, &d.Sender, &d.Text, &d.Created, &d.Ref)
 	if err == sql.ErrNoRows {
 		return proto.Message{}, nil
 	}
@@ -641,11 +672,10 @@ func (s *Store) writeHeads(tx *sql.Tx, stored []proto.Message) (map[string]map[s
 		out[i] = Committed{Msg: m, RoomVector: v}
 	}
 	s.mu.RUnlock()
+	headStmt := tx.Stmt(s.headStmt)
 	for room, hs := range heads {
 		for origin, h := range hs {
-			if _, err := tx.Exec(`INSERT INTO room_heads(room, origin, seq, created, count) VALUES(?, ?, ?, ?, ?)
-				ON CONFLICT(room, origin) DO UPDATE SET seq = excluded.seq, created = excluded.created, count = excluded.count
-				WHERE excluded.seq > room_heads.seq`, room, origin, h.seq, h.created, h.count); err != nil {
+			if _, err := headStmt.Exec(room, origin, h.seq, h.created, h.count); err != nil {
 				return nil, nil, fmt.Errorf("update room heads: %w", err)
 			}
 		}
@@ -696,7 +726,7 @@ func (s *Store) Close() error {
 		close(s.reqs)
 		s.gate.Unlock()
 		<-s.done
-		err = errors.Join(s.rdb.Close(), s.wdb.Close())
+		err = errors.Join(s.insertStmt.Close(), s.headStmt.Close(), s.findRefStmt.Close(), s.rdb.Close(), s.wdb.Close())
 	})
 	return err
 }
