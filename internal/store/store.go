@@ -629,7 +629,7 @@ func (s *Store) prepare() error {
 
 // findRefQuery looks for a message of the same room, sender and ref made
 // after a time. Left to itself, SQLite may walk the room's index from that
-// time instead (a scan of every recent message per send); "ref != ''" makes
+// time instead (a scan of every recent message per send); "ref != ”" makes
 // the partial index usable and INDEXED BY insists on it.
 const findRefQuery = `SELECT ` + msgCols + ` FROM messages INDEXED BY messages_ref
 	WHERE sender = ? AND ref = ? AND room = ? AND ref != '' AND created > ? LIMIT 1`
