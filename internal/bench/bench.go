@@ -181,6 +181,17 @@ func (r *run) run(ctx context.Context) *Report {
 	}
 	<-runCtx.Done()
 	sendEnd := time.Now()
+	// A sender may be writing its last message as the run ends: let it
+	// finish (and count it) before the drain decides what is missing.
+	sendersDone := make(chan struct{})
+	go func() {
+		senders.Wait()
+		close(sendersDone)
+	}()
+	select {
+	case <-sendersDone:
+	case <-time.After(r.cfg.Drain):
+	}
 
 	// Wait a little for deliveries in flight, then close everything.
 	flowing := false
