@@ -282,6 +282,12 @@
       state.acked.get(m.id).remove();
       state.acked.delete(m.id);
     }
+    if (m.replaces) {
+      // Another copy of the same send was shown before this one won: drop it.
+      state.seen.add(m.replaces);
+      const old = ui.messages.querySelector('[data-id="' + CSS.escape(m.replaces) + '"]');
+      if (old) old.remove();
+    }
     if (state.seen.has(m.id)) return;
     state.seen.add(m.id);
     const el = messageElement(m.sender, m.text, m.created);

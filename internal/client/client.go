@@ -90,6 +90,9 @@ type Frame struct {
 	Sender  string `json:"sender,omitempty"`
 	Text    string `json:"text,omitempty"`
 	Created string `json:"created,omitempty"`
+	// Replaces names another copy of the same send that this message hid:
+	// a client drops it if it shows it.
+	Replaces string `json:"replaces,omitempty"`
 	// message, synced
 	Cursor    string `json:"cursor,omitempty"`
 	Truncated bool   `json:"truncated,omitempty"` // synced

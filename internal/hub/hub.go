@@ -208,8 +208,8 @@ func (h *Hub) Publish(batch []store.Committed) {
 	for i := range batch {
 		c := &batch[i]
 		r := h.rooms[c.Msg.Room]
-		if r == nil || len(r.subs) == 0 {
-			continue
+		if r == nil || len(r.subs) == 0 || c.Msg.Hidden {
+			continue // a hidden copy of a re-sent message is never shown
 		}
 		if _, ok := byRoom[c.Msg.Room]; !ok {
 			order = append(order, c.Msg.Room)

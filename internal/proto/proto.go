@@ -81,6 +81,13 @@ type Message struct {
 	// to other clients) so that a send retried after a failover, on any
 	// node, is recognised and not posted twice.
 	Ref string
+	// Hidden marks the later of two copies of one send (same sender, room
+	// and ref) stored on different nodes: every node keeps both, lists and
+	// delivers only the earlier.
+	Hidden bool
+	// Replaces is the id of the copy this message hid, if it hid one that
+	// may have been shown: clients drop that one.
+	Replaces string
 }
 
 // ID is the message id of PROTOCOL.md: "<origin>-<seq>".
@@ -115,6 +122,9 @@ type MessageJSON struct {
 	Created string `json:"created"`
 	Node    string `json:"node"`
 	Cursor  string `json:"cursor,omitempty"`
+	// Replaces names a copy of the same send that clients may have shown
+	// and should drop (see Message.Replaces).
+	Replaces string `json:"replaces,omitempty"`
 }
 
 // JSON returns the wire shape of m with the given frame type ("" for the
@@ -122,7 +132,7 @@ type MessageJSON struct {
 func (m *Message) JSON(typ, cursor string) MessageJSON {
 	return MessageJSON{
 		Type: typ, Room: m.Room, ID: m.ID(), Sender: m.Sender, Text: m.Text,
-		Created: FormatTime(m.Created), Node: m.Origin, Cursor: cursor,
+		Created: FormatTime(m.Created), Node: m.Origin, Cursor: cursor, Replaces: m.Replaces,
 	}
 }
 

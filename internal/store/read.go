@@ -10,14 +10,14 @@ import (
 	"chatr/internal/proto"
 )
 
-const msgCols = `origin, seq, room, sender, text, created, ref`
+const msgCols = `origin, seq, room, sender, text, created, ref, hidden, replaces`
 
 func scanMessages(rows *sql.Rows) ([]proto.Message, error) {
 	defer rows.Close()
 	var out []proto.Message
 	for rows.Next() {
 		var m proto.Message
-		if err := rows.Scan(&m.Origin, &m.Seq, &m.Room, &m.Sender, &m.Text, &m.Created, &m.Ref); err != nil {
+		if err := rows.Scan(&m.Origin, &m.Seq, &m.Room, &m.Sender, &m.Text, &m.Created, &m.Ref, &m.Hidden, &m.Replaces); err != nil {
 			return nil, fmt.Errorf("read messages: %w", err)
 		}
 		out = append(out, m)
@@ -74,7 +74,7 @@ func (s *Store) Latest(ctx context.Context, room string, limit int) (Page, error
 		if p.Vector, err = roomVector(ctx, tx, room); err != nil {
 			return err
 		}
-		rows, err := tx.QueryContext(ctx, `SELECT `+msgCols+` FROM messages WHERE room = ?
+		rows, err := tx.QueryContext(ctx, `SELECT `+msgCols+` FROM messages WHERE room = ? AND hidden = 0
 			ORDER BY created DESC, origin DESC, seq DESC LIMIT ?`, room, limit)
 		if err != nil {
 			return fmt.Errorf("read messages: %w", err)
@@ -101,7 +101,7 @@ func (s *Store) Before(ctx context.Context, room, origin string, seq uint64, lim
 		if err != nil {
 			return fmt.Errorf("read message: %w", err)
 		}
-		rows, err := tx.QueryContext(ctx, `SELECT `+msgCols+` FROM messages WHERE room = ?
+		rows, err := tx.QueryContext(ctx, `SELECT `+msgCols+` FROM messages WHERE room = ? AND hidden = 0
 			AND (created, origin, seq) < (?, ?, ?)
 			ORDER BY created DESC, origin DESC, seq DESC LIMIT ?`, room, created, origin, seq, limit)
 		if err != nil {
@@ -165,10 +165,10 @@ func (s *Store) Since(ctx context.Context, room string, cursor proto.Vector, lim
 		defer rows.Close()
 		for rows.Next() {
 			var m proto.Message
-			if err := rows.Scan(&m.Origin, &m.Seq, &m.Room, &m.Sender, &m.Text, &m.Created, &m.Ref); err != nil {
+			if err := rows.Scan(&m.Origin, &m.Seq, &m.Room, &m.Sender, &m.Text, &m.Created, &m.Ref, &m.Hidden, &m.Replaces); err != nil {
 				return fmt.Errorf("read messages: %w", err)
 			}
-			if m.Seq <= cursor[m.Origin] {
+			if m.Seq <= cursor[m.Origin] || m.Hidden {
 				continue
 			}
 			if len(p.Messages) == limit {

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -29,7 +30,7 @@ import (
 const FileName = "chatr.db"
 
 // schemaVersion is kept in meta; a store with another version is refused.
-const schemaVersion = "2"
+const schemaVersion = "3"
 
 // magic marks a database as a chatr store.
 const magic = "chatr-store"
@@ -64,7 +65,7 @@ type Store struct {
 	rdb *sql.DB // readers
 
 	// Statements of the writer, prepared once on wdb.
-	insertStmt, headStmt, findRefStmt *sql.Stmt
+	insertStmt, hideStmt, headStmt, findRefStmt *sql.Stmt
 
 	reqs chan *writeReq
 	done chan struct{}
@@ -259,7 +260,7 @@ var schema = []string{
 	`CREATE TABLE messages(
 		origin TEXT NOT NULL, seq INTEGER NOT NULL, room TEXT NOT NULL,
 		sender TEXT NOT NULL, text TEXT NOT NULL, created INTEGER NOT NULL,
-		ref TEXT NOT NULL DEFAULT '',
+		ref TEXT NOT NULL DEFAULT '', hidden INTEGER NOT NULL DEFAULT 0, replaces TEXT NOT NULL DEFAULT '',
 		PRIMARY KEY(origin, seq)) WITHOUT ROWID`,
 	`CREATE INDEX messages_room ON messages(room, created, origin, seq)`,
 	`CREATE INDEX messages_ref ON messages(sender, ref, room) WHERE ref != ''`,
@@ -277,6 +278,11 @@ var migrations = map[string][]string{
 		`ALTER TABLE messages ADD COLUMN ref TEXT NOT NULL DEFAULT ''`,
 		`CREATE INDEX messages_ref ON messages(sender, ref, room) WHERE ref != ''`,
 		`UPDATE meta SET value = '2' WHERE key = 'schema'`,
+	},
+	"2": { // 2 -> 3: the later of two copies of one send is hidden
+		`ALTER TABLE messages ADD COLUMN hidden INTEGER NOT NULL DEFAULT 0`,
+		`ALTER TABLE messages ADD COLUMN replaces TEXT NOT NULL DEFAULT ''`,
+		`UPDATE meta SET value = '3' WHERE key = 'schema'`,
 	},
 }
 
@@ -536,7 +542,8 @@ func (s *Store) commit(batch []*writeReq) {
 					if refStmt == nil {
 						refStmt = tx.Stmt(s.findRefStmt)
 					}
-					if dup, err = findRef(refStmt, m, lastUS); err == nil && dup.Seq != 0 {
+					since := max(time.Now().UnixMicro(), lastUS) - DedupWindow.Microseconds()
+					if dup, err = findRef(refStmt, m, since, math.MaxInt64); err == nil && dup.Seq != 0 {
 						results[i].msgs = []proto.Message{dup}
 						continue
 					}
@@ -549,7 +556,7 @@ func (s *Store) commit(batch []*writeReq) {
 				if m.Created <= lastUS { // created never goes backwards on one origin
 					m.Created = lastUS + 1
 				}
-				if _, err = stmt.Exec(m.Origin, m.Seq, m.Room, m.Sender, m.Text, m.Created, m.Ref); err != nil {
+				if _, err = stmt.Exec(m.Origin, m.Seq, m.Room, m.Sender, m.Text, m.Created, m.Ref, false, ""); err != nil {
 					break
 				}
 				vec[s.nodeID], lastUS = m.Seq, m.Created
@@ -565,7 +572,18 @@ func (s *Store) commit(batch []*writeReq) {
 					results[i].err = fmt.Errorf("%w: origin %s holds %d, got %d", ErrGap, m.Origin, vec[m.Origin], m.Seq)
 					break
 				}
-				if _, err = stmt.Exec(m.Origin, m.Seq, m.Room, m.Sender, m.Text, m.Created, m.Ref); err != nil {
+				// Hidden and Replaces are this node's own judgement, never a
+				// peer's: every node reaches the same one.
+				m.Hidden, m.Replaces = false, ""
+				if m.Ref != "" {
+					if refStmt == nil {
+						refStmt = tx.Stmt(s.findRefStmt)
+					}
+					if err = s.settleCopies(tx, refStmt, &m); err != nil {
+						break
+					}
+				}
+				if _, err = stmt.Exec(m.Origin, m.Seq, m.Room, m.Sender, m.Text, m.Created, m.Ref, m.Hidden, m.Replaces); err != nil {
 					break
 				}
 				vec[m.Origin] = m.Seq
@@ -614,8 +632,11 @@ func (s *Store) commit(batch []*writeReq) {
 // commit cost as much as running them.
 func (s *Store) prepare() error {
 	var err error
-	if s.insertStmt, err = s.wdb.Prepare(`INSERT INTO messages(origin, seq, room, sender, text, created, ref)
-		VALUES(?, ?, ?, ?, ?, ?, ?)`); err != nil {
+	if s.insertStmt, err = s.wdb.Prepare(`INSERT INTO messages(origin, seq, room, sender, text, created, ref, hidden, replaces)
+		VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)`); err != nil {
+		return err
+	}
+	if s.hideStmt, err = s.wdb.Prepare(`UPDATE messages SET hidden = 1 WHERE origin = ? AND seq = ?`); err != nil {
 		return err
 	}
 	if s.headStmt, err = s.wdb.Prepare(`INSERT INTO room_heads(room, origin, seq, created, count) VALUES(?, ?, ?, ?, ?)
@@ -627,20 +648,56 @@ func (s *Store) prepare() error {
 	return err
 }
 
+// settleCopies decides, for a replicated message m, between it and a shown
+// copy of the same send (same sender, room and ref: a client re-sent it on
+// another node before the first copy reached that node). The earlier by
+// (created, origin, seq) is shown and the later hidden, whichever order a
+// node stores them in, so every node lists the same one; when m wins, the
+// copy it hides may have been shown, so m names it in Replaces.
+//
+// Copies are looked for within DedupWindow of m's own creation time, not of
+// now, so a node catching up on old messages decides as the others did.
+func (s *Store) settleCopies(tx *sql.Tx, refStmt *sql.Stmt, m *proto.Message) error {
+	w := DedupWindow.Microseconds()
+	shown, err := findRef(refStmt, *m, m.Created-w, m.Created+w)
+	if err != nil || shown.Seq == 0 || shown.Origin == m.Origin && shown.Seq == m.Seq {
+		return err
+	}
+	if !earlier(m, &shown) {
+		m.Hidden = true
+		return nil
+	}
+	if _, err := tx.Stmt(s.hideStmt).Exec(shown.Origin, shown.Seq); err != nil {
+		return err
+	}
+	m.Replaces = shown.ID()
+	return nil
+}
+
+// earlier orders messages as history lists them: by (created, origin, seq).
+func earlier(a, b *proto.Message) bool {
+	if a.Created != b.Created {
+		return a.Created < b.Created
+	}
+	if a.Origin != b.Origin {
+		return a.Origin < b.Origin
+	}
+	return a.Seq < b.Seq
+}
+
 // findRefQuery looks for a message of the same room, sender and ref made
 // after a time. Left to itself, SQLite may walk the room's index from that
 // time instead (a scan of every recent message per send); "ref != ”" makes
 // the partial index usable and INDEXED BY insists on it.
 const findRefQuery = `SELECT ` + msgCols + ` FROM messages INDEXED BY messages_ref
-	WHERE sender = ? AND ref = ? AND room = ? AND ref != '' AND created > ? LIMIT 1`
+	WHERE sender = ? AND ref = ? AND room = ? AND ref != '' AND hidden = 0 AND created > ? AND created < ? LIMIT 1`
 
 // findRef looks inside tx (so earlier messages of the same batch count) for
-// a message of the same room, sender and ref made within DedupWindow. stmt
-// is findRefQuery, prepared once.
-func findRef(stmt *sql.Stmt, m proto.Message, nowUS int64) (proto.Message, error) {
-	since := max(time.Now().UnixMicro(), nowUS) - DedupWindow.Microseconds()
+// the shown message of the same room, sender and ref created between lo and
+// hi (exclusive). stmt is findRefQuery, prepared once.
+func findRef(stmt *sql.Stmt, m proto.Message, lo, hi int64) (proto.Message, error) {
 	var d proto.Message
-	err := stmt.QueryRow(m.Sender, m.Ref, m.Room, since).Scan(&d.Origin, &d.Seq, &d.Room, &d.Sender, &d.Text, &d.Created, &d.Ref)
+	err := stmt.QueryRow(m.Sender, m.Ref, m.Room, lo, hi).Scan(&d.Origin, &d.Seq, &d.Room, &d.Sender, &d.Text, &d.Created, &d.Ref, &d.Hidden, &d.Replaces)
 	if err == sql.ErrNoRows {
 		return proto.Message{}, nil
 	}
@@ -726,7 +783,7 @@ func (s *Store) Close() error {
 		close(s.reqs)
 		s.gate.Unlock()
 		<-s.done
-		err = errors.Join(s.insertStmt.Close(), s.headStmt.Close(), s.findRefStmt.Close(), s.rdb.Close(), s.wdb.Close())
+		err = errors.Join(s.insertStmt.Close(), s.hideStmt.Close(), s.headStmt.Close(), s.findRefStmt.Close(), s.rdb.Close(), s.wdb.Close())
 	})
 	return err
 }

@@ -1,0 +1,63 @@
+package store
+
+import (
+	"context"
+	"testing"
+
+	"chatr/internal/proto"
+)
+
+// Two copies of one send (same sender, room and ref, stored on two nodes
+// because the client re-sent it before the first copy spread): every node
+// shows the earlier and hides the later, whichever order it stores them in.
+func TestCopiesOfOneSendSettleTheSameWay(t *testing.T) {
+	ctx := context.Background()
+	first := proto.Message{Origin: "aaaaaaaaaaaa", Seq: 1, Room: "lobby", Sender: "ann", Text: "hi", Created: 1_000_000, Ref: "r1"}
+	second := proto.Message{Origin: "bbbbbbbbbbbb", Seq: 1, Room: "lobby", Sender: "ann", Text: "hi", Created: 1_500_000, Ref: "r1"}
+	other := proto.Message{Origin: "bbbbbbbbbbbb", Seq: 2, Room: "lobby", Sender: "ann", Text: "other", Created: 1_600_000, Ref: "r2"}
+	for _, order := range [][]proto.Message{{first, second, other}, {second, other, first}} {
+		s, err := Open(t.TempDir(), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var committed []Committed
+		s.OnCommit(func(b []Committed) { committed = append(committed, b...) })
+		for _, m := range order {
+			if _, err := s.Insert(ctx, []proto.Message{m}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p, err := s.Latest(ctx, "lobby", 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := ids(p.Messages); len(got) != 2 || got[0] != first.ID() || got[1] != other.ID() {
+			t.Fatalf("order %s,%s,%s: listed %v, want %s and %s", order[0].ID(), order[1].ID(), order[2].ID(), got, first.ID(), other.ID())
+		}
+		// A resume from nothing lists the shown copy only, too.
+		p, err = s.Since(ctx, "lobby", proto.Vector{}, 10, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := ids(p.Messages); len(got) != 2 || got[0] != first.ID() {
+			t.Fatalf("since: %v", got)
+		}
+		// The log served to peers keeps both copies.
+		if r, _ := s.Range(ctx, second.Origin, 1, 10); len(r) != 2 {
+			t.Fatalf("range of %s: %d messages, want 2", second.Origin, len(r))
+		}
+		s.Close() // the writer is done: committed is complete and ours to read
+		for _, c := range committed {
+			switch c.Msg.ID() {
+			case second.ID():
+				if order[0].ID() == first.ID() && !c.Msg.Hidden {
+					t.Errorf("the later copy stored second was not hidden")
+				}
+			case first.ID():
+				if order[0].ID() == second.ID() && c.Msg.Replaces != second.ID() {
+					t.Errorf("the earlier copy stored second replaces %q, want %s", c.Msg.Replaces, second.ID())
+				}
+			}
+		}
+	}
+}
