@@ -195,6 +195,9 @@ func (n *Node) followMembers(ctx context.Context) {
 	}
 }
 
+// Store is the node's message log, for tools and tests that check it.
+func (n *Node) Store() *store.Store { return n.store }
+
 // ID is the node id.
 func (n *Node) ID() string { return n.store.NodeID() }
 

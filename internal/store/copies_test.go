@@ -42,6 +42,11 @@ func TestCopiesOfOneSendSettleTheSameWay(t *testing.T) {
 		if got := ids(p.Messages); len(got) != 2 || got[0] != first.ID() {
 			t.Fatalf("since: %v", got)
 		}
+		// Whatever the order, the shown copy names the hidden one, so a
+		// client that saw the hidden copy elsewhere drops it on resume.
+		if p.Messages[0].Replaces != second.ID() {
+			t.Fatalf("the shown copy replaces %q, want %s", p.Messages[0].Replaces, second.ID())
+		}
 		// The log served to peers keeps both copies.
 		if r, _ := s.Range(ctx, second.Origin, 1, 10); len(r) != 2 {
 			t.Fatalf("range of %s: %d messages, want 2", second.Origin, len(r))

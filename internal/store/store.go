@@ -65,7 +65,7 @@ type Store struct {
 	rdb *sql.DB // readers
 
 	// Statements of the writer, prepared once on wdb.
-	insertStmt, hideStmt, headStmt, findRefStmt *sql.Stmt
+	insertStmt, hideStmt, replacesStmt, headStmt, findRefStmt *sql.Stmt
 
 	reqs chan *writeReq
 	done chan struct{}
@@ -639,6 +639,9 @@ func (s *Store) prepare() error {
 	if s.hideStmt, err = s.wdb.Prepare(`UPDATE messages SET hidden = 1 WHERE origin = ? AND seq = ?`); err != nil {
 		return err
 	}
+	if s.replacesStmt, err = s.wdb.Prepare(`UPDATE messages SET replaces = ? WHERE origin = ? AND seq = ?`); err != nil {
+		return err
+	}
 	if s.headStmt, err = s.wdb.Prepare(`INSERT INTO room_heads(room, origin, seq, created, count) VALUES(?, ?, ?, ?, ?)
 		ON CONFLICT(room, origin) DO UPDATE SET seq = excluded.seq, created = excluded.created, count = excluded.count
 		WHERE excluded.seq > room_heads.seq`); err != nil {
@@ -652,8 +655,8 @@ func (s *Store) prepare() error {
 // copy of the same send (same sender, room and ref: a client re-sent it on
 // another node before the first copy reached that node). The earlier by
 // (created, origin, seq) is shown and the later hidden, whichever order a
-// node stores them in, so every node lists the same one; when m wins, the
-// copy it hides may have been shown, so m names it in Replaces.
+// node stores them in, so every node lists the same one, and the shown copy
+// names the hidden one in Replaces (clients that showed it drop it).
 //
 // Copies are looked for within DedupWindow of m's own creation time, not of
 // now, so a node catching up on old messages decides as the others did.
@@ -664,7 +667,13 @@ func (s *Store) settleCopies(tx *sql.Tx, refStmt *sql.Stmt, m *proto.Message) er
 		return err
 	}
 	if !earlier(m, &shown) {
+		// The shown copy names the hidden one too, so a client that saw m on
+		// another node drops it when it resumes here.
 		m.Hidden = true
+		if shown.Replaces == "" {
+			_, err := tx.Stmt(s.replacesStmt).Exec(m.ID(), shown.Origin, shown.Seq)
+			return err
+		}
 		return nil
 	}
 	if _, err := tx.Stmt(s.hideStmt).Exec(shown.Origin, shown.Seq); err != nil {
@@ -783,7 +792,7 @@ func (s *Store) Close() error {
 		close(s.reqs)
 		s.gate.Unlock()
 		<-s.done
-		err = errors.Join(s.insertStmt.Close(), s.hideStmt.Close(), s.headStmt.Close(), s.findRefStmt.Close(), s.rdb.Close(), s.wdb.Close())
+		err = errors.Join(s.insertStmt.Close(), s.hideStmt.Close(), s.replacesStmt.Close(), s.headStmt.Close(), s.findRefStmt.Close(), s.rdb.Close(), s.wdb.Close())
 	})
 	return err
 }
