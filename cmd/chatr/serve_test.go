@@ -20,6 +20,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"chatr/internal/proctest"
+	"chatr/internal/proto"
 )
 
 // These tests run the real binary, as a user or a supervisor would: start
@@ -151,17 +152,8 @@ func (p *proc) stop() int {
 
 var httpClient = &http.Client{Timeout: 10 * time.Second}
 
-type apiMessage struct {
-	Room    string `json:"room"`
-	ID      string `json:"id"`
-	Sender  string `json:"sender"`
-	Text    string `json:"text"`
-	Created string `json:"created"`
-	Node    string `json:"node"`
-}
-
 // post sends a message over the HTTP API and returns the stored message.
-func (p *proc) post(room, sender, text string) apiMessage {
+func (p *proc) post(room, sender, text string) proto.MessageJSON {
 	p.t.Helper()
 	body, _ := json.Marshal(map[string]string{"sender": sender, "text": text})
 	resp, err := httpClient.Post("http://"+p.addr+"/chatr/api/rooms/"+room+"/messages", "application/json", bytes.NewReader(body))
@@ -173,7 +165,7 @@ func (p *proc) post(room, sender, text string) apiMessage {
 	if resp.StatusCode != http.StatusCreated {
 		p.t.Fatalf("POST %q = %d %s, want 201", text, resp.StatusCode, b)
 	}
-	var m apiMessage
+	var m proto.MessageJSON
 	if err := json.Unmarshal(b, &m); err != nil || m.ID == "" {
 		p.t.Fatalf("POST answer %s: %v", b, err)
 	}
@@ -181,11 +173,11 @@ func (p *proc) post(room, sender, text string) apiMessage {
 }
 
 // history returns the newest messages of room, oldest first.
-func (p *proc) history(room string) []apiMessage {
+func (p *proc) history(room string) []proto.MessageJSON {
 	p.t.Helper()
 	var page struct {
-		Messages []apiMessage `json:"messages"`
-		Cursor   string       `json:"cursor"`
+		Messages []proto.MessageJSON `json:"messages"`
+		Cursor   string              `json:"cursor"`
 	}
 	p.getJSON("/chatr/api/rooms/"+room+"/messages?limit=1000", &page)
 	return page.Messages
@@ -333,7 +325,7 @@ func TestKill9AfterAckLosesNothing(t *testing.T) {
 	}
 
 	n := startNode(t, dir)
-	have := map[string]apiMessage{}
+	have := map[string]proto.MessageJSON{}
 	for _, m := range n.history("lobby") {
 		have[m.ID] = m
 	}
@@ -362,7 +354,7 @@ func TestKill9AfterAckLosesNothing(t *testing.T) {
 func TestRestartKeepsHistory(t *testing.T) {
 	dir := t.TempDir()
 	n := startNode(t, dir)
-	var before []apiMessage
+	var before []proto.MessageJSON
 	for i := 0; i < 3; i++ {
 		before = append(before, n.post("lobby", "ada", fmt.Sprint("before restart ", i)))
 	}
