@@ -234,16 +234,7 @@ func (r *Replicator) onAck(follower string, seq uint64) {
 	if seq > r.acks[follower] {
 		r.acks[follower] = seq
 	}
-	var ready []waiter
-	keep := r.waiters[:0]
-	for _, w := range r.waiters {
-		if r.replicas(w.msg.Seq) >= r.opts.AckReplicas {
-			ready = append(ready, w)
-		} else {
-			keep = append(keep, w)
-		}
-	}
-	r.waiters = keep
+	ready := r.takeWaiters(func(w waiter) bool { return r.replicas(w.msg.Seq) >= r.opts.AckReplicas })
 	r.mu.Unlock()
 	for _, w := range ready {
 		w.done(w.msg, nil)
@@ -265,18 +256,25 @@ func (r *Replicator) expireWaiters() {
 	}
 }
 
-func (r *Replicator) failWaiters(expired func(waiter) bool) {
-	r.mu.Lock()
-	var failed []waiter
+// takeWaiters removes and returns the waiters that match. r.mu is held;
+// the caller answers them after letting it go.
+func (r *Replicator) takeWaiters(match func(waiter) bool) []waiter {
+	var taken []waiter
 	keep := r.waiters[:0]
 	for _, w := range r.waiters {
-		if expired(w) {
-			failed = append(failed, w)
+		if match(w) {
+			taken = append(taken, w)
 		} else {
 			keep = append(keep, w)
 		}
 	}
 	r.waiters = keep
+	return taken
+}
+
+func (r *Replicator) failWaiters(expired func(waiter) bool) {
+	r.mu.Lock()
+	failed := r.takeWaiters(expired)
 	r.mu.Unlock()
 	for _, w := range failed {
 		r.m.ackTimeouts.Inc()
