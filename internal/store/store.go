@@ -84,6 +84,9 @@ type Store struct {
 	// Only the writer changes it; readers copy under mu.
 	heads map[string]map[string]head
 
+	// refs answers, for the writer, whether a send may have an earlier copy.
+	refs *refFilter
+
 	// onCommit is called by the writer, in commit order, with each batch of
 	// newly stored messages.
 	onCommit func([]Committed)
@@ -358,6 +361,9 @@ func (s *Store) load() error {
 		s.heads[room][origin] = h
 	}
 	hrows.Close()
+	if err := s.loadRefs(time.Now()); err != nil {
+		return fmt.Errorf("read recent refs: %w", err)
+	}
 	// Sequences are held without gaps, so each origin's highest sequence
 	// is its highest head over the rooms.
 	s.vector = proto.Vector{}
@@ -367,6 +373,39 @@ func (s *Store) load() error {
 			if origin == s.nodeID {
 				s.lastUS = max(s.lastUS, h.created)
 			}
+		}
+	}
+	return nil
+}
+
+// loadRefs fills the ref filter with the recent messages that have a ref,
+// room by room along the room index, skipping rooms quiet since before the
+// filter's horizon.
+func (s *Store) loadRefs(now time.Time) error {
+	s.refs = newRefFilter(now)
+	for room, hs := range s.heads {
+		newest := int64(math.MinInt64)
+		for _, h := range hs {
+			newest = max(newest, h.created)
+		}
+		if newest < s.refs.horizon {
+			continue
+		}
+		rows, err := s.wdb.Query(`SELECT sender, ref, created FROM messages WHERE room = ? AND created >= ? AND ref != ''`, room, s.refs.horizon)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var sender, ref string
+			var created int64
+			if err := rows.Scan(&sender, &ref, &created); err != nil {
+				rows.Close()
+				return err
+			}
+			s.refs.add(sender, room, ref, created)
+		}
+		if err := rows.Close(); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -524,6 +563,7 @@ func (s *Store) commit(batch []*writeReq) {
 	lastUS := s.lastUS
 	s.mu.RUnlock()
 
+	s.refs.expire(start)
 	results := make([]writeRes, len(batch))
 	var stored []proto.Message
 	var committed []Committed
@@ -537,18 +577,18 @@ func (s *Store) commit(batch []*writeReq) {
 			}
 			if r.local != nil {
 				m := *r.local
-				if m.Ref != "" {
-					var dup proto.Message
+				since := max(time.Now().UnixMicro(), lastUS) - DedupWindow.Microseconds()
+				if m.Ref != "" && s.refs.mayHold(m.Sender, m.Room, m.Ref, since, math.MaxInt64) {
 					if refStmt == nil {
 						refStmt = tx.Stmt(s.findRefStmt)
 					}
-					since := max(time.Now().UnixMicro(), lastUS) - DedupWindow.Microseconds()
-					if dup, err = findRef(refStmt, m, since, math.MaxInt64); err == nil && dup.Seq != 0 {
+					var dup proto.Message
+					if dup, err = findRef(refStmt, m, since, math.MaxInt64); err != nil {
+						break
+					}
+					if dup.Seq != 0 {
 						results[i].msgs = []proto.Message{dup}
 						continue
-					}
-					if err != nil {
-						break
 					}
 				}
 				m.Seq = vec[s.nodeID] + 1
@@ -560,6 +600,9 @@ func (s *Store) commit(batch []*writeReq) {
 					break
 				}
 				vec[s.nodeID], lastUS = m.Seq, m.Created
+				if m.Ref != "" {
+					s.refs.add(m.Sender, m.Room, m.Ref, m.Created)
+				}
 				results[i].msgs = []proto.Message{m}
 				stored = append(stored, m)
 				continue
@@ -587,6 +630,9 @@ func (s *Store) commit(batch []*writeReq) {
 					break
 				}
 				vec[m.Origin] = m.Seq
+				if m.Ref != "" {
+					s.refs.add(m.Sender, m.Room, m.Ref, m.Created)
+				}
 				results[i].msgs = append(results[i].msgs, m)
 				stored = append(stored, m)
 			}
@@ -662,6 +708,9 @@ func (s *Store) prepare() error {
 // now, so a node catching up on old messages decides as the others did.
 func (s *Store) settleCopies(tx *sql.Tx, refStmt *sql.Stmt, m *proto.Message) error {
 	w := DedupWindow.Microseconds()
+	if !s.refs.mayHold(m.Sender, m.Room, m.Ref, m.Created-w, m.Created+w) {
+		return nil // surely no other copy
+	}
 	shown, err := findRef(refStmt, *m, m.Created-w, m.Created+w)
 	if err != nil || shown.Seq == 0 || shown.Origin == m.Origin && shown.Seq == m.Seq {
 		return err

@@ -1,0 +1,105 @@
+package store
+
+import (
+	"fmt"
+	"math"
+	"testing"
+	"time"
+)
+
+// The filter may say "maybe" for a send it never saw, but never "no" for
+// one it holds: a false "no" would store a re-sent message twice.
+func TestRefFilterNeverMissesAnAddedSend(t *testing.T) {
+	now := time.Now()
+	f := newRefFilter(now)
+	us := now.UnixMicro()
+	// More than the first filter of a bucket holds, so buckets grow.
+	const n = 3*refFirstCap + 17
+	for i := 0; i < n; i++ {
+		f.add("ann", "lobby", fmt.Sprint(i), us-int64(i)*1000)
+	}
+	for i := 0; i < n; i++ {
+		created := us - int64(i)*1000
+		if !f.mayHold("ann", "lobby", fmt.Sprint(i), created-1, created+1) {
+			t.Fatalf("ref %d: filter says no, but it was added", i)
+		}
+		if !f.mayHold("ann", "lobby", fmt.Sprint(i), us-DedupWindow.Microseconds(), math.MaxInt64) {
+			t.Fatalf("ref %d: filter says no for the dedup window of now", i)
+		}
+	}
+	// Few false positives: sends never added, other sender, room or ref.
+	fp := 0
+	for i := 0; i < 10000; i++ {
+		for _, k := range [][3]string{{"bob", "lobby", fmt.Sprint(i)}, {"ann", "dev", fmt.Sprint(i)}, {"ann", "lobby", fmt.Sprint(n + i)}} {
+			if f.mayHold(k[0], k[1], k[2], us-DedupWindow.Microseconds(), math.MaxInt64) {
+				fp++
+			}
+		}
+	}
+	if fp > 300 { // 1 % of 30,000; each filter is built for 0.1 %
+		t.Errorf("%d false positives in 30000 look-ups", fp)
+	}
+}
+
+// The filter only answers for times it covers: before its horizon it says
+// "maybe", so the store looks the copy up in SQLite.
+func TestRefFilterHorizon(t *testing.T) {
+	now := time.Now()
+	f := newRefFilter(now)
+	if f.horizon > now.Add(-refKeep).UnixMicro() {
+		t.Fatalf("horizon %d is after now - refKeep", f.horizon)
+	}
+	old := f.horizon - 1
+	f.add("ann", "lobby", "r1", old) // too old to keep
+	if len(f.buckets) != 0 {
+		t.Errorf("a send older than the horizon was kept")
+	}
+	if !f.mayHold("ann", "lobby", "anything", old-1, math.MaxInt64) {
+		t.Errorf("a look-up reaching before the horizon got no")
+	}
+	if f.mayHold("ann", "lobby", "anything", f.horizon, math.MaxInt64) {
+		t.Errorf("an empty filter said maybe inside its horizon")
+	}
+	// A send outside the asked time range is not a copy.
+	us := now.UnixMicro()
+	f.add("ann", "lobby", "r2", us)
+	if f.mayHold("ann", "lobby", "r2", us+2*refSpan, math.MaxInt64) {
+		t.Errorf("a send created before the range matched")
+	}
+	if f.mayHold("ann", "lobby", "r2", f.horizon, us-2*refSpan) {
+		t.Errorf("a send created after the range matched")
+	}
+}
+
+// As time passes, buckets behind the window are dropped and the horizon
+// moves with them: memory follows the recent messages, not all of them.
+func TestRefFilterExpires(t *testing.T) {
+	start := time.Now()
+	f := newRefFilter(start)
+	for m := 0; m < 30; m++ {
+		now := start.Add(time.Duration(m) * time.Minute)
+		f.expire(now)
+		f.add("ann", "lobby", fmt.Sprint(m), now.UnixMicro())
+	}
+	end := start.Add(29 * time.Minute)
+	if want := int(refKeep/time.Minute) + 2; len(f.buckets) > want {
+		t.Errorf("%d buckets kept, want at most %d", len(f.buckets), want)
+	}
+	if f.horizon > end.Add(-refKeep).UnixMicro() || f.horizon < end.Add(-refKeep-time.Minute).UnixMicro() {
+		t.Errorf("horizon %v, want about now - %v", time.UnixMicro(f.horizon), refKeep)
+	}
+	// Recent sends are still held; dropped ones are "maybe" through the
+	// horizon, never "no".
+	for m := 0; m < 30; m++ {
+		us := start.Add(time.Duration(m) * time.Minute).UnixMicro()
+		if !f.mayHold("ann", "lobby", fmt.Sprint(m), us-DedupWindow.Microseconds(), math.MaxInt64) {
+			t.Errorf("send of minute %d: no", m)
+		}
+	}
+	// The clock going back does not drop anything.
+	n := len(f.buckets)
+	f.expire(start)
+	if len(f.buckets) != n {
+		t.Errorf("expire with an earlier time dropped buckets")
+	}
+}
