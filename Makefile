@@ -36,11 +36,12 @@ unit:
 	$(GO) test -race -count=1 -timeout 12m ./...
 
 # fuzz runs each fuzz target briefly: the WebSocket frame decoder, cursors,
-# and the HTTP message body.
+# the HTTP message body and the binary batches of peer links.
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeInbound$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./internal/proto
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeCursor$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./internal/proto
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodePost$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./internal/gateway
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeBatch$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./internal/replication
 
 test: deps vet unit fuzz
 

@@ -68,6 +68,7 @@ func (f *follower) session(ctx context.Context) error {
 	q := url.Values{}
 	q.Set("since", encodeVector(r.opts.Store.Vector()))
 	q.Set("skip", strings.Join(f.skip, ","))
+	q.Set("enc", "bin") // batches as binary frames, see appendBatch
 	u := "ws://" + f.peer.HTTP + "/chatr/peer/link?" + q.Encode()
 	h := http.Header{}
 	setAuth(h, r.opts.Secret, r.opts.Cluster, r.opts.NodeID)
@@ -95,7 +96,7 @@ func (f *follower) session(ctx context.Context) error {
 	go f.ack(sctx, conn, stored)
 	for {
 		rctx, rcancel := context.WithTimeout(sctx, linkTimeout)
-		_, data, err := conn.Read(rctx)
+		typ, data, err := conn.Read(rctx)
 		rcancel()
 		if err != nil {
 			if e, ok := insertErr.Load().(error); ok {
@@ -104,7 +105,12 @@ func (f *follower) session(ctx context.Context) error {
 			return err
 		}
 		var rec record
-		if err := json.Unmarshal(data, &rec); err != nil {
+		if typ == websocket.MessageBinary {
+			rec.Msgs, err = decodeBatch(data)
+		} else {
+			err = json.Unmarshal(data, &rec)
+		}
+		if err != nil {
 			return fmt.Errorf("peer sent garbage: %w", err)
 		}
 		if rec.Snapshot {

@@ -100,7 +100,7 @@ func (r *Replicator) serveLink(w http.ResponseWriter, req *http.Request) {
 	}()
 	go r.readAcks(ctx, cancel, conn, follower)
 
-	s := &linkSender{r: r, conn: conn, skip: skip, sent: since}
+	s := &linkSender{r: r, conn: conn, skip: skip, sent: since, binary: req.URL.Query().Get("enc") == "bin"}
 	err = s.run(ctx, l)
 	if ctx.Err() == nil && err != nil {
 		r.log.Info("peer link to follower ended", "follower", follower, "err", err)
@@ -133,6 +133,10 @@ type linkSender struct {
 	conn *websocket.Conn
 	skip map[string]bool
 	sent proto.Vector
+	// binary sends batches of messages as binary frames (the follower
+	// asked for them); everything else is a JSON record.
+	binary bool
+	buf    []byte
 }
 
 func (s *linkSender) run(ctx context.Context, l *leaderLink) error {
@@ -254,13 +258,21 @@ func (s *linkSender) write(ctx context.Context, rec record) error {
 }
 
 func (s *linkSender) writeN(ctx context.Context, rec record) (int, error) {
-	b, err := json.Marshal(rec)
-	if err != nil {
-		return 0, err
+	typ := websocket.MessageText
+	var b []byte
+	if s.binary && len(rec.Msgs) > 0 && rec.Presence == nil && !rec.Snapshot {
+		typ = websocket.MessageBinary
+		s.buf = appendBatch(s.buf[:0], rec.Msgs)
+		b = s.buf
+	} else {
+		var err error
+		if b, err = json.Marshal(rec); err != nil {
+			return 0, err
+		}
 	}
 	wctx, cancel := context.WithTimeout(ctx, linkTimeout)
 	defer cancel()
-	if err := s.conn.Write(wctx, websocket.MessageText, b); err != nil {
+	if err := s.conn.Write(wctx, typ, b); err != nil {
 		return 0, err
 	}
 	s.r.m.sentMsgs.Add(float64(len(rec.Msgs)))

@@ -3,6 +3,7 @@ package replication
 import (
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -39,6 +40,110 @@ type wireMsg struct {
 
 func toWire(m proto.Message) wireMsg {
 	return wireMsg{Origin: m.Origin, Seq: m.Seq, Room: m.Room, Sender: m.Sender, Text: m.Text, Created: m.Created, Ref: m.Ref}
+}
+
+// Batches of messages travel in binary frames when the follower asks for
+// them (enc=bin on the link URL; older followers get JSON records): decoding
+// JSON took about a tenth of a follower's CPU. A batch is a version byte,
+// then per message: origin, seq, room, sender, text, created, ref, each a
+// uvarint (created a varint) or a uvarint length and the bytes.
+const batchVersion = 1
+
+func appendBatch(b []byte, msgs []wireMsg) []byte {
+	b = append(b, batchVersion)
+	for _, m := range msgs {
+		b = appendString(b, m.Origin)
+		b = binary.AppendUvarint(b, m.Seq)
+		b = appendString(b, m.Room)
+		b = appendString(b, m.Sender)
+		b = appendString(b, m.Text)
+		b = binary.AppendVarint(b, m.Created)
+		b = appendString(b, m.Ref)
+	}
+	return b
+}
+
+func appendString(b []byte, s string) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
+}
+
+// decodeBatch reads a binary batch. It only splits the bytes; each message
+// is checked by wireMsg.message like a JSON one.
+func decodeBatch(b []byte) ([]wireMsg, error) {
+	if len(b) == 0 || b[0] != batchVersion {
+		return nil, errors.New("not a batch of a known version")
+	}
+	d := batchDecoder{b: b[1:]}
+	var msgs []wireMsg
+	var prev wireMsg
+	for len(d.b) > 0 && d.err == nil {
+		var m wireMsg
+		m.Origin = d.str(prev.Origin)
+		m.Seq = d.uvarint()
+		m.Room = d.str(prev.Room)
+		m.Sender = d.str("")
+		m.Text = d.str("")
+		m.Created = d.varint()
+		m.Ref = d.str("")
+		msgs = append(msgs, m)
+		prev = m
+	}
+	if d.err != nil {
+		return nil, fmt.Errorf("bad batch: %w", d.err)
+	}
+	return msgs, nil
+}
+
+type batchDecoder struct {
+	b   []byte
+	err error
+}
+
+var errShort = errors.New("truncated")
+
+func (d *batchDecoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.err = errShort
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *batchDecoder) varint() int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.err = errShort
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+// str reads a string; one equal to prev is returned as prev, so a batch
+// keeps one copy of an origin or room, not one per message.
+func (d *batchDecoder) str(prev string) string {
+	n := d.uvarint()
+	if d.err != nil {
+		return ""
+	}
+	if n > uint64(len(d.b)) {
+		d.err = errShort
+		return ""
+	}
+	raw := d.b[:n]
+	d.b = d.b[n:]
+	if string(raw) == prev {
+		return prev
+	}
+	return string(raw)
 }
 
 // message checks a message from a peer as strictly as one from a client: a

@@ -1,0 +1,154 @@
+package replication
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"chatr/internal/proto"
+)
+
+var sampleBatch = []wireMsg{
+	{Origin: "0123456789ab", Seq: 1, Room: "lobby", Sender: "ann", Text: "hello", Created: 1_700_000_000_000_000, Ref: "r1"},
+	{Origin: "0123456789ab", Seq: 2, Room: "lobby", Sender: "bob", Text: "héllo ✓ <b>", Created: 1_700_000_000_000_001},
+	{Origin: "abcdef012345", Seq: 300, Room: "dev-2", Sender: "Zoë", Text: strings.Repeat("x", 4000), Created: -5, Ref: strings.Repeat("r", 64)},
+}
+
+func TestBatchRoundTrip(t *testing.T) {
+	got, err := decodeBatch(appendBatch(nil, sampleBatch))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, sampleBatch) {
+		t.Fatalf("decoded %+v\nwant %+v", got, sampleBatch)
+	}
+	if got, err := decodeBatch(appendBatch(nil, nil)); err != nil || len(got) != 0 {
+		t.Fatalf("empty batch: %v %v", got, err)
+	}
+}
+
+// A peer's bytes are input like any other: a cut or forged batch is an
+// error, never a panic, a huge allocation or a message made of garbage.
+func TestBadBatches(t *testing.T) {
+	full := appendBatch(nil, sampleBatch)
+	for _, b := range [][]byte{nil, {}, {0}, {2}, {batchVersion, 0xff}, {batchVersion, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
+		append([]byte{batchVersion}, []byte(`{"m":[]}`)...)} {
+		if msgs, err := decodeBatch(b); err == nil {
+			t.Errorf("decodeBatch(%q) = %+v, want an error", b, msgs)
+		}
+	}
+	// Every cut either fails or yields whole leading messages.
+	for n := 1; n < len(full); n++ {
+		msgs, err := decodeBatch(full[:n])
+		if err != nil {
+			continue
+		}
+		if !reflect.DeepEqual(msgs, sampleBatch[:len(msgs)]) && len(msgs) > 0 {
+			t.Fatalf("cut at %d decoded %+v", n, msgs)
+		}
+	}
+}
+
+func FuzzDecodeBatch(f *testing.F) {
+	f.Add(appendBatch(nil, sampleBatch))
+	f.Add([]byte{batchVersion})
+	f.Add([]byte{batchVersion, 12, 'x'})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		msgs, err := decodeBatch(b)
+		if err != nil {
+			return
+		}
+		again, err := decodeBatch(appendBatch(nil, msgs))
+		if err != nil || !reflect.DeepEqual(again, msgs) && len(msgs) > 0 {
+			t.Fatalf("re-encoded batch decodes to %+v (%v), want %+v", again, err, msgs)
+		}
+	})
+}
+
+// A follower that does not ask for binary batches (an older release) gets
+// JSON records; one that asks gets binary frames. Both hold the same.
+func TestLinkEncodings(t *testing.T) {
+	a := newPeer(t, "c", nil, 0)
+	sent := post(t, a, "one")
+	for _, enc := range []string{"", "bin"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		h := http.Header{}
+		setAuth(h, nil, "c", "0123456789ab")
+		conn, _, err := websocket.Dial(ctx, "ws://"+a.addr()+"/chatr/peer/link?since=&skip=&enc="+enc, &websocket.DialOptions{HTTPHeader: h})
+		if err != nil {
+			t.Fatal(err)
+		}
+		typ, data, err := conn.Read(ctx) // the catch-up
+		conn.CloseNow()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rec record
+		switch enc {
+		case "":
+			if typ != websocket.MessageText {
+				t.Fatalf("enc=%q: frame type %v, want text", enc, typ)
+			}
+			err = json.Unmarshal(data, &rec)
+		case "bin":
+			if typ != websocket.MessageBinary {
+				t.Fatalf("enc=%q: frame type %v, want binary", enc, typ)
+			}
+			rec.Msgs, err = decodeBatch(data)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rec.Msgs) != 1 || rec.Msgs[0] != toWire(sent) {
+			t.Fatalf("enc=%q: got %+v, want %+v", enc, rec.Msgs, toWire(sent))
+		}
+	}
+}
+
+// A fake leader sending broken binary batches costs the follower that link
+// only: it stores nothing from it and keeps following the real peer.
+func TestGarbageBatchesOnLink(t *testing.T) {
+	a := newPeer(t, "c", nil, 0)
+	post(t, a, "one")
+	good := appendBatch(nil, []wireMsg{{Origin: "0123456789ab", Seq: 1, Room: "lobby", Sender: "x", Text: "t", Created: 1}})
+	garbage := [][]byte{
+		{batchVersion, 12, 'x'},                  // cut short
+		{9},                                      // unknown version
+		append(good[:len(good):len(good)], 0xff), // a good message, then a cut one
+		appendBatch(nil, []wireMsg{{Origin: "0123456789ab", Seq: 1, Room: "Bad Room", Sender: "x", Text: "t"}}), // a bad message
+	}
+	var conns atomic.Int64
+	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		i := int(conns.Add(1)-1) % len(garbage)
+		c.Write(r.Context(), websocket.MessageBinary, garbage[i])
+		c.Read(r.Context()) // until the follower gives up the link
+	}))
+	defer fake.Close()
+	b := newPeer(t, "c", nil, 0)
+	b.repl.SetPeers([]Peer{{ID: "0123456789ab", HTTP: strings.TrimPrefix(fake.URL, "http://")}, a.as()})
+	eventually(t, 10*time.Second, func() error { return holds(b, proto.Vector{a.st.NodeID(): 1}) })
+	eventually(t, 20*time.Second, func() error {
+		if n := conns.Load(); n < int64(len(garbage)) {
+			return fmt.Errorf("fake leader saw %d links, want %d", n, len(garbage))
+		}
+		return nil
+	})
+	if v := b.st.Vector()["0123456789ab"]; v != 0 {
+		t.Fatalf("stored %d messages from garbage", v)
+	}
+}
