@@ -25,7 +25,8 @@ func settleCopies(t *testing.T, base int64) {
 	second := proto.Message{Origin: "bbbbbbbbbbbb", Seq: 1, Room: "lobby", Sender: "ann", Text: "hi", Created: base + 500_000, Ref: "r1"}
 	other := proto.Message{Origin: "bbbbbbbbbbbb", Seq: 2, Room: "lobby", Sender: "ann", Text: "other", Created: base + 600_000, Ref: "r2"}
 	for _, order := range [][]proto.Message{{first, second, other}, {second, other, first}} {
-		s, err := Open(t.TempDir(), Options{})
+		dir := t.TempDir()
+		s, err := Open(dir, Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -60,7 +61,16 @@ func settleCopies(t *testing.T, base int64) {
 		if r, _ := s.Range(ctx, second.Origin, 1, 10); len(r) != 2 {
 			t.Fatalf("range of %s: %d messages, want 2", second.Origin, len(r))
 		}
+		// The room list counts each send once, now and after a restart.
+		if rs := s.Rooms(); len(rs) != 1 || rs[0].Messages != 2 {
+			t.Errorf("rooms %+v, want lobby with 2 messages", rs)
+		}
 		s.Close() // the writer is done: committed is complete and ours to read
+		s2 := openStore(t, dir)
+		if rs := s2.Rooms(); len(rs) != 1 || rs[0].Messages != 2 {
+			t.Errorf("after a restart: rooms %+v, want lobby with 2 messages", rs)
+		}
+		s2.Close()
 		for _, c := range committed {
 			switch c.Msg.ID() {
 			case second.ID():

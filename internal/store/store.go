@@ -690,7 +690,7 @@ func (s *Store) prepare() error {
 	}
 	if s.headStmt, err = s.wdb.Prepare(`INSERT INTO room_heads(room, origin, seq, created, count) VALUES(?, ?, ?, ?, ?)
 		ON CONFLICT(room, origin) DO UPDATE SET seq = excluded.seq, created = excluded.created, count = excluded.count
-		WHERE excluded.seq > room_heads.seq`); err != nil {
+		WHERE excluded.seq >= room_heads.seq`); err != nil {
 		return err
 	}
 	s.findRefStmt, err = s.wdb.Prepare(findRefQuery)
@@ -779,7 +779,21 @@ func (s *Store) writeHeads(tx *sql.Tx, stored []proto.Message) (map[string]map[s
 			heads[m.Room] = hs
 		}
 		h := hs[m.Origin]
-		hs[m.Origin] = head{seq: m.Seq, created: m.Created, count: h.count + 1}
+		h = head{seq: m.Seq, created: m.Created, count: h.count}
+		// count is of shown messages: a hidden copy adds none, and a copy
+		// that hid an earlier-stored one takes that one's place.
+		if !m.Hidden {
+			h.count++
+		}
+		if o, _, perr := proto.ParseMessageID(m.Replaces); m.Replaces != "" && !m.Hidden && perr == nil {
+			if o == m.Origin {
+				h.count--
+			} else if hh, ok := hs[o]; ok {
+				hh.count--
+				hs[o] = hh
+			}
+		}
+		hs[m.Origin] = h
 		v := make(proto.Vector, len(hs))
 		for o, h := range hs {
 			v[o] = h.seq
@@ -790,6 +804,9 @@ func (s *Store) writeHeads(tx *sql.Tx, stored []proto.Message) (map[string]map[s
 	headStmt := tx.Stmt(s.headStmt)
 	for room, hs := range heads {
 		for origin, h := range hs {
+			if old, ok := s.heads[room][origin]; ok && old == h {
+				continue // unchanged (only the writer changes s.heads)
+			}
 			if _, err := headStmt.Exec(room, origin, h.seq, h.created, h.count); err != nil {
 				return nil, nil, fmt.Errorf("update room heads: %w", err)
 			}
