@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -54,6 +55,7 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	quiet := fs.Bool("quiet", false, "no progress lines")
 	fs.BoolVar(&cfg.AllowRemote, "allow-remote", false, "allow nodes that are not on this machine (loopback)")
+	cpuProfile := fs.String("cpuprofile", "", "write the load generator's own CPU profile to `file` (to see what the client costs)")
 	if code, done := parseFlags(fs, args, benchUsage, stdout, stderr); done {
 		return code
 	}
@@ -68,6 +70,19 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 	if _, err := cfg.Validate(); err != nil {
 		fmt.Fprintf(stderr, "chatr bench: %v\n", err)
 		return 2
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "chatr bench: %v\n", err)
+			return 2
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "chatr bench: cpu profile: %v\n", err)
+			return 2
+		}
+		defer pprof.StopCPUProfile()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -16,7 +16,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/http"
+	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -55,7 +55,7 @@ type run struct {
 	cfg     Config
 	urls    []string
 	rooms   []string
-	clients []*http.Client // by source address group; nil for the default
+	sources []net.IP // by source address group; nil for the default
 	group   int            // connections per source address group
 
 	ledger  *Ledger
@@ -75,7 +75,7 @@ type run struct {
 // goroutines and read by anyone.
 type conn struct {
 	i, room int
-	c       *client.Conn
+	c       *wsConn
 	recv    *ReceiverLog
 	send    *SenderLog // nil unless it sends
 
@@ -108,7 +108,7 @@ func newRun(cfg Config, urls []string) *run {
 		senderRooms[i] = i % cfg.Rooms
 	}
 	r.ledger = NewLedger(senderRooms)
-	r.clients, r.group = sourceClients(urls, cfg.Conns)
+	r.sources, r.group = sourceAddrs(urls, cfg.Conns)
 	return r
 }
 
@@ -224,12 +224,12 @@ func sleepUntil(ctx context.Context, timer *time.Timer, t time.Time) bool {
 // returns nil if that fails.
 func (r *run) connect(ctx context.Context, i int) *conn {
 	c := &conn{i: i, room: i % r.cfg.Rooms}
-	opts := &client.Options{}
-	if r.clients != nil {
-		opts.HTTPClient = r.clients[min(i/r.group, len(r.clients)-1)]
+	var local net.IP
+	if r.sources != nil {
+		local = r.sources[min(i/r.group, len(r.sources)-1)]
 	}
 	url := r.urls[(i/r.cfg.Rooms)%len(r.urls)]
-	cc, err := client.Dial(ctx, url, "bench-"+strconv.Itoa(i), opts)
+	cc, err := dialWS(ctx, url, "bench-"+strconv.Itoa(i), local)
 	if err != nil {
 		reason := "dial"
 		if perr := (*proto.Error)(nil); errors.As(err, &perr) {
@@ -239,21 +239,24 @@ func (r *run) connect(ctx context.Context, i int) *conn {
 		return nil
 	}
 	room := r.rooms[c.room]
-	if err := cc.JoinHistory(ctx, room, 0); err != nil {
-		cc.CloseNow()
+	if dl, ok := ctx.Deadline(); ok {
+		cc.nc.SetDeadline(dl)
+	}
+	if err := cc.join(room); err != nil {
+		cc.closeNow()
 		r.fail("join", 1, err)
 		return nil
 	}
 	for {
-		data, err := cc.ReadRaw(ctx)
+		data, err := cc.read()
 		if err != nil {
-			cc.CloseNow()
+			cc.closeNow()
 			r.fail("join", 1, err)
 			return nil
 		}
 		f := scan(data)
 		if f.typ == client.TypeError {
-			cc.CloseNow()
+			cc.closeNow()
 			r.fail("join: "+f.code, 1, fmt.Errorf("%s", f.message))
 			return nil
 		}
@@ -261,6 +264,7 @@ func (r *run) connect(ctx context.Context, i int) *conn {
 			break
 		}
 	}
+	cc.nc.SetDeadline(time.Time{})
 	c.c = cc
 	c.recv = r.ledger.AddReceiver(c.room)
 	if i < r.cfg.Senders {
@@ -269,7 +273,7 @@ func (r *run) connect(ctx context.Context, i int) *conn {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closing {
-		cc.CloseNow()
+		cc.closeNow()
 		return nil
 	}
 	r.conns = append(r.conns, c)
@@ -280,7 +284,7 @@ func (r *run) connect(ctx context.Context, i int) *conn {
 func (r *run) read(c *conn) {
 	defer r.flush(c)
 	for {
-		data, err := c.c.ReadRaw(context.Background())
+		data, err := c.c.read()
 		if err != nil {
 			r.mu.Lock()
 			closing := r.closing
@@ -289,7 +293,7 @@ func (r *run) read(c *conn) {
 				c.recv.Stop(time.Now().UnixNano())
 				c.dropped.Store(true)
 				r.dropped.Add(1)
-				if code := client.CloseStatus(err); code >= 0 {
+				if code := closeCode(err); code >= 0 {
 					r.count("closed "+strconv.Itoa(code), err)
 				} else {
 					r.count("disconnected", err)
@@ -363,9 +367,9 @@ func (r *run) sendLoop(ctx context.Context, c *conn, perSec float64, start time.
 			seq := c.send.Next(now)
 			buf = appendText(buf[:0], c.i, seq, now, r.cfg.Size)
 			// The ref is the sequence number: unique per message, since
-			// sender names and rooms are unique to the run. Background
-			// keeps the write free of timers; closeAll ends a blocked one.
-			if err := c.c.Send(context.Background(), room, string(buf), strconv.FormatUint(seq, 10)); err != nil {
+			// sender names and rooms are unique to the run. closeAll ends
+			// a blocked write.
+			if err := c.c.sendText(room, string(buf), seq); err != nil {
 				if ctx.Err() == nil && !c.dropped.Load() {
 					r.count("send", err)
 				}
@@ -431,7 +435,7 @@ func (r *run) closeAll() {
 	conns := r.conns
 	r.mu.Unlock()
 	for _, c := range conns {
-		c.c.CloseNow()
+		c.c.closeNow()
 	}
 }
 

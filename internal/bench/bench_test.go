@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -252,14 +253,19 @@ func TestValidate(t *testing.T) {
 
 func TestSourceAddresses(t *testing.T) {
 	urls := []string{"ws://127.0.0.1:5080/chatr/ws"}
-	if clients, _ := sourceClients(urls, 100); clients != nil {
+	if clients, _ := sourceAddrs(urls, 100); clients != nil {
 		t.Error("100 connections spread over source addresses")
 	}
-	clients, per := sourceClients(urls, 70000)
+	clients, per := sourceAddrs(urls, 70000)
 	if want := (70000 + per - 1) / per; len(clients) != want {
 		t.Errorf("70000 connections: %d source addresses, want %d", len(clients), want)
 	}
-	if clients, _ := sourceClients([]string{"ws://[::1]:5080/chatr/ws"}, 70000); clients != nil {
+	for k, ip := range clients {
+		if !ip.Equal(net.IPv4(127, 0, 0, byte(k+1))) {
+			t.Errorf("source address %d is %v", k, ip)
+		}
+	}
+	if clients, _ := sourceAddrs([]string{"ws://[::1]:5080/chatr/ws"}, 70000); clients != nil {
 		t.Error("IPv6 node: spread over 127.0.0.x")
 	}
 }

@@ -2,13 +2,11 @@ package bench
 
 import (
 	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"strconv"
 	"strings"
 
-	"chatr/internal/client"
 )
 
 // A TCP client gets its source port from the ephemeral range, which holds
@@ -17,18 +15,18 @@ import (
 // each group of connections to its own source address 127.0.0.1,
 // 127.0.0.2, ..., each with a whole port range of its own.
 
-// sourceClients returns the HTTP client for each group of perSource
-// connections, or nil when all connections can share the default one.
-func sourceClients(urls []string, conns int) (clients []*http.Client, perSource int) {
+// sourceAddrs returns the source address of each group of perSource
+// connections, or nil when all connections can use the default one.
+func sourceAddrs(urls []string, conns int) (addrs []net.IP, perSource int) {
 	perSource = portsPerSource()
 	if conns <= perSource || !allLoopbackV4(urls) {
 		return nil, perSource
 	}
 	n := (conns + perSource - 1) / perSource
 	for k := 0; k < n && k < 254; k++ {
-		clients = append(clients, client.LocalAddrClient(net.IPv4(127, 0, 0, byte(k+1))))
+		addrs = append(addrs, net.IPv4(127, 0, 0, byte(k+1)))
 	}
-	return clients, perSource
+	return addrs, perSource
 }
 
 // portsPerSource is how many connections bench opens from one source
