@@ -56,7 +56,7 @@ type run struct {
 	urls    []string
 	rooms   []string
 	sources []net.IP // by source address group; nil for the default
-	group   int            // connections per source address group
+	group   int      // connections per source address group
 
 	ledger  *Ledger
 	lat     *recorder

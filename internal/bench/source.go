@@ -6,7 +6,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-
 )
 
 // A TCP client gets its source port from the ephemeral range, which holds
