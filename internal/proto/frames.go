@@ -71,9 +71,9 @@ func DecodeInbound(data []byte) (Inbound, *Error) {
 		in.Ref = ""
 		return in, perr
 	}
-	if utf8.RuneCountInString(in.Ref) > MaxRefLen {
+	if err := CheckRef(in.Ref); err != nil {
 		in.Ref = ""
-		return in, Errorf(CodeBadRequest, "ref is longer than %d characters", MaxRefLen)
+		return in, err
 	}
 	// JSON decoding turns bad UTF-8 into U+FFFD silently; check the raw
 	// frame, after the ref is known so the error can answer it.

@@ -43,7 +43,7 @@ func FuzzDecodeInbound(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		in, err := DecodeInbound(data)
-		if len(in.Ref) > MaxRefLen || !utf8.ValidString(in.Ref) {
+		if utf8.RuneCountInString(in.Ref) > MaxRefLen || !utf8.ValidString(in.Ref) {
 			t.Fatalf("ref %q escapes the limits", in.Ref)
 		}
 		if err != nil {

@@ -191,6 +191,19 @@ func CheckRoom(room string) *Error {
 	return nil
 }
 
+// CheckRef checks a send's ref: at most MaxRefLen characters (not bytes)
+// of valid UTF-8. Gateways and peer links use this one check, so a ref a
+// node accepted from a client is never refused by its peers.
+func CheckRef(ref string) *Error {
+	if !utf8.ValidString(ref) {
+		return Errorf(CodeBadRequest, "ref is not valid UTF-8")
+	}
+	if utf8.RuneCountInString(ref) > MaxRefLen {
+		return Errorf(CodeBadRequest, "ref is longer than %d characters", MaxRefLen)
+	}
+	return nil
+}
+
 // CheckText checks a message text: 1 to 4096 bytes of valid UTF-8.
 func CheckText(text string) *Error {
 	if text == "" {

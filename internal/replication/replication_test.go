@@ -261,6 +261,23 @@ func TestBadInputFromPeers(t *testing.T) {
 			t.Errorf("message %+v accepted", w)
 		}
 	}
+	// What a node accepts from a client, its peers accept from it: a ref of
+	// 64 characters that take more than 64 bytes used to be refused on the
+	// peer link, which then could never get past that message.
+	for _, ref := range []string{strings.Repeat("é", proto.MaxRefLen), strings.Repeat("\uFFFD", proto.MaxRefLen)} {
+		frame := `{"type":"send","room":"lobby","text":"t","ref":"` + ref + `"}`
+		in, perr := proto.DecodeInbound([]byte(frame))
+		if perr != nil {
+			t.Fatalf("gateway refused ref %q: %v", ref, perr)
+		}
+		w := wireMsg{Origin: "0123456789ab", Seq: 1, Room: "lobby", Sender: "a", Text: "t", Ref: in.Ref}
+		if _, err := w.message(); err != nil {
+			t.Errorf("peer refused a ref the gateway accepted (%d bytes): %v", len(in.Ref), err)
+		}
+	}
+	if _, err := (wireMsg{Origin: "0123456789ab", Seq: 1, Room: "lobby", Sender: "a", Text: "t", Ref: "\xff"}).message(); err == nil {
+		t.Errorf("a ref of invalid UTF-8 accepted from a peer")
+	}
 }
 
 // Garbage on a link, from either end, ends that link and nothing else.

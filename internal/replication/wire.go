@@ -162,8 +162,8 @@ func (w wireMsg) message() (proto.Message, error) {
 	if err := proto.CheckText(w.Text); err != nil {
 		return m, err
 	}
-	if len(w.Ref) > proto.MaxRefLen {
-		return m, fmt.Errorf("ref longer than %d", proto.MaxRefLen)
+	if err := proto.CheckRef(w.Ref); err != nil {
+		return m, err
 	}
 	return m, nil
 }
