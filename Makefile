@@ -41,7 +41,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeInbound$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./internal/proto
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeCursor$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./internal/proto
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodePost$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./internal/gateway
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeBatch$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./internal/replication
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeBatch$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./internal/replication/wire
 
 test: deps vet unit fuzz
 

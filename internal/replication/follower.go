@@ -13,6 +13,7 @@ import (
 	"github.com/coder/websocket"
 
 	"chatr/internal/proto"
+	"chatr/internal/replication/wire"
 )
 
 // follower keeps one link to a peer open, resuming from what the store
@@ -104,9 +105,9 @@ func (f *follower) session(ctx context.Context) error {
 			}
 			return err
 		}
-		var rec record
+		var rec wire.Record
 		if typ == websocket.MessageBinary {
-			rec.Msgs, err = decodeBatch(data)
+			rec.Msgs, err = wire.DecodeBatch(data)
 		} else {
 			err = json.Unmarshal(data, &rec)
 		}
@@ -121,7 +122,7 @@ func (f *follower) session(ctx context.Context) error {
 		}
 		msgs := make([]proto.Message, len(rec.Msgs))
 		for i, w := range rec.Msgs {
-			if msgs[i], err = w.message(); err != nil {
+			if msgs[i], err = w.Message(); err != nil {
 				return fmt.Errorf("peer sent a bad message: %w", err)
 			}
 		}
@@ -167,7 +168,7 @@ func (f *follower) ack(ctx context.Context, conn *websocket.Conn, stored <-chan 
 			continue
 		}
 		acked = got
-		b, _ := json.Marshal(record{Ack: proto.Vector{f.peer.ID: got}})
+		b, _ := json.Marshal(wire.Record{Ack: proto.Vector{f.peer.ID: got}})
 		wctx, cancel := context.WithTimeout(ctx, linkTimeout)
 		err := conn.Write(wctx, websocket.MessageText, b)
 		cancel()

@@ -13,6 +13,7 @@ import (
 	"github.com/coder/websocket"
 
 	"chatr/internal/proto"
+	"chatr/internal/replication/wire"
 	"chatr/internal/store"
 )
 
@@ -116,7 +117,7 @@ func (r *Replicator) readAcks(ctx context.Context, cancel context.CancelFunc, co
 		if err != nil {
 			return
 		}
-		var rec record
+		var rec wire.Record
 		if err := json.Unmarshal(data, &rec); err != nil || rec.Ack == nil {
 			r.m.linkErrors.Inc()
 			r.log.Warn("peer sent garbage on its link", "peer", follower, "err", err)
@@ -171,7 +172,7 @@ func (s *linkSender) run(ctx context.Context, l *leaderLink) error {
 				}
 				continue
 			}
-			if err := s.write(ctx, record{}); err != nil {
+			if err := s.write(ctx, wire.Record{}); err != nil {
 				return err
 			}
 		}
@@ -203,9 +204,9 @@ func (s *linkSender) catchUpOrigin(ctx context.Context, origin string, last uint
 		if len(msgs) == 0 {
 			return fmt.Errorf("store has no %s-%d though its vector says so", origin, s.sent[origin]+1)
 		}
-		rec := record{Msgs: make([]wireMsg, len(msgs))}
+		rec := wire.Record{Msgs: make([]wire.Msg, len(msgs))}
 		for i, m := range msgs {
-			rec.Msgs[i] = toWire(m)
+			rec.Msgs[i] = wire.FromMessage(m)
 		}
 		n, err := s.writeN(ctx, rec)
 		if err != nil {
@@ -222,7 +223,7 @@ func (s *linkSender) catchUpOrigin(ctx context.Context, origin string, last uint
 // any it finds missing (a dropped batch, or one committed during the
 // catch-up).
 func (s *linkSender) sendLive(ctx context.Context, batch []store.Committed) error {
-	var rec record
+	var rec wire.Record
 	for _, c := range batch {
 		m := c.Msg
 		if !s.wants(m.Origin) || m.Seq <= s.sent[m.Origin] {
@@ -239,7 +240,7 @@ func (s *linkSender) sendLive(ctx context.Context, batch []store.Committed) erro
 				return err
 			}
 		}
-		rec.Msgs = append(rec.Msgs, toWire(m))
+		rec.Msgs = append(rec.Msgs, wire.FromMessage(m))
 		s.sent[m.Origin] = m.Seq
 	}
 	if len(rec.Msgs) == 0 {
@@ -249,20 +250,20 @@ func (s *linkSender) sendLive(ctx context.Context, batch []store.Committed) erro
 }
 
 func (s *linkSender) sendPresence(ctx context.Context) error {
-	return s.write(ctx, record{Presence: s.r.opts.Hub.LocalPresence(), Snapshot: true})
+	return s.write(ctx, wire.Record{Presence: s.r.opts.Hub.LocalPresence(), Snapshot: true})
 }
 
-func (s *linkSender) write(ctx context.Context, rec record) error {
+func (s *linkSender) write(ctx context.Context, rec wire.Record) error {
 	_, err := s.writeN(ctx, rec)
 	return err
 }
 
-func (s *linkSender) writeN(ctx context.Context, rec record) (int, error) {
+func (s *linkSender) writeN(ctx context.Context, rec wire.Record) (int, error) {
 	typ := websocket.MessageText
 	var b []byte
 	if s.binary && len(rec.Msgs) > 0 && rec.Presence == nil && !rec.Snapshot {
 		typ = websocket.MessageBinary
-		s.buf = appendBatch(s.buf[:0], rec.Msgs)
+		s.buf = wire.AppendBatch(s.buf[:0], rec.Msgs)
 		b = s.buf
 	} else {
 		var err error

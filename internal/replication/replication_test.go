@@ -13,6 +13,7 @@ import (
 
 	"chatr/internal/hub"
 	"chatr/internal/proto"
+	"chatr/internal/replication/wire"
 	"chatr/internal/store"
 )
 
@@ -247,7 +248,7 @@ func TestBadInputFromPeers(t *testing.T) {
 	if v, err := decodeVector("0123456789ab:3"); err != nil || v["0123456789ab"] != 3 {
 		t.Errorf("decodeVector good: %v %v", v, err)
 	}
-	bad := []wireMsg{
+	bad := []wire.Msg{
 		{Origin: "x", Seq: 1, Room: "lobby", Sender: "a", Text: "t"},
 		{Origin: "0123456789ab", Seq: 0, Room: "lobby", Sender: "a", Text: "t"},
 		{Origin: "0123456789ab", Seq: 1, Room: "Bad Room", Sender: "a", Text: "t"},
@@ -257,7 +258,7 @@ func TestBadInputFromPeers(t *testing.T) {
 		{Origin: "0123456789ab", Seq: 1, Room: "lobby", Sender: "a", Text: "t", Ref: strings.Repeat("r", 65)},
 	}
 	for _, w := range bad {
-		if _, err := w.message(); err == nil {
+		if _, err := w.Message(); err == nil {
 			t.Errorf("message %+v accepted", w)
 		}
 	}
@@ -270,12 +271,12 @@ func TestBadInputFromPeers(t *testing.T) {
 		if perr != nil {
 			t.Fatalf("gateway refused ref %q: %v", ref, perr)
 		}
-		w := wireMsg{Origin: "0123456789ab", Seq: 1, Room: "lobby", Sender: "a", Text: "t", Ref: in.Ref}
-		if _, err := w.message(); err != nil {
+		w := wire.Msg{Origin: "0123456789ab", Seq: 1, Room: "lobby", Sender: "a", Text: "t", Ref: in.Ref}
+		if _, err := w.Message(); err != nil {
 			t.Errorf("peer refused a ref the gateway accepted (%d bytes): %v", len(in.Ref), err)
 		}
 	}
-	if _, err := (wireMsg{Origin: "0123456789ab", Seq: 1, Room: "lobby", Sender: "a", Text: "t", Ref: "\xff"}).message(); err == nil {
+	if _, err := (wire.Msg{Origin: "0123456789ab", Seq: 1, Room: "lobby", Sender: "a", Text: "t", Ref: "\xff"}).Message(); err == nil {
 		t.Errorf("a ref of invalid UTF-8 accepted from a peer")
 	}
 }

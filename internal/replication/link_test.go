@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -15,64 +14,8 @@ import (
 	"github.com/coder/websocket"
 
 	"chatr/internal/proto"
+	"chatr/internal/replication/wire"
 )
-
-var sampleBatch = []wireMsg{
-	{Origin: "0123456789ab", Seq: 1, Room: "lobby", Sender: "ann", Text: "hello", Created: 1_700_000_000_000_000, Ref: "r1"},
-	{Origin: "0123456789ab", Seq: 2, Room: "lobby", Sender: "bob", Text: "héllo ✓ <b>", Created: 1_700_000_000_000_001},
-	{Origin: "abcdef012345", Seq: 300, Room: "dev-2", Sender: "Zoë", Text: strings.Repeat("x", 4000), Created: -5, Ref: strings.Repeat("r", 64)},
-}
-
-func TestBatchRoundTrip(t *testing.T) {
-	got, err := decodeBatch(appendBatch(nil, sampleBatch))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(got, sampleBatch) {
-		t.Fatalf("decoded %+v\nwant %+v", got, sampleBatch)
-	}
-	if got, err := decodeBatch(appendBatch(nil, nil)); err != nil || len(got) != 0 {
-		t.Fatalf("empty batch: %v %v", got, err)
-	}
-}
-
-// A peer's bytes are input like any other: a cut or forged batch is an
-// error, never a panic, a huge allocation or a message made of garbage.
-func TestBadBatches(t *testing.T) {
-	full := appendBatch(nil, sampleBatch)
-	for _, b := range [][]byte{nil, {}, {0}, {2}, {batchVersion, 0xff}, {batchVersion, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
-		append([]byte{batchVersion}, []byte(`{"m":[]}`)...)} {
-		if msgs, err := decodeBatch(b); err == nil {
-			t.Errorf("decodeBatch(%q) = %+v, want an error", b, msgs)
-		}
-	}
-	// Every cut either fails or yields whole leading messages.
-	for n := 1; n < len(full); n++ {
-		msgs, err := decodeBatch(full[:n])
-		if err != nil {
-			continue
-		}
-		if !reflect.DeepEqual(msgs, sampleBatch[:len(msgs)]) && len(msgs) > 0 {
-			t.Fatalf("cut at %d decoded %+v", n, msgs)
-		}
-	}
-}
-
-func FuzzDecodeBatch(f *testing.F) {
-	f.Add(appendBatch(nil, sampleBatch))
-	f.Add([]byte{batchVersion})
-	f.Add([]byte{batchVersion, 12, 'x'})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		msgs, err := decodeBatch(b)
-		if err != nil {
-			return
-		}
-		again, err := decodeBatch(appendBatch(nil, msgs))
-		if err != nil || !reflect.DeepEqual(again, msgs) && len(msgs) > 0 {
-			t.Fatalf("re-encoded batch decodes to %+v (%v), want %+v", again, err, msgs)
-		}
-	})
-}
 
 // A follower that does not ask for binary batches (an older release) gets
 // JSON records; one that asks gets binary frames. Both hold the same.
@@ -93,7 +36,7 @@ func TestLinkEncodings(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var rec record
+		var rec wire.Record
 		switch enc {
 		case "":
 			if typ != websocket.MessageText {
@@ -104,13 +47,13 @@ func TestLinkEncodings(t *testing.T) {
 			if typ != websocket.MessageBinary {
 				t.Fatalf("enc=%q: frame type %v, want binary", enc, typ)
 			}
-			rec.Msgs, err = decodeBatch(data)
+			rec.Msgs, err = wire.DecodeBatch(data)
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(rec.Msgs) != 1 || rec.Msgs[0] != toWire(sent) {
-			t.Fatalf("enc=%q: got %+v, want %+v", enc, rec.Msgs, toWire(sent))
+		if len(rec.Msgs) != 1 || rec.Msgs[0] != wire.FromMessage(sent) {
+			t.Fatalf("enc=%q: got %+v, want %+v", enc, rec.Msgs, wire.FromMessage(sent))
 		}
 	}
 }
@@ -120,12 +63,12 @@ func TestLinkEncodings(t *testing.T) {
 func TestGarbageBatchesOnLink(t *testing.T) {
 	a := newPeer(t, "c", nil, 0)
 	post(t, a, "one")
-	good := appendBatch(nil, []wireMsg{{Origin: "0123456789ab", Seq: 1, Room: "lobby", Sender: "x", Text: "t", Created: 1}})
+	good := wire.AppendBatch(nil, []wire.Msg{{Origin: "0123456789ab", Seq: 1, Room: "lobby", Sender: "x", Text: "t", Created: 1}})
 	garbage := [][]byte{
-		{batchVersion, 12, 'x'},                  // cut short
+		{wire.BatchVersion, 12, 'x'},             // cut short
 		{9},                                      // unknown version
 		append(good[:len(good):len(good)], 0xff), // a good message, then a cut one
-		appendBatch(nil, []wireMsg{{Origin: "0123456789ab", Seq: 1, Room: "Bad Room", Sender: "x", Text: "t"}}), // a bad message
+		wire.AppendBatch(nil, []wire.Msg{{Origin: "0123456789ab", Seq: 1, Room: "Bad Room", Sender: "x", Text: "t"}}), // a bad message
 	}
 	var conns atomic.Int64
 	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -1,25 +1,20 @@
-package replication
+// Package wire is the format of peer-link frames: JSON records and binary
+// batches of messages, and the checks a message from a peer must pass.
+package wire
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/http"
-	"strconv"
-	"strings"
-	"time"
 
 	"chatr/internal/proto"
 )
 
-// record is one frame on a peer link. The leader sends batches of messages,
+// Record is one frame on a peer link. The leader sends batches of messages,
 // its presence snapshot and heartbeats; the follower sends acks.
-type record struct {
+type Record struct {
 	// Msgs are messages in per-origin order.
-	Msgs []wireMsg `json:"m,omitempty"`
+	Msgs []Msg `json:"m,omitempty"`
 	// Presence is the leader's own sessions' presence, room -> names. It is
 	// a full snapshot; Presence with Snapshot set and no rooms means none.
 	Presence map[string][]string `json:"p,omitempty"`
@@ -28,7 +23,8 @@ type record struct {
 	Ack proto.Vector `json:"a,omitempty"`
 }
 
-type wireMsg struct {
+// Msg is a message on a peer link.
+type Msg struct {
 	Origin  string `json:"o"`
 	Seq     uint64 `json:"s"`
 	Room    string `json:"r"`
@@ -38,8 +34,9 @@ type wireMsg struct {
 	Ref     string `json:"x,omitempty"`
 }
 
-func toWire(m proto.Message) wireMsg {
-	return wireMsg{Origin: m.Origin, Seq: m.Seq, Room: m.Room, Sender: m.Sender, Text: m.Text, Created: m.Created, Ref: m.Ref}
+// FromMessage is m as it travels.
+func FromMessage(m proto.Message) Msg {
+	return Msg{Origin: m.Origin, Seq: m.Seq, Room: m.Room, Sender: m.Sender, Text: m.Text, Created: m.Created, Ref: m.Ref}
 }
 
 // Batches of messages travel in binary frames when the follower asks for
@@ -47,10 +44,17 @@ func toWire(m proto.Message) wireMsg {
 // JSON took about a tenth of a follower's CPU. A batch is a version byte,
 // then per message: origin, seq, room, sender, text, created, ref, each a
 // uvarint (created a varint) or a uvarint length and the bytes.
-const batchVersion = 1
+const BatchVersion = 1
 
-func appendBatch(b []byte, msgs []wireMsg) []byte {
-	b = append(b, batchVersion)
+// MaxBatchMsgs bounds the messages of one batch, so a batch of tiny
+// messages cannot make a follower allocate far more than the frame's size.
+// A leader sends at most a commit's worth (MaxBatch, 512 by default, plus
+// one replicated batch), or a catch-up read from its store (512).
+const MaxBatchMsgs = 1 << 16
+
+// AppendBatch appends msgs as one binary batch to b.
+func AppendBatch(b []byte, msgs []Msg) []byte {
+	b = append(b, BatchVersion)
 	for _, m := range msgs {
 		b = appendString(b, m.Origin)
 		b = binary.AppendUvarint(b, m.Seq)
@@ -67,17 +71,20 @@ func appendString(b []byte, s string) []byte {
 	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
 }
 
-// decodeBatch reads a binary batch. It only splits the bytes; each message
-// is checked by wireMsg.message like a JSON one.
-func decodeBatch(b []byte) ([]wireMsg, error) {
-	if len(b) == 0 || b[0] != batchVersion {
+// DecodeBatch reads a binary batch. It only splits the bytes; each message
+// is checked by Msg.Message like a JSON one.
+func DecodeBatch(b []byte) ([]Msg, error) {
+	if len(b) == 0 || b[0] != BatchVersion {
 		return nil, errors.New("not a batch of a known version")
 	}
 	d := batchDecoder{b: b[1:]}
-	var msgs []wireMsg
-	var prev wireMsg
+	var msgs []Msg
+	var prev Msg
 	for len(d.b) > 0 && d.err == nil {
-		var m wireMsg
+		if len(msgs) == MaxBatchMsgs {
+			return nil, fmt.Errorf("bad batch: more than %d messages", MaxBatchMsgs)
+		}
+		var m Msg
 		m.Origin = d.str(prev.Origin)
 		m.Seq = d.uvarint()
 		m.Room = d.str(prev.Room)
@@ -146,9 +153,9 @@ func (d *batchDecoder) str(prev string) string {
 	return string(raw)
 }
 
-// message checks a message from a peer as strictly as one from a client: a
+// Message checks a message from a peer as strictly as one from a client: a
 // peer's bytes are input like any other.
-func (w wireMsg) message() (proto.Message, error) {
+func (w Msg) Message() (proto.Message, error) {
 	m := proto.Message{Origin: w.Origin, Seq: w.Seq, Room: w.Room, Sender: w.Sender, Text: w.Text, Created: w.Created, Ref: w.Ref}
 	if !proto.ValidNodeID(w.Origin) || w.Seq == 0 {
 		return m, fmt.Errorf("bad message id %q-%d", w.Origin, w.Seq)
@@ -166,63 +173,4 @@ func (w wireMsg) message() (proto.Message, error) {
 		return m, err
 	}
 	return m, nil
-}
-
-// Peer-link authentication headers. With a secret, the follower proves it
-// holds it with an HMAC over the cluster, its id and the time; without one,
-// the cluster name must match.
-const (
-	headerNode    = "X-Chatr-Node"
-	headerCluster = "X-Chatr-Cluster"
-	headerAuth    = "X-Chatr-Auth"
-)
-
-// authSkew is how far a peer's clock may be from ours.
-const authSkew = 5 * time.Minute
-
-func authToken(secret []byte, cluster, node string, now time.Time) string {
-	ts := strconv.FormatInt(now.Unix(), 10)
-	return ts + "." + sign(secret, cluster, node, ts)
-}
-
-func sign(secret []byte, cluster, node, ts string) string {
-	mac := hmac.New(sha256.New, secret)
-	fmt.Fprintf(mac, "chatr-peer\x00%s\x00%s\x00%s", cluster, node, ts)
-	return hex.EncodeToString(mac.Sum(nil))
-}
-
-func setAuth(h http.Header, secret []byte, cluster, node string) {
-	h.Set(headerNode, node)
-	h.Set(headerCluster, cluster)
-	if secret != nil {
-		h.Set(headerAuth, authToken(secret, cluster, node, time.Now()))
-	}
-}
-
-var errAuth = errors.New("peer not authenticated")
-
-// checkAuth verifies a follower's headers and returns its node id.
-func checkAuth(h http.Header, secret []byte, cluster string, now time.Time) (string, error) {
-	node := h.Get(headerNode)
-	if !proto.ValidNodeID(node) {
-		return "", fmt.Errorf("%w: bad node id %q", errAuth, node)
-	}
-	if got := h.Get(headerCluster); got != cluster {
-		return "", fmt.Errorf("%w: cluster %q is not ours (%q)", errAuth, got, cluster)
-	}
-	if secret == nil {
-		return node, nil
-	}
-	ts, mac, ok := strings.Cut(h.Get(headerAuth), ".")
-	sec, err := strconv.ParseInt(ts, 10, 64)
-	if !ok || err != nil {
-		return "", fmt.Errorf("%w: no valid %s header (secret missing?)", errAuth, headerAuth)
-	}
-	if d := now.Sub(time.Unix(sec, 0)); d > authSkew || d < -authSkew {
-		return "", fmt.Errorf("%w: token time is %v away from ours", errAuth, d)
-	}
-	if !hmac.Equal([]byte(mac), []byte(sign(secret, cluster, node, ts))) {
-		return "", fmt.Errorf("%w: wrong secret", errAuth)
-	}
-	return node, nil
 }
