@@ -48,6 +48,7 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Rooms, "rooms", 10, "rooms, the connections spread over them")
 	fs.IntVar(&cfg.Senders, "senders", 10, "connections that also send")
 	fs.Float64Var(&cfg.Rate, "rate", 1000, "messages a second, all senders together; 0 for idle connections")
+	fs.IntVar(&cfg.Window, "window", 0, "most unacked sends per sender; with a --rate above what the nodes take, measures their throughput without flooding them (0: no limit)")
 	fs.IntVar(&cfg.Size, "size", 64, "`bytes` of each message text (at least its ~30-byte header)")
 	fs.DurationVar(&cfg.Duration, "duration", bench.DefaultDuration, "length of the run, ramp included")
 	fs.DurationVar(&cfg.Ramp, "ramp", 0, "spread the opening of connections over this time")

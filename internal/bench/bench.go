@@ -80,6 +80,7 @@ type conn struct {
 	send    *SenderLog // nil unless it sends
 
 	sent, acked, answered atomic.Int64 // answered: sends that got an error
+	answers               chan struct{} // a send was acked or answered (for --window)
 	delivered, fresh      atomic.Int64 // fresh: first deliveries
 	dropped               atomic.Bool
 
@@ -269,6 +270,7 @@ func (r *run) connect(ctx context.Context, i int) *conn {
 	c.recv = r.ledger.AddReceiver(c.room)
 	if i < r.cfg.Senders {
 		c.send = r.ledger.Sender(i)
+		c.answers = make(chan struct{}, 1)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -328,6 +330,7 @@ func (r *run) read(c *conn) {
 			}
 			if at, ok := c.send.Ack(seq); ok {
 				c.acked.Add(1)
+				c.answer()
 				c.ackLat = append(c.ackLat, (time.Now().UnixNano()-at)/1000)
 				if len(c.ackLat) == latencyBatch {
 					r.ackLat.record(c.i, c.ackLat...)
@@ -337,10 +340,32 @@ func (r *run) read(c *conn) {
 		case client.TypeError:
 			if len(f.ref) > 0 {
 				c.answered.Add(1)
+				c.answer()
 			}
 			r.count(f.code, fmt.Errorf("%s", f.message))
 		}
 	}
+}
+
+// answer wakes a sender waiting for room in its window.
+func (c *conn) answer() {
+	select {
+	case c.answers <- struct{}{}:
+	default:
+	}
+}
+
+// waitWindow waits until c has fewer than window sends unanswered (window
+// 0: no limit). It returns false when ctx ends first.
+func (c *conn) waitWindow(ctx context.Context, window int) bool {
+	for window > 0 && c.sent.Load()-c.acked.Load()-c.answered.Load() >= int64(window) {
+		select {
+		case <-c.answers:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
 }
 
 // flush records the latencies c still holds.
@@ -352,7 +377,9 @@ func (r *run) flush(c *conn) {
 
 // sendLoop sends perSec messages a second on c from start until ctx ends.
 // When it falls behind (the node or the socket is slow) it sends back to
-// back until it has caught up.
+// back until it has caught up. With a window, it also waits whenever that
+// many of its sends are unanswered: a rate above what the nodes take then
+// measures their throughput without flooding them (closed loop).
 func (r *run) sendLoop(ctx context.Context, c *conn, perSec float64, start time.Time) {
 	interval := float64(time.Second) / perSec
 	room := r.rooms[c.room]
@@ -363,6 +390,9 @@ func (r *run) sendLoop(ctx context.Context, c *conn, perSec float64, start time.
 	for sleepUntil(ctx, timer, start.Add(time.Duration(float64(n)*interval))) {
 		due := int(float64(time.Since(start))/interval) + 1
 		for ; n < due && ctx.Err() == nil; n++ {
+			if !c.waitWindow(ctx, r.cfg.Window) {
+				return
+			}
 			now := time.Now().UnixNano()
 			seq := c.send.Next(now)
 			buf = appendText(buf[:0], c.i, seq, now, r.cfg.Size)

@@ -231,6 +231,8 @@ func TestValidate(t *testing.T) {
 		{"no rooms", func(c *Config) { c.Rooms = 0 }, "--rooms"},
 		{"more senders than conns", func(c *Config) { c.Senders = 11 }, "--senders"},
 		{"negative rate", func(c *Config) { c.Rate = -1 }, "--rate"},
+		{"negative window", func(c *Config) { c.Window = -1 }, "--window"},
+		{"window", func(c *Config) { c.Window = 8 }, ""},
 		{"rate without senders", func(c *Config) { c.Senders = 0 }, "--senders"},
 		{"idle", func(c *Config) { c.Senders, c.Rate = 0, 0 }, ""},
 		{"size too big", func(c *Config) { c.Size = 5000 }, "--size"},

@@ -22,6 +22,7 @@ type Config struct {
 	Rooms       int           // rooms, 1 to Conns
 	Senders     int           // connections that send, 0 to Conns
 	Rate        float64       // messages per second, all senders together; 0 sends none
+	Window      int           // most sends of one sender waiting for their ack; 0: no limit (open loop)
 	Size        int           // bytes of a message text, 1 to 4096; texts are never below their ~30-byte header
 	Duration    time.Duration // the whole run, ramp included
 	Ramp        time.Duration // connections open evenly over this time, then sending starts
@@ -55,6 +56,8 @@ func (c *Config) Validate() ([]string, error) {
 		return nil, fmt.Errorf("--rate %g: must be 0 or more messages per second", c.Rate)
 	case c.Rate > 0 && c.Senders == 0:
 		return nil, errors.New("--rate needs at least one sender (--senders)")
+	case c.Window < 0:
+		return nil, fmt.Errorf("--window %d: must be 0 (no limit) or more", c.Window)
 	case c.Size < 1 || c.Size > proto.MaxTextBytes:
 		return nil, fmt.Errorf("--size %d: must be from 1 to %d bytes", c.Size, proto.MaxTextBytes)
 	case c.Duration <= 0:
