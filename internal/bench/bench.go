@@ -79,9 +79,9 @@ type conn struct {
 	recv    *ReceiverLog
 	send    *SenderLog // nil unless it sends
 
-	sent, acked, answered atomic.Int64 // answered: sends that got an error
+	sent, acked, answered atomic.Int64  // answered: sends that got an error
 	answers               chan struct{} // a send was acked or answered (for --window)
-	delivered, fresh      atomic.Int64 // fresh: first deliveries
+	delivered, fresh      atomic.Int64  // fresh: first deliveries
 	dropped               atomic.Bool
 
 	// owned by the reading goroutine
