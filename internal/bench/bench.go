@@ -518,7 +518,7 @@ func (r *run) report(conns []*conn, sendStart, sendEnd time.Time, flowing bool) 
 	c := r.cfg
 	rep := &Report{
 		Config: ReportConfig{
-			URLs: r.urls, Conns: c.Conns, Rooms: c.Rooms, Senders: c.Senders, Rate: c.Rate,
+			URLs: r.urls, Conns: c.Conns, Rooms: c.Rooms, Senders: c.Senders, Rate: c.Rate, Window: c.Window,
 			Size: c.Size, Duration: c.Duration.String(), Ramp: c.Ramp.String(),
 		},
 		ConnsEstablished: int64(len(conns)),

@@ -50,6 +50,7 @@ type ReportConfig struct {
 	Rooms    int      `json:"rooms"`
 	Senders  int      `json:"senders"`
 	Rate     float64  `json:"rate"`
+	Window   int      `json:"window,omitempty"` // most unacked sends per sender; 0: none
 	Size     int      `json:"size"`
 	Duration string   `json:"duration"`
 	Ramp     string   `json:"ramp"`
