@@ -1,6 +1,7 @@
 package store
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/bits-and-blooms/bloom/v3"
@@ -19,7 +20,8 @@ import (
 type refFilter struct {
 	horizon int64 // µs: every message with a ref created at or after it is in the filter
 	buckets map[int64]*refBucket
-	key     []byte // reused scratch for the key
+	key     []byte       // reused scratch for the key
+	bytes   atomic.Int64 // memory of the filters' bits, for /metrics
 }
 
 // refBucket is a scalable Bloom filter: when the last filter is full, a
@@ -27,7 +29,8 @@ type refFilter struct {
 // refFalsePositive per filter whatever the message rate.
 type refBucket struct {
 	filters []*bloom.BloomFilter
-	n, cap  uint // entries in the last filter and its capacity
+	n, cap  uint  // entries in the last filter and its capacity
+	bytes   int64 // memory of its filters' bits
 }
 
 const (
@@ -79,6 +82,8 @@ func (f *refFilter) add(sender, room, ref string, us int64) {
 		m, _ := bloom.EstimateParameters(b.cap, refFalsePositive)
 		b.filters = append(b.filters, bloom.New(m, refHashes))
 		b.n = 0
+		b.bytes += int64(m / 8)
+		f.bytes.Add(int64(m / 8))
 	}
 	b.filters[len(b.filters)-1].Add(f.keyOf(sender, room, ref))
 	b.n++
@@ -112,8 +117,9 @@ func (f *refFilter) expire(now time.Time) {
 		return
 	}
 	f.horizon = h * refSpan
-	for k := range f.buckets {
+	for k, b := range f.buckets {
 		if k < h {
+			f.bytes.Add(-b.bytes)
 			delete(f.buckets, k)
 		}
 	}

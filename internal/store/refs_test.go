@@ -102,4 +102,12 @@ func TestRefFilterExpires(t *testing.T) {
 	if len(f.buckets) != n {
 		t.Errorf("expire with an earlier time dropped buckets")
 	}
+	// Its memory is counted, and given back with the buckets.
+	if got, want := f.bytes.Load(), int64(n)*f.buckets[bucketOf(end.UnixMicro())].bytes; got != want || got <= 0 {
+		t.Errorf("filter bytes %d, want %d (%d buckets of one filter)", got, want, n)
+	}
+	f.expire(end.Add(2 * refKeep))
+	if len(f.buckets) != 0 || f.bytes.Load() != 0 {
+		t.Errorf("after the window: %d buckets, %d bytes", len(f.buckets), f.bytes.Load())
+	}
 }

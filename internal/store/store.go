@@ -845,7 +845,10 @@ func (s *Store) metrics(reg prometheus.Registerer) {
 		func() float64 { return float64(len(s.reqs)) })
 	s.appended = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "chatr_store_messages_total", Help: "Messages stored, by kind (local or replicated)."}, []string{"kind"})
-	reg.MustRegister(s.batchSize, s.commitTime, s.queueLen, s.appended)
+	refBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "chatr_store_ref_filter_bytes", Help: "Memory of the filter of recent send refs (grows with the messages of the last 15 minutes)."},
+		func() float64 { return float64(s.refs.bytes.Load()) })
+	reg.MustRegister(s.batchSize, s.commitTime, s.queueLen, s.appended, refBytes)
 }
 
 // Close stops the writer after committing every queued write, and closes
