@@ -37,7 +37,7 @@ const magic = "chatr-store"
 
 // Options tunes a Store. Zero values mean the documented defaults.
 type Options struct {
-	// MaxBatch is the most messages committed in one transaction. Default 512.
+	// MaxBatch is the most messages committed in one transaction. Default 2048.
 	MaxBatch int
 	// QueueLen bounds the writes waiting for the writer. Default 4096.
 	QueueLen int
@@ -112,7 +112,7 @@ type writeRes struct {
 // a chatr store, or is corrupt, is an error; it is never reset.
 func Open(dir string, opts Options) (*Store, error) {
 	if opts.MaxBatch <= 0 {
-		opts.MaxBatch = 512
+		opts.MaxBatch = 2048
 	}
 	if opts.QueueLen <= 0 {
 		opts.QueueLen = 4096
@@ -836,7 +836,7 @@ func (s *Store) metrics(reg prometheus.Registerer) {
 	}
 	s.batchSize = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "chatr_store_commit_messages", Help: "Messages per store commit (group commit batch size).",
-		Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512}})
+		Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096}})
 	s.commitTime = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "chatr_store_commit_seconds", Help: "Time to commit one batch, fsync included.",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)})

@@ -48,7 +48,7 @@ const BatchVersion = 1
 
 // MaxBatchMsgs bounds the messages of one batch, so a batch of tiny
 // messages cannot make a follower allocate far more than the frame's size.
-// A leader sends at most a commit's worth (MaxBatch, 512 by default, plus
+// A leader sends at most a commit's worth (MaxBatch, 2048 by default, plus
 // one replicated batch), or a catch-up read from its store (512).
 const MaxBatchMsgs = 1 << 16
 
