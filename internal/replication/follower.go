@@ -69,7 +69,7 @@ func (f *follower) session(ctx context.Context) error {
 	q := url.Values{}
 	q.Set("since", encodeVector(r.opts.Store.Vector()))
 	q.Set("skip", strings.Join(f.skip, ","))
-	q.Set("enc", "bin") // batches as binary frames, see appendBatch
+	q.Set("enc", "bin") // batches as binary frames, see wire.AppendBatch
 	u := "ws://" + f.peer.HTTP + "/chatr/peer/link?" + q.Encode()
 	h := http.Header{}
 	setAuth(h, r.opts.Secret, r.opts.Cluster, r.opts.NodeID)

@@ -779,21 +779,19 @@ func (s *Store) writeHeads(tx *sql.Tx, stored []proto.Message) (map[string]map[s
 			heads[m.Room] = hs
 		}
 		h := hs[m.Origin]
-		h = head{seq: m.Seq, created: m.Created, count: h.count}
+		h.seq, h.created = m.Seq, m.Created
 		// count is of shown messages: a hidden copy adds none, and a copy
 		// that hid an earlier-stored one takes that one's place.
 		if !m.Hidden {
 			h.count++
 		}
-		if o, _, perr := proto.ParseMessageID(m.Replaces); m.Replaces != "" && !m.Hidden && perr == nil {
-			if o == m.Origin {
-				h.count--
-			} else if hh, ok := hs[o]; ok {
+		hs[m.Origin] = h
+		if o, _, perr := proto.ParseMessageID(m.Replaces); perr == nil && !m.Hidden {
+			if hh, ok := hs[o]; ok {
 				hh.count--
 				hs[o] = hh
 			}
 		}
-		hs[m.Origin] = h
 		v := make(proto.Vector, len(hs))
 		for o, h := range hs {
 			v[o] = h.seq

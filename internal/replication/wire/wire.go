@@ -108,24 +108,16 @@ type batchDecoder struct {
 
 var errShort = errors.New("truncated")
 
-func (d *batchDecoder) uvarint() uint64 {
-	if d.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
-		d.err = errShort
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
+func (d *batchDecoder) uvarint() uint64 { return next(d, binary.Uvarint) }
 
-func (d *batchDecoder) varint() int64 {
+func (d *batchDecoder) varint() int64 { return next(d, binary.Varint) }
+
+// next reads one number with decode (binary.Uvarint or binary.Varint).
+func next[T uint64 | int64](d *batchDecoder, decode func([]byte) (T, int)) T {
 	if d.err != nil {
 		return 0
 	}
-	v, n := binary.Varint(d.b)
+	v, n := decode(d.b)
 	if n <= 0 {
 		d.err = errShort
 		return 0
