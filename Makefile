@@ -26,8 +26,12 @@ deps:
 
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
+# vet also builds the binary for macOS and Windows: netpoll (epoll) is
+# Linux-only, and elsewhere sessions fall back to a reader goroutine each.
 vet:
 	$(GO) vet ./...
+	GOOS=darwin $(GO) build -o /dev/null ./cmd/chatr
+	GOOS=windows $(GO) build -o /dev/null ./cmd/chatr
 	$(GO) run $(STATICCHECK) ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 		if [ -n "$$out" ]; then echo "gofmt needed on: $$out"; exit 1; fi

@@ -74,12 +74,17 @@ func startTestServer(t testing.TB, onAccept func(net.Conn), args ...string) *tes
 		hs.Listener = hookListener{hs.Listener, onAccept}
 	}
 	hs.Start()
+	runCtx, stopRun := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { defer close(ran); srv.Run(runCtx) }()
 	ts := &testServer{cfg: cfg, srv: srv, st: st, hub: h, http: hs, url: hs.URL,
 		ws: "ws" + strings.TrimPrefix(hs.URL, "http") + "/chatr/ws"}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Drain(ctx)
+		stopRun()
+		<-ran
 		hs.Close()
 		st.Close()
 	})

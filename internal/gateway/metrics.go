@@ -28,19 +28,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "chatr_ws_sessions", Help: "Open WebSocket sessions."},
 				func() float64 { return float64(s.Sessions()) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "chatr_ws_queued_frames", Help: "Frames waiting in session queues, all sessions."},
-				func() float64 { return float64(s.queued()) }))
+				func() float64 { return float64(s.queuedFrames.Load()) }))
 	}
 	return m
-}
-
-func (s *Server) queued() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for sess := range s.sessions {
-		sess.mu.Lock()
-		n += len(sess.queue)
-		sess.mu.Unlock()
-	}
-	return n
 }

@@ -1,6 +1,7 @@
 // Package gateway is chatr's front door: the HTTP routes, the WebSocket
-// sessions (one reader and one writer goroutine each, with a bounded
-// outbound queue), the HTTP API and the embedded web client.
+// sessions (no goroutine while idle: one poller wakes a reader when a client
+// sends, and a flusher runs while frames wait; a bounded outbound queue
+// each), the HTTP API and the embedded web client.
 package gateway
 
 import (
@@ -12,6 +13,7 @@ import (
 	"net/http/pprof"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -81,9 +83,13 @@ type Server struct {
 
 	ipLimits *ipLimiter
 	metrics  *metrics
+	// queuedFrames is the frames waiting in every session's queue, kept by
+	// the sessions so the gauge takes no lock.
+	queuedFrames atomic.Int64
 	// poller wakes sessions when their client sends something; nil where
 	// epoll is not available (each session then has a reader goroutine).
-	poller *netpoll.Poller
+	poller  *netpoll.Poller
+	running sync.WaitGroup // the poller's Run
 	// unGreeted holds the hello deadline of sessions that have not said
 	// hello; one sweeper closes the late ones (no timer per session).
 	unGreeted map[*session]time.Time
@@ -94,7 +100,8 @@ type Server struct {
 	started time.Time
 }
 
-// New makes a Server; nothing listens until Serve.
+// New makes a Server. It starts nothing: serve Handler on a listener and
+// call Run for the background work.
 func New(opts Options) *Server {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
@@ -106,7 +113,6 @@ func New(opts Options) *Server {
 	s.unGreeted = map[*session]time.Time{}
 	s.started = time.Now()
 	s.ctx, s.stop = context.WithCancel(context.Background())
-	go s.sweepHellos()
 	if p, err := netpoll.New(); err == nil {
 		s.poller = p
 	} else {
@@ -114,6 +120,20 @@ func New(opts Options) *Server {
 	}
 	s.routes()
 	return s
+}
+
+// Run does the server's background work until ctx ends or the server is
+// drained: the poller that wakes sessions with something to read, and the
+// sweeper that closes sessions that said no hello in time. Call it once.
+func (s *Server) Run(ctx context.Context) {
+	if s.poller != nil {
+		s.running.Add(1)
+		go func() {
+			defer s.running.Done()
+			s.poller.Run()
+		}()
+	}
+	s.sweepHellos(ctx)
 }
 
 // Handler is the HTTP handler of every route.
@@ -295,11 +315,13 @@ func (s *Server) greeted(sess *session) {
 }
 
 // sweepHellos closes, with 1008, sessions that said no hello in time.
-func (s *Server) sweepHellos() {
+func (s *Server) sweepHellos(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
 		select {
+		case <-ctx.Done():
+			return
 		case <-s.ctx.Done():
 			return
 		case now := <-t.C:
@@ -347,11 +369,14 @@ func (s *Server) Drain(ctx context.Context) {
 	}()
 	select {
 	case <-done:
-		if s.poller != nil {
-			s.poller.Close()
-		}
 	case <-ctx.Done():
 	}
+	// Sessions still open now are past their close frame; they are torn
+	// down by their own timers, and need no more reads.
+	if s.poller != nil {
+		s.poller.Close()
+	}
+	s.running.Wait()
 	s.stop()
 }
 

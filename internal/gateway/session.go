@@ -66,7 +66,7 @@ type session struct {
 	mu       sync.Mutex
 	joined   []string  // rooms joined (a few: a slice is smaller than a map)
 	queue    []outItem // what the flusher sends next, in order
-	queued   int       // frames in queue
+	queued   int       // frames in queue (a join's replay counts each message)
 	writing  time.Time // when the write in progress began; zero when none
 	flushing bool
 	closed   bool // nothing more is queued; the close frame comes next
@@ -98,6 +98,18 @@ type syncItem struct {
 	room   string
 	joined []byte
 	page   store.Page
+}
+
+// frames is how many frames it turns into, about: what the slow-consumer
+// bound counts, so a join's replay of thousands of messages weighs as many.
+func (it *outItem) frames() int {
+	switch {
+	case it.evs != nil:
+		return len(it.evs)
+	case it.sync != nil:
+		return len(it.sync.page.Messages) + 2 // joined, messages, synced
+	}
+	return 1
 }
 
 // roomState is the flusher's view of one joined room.
@@ -449,7 +461,9 @@ func (s *session) enqueue(it outItem) bool {
 		return false
 	}
 	s.queue = append(s.queue, it)
-	s.queued += max(1, len(it.evs))
+	n := it.frames()
+	s.queued += n
+	s.srv.queuedFrames.Add(int64(n))
 	start := !s.flushing
 	s.flushing = true
 	s.mu.Unlock()
@@ -457,6 +471,14 @@ func (s *session) enqueue(it outItem) bool {
 		go s.flush()
 	}
 	return true
+}
+
+// takeQueue empties the queue and returns what it held. s.mu is held.
+func (s *session) takeQueue() []outItem {
+	items := s.queue
+	s.srv.queuedFrames.Add(-int64(s.queued))
+	s.queue, s.queued = nil, 0
+	return items
 }
 
 func (s *session) slow() {
@@ -474,7 +496,7 @@ func (s *session) close(code int, reason string) {
 		return
 	}
 	s.closed, s.code, s.reason = true, code, reason
-	s.queue, s.queued = nil, 0
+	s.takeQueue()
 	start := !s.flushing
 	s.flushing = true
 	s.mu.Unlock()
@@ -511,8 +533,7 @@ func (s *session) flush() {
 	}
 	for {
 		s.mu.Lock()
-		items := s.queue
-		s.queue, s.queued = nil, 0
+		items := s.takeQueue()
 		if len(items) == 0 {
 			closed, code, reason, answered := s.closed, s.code, s.reason, s.closeRcv
 			if !closed {
@@ -667,7 +688,7 @@ func (s *session) teardown() {
 		s.closed, s.torn = true, true
 		joined, desc := s.joined, s.desc
 		s.joined = nil
-		s.queue = nil
+		s.takeQueue()
 		s.mu.Unlock()
 		s.srv.greeted(s)
 		if desc != nil {

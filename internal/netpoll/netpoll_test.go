@@ -1,11 +1,37 @@
 package netpoll
 
 import (
+	"errors"
 	"net"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
+
+// newPoller starts a poller that runs until the test ends.
+func newPoller(t *testing.T) *Poller {
+	t.Helper()
+	p, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go p.Run()
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// fdNumber is the descriptor number of conn.
+func fdNumber(t *testing.T, conn net.Conn) int {
+	t.Helper()
+	rc, err := conn.(syscall.Conn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd := -1
+	rc.Control(func(f uintptr) { fd = int(f) })
+	return fd
+}
 
 func pipe(t *testing.T) (client, server net.Conn) {
 	t.Helper()
@@ -27,11 +53,7 @@ func pipe(t *testing.T) (client, server net.Conn) {
 }
 
 func TestReadableFiresOncePerResume(t *testing.T) {
-	p, err := New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := newPoller(t)
 	client, server := pipe(t)
 	fired := make(chan struct{}, 10)
 	d, err := p.Add(server, func() { fired <- struct{}{} })
@@ -79,11 +101,7 @@ func TestReadableFiresOncePerResume(t *testing.T) {
 }
 
 func TestRemovedDescNeverFires(t *testing.T) {
-	p, err := New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := newPoller(t)
 	client, server := pipe(t)
 	var calls atomic.Int32
 	d, err := p.Add(server, func() { calls.Add(1) })
@@ -99,15 +117,74 @@ func TestRemovedDescNeverFires(t *testing.T) {
 }
 
 func TestUnsupportedConn(t *testing.T) {
-	p, err := New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := newPoller(t)
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
 	if _, err := p.Add(a, func() {}); err != ErrUnsupported {
 		t.Fatalf("Add(net.Pipe) = %v, want ErrUnsupported", err)
+	}
+}
+
+// TestResumeAfterCloseSparesTheNextConnection: a session's reader may call
+// Resume just after its teardown removed and closed the connection. The
+// kernel hands the closed descriptor's number to the next connection; the
+// late Resume must fail, not re-register that connection under the dead
+// one's id (which would leave its reads never woken).
+func TestResumeAfterCloseSparesTheNextConnection(t *testing.T) {
+	p := newPoller(t)
+	_, serverA := pipe(t)
+	dA, err := p.Add(serverA, func() {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	clientB, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer clientB.Close()
+	fdA := fdNumber(t, serverA)
+	dA.Remove()
+	serverA.Close()
+	serverB, err := ln.Accept() // takes the lowest free number: A's
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer serverB.Close()
+	if fdB := fdNumber(t, serverB); fdB != fdA {
+		t.Fatalf("the new connection got descriptor %d, not the closed one's %d: the test needs the reuse", fdB, fdA)
+	}
+	fired := make(chan struct{}, 1)
+	if _, err := p.Add(serverB, func() { fired <- struct{}{} }); err != nil {
+		t.Fatal(err)
+	}
+	if err := dA.Resume(); !errors.Is(err, ErrRemoved) {
+		t.Fatalf("Resume after Remove and Close = %v, want ErrRemoved", err)
+	}
+	clientB.Write([]byte("x"))
+	select {
+	case <-fired:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the connection that reused the descriptor was never woken")
+	}
+}
+
+// TestResumeOfAClosedConnectionFails: a connection closed without Remove
+// (the kernel drops it from epoll) cannot be re-armed.
+func TestResumeOfAClosedConnectionFails(t *testing.T) {
+	p := newPoller(t)
+	_, server := pipe(t)
+	d, err := p.Add(server, func() {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	server.Close()
+	if err := d.Resume(); !errors.Is(err, ErrRemoved) {
+		t.Fatalf("Resume of a closed connection = %v, want ErrRemoved", err)
 	}
 }

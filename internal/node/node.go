@@ -211,6 +211,12 @@ func (n *Node) Run(ctx context.Context) error {
 		n.ID(), n.cfg.NodeName, browseAddr(n.HTTPAddr()), n.cfg.DataDir)
 	errc := make(chan error, 2)
 	go func() { errc <- n.http.Serve(n.ln) }()
+	gwDone := make(chan struct{})
+	go func() {
+		defer close(gwDone)
+		n.gw.Run(context.Background()) // until drained
+	}()
+	defer func() { <-gwDone }()
 	cctx, stopCluster := context.WithCancel(context.Background())
 	defer stopCluster()
 	if n.cluster != nil {
