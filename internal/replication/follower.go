@@ -16,30 +16,53 @@ import (
 	"chatr/internal/replication/wire"
 )
 
+// cutOffAfter is how long a link to an alive peer may go without a frame
+// (the leader sends one every heartbeat) before the peer's messages are
+// fetched through the other peers instead.
+const cutOffAfter = 3 * time.Second
+
 // follower keeps one link to a peer open, resuming from what the store
 // holds after every disconnect.
 type follower struct {
 	r      *Replicator
-	peer   Peer
-	skip   []string
-	key    string
+	plan   linkPlan
 	cancel context.CancelFunc
 	done   chan struct{}
+	// quiet fires when nothing came over the link for cutOffAfter.
+	quiet *time.Timer
+	cut   atomic.Bool
 }
 
 func (f *follower) start(parent context.Context) {
 	ctx, cancel := context.WithCancel(parent)
 	f.cancel, f.done = cancel, make(chan struct{})
+	f.quiet = time.AfterFunc(cutOffAfter, func() {
+		if ctx.Err() == nil && !f.cut.Swap(true) {
+			f.r.setCutOff(f.plan.peer.ID, true)
+		}
+	})
 	f.r.wg.Add(1)
 	go func() {
 		defer f.r.wg.Done()
 		defer close(f.done)
+		defer f.quiet.Stop()
 		f.loop(ctx)
 	}()
 }
 
-// stop ends the link without waiting (the caller may hold r.mu).
-func (f *follower) stop() { f.cancel() }
+// heard notes a frame from the peer: the link works.
+func (f *follower) heard() {
+	f.quiet.Reset(cutOffAfter)
+	if f.cut.Load() && f.cut.Swap(false) {
+		f.r.setCutOff(f.plan.peer.ID, false)
+	}
+}
+
+// stop ends the link and waits until it has.
+func (f *follower) stop() {
+	f.cancel()
+	<-f.done
+}
 
 func (f *follower) loop(ctx context.Context) {
 	backoff := 100 * time.Millisecond
@@ -50,7 +73,7 @@ func (f *follower) loop(ctx context.Context) {
 			return
 		}
 		f.r.m.linkErrors.Inc()
-		f.r.log.Info("peer link lost; reconnecting", "peer", f.peer.ID, "http", f.peer.HTTP, "err", err, "retry_in", backoff)
+		f.r.log.Info("peer link lost; reconnecting", "peer", f.plan.peer.ID, "http", f.plan.peer.HTTP, "err", err, "retry_in", backoff)
 		if time.Since(start) > 10*time.Second {
 			backoff = 100 * time.Millisecond
 		}
@@ -68,9 +91,9 @@ func (f *follower) session(ctx context.Context) error {
 	r := f.r
 	q := url.Values{}
 	q.Set("since", encodeVector(r.opts.Store.Vector()))
-	q.Set("skip", strings.Join(f.skip, ","))
+	q.Set("skip", strings.Join(f.plan.skip, ","))
 	q.Set("enc", "bin") // batches as binary frames, see wire.AppendBatch
-	u := "ws://" + f.peer.HTTP + "/chatr/peer/link?" + q.Encode()
+	u := "ws://" + f.plan.peer.HTTP + "/chatr/peer/link?" + q.Encode()
 	h := http.Header{}
 	setAuth(h, r.opts.Secret, r.opts.Cluster, r.opts.NodeID)
 	dctx, cancel := context.WithTimeout(ctx, linkTimeout)
@@ -94,7 +117,15 @@ func (f *follower) session(ctx context.Context) error {
 	inflight := make(chan struct{}, maxInFlight)
 	stored := make(chan struct{}, 1)
 	var insertErr atomic.Value
-	go f.ack(sctx, conn, stored)
+	acking := make(chan struct{})
+	go func() {
+		defer close(acking)
+		f.ack(sctx, conn, stored)
+	}()
+	defer func() {
+		cancel()
+		<-acking
+	}()
 	for {
 		rctx, rcancel := context.WithTimeout(sctx, linkTimeout)
 		typ, data, err := conn.Read(rctx)
@@ -105,6 +136,7 @@ func (f *follower) session(ctx context.Context) error {
 			}
 			return err
 		}
+		f.heard()
 		var rec wire.Record
 		if typ == websocket.MessageBinary {
 			rec.Msgs, err = wire.DecodeBatch(data)
@@ -115,7 +147,7 @@ func (f *follower) session(ctx context.Context) error {
 			return fmt.Errorf("peer sent garbage: %w", err)
 		}
 		if rec.Snapshot {
-			r.opts.Hub.SetRemote(f.peer.ID, rec.Presence)
+			r.opts.Hub.SetRemote(f.plan.peer.ID, rec.Presence)
 		}
 		if len(rec.Msgs) == 0 {
 			continue
@@ -163,12 +195,12 @@ func (f *follower) ack(ctx context.Context, conn *websocket.Conn, stored <-chan 
 			return
 		case <-stored:
 		}
-		got := f.r.opts.Store.Vector()[f.peer.ID]
+		got := f.r.opts.Store.Vector()[f.plan.peer.ID]
 		if got <= acked {
 			continue
 		}
 		acked = got
-		b, _ := json.Marshal(wire.Record{Ack: proto.Vector{f.peer.ID: got}})
+		b, _ := json.Marshal(wire.Record{Ack: proto.Vector{f.plan.peer.ID: got}})
 		wctx, cancel := context.WithTimeout(ctx, linkTimeout)
 		err := conn.Write(wctx, websocket.MessageText, b)
 		cancel()

@@ -63,6 +63,15 @@ func decodeVector(s string) (proto.Vector, error) {
 // it asked for, then new ones as they are committed, plus this node's
 // presence; it reads the follower's acks.
 func (r *Replicator) serveLink(w http.ResponseWriter, req *http.Request) {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		http.Error(w, "this node is shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	r.wg.Add(1) // a hijacked link is not waited for by the HTTP server: Close waits
+	r.mu.Unlock()
+	defer r.wg.Done()
 	follower, err := checkAuth(req.Header, r.opts.Secret, r.opts.Cluster, time.Now())
 	if err != nil {
 		r.m.refused.Inc()
@@ -99,7 +108,17 @@ func (r *Replicator) serveLink(w http.ResponseWriter, req *http.Request) {
 		r.mu.Unlock()
 		r.m.leading.Dec()
 	}()
-	go r.readAcks(ctx, cancel, conn, follower)
+	// What the follower says it holds of our log is its first ack.
+	r.onAck(follower, since[r.opts.NodeID])
+	acking := make(chan struct{})
+	go func() {
+		defer close(acking)
+		r.readAcks(ctx, cancel, conn, follower)
+	}()
+	defer func() {
+		cancel()
+		<-acking
+	}()
 
 	s := &linkSender{r: r, conn: conn, skip: skip, sent: since, binary: req.URL.Query().Get("enc") == "bin"}
 	err = s.run(ctx, l)

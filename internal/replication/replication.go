@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"sort"
@@ -53,21 +54,35 @@ type Options struct {
 	Metrics prometheus.Registerer
 }
 
-// Replicator runs the peer links of one node.
+// Replicator runs the peer links of one node. New makes it; Run keeps the
+// links in step with reachability and expires sends waiting for replicas;
+// Close stops everything and waits for every goroutine it started.
 type Replicator struct {
 	opts   Options
 	log    *slog.Logger
 	client *http.Client
-	ctx    context.Context
+	ctx    context.Context // ends at Close; every link runs under it
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	wg     sync.WaitGroup // Run, followers, served links
 
-	mu        sync.Mutex
+	// linksMu serializes changes to the outgoing links: following is read
+	// and written only under it, and it is held while an old link is
+	// stopped and waited for, never while taking mu.
+	linksMu   sync.Mutex
 	following map[string]*follower // peer id -> its link
-	leading   map[*leaderLink]struct{}
-	acks      map[string]uint64 // follower -> highest of our seqs it holds
-	waiters   []waiter
-	peerVecs  map[string]proto.Vector
+	// relink wakes Run when a peer's reachability changed.
+	relink chan struct{}
+
+	mu      sync.Mutex
+	closed  bool
+	peers   []Peer          // the alive members, as SetPeers last said
+	cutOff  map[string]bool // alive peers whose link has not worked for a while
+	leading map[*leaderLink]struct{}
+	acks    map[string]uint64 // follower -> highest of our seqs it holds
+	waiters []waiter
+	// peerVecs is each peer's version vector as it advertised it in
+	// membership push/pull.
+	peerVecs map[string]proto.Vector
 
 	m *metrics
 }
@@ -79,12 +94,14 @@ type waiter struct {
 }
 
 // ErrNotReplicated answers a send whose message is stored on this node but
-// not yet on --ack-replicas peers within the timeout.
-// It is a protocol error, so the sender is told `unavailable`.
+// not yet on --ack-replicas peers within the timeout (or before the node
+// stopped). It is a protocol error, so the sender is told `unavailable`.
 var ErrNotReplicated = proto.Errorf(proto.CodeUnavailable,
 	"the message is stored on this node but not yet on enough peers (--ack-replicas); re-send it with the same ref to be sure")
 
-// New makes a Replicator; it does nothing until SetPeers names peers.
+// New makes a Replicator. It starts nothing: it follows no one until
+// SetPeers names peers, and Run must run for sends to expire and for links
+// to route around peers they cannot reach.
 func New(opts Options) *Replicator {
 	if opts.AckTimeout <= 0 {
 		opts.AckTimeout = 5 * time.Second
@@ -102,14 +119,39 @@ func New(opts Options) *Replicator {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Replicator{opts: opts, log: opts.Log, ctx: ctx, cancel: cancel,
 		client:    &http.Client{Transport: &http.Transport{DialContext: dial, MaxIdleConnsPerHost: 4}},
-		following: map[string]*follower{}, leading: map[*leaderLink]struct{}{},
-		acks: map[string]uint64{}, peerVecs: map[string]proto.Vector{}}
+		following: map[string]*follower{}, relink: make(chan struct{}, 1), cutOff: map[string]bool{},
+		leading: map[*leaderLink]struct{}{}, acks: map[string]uint64{}, peerVecs: map[string]proto.Vector{}}
 	r.m = newMetrics(opts.Metrics, r)
-	if opts.AckReplicas > 0 {
-		r.wg.Add(1)
-		go r.expireWaiters()
-	}
 	return r
+}
+
+// Run expires sends that waited too long for replicas and re-plans the
+// links when a peer's reachability changes, until ctx ends or Close.
+func (r *Replicator) Run(ctx context.Context) {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.wg.Add(1)
+	r.mu.Unlock()
+	defer r.wg.Done()
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.ctx.Done():
+			return
+		case now := <-t.C:
+			r.failWaiters(func(w waiter) bool { return now.After(w.deadline) })
+		case <-r.relink:
+			r.linksMu.Lock()
+			r.planLinks()
+			r.linksMu.Unlock()
+		}
+	}
 }
 
 // Handler serves the peer link endpoint, mounted at /chatr/peer/.
@@ -120,50 +162,119 @@ func (r *Replicator) Handler() http.Handler {
 }
 
 // SetPeers sets the alive members to follow. Links to peers no longer
-// listed stop, and those peers' presence is dropped: nobody stays listed
-// on a node that died or left.
+// listed stop, and once they have, those peers' presence is dropped: nobody
+// stays listed on a node that died or left. It returns when the links are
+// in step.
 func (r *Replicator) SetPeers(peers []Peer) {
+	r.linksMu.Lock()
+	defer r.linksMu.Unlock()
+	r.mu.Lock()
+	r.peers = append([]Peer(nil), peers...)
 	alive := map[string]bool{}
 	for _, p := range peers {
 		alive[p.ID] = true
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.ctx.Err() != nil {
-		return
-	}
-	for id, f := range r.following {
+	for id := range r.cutOff {
 		if !alive[id] {
-			f.stop()
-			delete(r.following, id)
-			r.opts.Hub.SetRemote(id, nil)
-			delete(r.acks, id)
+			delete(r.cutOff, id)
 		}
 	}
-	for _, p := range peers {
+	r.mu.Unlock()
+	r.planLinks()
+}
+
+// linkPlan is what the link to one peer carries.
+type linkPlan struct {
+	peer Peer
+	skip []string // origins the link leaves out
+	key  string   // changes when the link must be made again
+}
+
+// plans says which links to keep: one per alive peer, each leaving out the
+// origins of the other alive peers that have links of their own that work.
+// Origins that are not alive, and those of peers this node cannot reach
+// though they are alive (a partial partition: SWIM's indirect probes keep
+// them alive), come over every link, so they are caught up from whoever
+// has them. r.mu is held.
+func (r *Replicator) plans() map[string]linkPlan {
+	out := map[string]linkPlan{}
+	for _, p := range r.peers {
 		if p.ID == r.opts.NodeID {
 			continue
 		}
-		// Skip the origins this link need not carry: the other alive
-		// members, which have their own links. Origins that are not alive
-		// come over every link, so they are caught up from whoever has them.
 		var skip []string
-		for _, q := range peers {
-			if q.ID != p.ID && q.ID != r.opts.NodeID {
+		for _, q := range r.peers {
+			if q.ID != p.ID && q.ID != r.opts.NodeID && !r.cutOff[q.ID] {
 				skip = append(skip, q.ID)
 			}
 		}
 		sort.Strings(skip)
-		key := p.HTTP + "|" + strings.Join(skip, ",")
-		if f := r.following[p.ID]; f != nil {
-			if f.key == key {
-				continue
-			}
-			f.stop()
+		out[p.ID] = linkPlan{peer: p, skip: skip, key: p.HTTP + "|" + strings.Join(skip, ",")}
+	}
+	return out
+}
+
+// planLinks stops the links that are not in the plan (or not as planned),
+// waiting for each to end, then starts the missing ones. r.linksMu is held.
+func (r *Replicator) planLinks() {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	plans := r.plans()
+	cutOff := maps.Clone(r.cutOff)
+	r.mu.Unlock()
+	for id, f := range r.following {
+		p, ok := plans[id]
+		if ok && p.key == f.plan.key {
+			continue
 		}
-		f := &follower{r: r, peer: p, skip: skip, key: key}
-		r.following[p.ID] = f
-		f.start(r.ctx)
+		f.stop()
+		delete(r.following, id)
+		if !ok {
+			// Only now that its link has ended can no snapshot of the peer
+			// come in after this one.
+			r.opts.Hub.SetRemote(id, nil)
+			r.mu.Lock()
+			delete(r.acks, id)
+			r.mu.Unlock()
+		}
+	}
+	for id, p := range plans {
+		if r.following[id] == nil {
+			f := &follower{r: r, plan: p}
+			f.cut.Store(cutOff[id]) // a new link to a cut-off peer must say when it works
+			r.following[id] = f
+			f.start(r.ctx)
+		}
+	}
+}
+
+// setCutOff records whether peer's link has stopped working (or works
+// again) and has Run re-plan the links when that changed.
+func (r *Replicator) setCutOff(peer string, cut bool) {
+	r.mu.Lock()
+	changed := false
+	for _, p := range r.peers {
+		if p.ID == peer && r.cutOff[peer] != cut {
+			r.cutOff[peer] = cut
+			changed = true
+		}
+	}
+	r.mu.Unlock()
+	if !changed {
+		return
+	}
+	if cut {
+		r.m.routedAround.Inc()
+		r.log.Warn("peer link not working while the peer is alive: its messages now come through the other peers", "peer", peer)
+	} else {
+		r.log.Info("peer link works again", "peer", peer)
+	}
+	select {
+	case r.relink <- struct{}{}:
+	default:
 	}
 }
 
@@ -211,6 +322,12 @@ func (r *Replicator) Post(ctx context.Context, draft proto.Message, done func(pr
 			done(m, nil)
 			return
 		}
+		if r.closed {
+			// Nothing expires waiters any more: answer now.
+			r.mu.Unlock()
+			done(m, ErrNotReplicated)
+			return
+		}
 		r.waiters = append(r.waiters, waiter{msg: m, deadline: time.Now().Add(r.opts.AckTimeout), done: done})
 		r.mu.Unlock()
 	})
@@ -238,21 +355,6 @@ func (r *Replicator) onAck(follower string, seq uint64) {
 	r.mu.Unlock()
 	for _, w := range ready {
 		w.done(w.msg, nil)
-	}
-}
-
-func (r *Replicator) expireWaiters() {
-	defer r.wg.Done()
-	t := time.NewTicker(100 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-r.ctx.Done():
-			r.failWaiters(func(waiter) bool { return true })
-			return
-		case now := <-t.C:
-			r.failWaiters(func(w waiter) bool { return now.After(w.deadline) })
-		}
 	}
 }
 
@@ -325,14 +427,46 @@ func (r *Replicator) Lag() map[string]uint64 {
 	return lag
 }
 
-// Close stops every link and fails the sends still waiting for replicas.
+// WaitReplicated waits until each of peers holds this node's own messages
+// up to seq, as their acks or their advertised vectors say, or until ctx
+// ends. It returns what each peer still short of seq holds (empty when all
+// hold it).
+func (r *Replicator) WaitReplicated(ctx context.Context, peers []string, seq uint64) map[string]uint64 {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		short := map[string]uint64{}
+		r.mu.Lock()
+		for _, p := range peers {
+			if got := max(r.acks[p], r.peerVecs[p][r.opts.NodeID]); got < seq {
+				short[p] = got
+			}
+		}
+		r.mu.Unlock()
+		if len(short) == 0 {
+			return short
+		}
+		select {
+		case <-ctx.Done():
+			return short
+		case <-t.C:
+		}
+	}
+}
+
+// Close stops every link, fails the sends still waiting for replicas, and
+// waits for every goroutine of the Replicator to end.
 func (r *Replicator) Close() {
 	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
 	r.cancel()
+	r.failWaiters(func(waiter) bool { return true })
+	r.linksMu.Lock()
 	for id, f := range r.following {
 		f.stop()
 		delete(r.following, id)
 	}
-	r.mu.Unlock()
+	r.linksMu.Unlock()
 	r.wg.Wait()
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -53,6 +54,7 @@ func newPeer(t *testing.T, cluster string, secret []byte, ackReplicas int) *peer
 		AckReplicas: ackReplicas, AckTimeout: time.Second})
 	st.OnCommit(func(b []store.Committed) { p.hub.Publish(b); p.repl.Publish(b) })
 	p.srv = httptest.NewServer(p.repl.Handler())
+	go p.repl.Run(context.Background()) // until Close
 	t.Cleanup(func() { p.repl.Close(); p.srv.Close(); st.Close() })
 	return p
 }
@@ -319,5 +321,75 @@ func TestGarbageOnLink(t *testing.T) {
 	eventually(t, 10*time.Second, func() error { return holds(b, proto.Vector{a.st.NodeID(): 1}) })
 	if v := b.st.Vector()["0123456789ab"]; v != 0 {
 		t.Fatalf("stored %d messages from garbage", v)
+	}
+}
+
+// A send posted after Close is answered at once, not left waiting for an
+// expiry loop that has ended.
+func TestPostAfterCloseIsAnswered(t *testing.T) {
+	a := newPeer(t, "c", nil, 1)
+	a.repl.Close()
+	got := make(chan error, 1)
+	err := a.repl.Post(context.Background(), proto.Message{Room: "lobby", Sender: "ann", Text: "late"}, func(m proto.Message, err error) {
+		got <- err
+	})
+	if err != nil {
+		return // refused outright: answered too
+	}
+	select {
+	case err := <-got:
+		if err != ErrNotReplicated {
+			t.Fatalf("after Close: %v, want ErrNotReplicated", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a send posted after Close was never answered")
+	}
+}
+
+// Close waits for every goroutine of the Replicator: the links it follows,
+// the links it serves (hijacked: the HTTP server does not wait for them)
+// and their ack readers and writers.
+func TestCloseLeavesNoGoroutine(t *testing.T) {
+	a, b := newPeer(t, "c", nil, 0), newPeer(t, "c", nil, 0)
+	a.repl.SetPeers([]Peer{b.as()})
+	b.repl.SetPeers([]Peer{a.as()})
+	post(t, a, "one")
+	post(t, b, "two")
+	want := proto.Vector{a.st.NodeID(): 1, b.st.NodeID(): 1}
+	eventually(t, 10*time.Second, func() error {
+		if err := holds(a, want); err != nil {
+			return err
+		}
+		return holds(b, want)
+	})
+	a.repl.Close()
+	b.repl.Close()
+	buf := make([]byte, 1<<20)
+	stacks := string(buf[:runtime.Stack(buf, true)])
+	for _, g := range strings.Split(stacks, "\n\n") {
+		if strings.Contains(g, "chatr/internal/replication.(*") {
+			t.Fatalf("a goroutine of the Replicator outlived Close:\n%s", g)
+		}
+	}
+}
+
+// Replacing the link to a peer (its address changed) waits for the old one
+// to end before the new one starts: two links of one peer never race to
+// set its presence.
+func TestRelinkWaitsForTheOldLink(t *testing.T) {
+	a, b := newPeer(t, "c", nil, 0), newPeer(t, "c", nil, 0)
+	b.repl.SetPeers([]Peer{a.as()})
+	eventually(t, 10*time.Second, func() error { return holds(b, a.st.Vector()) }) // the link runs
+	old := b.repl.following[a.st.NodeID()]
+	moved := a.as()
+	moved.HTTP = strings.Replace(moved.HTTP, "127.0.0.1", "localhost", 1)
+	b.repl.SetPeers([]Peer{moved})
+	select {
+	case <-old.done:
+	default:
+		t.Fatal("SetPeers returned while the replaced link still ran")
+	}
+	if f := b.repl.following[a.st.NodeID()]; f == old || f.plan.peer.HTTP != moved.HTTP {
+		t.Fatalf("the link was not replaced: %+v", f.plan)
 	}
 }
