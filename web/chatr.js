@@ -369,6 +369,18 @@
   }
 
   function onError(f) {
+    if (f.code === 'unavailable' && f.ref && state.pending.has(f.ref)) {
+      // Not refused for good: the node is shutting down (it names the
+      // others) or could not replicate in time. The message stays pending
+      // and goes again with the same ref, so it is stored once.
+      if (Array.isArray(f.nodes)) return failOver(f.nodes);
+      const ref = f.ref;
+      setTimeout(() => {
+        const p = state.pending.get(ref);
+        if (p && state.ready) transmit({ type: 'send', room, text: p.text, ref });
+      }, 1000 + Math.random() * 1000);
+      return;
+    }
     showError(f.message || f.code || 'error');
     if (f.ref && state.pending.has(f.ref)) {
       const p = state.pending.get(f.ref);
@@ -384,6 +396,22 @@
       disconnect();
       ui.name.focus();
     }
+  }
+
+  // failOver leaves a node that is shutting down for one of the nodes it
+  // named; pending sends go again once synced there.
+  function failOver(nodes) {
+    if (!state.ws) return;
+    if (nodes.length) state.nodes = nodes;
+    if (state.node) state.avoid = state.node.id;
+    const ws = state.ws;
+    state.ws = null;
+    state.ready = false;
+    state.welcomed = false;
+    clearInterval(state.pingTimer);
+    ws.close(1000, 'failing over');
+    state.attempt = 0;
+    scheduleReconnect(true);
   }
 
   // ---- rendering ----

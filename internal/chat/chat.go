@@ -17,6 +17,7 @@ package chat
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -491,6 +492,9 @@ func (c *chat) resend() {
 	c.queue = append(again, c.queue...)
 }
 
+// errShuttingDown ends a session whose node said it is shutting down.
+var errShuttingDown = errors.New("the node is shutting down")
+
 // refused handles an error frame.
 func (c *chat) refused(ctx context.Context, f client.Frame) error {
 	if f.Ref == "" && !c.synced && c.conn != nil {
@@ -513,7 +517,17 @@ func (c *chat) refused(ctx context.Context, f client.Frame) error {
 	}
 	o := c.pending[i]
 	c.pending = slices.Delete(c.pending, i, i+1)
-	if f.Code == proto.CodeRateLimited {
+	switch {
+	case f.Code == proto.CodeUnavailable && len(f.Nodes) > 0:
+		// The node is shutting down and names the others: the line goes
+		// again, with its ref, on the next node.
+		c.queue = append([]*outgoing{o}, c.queue...)
+		c.status("node %s is shutting down; going to another node", c.node)
+		c.lost(errShuttingDown)
+		c.next++
+		return nil
+	case f.Code == proto.CodeRateLimited || f.Code == proto.CodeUnavailable:
+		// Later, with the same ref: stored once whatever happened.
 		c.queue = append([]*outgoing{o}, c.queue...)
 		c.pausedUntil = time.Now().Add(ratePause)
 		return nil

@@ -258,3 +258,31 @@ func TestResendAfterLoss(t *testing.T) {
 		t.Fatalf("pending %d, queue %q, cursor %q; want 0, [l2:b l4:d], 2", len(c.pending), queue, c.cursor)
 	}
 }
+
+// TestShuttingDownNodeSendsLinesElsewhere: a line answered unavailable by
+// a node that is shutting down (the error names the other nodes) is not
+// lost: it is queued again with its ref, and the chat moves to the next
+// node. Without nodes (replicas not reached in time), it is sent again
+// later on the same node.
+func TestShuttingDownNodeSendsLinesElsewhere(t *testing.T) {
+	c := &chat{cfg: pipeConfig("ws://x", "ann"), info: io.Discard, out: io.Discard, name: "ann",
+		urls: []string{"ws://x", "ws://y"}, members: map[proto.Person]bool{}}
+	c.pending = []*outgoing{{ref: "l1", text: "a"}, {ref: "l2", text: "b"}}
+	other := []proto.Member{{ID: "0123456789ab", Name: "y", HTTP: "y:5080"}}
+	if err := c.handle(context.Background(), client.Frame{Type: client.TypeError, Ref: "l2", Code: proto.CodeUnavailable, Nodes: other}); err != nil {
+		t.Fatal(err)
+	}
+	if c.failed != 0 || len(c.queue) != 1 || c.queue[0].ref != "l2" || c.next != 1 {
+		t.Fatalf("failed %d, queue %v, next %d; want 0, [l2], 1", c.failed, c.queue, c.next)
+	}
+	if !c.pending[0].stale {
+		t.Fatalf("l1, sent on the node that is going, is not marked for a resend")
+	}
+	c.pending = []*outgoing{{ref: "l3", text: "c"}}
+	if err := c.handle(context.Background(), client.Frame{Type: client.TypeError, Ref: "l3", Code: proto.CodeUnavailable}); err != nil {
+		t.Fatal(err)
+	}
+	if c.failed != 0 || c.queue[0].ref != "l3" || !c.pausedUntil.After(time.Now()) {
+		t.Fatalf("failed %d, queue %v, paused until %v; want l3 queued again after a pause", c.failed, c.queue, c.pausedUntil)
+	}
+}

@@ -345,6 +345,10 @@ func (c *Cluster) Partition(groups ...[]int) { c.net.Partition(groups...) }
 // Heal removes the partition (killed nodes stay unreachable until restarted).
 func (c *Cluster) Heal() { c.net.Heal() }
 
+// CutLink cuts the link between nodes i and j only, on top of any
+// partition: a partial partition, where both still reach the others.
+func (c *Cluster) CutLink(i, j int) { c.net.CutLink(i, j) }
+
 // WaitMembers waits until every running node is ready and lists exactly
 // the running nodes as alive members (the others not alive).
 func (c *Cluster) WaitMembers(timeout time.Duration) {
@@ -738,6 +742,15 @@ func (n *Net) Partition(groups ...[]int) {
 			}
 		}
 	}
+	n.mu.Unlock()
+	n.closeBlocked()
+}
+
+// CutLink cuts the link between i and j, keeping the other cuts, and closes
+// the connections that cross it.
+func (n *Net) CutLink(i, j int) {
+	n.mu.Lock()
+	n.cut[pair(i, j)] = true
 	n.mu.Unlock()
 	n.closeBlocked()
 }

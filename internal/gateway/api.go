@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -70,6 +71,8 @@ func statusOf(e *proto.Error) int {
 		return http.StatusServiceUnavailable
 	case proto.CodeInternal:
 		return http.StatusInternalServerError
+	case proto.CodeConflict:
+		return http.StatusUnprocessableEntity
 	default:
 		return http.StatusBadRequest
 	}
@@ -79,6 +82,9 @@ func statusOf(e *proto.Error) int {
 type PostBody struct {
 	Sender string `json:"sender"`
 	Text   string `json:"text"`
+	// Ref is the idempotency key of the post, like a WebSocket send's ref;
+	// the Idempotency-Key header may carry it instead.
+	Ref string `json:"ref,omitempty"`
 }
 
 // decodePost reads and checks a POST body. It is the HTTP twin of
@@ -103,7 +109,7 @@ func decodePost(contentType string, body io.Reader) (PostBody, int, *proto.Error
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&p); err != nil {
-		return p, http.StatusBadRequest, proto.Errorf(proto.CodeBadRequest, "body is not a JSON object {\"sender\", \"text\"}: %v", err)
+		return p, http.StatusBadRequest, proto.Errorf(proto.CodeBadRequest, "body is not a JSON object {\"sender\", \"text\", \"ref\"}: %v", err)
 	}
 	if dec.More() {
 		return p, http.StatusBadRequest, proto.Errorf(proto.CodeBadRequest, "body holds more than one JSON value")
@@ -116,7 +122,56 @@ func decodePost(contentType string, body io.Reader) (PostBody, int, *proto.Error
 	if perr = proto.CheckText(p.Text); perr != nil {
 		return p, statusOf(perr), perr
 	}
+	if perr = proto.CheckRef(p.Ref); perr != nil {
+		return p, statusOf(perr), perr
+	}
 	return p, 0, nil
+}
+
+// idempotencyKey reads the Idempotency-Key header (IETF httpapi draft
+// "The Idempotency-Key HTTP Header Field"): a structured-field string,
+// "...", or, as many APIs send it, the bare key. "" when absent.
+func idempotencyKey(h http.Header) (string, *proto.Error) {
+	vs := h.Values("Idempotency-Key")
+	if len(vs) == 0 {
+		return "", nil
+	}
+	if len(vs) > 1 {
+		return "", proto.Errorf(proto.CodeBadRequest, "give one Idempotency-Key header")
+	}
+	v := strings.TrimSpace(vs[0])
+	if strings.HasPrefix(v, `"`) {
+		var b strings.Builder
+		closed := false
+		for i := 1; i < len(v); i++ {
+			c := v[i]
+			switch {
+			case closed:
+				return "", proto.Errorf(proto.CodeBadRequest, "Idempotency-Key: characters after the closing quote")
+			case c == '\\' && i+1 < len(v) && (v[i+1] == '"' || v[i+1] == '\\'):
+				b.WriteByte(v[i+1])
+				i++
+			case c == '"':
+				closed = true
+			case c < 0x20 || c > 0x7e || c == '\\':
+				return "", proto.Errorf(proto.CodeBadRequest, "Idempotency-Key: not a valid structured-field string")
+			default:
+				b.WriteByte(c)
+			}
+		}
+		if !closed {
+			return "", proto.Errorf(proto.CodeBadRequest, "Idempotency-Key: no closing quote")
+		}
+		v = b.String()
+	}
+	if v == "" {
+		return "", proto.Errorf(proto.CodeBadRequest, "Idempotency-Key is empty")
+	}
+	if perr := proto.CheckRef(v); perr != nil {
+		perr.Message = "Idempotency-Key: " + perr.Message
+		return "", perr
+	}
+	return v, nil
 }
 
 func (s *Server) postMessage(w http.ResponseWriter, r *http.Request) {
@@ -126,6 +181,18 @@ func (s *Server) postMessage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body, status, perr := decodePost(r.Header.Get("Content-Type"), r.Body)
+	if perr == nil {
+		var key string
+		key, perr = idempotencyKey(r.Header)
+		switch {
+		case perr != nil:
+			status = http.StatusBadRequest
+		case key != "" && body.Ref != "" && key != body.Ref:
+			status, perr = http.StatusBadRequest, proto.Errorf(proto.CodeBadRequest, "the Idempotency-Key header and the body's ref differ")
+		case key != "":
+			body.Ref = key
+		}
+	}
 	if perr != nil {
 		s.metrics.errors.WithLabelValues(perr.Code).Inc()
 		writeError(w, status, perr)
@@ -141,19 +208,33 @@ func (s *Server) postMessage(w http.ResponseWriter, r *http.Request) {
 		m   proto.Message
 		err error
 	}
+	if !s.admitSend() {
+		perr = s.shuttingDown()
+		writeError(w, statusOf(perr), perr)
+		return
+	}
 	ch := make(chan result, 1)
-	err := s.post.Post(r.Context(), proto.Message{Room: room, Sender: body.Sender, Text: body.Text}, func(m proto.Message, err error) {
+	err := s.post.Post(r.Context(), proto.Message{Room: room, Sender: body.Sender, Text: body.Text, Ref: body.Ref}, func(m proto.Message, err error) {
 		ch <- result{m, err}
 	})
+	s.sendGate.RUnlock()
 	if err == nil {
-		res := <-ch
-		err = res.err
-		if err == nil {
-			writeJSON(w, http.StatusCreated, res.m.JSON("", ""))
-			return
+		select {
+		case res := <-ch:
+			err = res.err
+			switch {
+			case err != nil:
+			case res.m.Text != body.Text:
+				err = refReused(body.Ref, res.m)
+			default:
+				writeJSON(w, http.StatusCreated, res.m.JSON("", ""))
+				return
+			}
+		case <-r.Context().Done():
+			return // the client went away; the post goes on without it
 		}
 	}
-	perr = postError(err)
+	perr = s.postError(err)
 	writeError(w, statusOf(perr), perr)
 }
 
@@ -239,6 +320,25 @@ func (s *Server) getCluster(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"self": s.opts.NodeID, "cluster": s.cfg.ClusterName,
 		"members": []map[string]string{{"id": s.opts.NodeID, "name": s.cfg.NodeName, "http": s.opts.HTTPAddr,
 			"state": "alive", "since": proto.FormatTime(s.started.UnixMicro())}}})
+}
+
+// postError turns a failed post into what the client is told.
+func (s *Server) postError(err error) *proto.Error {
+	var perr *proto.Error
+	if errors.As(err, &perr) {
+		return perr
+	}
+	if errors.Is(err, store.ErrClosed) || errors.Is(err, context.Canceled) {
+		return s.shuttingDown()
+	}
+	return proto.Errorf(proto.CodeInternal, "the message could not be stored; send it again")
+}
+
+// refReused is the error of a send whose ref names an earlier message of
+// the same sender and room with another text: a client bug that acking
+// the earlier message would hide (the new text would be lost).
+func refReused(ref string, first proto.Message) *proto.Error {
+	return proto.Errorf(proto.CodeConflict, "ref %q already names message %s, with another text; use a new ref for a new message", ref, first.ID())
 }
 
 // ipLimiter is a token bucket per client IP for the HTTP API, forgetting

@@ -74,6 +74,13 @@ type Server struct {
 	log   *slog.Logger
 	mux   *http.ServeMux
 
+	// sendGate is held for reading while a send is admitted and handed to
+	// the Poster, and for writing by StopSends, so that no send slips in
+	// after the sends stopped (the node then waits for what it took to be
+	// stored and replicated).
+	sendGate     sync.RWMutex
+	sendsStopped bool
+
 	mu       sync.Mutex
 	sessions map[*session]struct{}
 	perIP    map[string]int
@@ -258,7 +265,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case s.draining:
 		s.mu.Unlock()
-		writeError(w, http.StatusServiceUnavailable, proto.Errorf(proto.CodeUnavailable, "the node is shutting down; connect to another node"))
+		writeError(w, http.StatusServiceUnavailable, s.shuttingDown())
 		return
 	case s.cfg.MaxConns > 0 && s.open >= s.cfg.MaxConns:
 		s.mu.Unlock()
@@ -353,11 +360,50 @@ func (s *Server) ended(sess *session, ip string) {
 	s.wg.Done()
 }
 
-// Drain stops taking sessions and closes every session with 1001, so clients
-// reconnect to another node. It waits for the sessions to end or ctx.
-func (s *Server) Drain(ctx context.Context) {
+// StopSends is the first step of a shutdown: from now on the node takes no
+// new session and no new message (WebSocket sends and HTTP posts are
+// answered `unavailable` naming the other nodes, so clients fail over), and
+// /readyz says 503. Open sessions stay and keep receiving. When it returns,
+// every send it let in has been handed to the Poster.
+func (s *Server) StopSends() {
+	s.sendGate.Lock()
+	s.sendsStopped = true
+	s.sendGate.Unlock()
 	s.mu.Lock()
 	s.draining = true
+	s.mu.Unlock()
+}
+
+// admitSend holds the send gate for one send; it returns false (and lets
+// go) when sends have stopped. The caller calls s.sendGate.RUnlock once
+// the send is handed to the Poster.
+func (s *Server) admitSend() bool {
+	s.sendGate.RLock()
+	if s.sendsStopped {
+		s.sendGate.RUnlock()
+		return false
+	}
+	return true
+}
+
+// shuttingDown is the error of a send or session refused while the node
+// stops: it names the other nodes, so clients fail over.
+func (s *Server) shuttingDown() *proto.Error {
+	e := proto.Errorf(proto.CodeUnavailable, "the node is shutting down; send again on another node")
+	for _, m := range s.members() {
+		if m.ID != s.opts.NodeID {
+			e.Nodes = append(e.Nodes, m)
+		}
+	}
+	return e
+}
+
+// Drain stops taking sessions and sends, and closes every session with
+// 1001, so clients reconnect to another node. It waits for the sessions to
+// end or ctx.
+func (s *Server) Drain(ctx context.Context) {
+	s.StopSends()
+	s.mu.Lock()
 	for sess := range s.sessions {
 		sess.close(proto.CloseGoingAway, "the node is shutting down")
 	}

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -404,31 +403,29 @@ func (s *session) post(in proto.Inbound) {
 	}
 	s.breaches = 0
 	ref, room := in.Ref, in.Room
-	err := s.srv.post.Post(s.srv.ctx, proto.Message{Room: room, Sender: s.name, Text: in.Text, Ref: ref}, func(m proto.Message, err error) {
+	if !s.srv.admitSend() {
+		s.sendError(ref, s.srv.shuttingDown())
+		return
+	}
+	defer s.srv.sendGate.RUnlock()
+	text := in.Text
+	err := s.srv.post.Post(s.srv.ctx, proto.Message{Room: room, Sender: s.name, Text: text, Ref: ref}, func(m proto.Message, err error) {
 		if err != nil {
 			if s.srv.ctx.Err() == nil {
 				s.logger().Error("send failed", "room", room, "err", err)
 			}
-			s.sendError(ref, postError(err))
+			s.sendError(ref, s.srv.postError(err))
+			return
+		}
+		if m.Text != text {
+			s.sendError(ref, refReused(ref, m))
 			return
 		}
 		s.send(proto.Encode(proto.Ack{Type: "ack", Ref: ref, ID: m.ID(), Created: proto.FormatTime(m.Created)}))
 	})
 	if err != nil {
-		s.sendError(ref, postError(err))
+		s.sendError(ref, s.srv.postError(err))
 	}
-}
-
-// postError turns a failed post into what the client is told.
-func postError(err error) *proto.Error {
-	var perr *proto.Error
-	if errors.As(err, &perr) {
-		return perr
-	}
-	if errors.Is(err, store.ErrClosed) || errors.Is(err, context.Canceled) {
-		return proto.Errorf(proto.CodeUnavailable, "the node is shutting down; send again on another node")
-	}
-	return proto.Errorf(proto.CodeInternal, "the message could not be stored; send it again")
 }
 
 // Deliver queues room events for the client. It never blocks.

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -204,44 +205,61 @@ func (n *Node) ID() string { return n.store.NodeID() }
 // HTTPAddr is the address the HTTP listener is bound to.
 func (n *Node) HTTPAddr() string { return n.ln.Addr().String() }
 
-// Run serves until ctx ends, then drains: stop taking sessions, close them
-// with 1001, finish the store's writes.
+// Run serves until ctx ends, then shuts down (see shutdown). Every
+// goroutine it starts has ended when it returns.
 func (n *Node) Run(ctx context.Context) error {
 	fmt.Fprintf(n.console, "chatr node %s (%s) serving http://%s/chatr/chatr.html, data in %s\n",
 		n.ID(), n.cfg.NodeName, browseAddr(n.HTTPAddr()), n.cfg.DataDir)
 	errc := make(chan error, 2)
-	go func() { errc <- n.http.Serve(n.ln) }()
-	gwDone := make(chan struct{})
-	go func() {
-		defer close(gwDone)
-		n.gw.Run(context.Background()) // until drained
-	}()
-	defer func() { <-gwDone }()
-	cctx, stopCluster := context.WithCancel(context.Background())
-	defer stopCluster()
-	if n.cluster != nil {
-		go n.followMembers(cctx)
+	go func() { errc <- n.http.Serve(n.ln) }() // ends with http.Shutdown
+	bgCtx, stopBG := context.WithCancel(context.Background())
+	var bg sync.WaitGroup
+	start := func(f func()) {
+		bg.Add(1)
 		go func() {
-			if err := n.cluster.Run(cctx); err != nil && cctx.Err() == nil {
+			defer bg.Done()
+			f()
+		}()
+	}
+	start(func() { n.gw.Run(bgCtx) })
+	if n.cluster != nil {
+		start(func() { n.repl.Run(bgCtx) })
+		start(func() { n.followMembers(bgCtx) })
+		start(func() {
+			if err := n.cluster.Run(bgCtx); err != nil && bgCtx.Err() == nil {
 				errc <- fmt.Errorf("cluster: %w", err)
 			}
-		}()
+		})
 	}
 	var err error
 	select {
 	case err = <-errc:
 	case <-ctx.Done():
 	}
-	return errors.Join(err, n.shutdown())
+	err = errors.Join(err, n.shutdown())
+	stopBG()
+	bg.Wait()
+	return err
 }
 
+// shutdown stops the node without losing what it acked, within
+// --shutdown-timeout: in a cluster, it first takes no new sends (clients
+// are told to go to the other nodes), lets the store commit what it took,
+// and waits (at most half the time) until every alive peer holds this
+// node's messages; only then does it leave the cluster, so no peer stops
+// following it while it holds messages they lack. Then it closes the
+// sessions with 1001 and closes the store.
 func (n *Node) shutdown() error {
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.Shutdown)
 	defer cancel()
 	var errs []error
 	if n.cluster != nil {
-		// Say goodbye first, so peers drop our presence and clients that
-		// fail over are not sent back here.
+		n.log.Info("shutting down: refusing new sends, clients go to the other nodes")
+		n.gw.StopSends()
+		if err := n.store.Flush(ctx); err != nil {
+			n.log.Warn("shutting down: the store did not finish its writes in time", "err", err)
+		}
+		n.handOver(ctx)
 		n.log.Info("leaving the cluster")
 		errs = append(errs, n.cluster.Shutdown(ctx))
 	}
@@ -256,6 +274,36 @@ func (n *Node) shutdown() error {
 		err = nil
 	}
 	return errors.Join(append(errs, err, n.store.Close())...)
+}
+
+// handOver waits, for at most half of what ctx leaves, until every alive
+// peer holds this node's own messages, and logs how that went.
+func (n *Node) handOver(ctx context.Context) {
+	seq := n.store.Vector()[n.ID()]
+	var peers []string
+	for _, m := range n.cluster.Members() {
+		if m.State == cluster.StateAlive && !m.Self {
+			peers = append(peers, m.ID)
+		}
+	}
+	if seq == 0 || len(peers) == 0 {
+		return
+	}
+	wait := 5 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		wait = time.Until(dl) / 2
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	began := time.Now()
+	n.log.Info("shutting down: waiting for the peers to hold this node's messages", "seq", seq, "peers", len(peers))
+	short := n.repl.WaitReplicated(wctx, peers, seq)
+	if len(short) == 0 {
+		n.log.Info("every alive peer holds this node's messages", "seq", seq, "took", time.Since(began).Round(time.Millisecond))
+		return
+	}
+	n.log.Warn("leaving before every peer holds this node's messages; they get the rest from this node when it is back, or from peers that have it",
+		"seq", seq, "held_by_peer", short, "waited", time.Since(began).Round(time.Millisecond))
 }
 
 // browseAddr turns a listen address into one a browser can open.

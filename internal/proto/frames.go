@@ -194,10 +194,11 @@ type Ack struct {
 
 // ErrorFrame answers a frame that failed.
 type ErrorFrame struct {
-	Type    string `json:"type"`
-	Ref     string `json:"ref,omitempty"`
-	Code    string `json:"code"`
-	Message string `json:"message"`
+	Type    string   `json:"type"`
+	Ref     string   `json:"ref,omitempty"`
+	Code    string   `json:"code"`
+	Message string   `json:"message"`
+	Nodes   []Member `json:"nodes,omitempty"` // other nodes, when this one is shutting down
 }
 
 // Pong answers ping.
@@ -205,5 +206,5 @@ var Pong = []byte(`{"type":"pong"}`)
 
 // EncodeError encodes an error frame answering ref.
 func EncodeError(ref string, e *Error) []byte {
-	return Encode(ErrorFrame{Type: "error", Ref: ref, Code: e.Code, Message: e.Message})
+	return Encode(ErrorFrame{Type: "error", Ref: ref, Code: e.Code, Message: e.Message, Nodes: e.Nodes})
 }

@@ -37,6 +37,9 @@ const (
 	CodeRateLimited   = "rate_limited"
 	CodeUnavailable   = "unavailable"
 	CodeInternal      = "internal"
+	// CodeConflict answers a send whose ref names an earlier message of the
+	// same sender and room with another text (HTTP 422).
+	CodeConflict = "conflict"
 )
 
 // Close codes of PROTOCOL.md.
@@ -52,6 +55,8 @@ const (
 type Error struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// Nodes lists the other nodes to go to, when this one is shutting down.
+	Nodes []Member `json:"nodes,omitempty"`
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }

@@ -499,6 +499,21 @@ func (s *Store) InsertAsync(ctx context.Context, msgs []proto.Message, done func
 	return s.enqueue(ctx, &writeReq{peer: msgs, done: func(r writeRes) { done(r.msgs, r.err) }})
 }
 
+// Flush returns once every write queued before it is committed and
+// answered, or when ctx ends first.
+func (s *Store) Flush(ctx context.Context) error {
+	ch := make(chan writeRes, 1)
+	if err := s.enqueue(ctx, &writeReq{done: func(res writeRes) { ch <- res }}); err != nil {
+		return err
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 func (s *Store) submit(ctx context.Context, r *writeReq) ([]proto.Message, error) {
 	ch := make(chan writeRes, 1)
 	r.done = func(res writeRes) { ch <- res }
