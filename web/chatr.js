@@ -243,6 +243,7 @@
       case 'message': return onMessage(f);
       case 'synced': return onSynced(f);
       case 'presence': return onPresence(f);
+      case 'hidden': return onHidden(f);
       case 'ack': return onAck(f);
       case 'error': return onError(f);
       default: return; // pong, left, and types from a newer server
@@ -284,9 +285,7 @@
     }
     if (m.replaces) {
       // Another copy of the same send was shown before this one won: drop it.
-      state.seen.add(m.replaces);
-      const old = ui.messages.querySelector('[data-id="' + CSS.escape(m.replaces) + '"]');
-      if (old) old.remove();
+      dropCopy(m.replaces);
     }
     if (state.seen.has(m.id)) return;
     state.seen.add(m.id);
@@ -299,6 +298,17 @@
     if (!state.ready && !state.replayFirst) state.replayFirst = el;
     ui.empty.hidden = true;
     scrollToEnd(stick);
+  }
+
+  // A copy of a re-sent message that lost to an earlier copy: never show it.
+  function onHidden(f) {
+    if (f.room === room && f.id) dropCopy(f.id);
+  }
+
+  function dropCopy(id) {
+    state.seen.add(id);
+    const old = ui.messages.querySelector('[data-id="' + CSS.escape(id) + '"]');
+    if (old) old.remove();
   }
 
   function onSynced(f) {

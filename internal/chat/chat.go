@@ -190,7 +190,14 @@ type chat struct {
 	failed      int
 	pausedUntil time.Time
 	eof         bool
+	// shown is the newest messages printed (id -> "sender: text"), so that
+	// a copy withdrawn later can be named; recent keeps their order.
+	shown  map[string]string
+	recent []string
 }
+
+// maxShown bounds the messages remembered for naming withdrawn copies.
+const maxShown = 1000
 
 // outgoing is a line sent and not yet acked.
 type outgoing struct {
@@ -450,6 +457,11 @@ func (c *chat) handle(ctx context.Context, f client.Frame) error {
 			c.ackedIDs[f.ID] = true
 		}
 		c.pending = slices.Delete(c.pending, i, i+1)
+	case client.TypeHidden:
+		if what, ok := c.shown[f.ID]; ok && f.Room == c.cfg.Room {
+			delete(c.shown, f.ID)
+			c.status("ignore %q: it repeated an earlier copy of the same message", what)
+		}
 	case client.TypeError:
 		return c.refused(ctx, f)
 	}
@@ -544,6 +556,21 @@ func (c *chat) show(f client.Frame) {
 		t = time.Now()
 	}
 	fmt.Fprintf(c.out, "%s %s: %s\n", t.Local().Format(time.TimeOnly), clean(f.Sender), clean(f.Text))
+	if f.Replaces != "" {
+		if what, ok := c.shown[f.Replaces]; ok {
+			delete(c.shown, f.Replaces)
+			c.status("ignore %q: it repeated this message", what)
+		}
+	}
+	if c.shown == nil {
+		c.shown = map[string]string{}
+	}
+	c.shown[f.ID] = clean(f.Sender) + ": " + clean(f.Text)
+	c.recent = append(c.recent, f.ID)
+	if len(c.recent) > maxShown {
+		delete(c.shown, c.recent[0])
+		c.recent = c.recent[1:]
+	}
 }
 
 // status prints a status line.

@@ -286,3 +286,26 @@ func TestShuttingDownNodeSendsLinesElsewhere(t *testing.T) {
 		t.Fatalf("failed %d, queue %v, paused until %v; want l3 queued again after a pause", c.failed, c.queue, c.pausedUntil)
 	}
 }
+
+// TestWithdrawnCopyIsNamed: a printed message later named hidden (or
+// replaced) is pointed out, since a terminal cannot take a line back.
+func TestWithdrawnCopyIsNamed(t *testing.T) {
+	var info strings.Builder
+	c := &chat{cfg: pipeConfig("ws://x", "ann"), info: &info, out: io.Discard, name: "ann",
+		urls: []string{"ws://x"}, members: map[proto.Person]bool{}}
+	for _, f := range []client.Frame{
+		{Type: client.TypeMessage, Room: "pipes", ID: "b-1", Sender: "rita", Text: "hi"},
+		{Type: client.TypeMessage, Room: "pipes", ID: "b-2", Sender: "rita", Text: "yo"},
+		{Type: client.TypeHidden, Room: "pipes", ID: "b-1"},
+		{Type: client.TypeMessage, Room: "pipes", ID: "a-1", Sender: "rita", Text: "yo", Replaces: "b-2"},
+	} {
+		if err := c.handle(context.Background(), f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := `* ignore "rita: hi": it repeated an earlier copy of the same message` + "\n" +
+		`* ignore "rita: yo": it repeated this message` + "\n"
+	if info.String() != want {
+		t.Fatalf("status lines:\n%s\nwant:\n%s", info.String(), want)
+	}
+}

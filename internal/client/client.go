@@ -64,6 +64,7 @@ const (
 	TypeSynced   = "synced"
 	TypePresence = "presence"
 	TypeLeft     = "left"
+	TypeHidden   = "hidden" // ID names a hidden copy of a re-sent message: drop it
 	TypeAck      = "ack"
 	TypeError    = "error"
 	TypePong     = "pong"
@@ -85,7 +86,7 @@ type Frame struct {
 	Joined   []proto.Person `json:"joined,omitempty"`   // presence
 	Left     []proto.Person `json:"left,omitempty"`     // presence
 
-	// message (and ack: ID, Created)
+	// message, hidden (and ack: ID, Created)
 	ID      string `json:"id,omitempty"`
 	Sender  string `json:"sender,omitempty"`
 	Text    string `json:"text,omitempty"`

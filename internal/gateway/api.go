@@ -296,7 +296,11 @@ func (s *Server) getMessages(w http.ResponseWriter, r *http.Request) {
 	if page.Vector != nil {
 		cursor = proto.EncodeCursor(s.hub.Scope(room), page.Vector)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"messages": msgs, "cursor": cursor})
+	answer := map[string]any{"messages": msgs, "cursor": cursor}
+	if len(page.Hidden) > 0 {
+		answer["hidden"] = page.Hidden // hidden copies the since cursor covers: drop them
+	}
+	writeJSON(w, http.StatusOK, answer)
 }
 
 func (s *Server) getRooms(w http.ResponseWriter, r *http.Request) {

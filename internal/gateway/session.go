@@ -640,6 +640,9 @@ func (s *session) processSync(frames []outFrame, sy *syncItem) []outFrame {
 		seen[m.Origin] = m.Seq
 		frames = append(frames, outFrame{op: ws.OpText, payload: proto.Encode(m.JSON("message", proto.EncodeCursor(scope, seen)))})
 	}
+	for _, id := range sy.page.Hidden {
+		frames = append(frames, outFrame{op: ws.OpText, payload: proto.EncodeHidden(sy.room, id)})
+	}
 	rs.syncing = false
 	rs.seen = sy.page.Vector.Clone()
 	rs.ahead = true // until a live message shows the node's vector covers it
@@ -657,8 +660,21 @@ func (s *session) processEvent(frames []outFrame, rs *roomState, ev *hub.Event) 
 	if ev.Msg == nil {
 		return append(frames, outFrame{op: ws.OpText, payload: ev.Frame})
 	}
-	if ev.Msg.Seq <= rs.seen[ev.Msg.Origin] {
-		return frames // the client has it from the replay
+	held := ev.Msg.Seq <= rs.seen[ev.Msg.Origin] // from the replay, or from another node
+	switch {
+	case ev.Msg.Hidden:
+		if held {
+			frames = append(frames, outFrame{op: ws.OpText, payload: ev.Frame})
+		}
+		return frames
+	case held:
+		// It hid a copy the client may hold too (shown to it on a node that
+		// did not know this one yet): the message frame, which says so,
+		// does not go, so the notice does.
+		if ev.Notice != nil && covers(rs.seen, ev.Msg.Replaces) {
+			frames = append(frames, outFrame{op: ws.OpText, payload: ev.Notice})
+		}
+		return frames
 	}
 	if !rs.ahead {
 		rs.seen = ev.Vector // shared and never changed: no copy
@@ -675,6 +691,12 @@ func (s *session) processEvent(frames []outFrame, rs *roomState, ev *hub.Event) 
 	rs.seen = v
 	return append(frames, outFrame{op: ws.OpText,
 		payload: proto.Encode(ev.Msg.JSON("message", proto.EncodeCursor(s.srv.hub.Scope(ev.Room), v)))})
+}
+
+// covers reports whether v covers the message id.
+func covers(v proto.Vector, id string) bool {
+	origin, seq, err := proto.ParseMessageID(id)
+	return err == nil && seq <= v[origin]
 }
 
 // teardown drops the connection and everything the session holds. It runs

@@ -29,9 +29,14 @@ type Event struct {
 	Msg *proto.Message
 	// Vector is the room's version vector just after Msg.
 	Vector proto.Vector
-	// Frame is the encoded frame: a message frame whose cursor is Vector, or
-	// a presence frame.
+	// Frame is the encoded frame: a message frame whose cursor is Vector, a
+	// presence frame, or for a hidden copy of a re-sent message (Msg.Hidden),
+	// the hidden frame naming it.
 	Frame []byte
+	// Notice, for a message that hid an earlier-stored copy (Msg.Replaces),
+	// is the hidden frame naming that copy, for the subscribers that hold
+	// the message already and so do not get Frame.
+	Notice []byte
 }
 
 // Options configures a Hub.
@@ -208,14 +213,25 @@ func (h *Hub) Publish(batch []store.Committed) {
 	for i := range batch {
 		c := &batch[i]
 		r := h.rooms[c.Msg.Room]
-		if r == nil || len(r.subs) == 0 || c.Msg.Hidden {
-			continue // a hidden copy of a re-sent message is never shown
+		if r == nil || len(r.subs) == 0 {
+			continue
 		}
 		if _, ok := byRoom[c.Msg.Room]; !ok {
 			order = append(order, c.Msg.Room)
 		}
-		byRoom[c.Msg.Room] = append(byRoom[c.Msg.Room], &Event{Room: c.Msg.Room, Msg: &c.Msg, Vector: c.RoomVector,
-			Frame: proto.Encode(c.Msg.JSON("message", proto.EncodeCursor(h.Scope(c.Msg.Room), c.RoomVector)))})
+		ev := &Event{Room: c.Msg.Room, Msg: &c.Msg, Vector: c.RoomVector}
+		switch {
+		case c.Msg.Hidden:
+			// Never shown; named to the sessions that may hold it from
+			// another node.
+			ev.Frame = proto.EncodeHidden(c.Msg.Room, c.Msg.ID())
+		default:
+			ev.Frame = proto.Encode(c.Msg.JSON("message", proto.EncodeCursor(h.Scope(c.Msg.Room), c.RoomVector)))
+			if c.Msg.Replaces != "" {
+				ev.Notice = proto.EncodeHidden(c.Msg.Room, c.Msg.Replaces)
+			}
+		}
+		byRoom[c.Msg.Room] = append(byRoom[c.Msg.Room], ev)
 	}
 	for _, room := range order {
 		evs := byRoom[room]

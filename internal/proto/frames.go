@@ -178,6 +178,21 @@ type Presence struct {
 	Left   []Person `json:"left"`
 }
 
+// Hidden names a hidden copy of a re-sent message (see Message.Hidden): a
+// client that shows the message ID drops it. A node sends it whenever the
+// client may hold that copy: live, when it learns of the earlier copy, and
+// on a resume whose cursor covers the copy.
+type Hidden struct {
+	Type string `json:"type"`
+	Room string `json:"room"`
+	ID   string `json:"id"`
+}
+
+// EncodeHidden encodes the hidden frame of message id in room.
+func EncodeHidden(room, id string) []byte {
+	return Encode(Hidden{Type: "hidden", Room: room, ID: id})
+}
+
 // Left answers leave.
 type Left struct {
 	Type string `json:"type"`

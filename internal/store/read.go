@@ -35,7 +35,15 @@ type Page struct {
 	Messages  []proto.Message
 	Vector    proto.Vector
 	Truncated bool // more messages matched than the limit allowed
+	// Hidden lists, for Since, the ids of hidden copies of re-sent messages
+	// that the cursor covers (so its client may have been shown them
+	// elsewhere, before that node knew of the earlier copy), among the
+	// newest MaxHiddenNamed of the room.
+	Hidden []string
 }
+
+// MaxHiddenNamed bounds how many hidden copies of a room a resume names.
+const MaxHiddenNamed = 100
 
 // roomVector reads the room's heads inside tx, so it matches what tx sees.
 func roomVector(ctx context.Context, tx *sql.Tx, room string) (proto.Vector, error) {
@@ -150,6 +158,9 @@ func (s *Store) Since(ctx context.Context, room string, cursor proto.Vector, lim
 			lb = min(lb, from)
 		}
 		p.Vector = cursor.Clone()
+		if p.Hidden, err = hiddenCovered(ctx, tx, room, cursor); err != nil {
+			return err
+		}
 		if lb == math.MaxInt64 {
 			return nil // the cursor covers the room
 		}
@@ -197,6 +208,32 @@ func (s *Store) Since(ctx context.Context, room string, cursor proto.Vector, lim
 		return nil
 	})
 	return p, err
+}
+
+// hiddenCovered lists the ids of the room's newest hidden copies that
+// cursor covers.
+func hiddenCovered(ctx context.Context, tx *sql.Tx, room string, cursor proto.Vector) ([]string, error) {
+	if len(cursor) == 0 {
+		return nil, nil
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT origin, seq FROM messages INDEXED BY messages_hidden
+		WHERE room = ? AND hidden = 1 ORDER BY created DESC LIMIT ?`, room, MaxHiddenNamed)
+	if err != nil {
+		return nil, fmt.Errorf("read hidden copies: %w", err)
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var o string
+		var seq uint64
+		if err := rows.Scan(&o, &seq); err != nil {
+			return nil, fmt.Errorf("read hidden copies: %w", err)
+		}
+		if seq <= cursor[o] {
+			ids = append(ids, proto.MessageID(o, seq))
+		}
+	}
+	return ids, rows.Err()
 }
 
 // Range returns up to limit messages of origin from seq on, in order: the

@@ -30,7 +30,7 @@ import (
 const FileName = "chatr.db"
 
 // schemaVersion is kept in meta; a store with another version is refused.
-const schemaVersion = "3"
+const schemaVersion = "4"
 
 // magic marks a database as a chatr store.
 const magic = "chatr-store"
@@ -267,6 +267,7 @@ var schema = []string{
 		PRIMARY KEY(origin, seq)) WITHOUT ROWID`,
 	`CREATE INDEX messages_room ON messages(room, created, origin, seq)`,
 	`CREATE INDEX messages_ref ON messages(sender, ref, room) WHERE ref != ''`,
+	hiddenIndex,
 	// room_heads keeps, per room and origin, the newest message and the
 	// count, so a room's version vector and the room list need no scan.
 	`CREATE TABLE room_heads(
@@ -287,7 +288,15 @@ var migrations = map[string][]string{
 		`ALTER TABLE messages ADD COLUMN replaces TEXT NOT NULL DEFAULT ''`,
 		`UPDATE meta SET value = '3' WHERE key = 'schema'`,
 	},
+	"3": { // 3 -> 4: a resume names the hidden copies its cursor covers
+		hiddenIndex,
+		`UPDATE meta SET value = '4' WHERE key = 'schema'`,
+	},
 }
+
+// hiddenIndex finds a room's hidden copies (few: only re-sends that met
+// another copy) without a scan of the room.
+const hiddenIndex = `CREATE INDEX messages_hidden ON messages(room, created) WHERE hidden = 1`
 
 func (s *Store) exec(stmts []string, extra func(tx *sql.Tx) error) error {
 	tx, err := s.wdb.Begin()
@@ -727,8 +736,8 @@ func (s *Store) settleCopies(tx *sql.Tx, refStmt *sql.Stmt, m *proto.Message) er
 		return nil // surely no other copy
 	}
 	shown, err := findRef(refStmt, *m, m.Created-w, m.Created+w)
-	if err != nil || shown.Seq == 0 || shown.Origin == m.Origin && shown.Seq == m.Seq {
-		return err
+	if err != nil || shown.Seq == 0 || shown.Origin == m.Origin && shown.Seq == m.Seq || shown.Text != m.Text {
+		return err // no copy (another text is another message: a client bug, both shown)
 	}
 	if !earlier(m, &shown) {
 		// The shown copy names the hidden one too, so a client that saw m on

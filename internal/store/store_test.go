@@ -1116,4 +1116,9 @@ func TestOpenStoreOfPreviousSchema(t *testing.T) {
 	if m.Seq != 2 {
 		t.Errorf("first append after upgrade got seq %d, want 2", m.Seq)
 	}
+	// A resume reads the hidden copies through the index the last
+	// migration made.
+	if p, err := s.Since(context.Background(), "lobby", proto.Vector{"0123456789ab": 1}, 10, true); err != nil || len(p.Messages) != 1 {
+		t.Errorf("resume after upgrade = %v, %v", ids(p.Messages), err)
+	}
 }
