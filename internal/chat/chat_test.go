@@ -71,8 +71,11 @@ func pipeConfig(url, name string) Config {
 func runPipePair(t *testing.T, url string) {
 	bobIn, bobInput := io.Pipe()
 	bob := start(t, pipeConfig(url, "bob"), bobIn)
-	proctest.Eventually(t, 10*time.Second, "bob joins", func() bool {
-		return strings.Contains(bob.errOut.String(), "* joined pipes")
+	proctest.Eventually(t, 10*time.Second, func() error {
+		if !strings.Contains(bob.errOut.String(), "* joined pipes") {
+			return fmt.Errorf("bob has not joined pipes: his stderr says %q", bob.errOut.String())
+		}
+		return nil
 	})
 
 	lines := []string{"hello", "  spaced out  ", "ünïcode ✓", "/not a command in a pipe"}
@@ -84,8 +87,11 @@ func runPipePair(t *testing.T, url string) {
 	for _, l := range lines {
 		want = append(want, "ann: "+l)
 	}
-	proctest.Eventually(t, 10*time.Second, "bob prints ann's lines", func() bool {
-		return strings.Count(bob.out.String(), "\n") >= len(want)
+	proctest.Eventually(t, 10*time.Second, func() error {
+		if n := strings.Count(bob.out.String(), "\n"); n < len(want) {
+			return fmt.Errorf("bob printed %d of ann's %d lines: %q", n, len(want), bob.out.String())
+		}
+		return nil
 	})
 	bobInput.Close()
 	if err := bob.wait(t); err != nil {
@@ -109,16 +115,22 @@ func TestResumeAfterDrop(t *testing.T) {
 	node := clienttest.NewFakeNode(t)
 	bobIn, bobInput := io.Pipe()
 	bob := start(t, pipeConfig(node.URL, "bob"), bobIn)
-	proctest.Eventually(t, 10*time.Second, "bob joins", func() bool {
-		return strings.Contains(bob.errOut.String(), "* joined pipes")
+	proctest.Eventually(t, 10*time.Second, func() error {
+		if !strings.Contains(bob.errOut.String(), "* joined pipes") {
+			return fmt.Errorf("bob has not joined pipes: his stderr says %q", bob.errOut.String())
+		}
+		return nil
 	})
 	annIn, annInput := io.Pipe()
 	ann := start(t, pipeConfig(node.URL, "ann"), annIn)
 	var want []string
 	for i := range 20 {
 		if i == 10 {
-			proctest.Eventually(t, 10*time.Second, "bob gets the first lines", func() bool {
-				return strings.Count(bob.out.String(), "\n") == 10
+			proctest.Eventually(t, 10*time.Second, func() error {
+				if n := strings.Count(bob.out.String(), "\n"); n != 10 {
+					return fmt.Errorf("bob printed %d lines, want the first 10: %q", n, bob.out.String())
+				}
+				return nil
 			})
 			node.DropAll()
 		}
@@ -129,8 +141,11 @@ func TestResumeAfterDrop(t *testing.T) {
 	if err := ann.wait(t); err != nil {
 		t.Fatalf("ann: %v\nstderr:\n%s", err, ann.errOut.String())
 	}
-	proctest.Eventually(t, 10*time.Second, "bob gets every line", func() bool {
-		return strings.Count(bob.out.String(), "\n") >= len(want)
+	proctest.Eventually(t, 10*time.Second, func() error {
+		if n := strings.Count(bob.out.String(), "\n"); n < len(want) {
+			return fmt.Errorf("bob printed %d of %d lines: %q", n, len(want), bob.out.String())
+		}
+		return nil
 	})
 	bobInput.Close()
 	if err := bob.wait(t); err != nil {

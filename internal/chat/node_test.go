@@ -2,6 +2,7 @@ package chat
 
 import (
 	"bytes"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -47,8 +48,11 @@ func TestChatCommandPipes(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { bob.Process.Kill() })
-	proctest.Eventually(t, 10*time.Second, "bob joins", func() bool {
-		return strings.Contains(bobErr.String(), "* joined pipes")
+	proctest.Eventually(t, 10*time.Second, func() error {
+		if !strings.Contains(bobErr.String(), "* joined pipes") {
+			return fmt.Errorf("bob has not joined pipes: his stderr says %q", bobErr.String())
+		}
+		return nil
 	})
 
 	ann := exec.Command(bin, args("ann")...)
@@ -58,8 +62,11 @@ func TestChatCommandPipes(t *testing.T) {
 	if err := ann.Run(); err != nil {
 		t.Fatalf("ann: %v\nstderr:\n%s", err, annErr.String())
 	}
-	proctest.Eventually(t, 10*time.Second, "bob prints both lines", func() bool {
-		return strings.Count(bobOut.String(), "\n") >= 2
+	proctest.Eventually(t, 10*time.Second, func() error {
+		if n := strings.Count(bobOut.String(), "\n"); n < 2 {
+			return fmt.Errorf("bob printed %d lines, want both: %q", n, bobOut.String())
+		}
+		return nil
 	})
 	bobIn.Close()
 	if err := bob.Wait(); err != nil {

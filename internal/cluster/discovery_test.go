@@ -18,6 +18,7 @@ import (
 
 	"chatr/internal/cluster"
 	"chatr/internal/clustertest"
+	"chatr/internal/proctest"
 )
 
 // The LAN discovery test runs three bare members with DiscoverLAN and no
@@ -112,18 +113,6 @@ func (h *helper) Write(p []byte) (int, error) { // stderr
 	return len(p), nil
 }
 
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > within {
-			t.Fatalf("after %v: still not %s", within, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return time.Since(start)
-}
-
 func TestDiscoverLAN(t *testing.T) {
 	if os.Getenv(helperEnv) != "" {
 		t.Skip("inside a helper")
@@ -183,22 +172,23 @@ func TestDiscoverLAN(t *testing.T) {
 			}
 		}
 	})
-	all := func(want ...int) func() bool {
-		return func() bool {
+	// all is a condition: node i's last view line lists want[i] members.
+	all := func(what string, want ...int) func() error {
+		return func() error {
 			for i, h := range nodes {
-				if n, _ := h.view(); n != want[i] {
-					return false
+				if n, last := h.view(); n != want[i] {
+					return fmt.Errorf("%s: %s lists %d members, want %d (last view line %q)", what, h.name, n, want[i], last)
 				}
 			}
-			return true
+			return nil
 		}
 	}
 
-	d := waitFor(t, 30*time.Second, "3 members found each other by mDNS", all(3, 3, 3))
+	d := proctest.Eventually(t, 30*time.Second, all("3 members find each other by mDNS", 3, 3, 3))
 	t.Logf("discovered in %v", d.Round(10*time.Millisecond))
 
 	lan.Cut(2)
-	d = waitFor(t, 20*time.Second, "the cut node seen failed on both sides", all(2, 2, 1))
+	d = proctest.Eventually(t, 20*time.Second, all("the cut node is seen failed on both sides", 2, 2, 1))
 	t.Logf("cut seen in %v", d.Round(10*time.Millisecond))
 	for _, h := range nodes[:2] {
 		if _, last := h.view(); !strings.HasSuffix(last, "after n2 failed") {
@@ -207,6 +197,6 @@ func TestDiscoverLAN(t *testing.T) {
 	}
 
 	lan.Heal(2)
-	d = waitFor(t, 30*time.Second, "all 3 together again after the heal", all(3, 3, 3))
+	d = proctest.Eventually(t, 30*time.Second, all("all 3 together again after the heal", 3, 3, 3))
 	t.Logf("healed in %v", d.Round(10*time.Millisecond))
 }

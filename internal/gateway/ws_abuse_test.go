@@ -142,13 +142,13 @@ func TestMaxConnsPerIP(t *testing.T) {
 	a.quiet()
 	b.quiet()
 	b.conn.Close(websocket.StatusNormalClosure, "")
-	proctest.Eventually(t, 5*time.Second, "a slot frees after a session ends", func() bool {
+	proctest.Eventually(t, 5*time.Second, func() error {
 		conn, _, err := ts.dialWS(nil)
 		if err != nil {
-			return false
+			return fmt.Errorf("no slot freed after a session ended: %w", err)
 		}
 		conn.CloseNow()
-		return true
+		return nil
 	})
 	a.quiet()
 }
@@ -396,13 +396,13 @@ func TestCloseHandshakeEndsPromptly(t *testing.T) {
 	c2 := ts2.dialHeader(t, http.Header{"Origin": {"http://evil.example"}})
 	c2.expectClose(websocket.StatusPolicyViolation)
 	closed := time.Now()
-	proctest.Eventually(t, 10*time.Second, "the slot of a closed session is free", func() bool {
+	proctest.Eventually(t, 10*time.Second, func() error {
 		conn, _, err := ts2.dialWS(nil)
 		if err != nil {
-			return false
+			return fmt.Errorf("the slot of a closed session is not free: %w", err)
 		}
 		conn.CloseNow()
-		return true
+		return nil
 	})
 	if d := time.Since(closed); d > time.Second {
 		t.Errorf("the slot of a session whose close was answered was held %v", d)

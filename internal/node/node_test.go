@@ -66,13 +66,16 @@ func start(t *testing.T, dir string, args ...string) *running {
 	}
 	t.Cleanup(func() { stop() })
 	r := &running{n: n, console: console, base: "http://" + n.HTTPAddr(), stop: stop}
-	proctest.Eventually(t, timeout, "the node answers /healthz", func() bool {
+	proctest.Eventually(t, timeout, func() error {
 		resp, err := http.Get(r.base + "/healthz")
 		if err != nil {
-			return false
+			return err
 		}
 		resp.Body.Close()
-		return resp.StatusCode == 200
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("/healthz answered %s", resp.Status)
+		}
+		return nil
 	})
 	return r
 }

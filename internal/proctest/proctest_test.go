@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,13 +34,44 @@ func TestBufferConcurrentWrites(t *testing.T) {
 
 func TestEventually(t *testing.T) {
 	var calls int
-	Eventually(t, 5*time.Second, "the third call", func() bool {
+	took := Eventually(t, 5*time.Second, func() error {
 		calls++
-		return calls == 3
+		if calls < 3 {
+			return fmt.Errorf("call %d", calls)
+		}
+		return nil
 	})
 	if calls != 3 {
 		t.Fatalf("cond called %d times, want 3", calls)
 	}
+	if took < 2*firstPoll {
+		t.Errorf("took %v, less than the two polls it waited", took)
+	}
+
+	// A condition that never holds fails the test with its last error.
+	rec := &fatalRecorder{TB: t}
+	done := make(chan struct{})
+	calls = 0
+	go func() {
+		defer close(done)
+		Eventually(rec, 50*time.Millisecond, func() error { calls++; return fmt.Errorf("still not, call %d", calls) })
+	}()
+	<-done
+	if want := fmt.Sprintf("still not, call %d", calls); !strings.Contains(rec.msg, want) || !strings.Contains(rec.msg, "50ms") {
+		t.Errorf("failed with %q, want the deadline and the last error %q", rec.msg, want)
+	}
+}
+
+// fatalRecorder is a testing.TB whose Fatalf records the message and ends
+// the goroutine, as testing.T's does.
+type fatalRecorder struct {
+	testing.TB
+	msg string
+}
+
+func (r *fatalRecorder) Fatalf(format string, args ...any) {
+	r.msg = fmt.Sprintf(format, args...)
+	runtime.Goexit()
 }
 
 func TestFreeAddr(t *testing.T) {
@@ -87,7 +119,12 @@ func TestStopKillsWhatIgnoresSIGTERM(t *testing.T) {
 	var out Buffer
 	cmd.Stdout = &out
 	p := start(t, cmd)
-	Eventually(t, 10*time.Second, "sh traps SIGTERM", func() bool { return strings.Contains(out.String(), "ready") })
+	Eventually(t, 10*time.Second, func() error {
+		if !strings.Contains(out.String(), "ready") {
+			return fmt.Errorf("sh has not trapped SIGTERM yet (it printed %q)", out.String())
+		}
+		return nil
+	})
 	if p.Stop(100 * time.Millisecond) {
 		t.Fatal("Stop reports a clean end of a process that ignores SIGTERM")
 	}

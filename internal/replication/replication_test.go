@@ -12,25 +12,11 @@ import (
 	"github.com/coder/websocket"
 
 	"chatr/internal/hub"
+	"chatr/internal/proctest"
 	"chatr/internal/proto"
 	"chatr/internal/replication/wire"
 	"chatr/internal/store"
 )
-
-func eventually(t *testing.T, d time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", d, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // peer is one node without membership: a store, a hub, a replicator and
 // its HTTP listener.
@@ -87,7 +73,7 @@ func TestTwoPeersReplicateBothWays(t *testing.T) {
 		post(t, b, fmt.Sprint("b", i))
 	}
 	want := proto.Vector{a.st.NodeID(): 21, b.st.NodeID(): 20}
-	eventually(t, 10*time.Second, func() error {
+	proctest.Eventually(t, 10*time.Second, func() error {
 		if err := holds(a, want); err != nil {
 			return err
 		}
@@ -104,10 +90,10 @@ func TestDeadOriginCaughtUpFromPeer(t *testing.T) {
 	}
 	// a follows c while c is alive, then c goes away.
 	a.repl.SetPeers([]Peer{c.as()})
-	eventually(t, 10*time.Second, func() error { return holds(a, proto.Vector{c.st.NodeID(): 5}) })
+	proctest.Eventually(t, 10*time.Second, func() error { return holds(a, proto.Vector{c.st.NodeID(): 5}) })
 	a.repl.SetPeers([]Peer{b.as()})
 	b.repl.SetPeers([]Peer{a.as()}) // c is not alive for b: a's link carries it
-	eventually(t, 10*time.Second, func() error { return holds(b, proto.Vector{c.st.NodeID(): 5}) })
+	proctest.Eventually(t, 10*time.Second, func() error { return holds(b, proto.Vector{c.st.NodeID(): 5}) })
 }
 
 func TestPresenceGoesWithThePeer(t *testing.T) {
@@ -115,21 +101,21 @@ func TestPresenceGoesWithThePeer(t *testing.T) {
 	sub := &nullSub{}
 	a.hub.Join("lobby", sub, "ann")
 	b.repl.SetPeers([]Peer{a.as()})
-	eventually(t, 10*time.Second, func() error {
+	proctest.Eventually(t, 10*time.Second, func() error {
 		if got := b.hub.Presence("lobby"); len(got) != 1 || got[0].Name != "ann" {
 			return fmt.Errorf("b lists %v", got)
 		}
 		return nil
 	})
 	a.hub.Leave("lobby", sub)
-	eventually(t, 10*time.Second, func() error {
+	proctest.Eventually(t, 10*time.Second, func() error {
 		if got := b.hub.Presence("lobby"); len(got) != 0 {
 			return fmt.Errorf("b still lists %v", got)
 		}
 		return nil
 	})
 	a.hub.Join("lobby", sub, "ann")
-	eventually(t, 10*time.Second, func() error {
+	proctest.Eventually(t, 10*time.Second, func() error {
 		if len(b.hub.Presence("lobby")) != 1 {
 			return fmt.Errorf("b does not list ann again")
 		}
@@ -194,7 +180,7 @@ func TestLinkRefused(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b := newPeer(t, tc.cluster, tc.secret, 0)
 			b.repl.SetPeers([]Peer{a.as()})
-			eventually(t, 5*time.Second, func() error {
+			proctest.Eventually(t, 5*time.Second, func() error {
 				if a.repl.m.refused == nil {
 					return nil
 				}
@@ -208,7 +194,7 @@ func TestLinkRefused(t *testing.T) {
 	}
 	good := newPeer(t, "c", secret, 0)
 	good.repl.SetPeers([]Peer{a.as()})
-	eventually(t, 10*time.Second, func() error { return holds(good, proto.Vector{a.st.NodeID(): 1}) })
+	proctest.Eventually(t, 10*time.Second, func() error { return holds(good, proto.Vector{a.st.NodeID(): 1}) })
 }
 
 func TestCheckAuth(t *testing.T) {
@@ -316,7 +302,7 @@ func TestGarbageOnLink(t *testing.T) {
 	defer fake.Close()
 	b := newPeer(t, "c", nil, 0)
 	b.repl.SetPeers([]Peer{{ID: "0123456789ab", HTTP: strings.TrimPrefix(fake.URL, "http://")}, a.as()})
-	eventually(t, 10*time.Second, func() error { return holds(b, proto.Vector{a.st.NodeID(): 1}) })
+	proctest.Eventually(t, 10*time.Second, func() error { return holds(b, proto.Vector{a.st.NodeID(): 1}) })
 	if v := b.st.Vector()["0123456789ab"]; v != 0 {
 		t.Fatalf("stored %d messages from garbage", v)
 	}

@@ -236,32 +236,35 @@ func (p *page) text(id string) string {
 func (p *page) waitTexts(want ...string) []shown {
 	p.t.Helper()
 	var got []shown
-	var err error
-	eventually(p.t, waitTimeout, func() bool {
-		got, err = p.messages()
-		return err == nil && equalTexts(got, want)
-	}, func() string {
-		return fmt.Sprintf("%s's page shows messages %q (it shows %+v, err %v)", p.name, want, got, err)
+	proctest.Eventually(p.t, waitTimeout, func() error {
+		var err error
+		if got, err = p.messages(); err != nil || !equalTexts(got, want) {
+			return fmt.Errorf("%s's page does not show messages %q (it shows %+v, err %v)", p.name, want, got, err)
+		}
+		return nil
 	})
 	return got
 }
 
 func (p *page) waitStatus(prefix string) {
 	p.t.Helper()
-	var status string
-	eventually(p.t, waitTimeout, func() bool {
-		status = p.text("status")
-		return strings.HasPrefix(status, prefix)
-	}, func() string { return fmt.Sprintf("%s's #status starts with %q (it says %q)", p.name, prefix, status) })
+	proctest.Eventually(p.t, waitTimeout, func() error {
+		if status := p.text("status"); !strings.HasPrefix(status, prefix) {
+			return fmt.Errorf("%s's #status does not start with %q (it says %q)", p.name, prefix, status)
+		}
+		return nil
+	})
 }
 
 func (p *page) waitPresence(want ...string) {
 	p.t.Helper()
-	var got []string
-	eventually(p.t, waitTimeout, func() bool {
-		got, _ = eval[[]string](p, `[...document.querySelectorAll('#presence li')].map(e => e.textContent)`)
-		return strings.Join(got, "\n") == strings.Join(want, "\n")
-	}, func() string { return fmt.Sprintf("%s's #presence lists %q (it lists %q)", p.name, want, got) })
+	proctest.Eventually(p.t, waitTimeout, func() error {
+		got, err := eval[[]string](p, `[...document.querySelectorAll('#presence li')].map(e => e.textContent)`)
+		if err != nil || strings.Join(got, "\n") != strings.Join(want, "\n") {
+			return fmt.Errorf("%s's #presence does not list %q (it lists %q, err %v)", p.name, want, got, err)
+		}
+		return nil
+	})
 }
 
 func equalTexts(got []shown, want []string) bool {
@@ -287,22 +290,6 @@ func checkUnique(t *testing.T, msgs []shown) {
 			t.Errorf("message %s is shown twice", m.ID)
 		}
 		seen[m.ID] = true
-	}
-}
-
-// eventually polls cond until it holds, and fails the test when timeout
-// passes first. what describes the wait; it runs only on failure, so it can
-// show the last value that cond saw.
-func eventually(t *testing.T, timeout time.Duration, cond func() bool, what func() string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting until %s", timeout, what())
-		}
-		<-tick.C
 	}
 }
 
@@ -442,11 +429,12 @@ func TestReconnectAfterServerRestart(t *testing.T) {
 	if fmt.Sprint(before) != fmt.Sprint(after[:2]) {
 		t.Errorf("messages before the restart changed:\nbefore: %+v\nafter:  %+v", before, after[:2])
 	}
-	var outbox int
-	eventually(t, waitTimeout, func() bool {
-		outbox, _ = eval[int](ada, `document.querySelectorAll('#outbox > *').length`)
-		return outbox == 0
-	}, func() string { return fmt.Sprintf("the outbox empties (it holds %d sends)", outbox) })
+	proctest.Eventually(t, waitTimeout, func() error {
+		if n := ada.outboxLen(); n != 0 {
+			return fmt.Errorf("the outbox does not empty (it holds %d sends)", n)
+		}
+		return nil
+	})
 
 	// The server stored each message once too.
 	if stored := storedTexts(t, srv, "restart"); strings.Join(stored, "\n") != strings.Join(want, "\n") {
@@ -463,11 +451,12 @@ func TestFailoverToAnotherNode(t *testing.T) {
 	gossip := proctest.FreeAddr(t)
 	alpha := startServer(t, "--node", "alpha", "--cluster-addr", gossip, "--allowed-origins", "127.0.0.1")
 	beta := startServer(t, "--node", "beta", "--cluster-addr", proctest.FreeAddr(t), "--join", gossip, "--allowed-origins", "127.0.0.1")
-	var members int
-	eventually(t, waitTimeout, func() bool {
-		members = len(aliveMembers(t, alpha))
-		return members == 2
-	}, func() string { return fmt.Sprintf("alpha sees 2 alive members (it sees %d)", members) })
+	proctest.Eventually(t, waitTimeout, func() error {
+		if alive := aliveMembers(t, alpha); len(alive) != 2 {
+			return fmt.Errorf("alpha does not see 2 alive members (it sees %q)", alive)
+		}
+		return nil
+	})
 
 	browser := newBrowser(t, 45*time.Second) // two nodes to start and one to drain
 	ada := openPage(t, browser, alpha.url("/chatr/chatr.html?room=failover"), "Ada")

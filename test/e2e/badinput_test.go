@@ -19,6 +19,7 @@ import (
 	"github.com/coder/websocket"
 
 	"chatr/internal/clustertest"
+	"chatr/internal/proctest"
 )
 
 func writeKey(t *testing.T, name string) (string, []byte) {
@@ -65,7 +66,7 @@ func TestBadPeers(t *testing.T) {
 		}
 		return all.String()
 	}
-	clustertest.Eventually(t, convergeTimeout, func() error {
+	proctest.Eventually(t, convergeTimeout, func() error {
 		l := logs()
 		for _, reason := range []string{"cluster", "secret"} {
 			if !hasLine(l, "refused peer", "reason="+reason) {

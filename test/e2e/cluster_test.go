@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"chatr/internal/clustertest"
+	"chatr/internal/proctest"
 )
 
 // TestKill9AndRestart runs three processes, kills one with SIGKILL, sends
@@ -48,7 +49,7 @@ func TestKill9AndRestart(t *testing.T) {
 	killed := time.Now()
 	victim.proc.kill9()
 	detected := map[string]time.Duration{}
-	clustertest.Eventually(t, convergeTimeout, func() error {
+	proctest.Eventually(t, convergeTimeout, func() error {
 		for _, a := range survivors {
 			if _, ok := detected[a.Base]; ok {
 				continue
@@ -76,7 +77,7 @@ func TestKill9AndRestart(t *testing.T) {
 		t.Logf("note: detection took %v, over the 5 s goal (a loaded machine?)", worst)
 	}
 	for _, n := range []*localNode{nodes[0], nodes[2]} {
-		clustertest.Eventually(t, startTimeout, func() error {
+		proctest.Eventually(t, startTimeout, func() error {
 			for _, line := range strings.Split(n.proc.stdout.String(), "\n") {
 				if strings.Contains(line, "cluster view") && strings.Contains(line, "failed") && strings.Contains(line, victim.name) {
 					return nil

@@ -164,7 +164,7 @@ func reqCtx() (context.Context, context.CancelFunc) {
 // alive, and none other.
 func waitAlive(t *testing.T, timeout time.Duration, apis []clustertest.API, ids []string) {
 	t.Helper()
-	clustertest.Eventually(t, timeout, func() error {
+	proctest.Eventually(t, timeout, func() error {
 		for _, a := range apis {
 			ctx, cancel := reqCtx()
 			err := a.Ready(ctx)
@@ -194,7 +194,7 @@ func waitAlive(t *testing.T, timeout time.Duration, apis []clustertest.API, ids 
 func selfID(t *testing.T, a clustertest.API) string {
 	t.Helper()
 	var id string
-	clustertest.Eventually(t, startTimeout, func() error {
+	proctest.Eventually(t, startTimeout, func() error {
 		ctx, cancel := reqCtx()
 		defer cancel()
 		v, err := a.Cluster(ctx)
@@ -209,7 +209,7 @@ func selfID(t *testing.T, a clustertest.API) string {
 func waitSameHistory(t *testing.T, timeout time.Duration, apis []clustertest.API, room string, want int) []proto.MessageJSON {
 	t.Helper()
 	var first []proto.MessageJSON
-	clustertest.Eventually(t, timeout, func() error {
+	proctest.Eventually(t, timeout, func() error {
 		for k, a := range apis {
 			ctx, cancel := reqCtx()
 			h, err := a.History(ctx, room)

@@ -11,6 +11,7 @@ import (
 
 	"chatr/internal/client"
 	"chatr/internal/clustertest"
+	"chatr/internal/proctest"
 	"chatr/internal/proto"
 )
 
@@ -258,7 +259,7 @@ func TestPresenceTwoSessions(t *testing.T) {
 	if err := annA.Close(); err != nil {
 		t.Logf("ann's session on %s closed: %v", pc.nodes[0].name, err)
 	}
-	clustertest.Eventually(t, convergeTimeout, func() error {
+	proctest.Eventually(t, convergeTimeout, func() error {
 		n, err := pc.sessions(0)
 		if err == nil && n != 1 { // finn's
 			err = fmt.Errorf("%s has %d sessions, want 1 once ann's is gone", pc.nodes[0].name, n)
