@@ -171,8 +171,8 @@ func TestMaxConns(t *testing.T) {
 	b.quiet()
 }
 
-// --max-conns holds when many clients connect at once: no more than the
-// limit get a session.
+// --max-conns holds when many clients connect at once: exactly the limit
+// get a session, and every other dial is refused with 503.
 func TestMaxConnsConcurrentDials(t *testing.T) {
 	t.Parallel()
 	const limit, dialers = 3, 64
@@ -180,20 +180,23 @@ func TestMaxConnsConcurrentDials(t *testing.T) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var conns []*websocket.Conn
+	var refused []string // how each refused dial was answered
 	start := make(chan struct{})
 	for range dialers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			<-start
-			conn, _, err := ts.dialWS(nil)
-			if err != nil {
-				return
-			}
+			conn, resp, err := ts.dialWS(nil)
 			mu.Lock()
-			conns = append(conns, conn)
-			mu.Unlock()
-		}()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				conns = append(conns, conn)
+			case resp != nil:
+				refused = append(refused, resp.Status)
+			default:
+				refused = append(refused, err.Error())
+			}
+		})
 	}
 	close(start)
 	wg.Wait()
@@ -202,17 +205,19 @@ func TestMaxConnsConcurrentDials(t *testing.T) {
 			c.CloseNow()
 		}
 	})
-	// Every accepted upgrade is a session: count those that answer hello.
-	greeted := 0
+	if len(conns) != limit {
+		t.Fatalf("%d of %d concurrent dials upgraded with --max-conns %d, want %d", len(conns), dialers, limit, limit)
+	}
+	for _, r := range refused {
+		if want := "503 Service Unavailable"; r != want {
+			t.Fatalf("a dial over the limit got %q, want %q", r, want)
+		}
+	}
+	// Every accepted upgrade is a session: each answers hello.
 	for _, conn := range conns {
 		c := &wsClient{t: t, conn: conn}
 		c.send(`{"type":"hello","name":"x"}`)
-		if f, err := c.read(); err == nil && f.Type == "welcome" {
-			greeted++
-		}
-	}
-	if greeted > limit {
-		t.Fatalf("%d sessions open with --max-conns %d (%d upgrades accepted of %d)", greeted, limit, len(conns), dialers)
+		c.expect("welcome")
 	}
 }
 
