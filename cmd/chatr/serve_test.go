@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"database/sql"
 	"encoding/json"
 	"fmt"
@@ -19,6 +18,7 @@ import (
 	"github.com/coder/websocket"
 	_ "modernc.org/sqlite"
 
+	"chatr/internal/client/clienttest"
 	"chatr/internal/proctest"
 	"chatr/internal/proto"
 )
@@ -199,72 +199,15 @@ func (p *proc) getJSON(path string, v any) {
 	}
 }
 
-// wsClient is a WebSocket session with the node.
-type wsClient struct {
-	t    *testing.T
-	ctx  context.Context
-	conn *websocket.Conn
-}
-
-type frame map[string]any
-
-func (f frame) str(k string) string { s, _ := f[k].(string); return s }
-
 // dial opens a session, says hello and joins room with no history.
-func (p *proc) dial(name, room string) *wsClient {
+func (p *proc) dial(name, room string) *clienttest.Raw {
 	p.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	p.t.Cleanup(cancel)
-	conn, _, err := websocket.Dial(ctx, "ws://"+p.addr+"/chatr/ws", nil)
-	if err != nil {
-		p.t.Fatalf("dial: %v", err)
-	}
-	p.t.Cleanup(func() { conn.CloseNow() })
-	c := &wsClient{t: p.t, ctx: ctx, conn: conn}
-	c.send(frame{"type": "hello", "name": name})
-	c.expect("welcome")
-	c.send(frame{"type": "join", "room": room, "history": 0})
-	c.expect("joined")
-	c.expect("synced")
+	c := clienttest.DialRaw(p.t, p.addr, nil)
+	c.Hello(name)
+	c.Send(map[string]any{"type": "join", "room": room, "history": 0})
+	c.Until("joined")
+	c.Until("synced")
 	return c
-}
-
-func (c *wsClient) send(f frame) {
-	c.t.Helper()
-	b, _ := json.Marshal(f)
-	if err := c.conn.Write(c.ctx, websocket.MessageText, b); err != nil {
-		c.t.Fatalf("write %s: %v", b, err)
-	}
-}
-
-func (c *wsClient) read() (frame, error) {
-	_, b, err := c.conn.Read(c.ctx)
-	if err != nil {
-		return nil, err
-	}
-	var f frame
-	if err := json.Unmarshal(b, &f); err != nil {
-		c.t.Fatalf("frame %s is not JSON: %v", b, err)
-	}
-	return f, nil
-}
-
-// expect reads frames until one of type typ, skipping presence and message
-// frames; an error frame fails the test.
-func (c *wsClient) expect(typ string) frame {
-	c.t.Helper()
-	for {
-		f, err := c.read()
-		if err != nil {
-			c.t.Fatalf("waiting for %s: %v", typ, err)
-		}
-		switch f.str("type") {
-		case typ:
-			return f
-		case "error":
-			c.t.Fatalf("waiting for %s: got %v", typ, f)
-		}
-	}
 }
 
 type sent struct{ id, text string }
@@ -296,17 +239,17 @@ func TestKill9AfterAckLosesNothing(t *testing.T) {
 		for i := 0; i < perRound; i++ {
 			ref := fmt.Sprintf("r%d-%d", round, i)
 			texts[ref] = fmt.Sprintf("ws round %d message %d", round, i)
-			c.send(frame{"type": "send", "room": "lobby", "text": texts[ref], "ref": ref})
+			c.Send(map[string]any{"type": "send", "room": "lobby", "text": texts[ref], "ref": ref})
 		}
 		got := 0
 		for got < killAfter {
-			f, err := c.read()
+			f, err := c.Read()
 			if err != nil {
 				t.Fatalf("round %d: reading acks: %v", round, err)
 			}
-			switch f.str("type") {
+			switch f.Type {
 			case "ack":
-				record(f.str("id"), texts[f.str("ref")])
+				record(f.ID, texts[f.Ref])
 				got++
 			case "error":
 				t.Fatalf("round %d: %v", round, f)
@@ -406,13 +349,13 @@ func TestRestartKeepsHistory(t *testing.T) {
 // with close code 1001, and the process exits 0.
 func TestSIGTERMDrain(t *testing.T) {
 	n := startNode(t, t.TempDir())
-	clients := []*wsClient{n.dial("one", "lobby"), n.dial("two", "dev")}
+	clients := []*clienttest.Raw{n.dial("one", "lobby"), n.dial("two", "dev")}
 	if err := n.process.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	for i, c := range clients {
 		for {
-			_, err := c.read()
+			_, err := c.Read()
 			if err == nil {
 				continue // presence and the like, sent before the drain
 			}

@@ -41,13 +41,13 @@ func TestWriteDelayBatches(t *testing.T) {
 	// machine.
 	ts := newTestServer(t, "--write-delay", "500ms")
 	a := ts.hello(t, "ann")
-	a.join("lobby", nil)
+	a.Join("lobby", nil)
 	for i := range 3 {
-		a.send(fmt.Sprintf(`{"type":"send","room":"lobby","text":"m%d","ref":"r%d"}`, i, i))
+		a.Send(fmt.Sprintf(`{"type":"send","room":"lobby","text":"m%d","ref":"r%d"}`, i, i))
 	}
 	var texts []string
 	for acks := 0; acks < 3 || len(texts) < 3; {
-		switch f := a.next(); f.Type {
+		switch f := a.Next(); f.Type {
 		case "message":
 			texts = append(texts, f.Text)
 		case "ack":
@@ -65,7 +65,7 @@ func TestWriteDelayBatches(t *testing.T) {
 	framesIn := ts.metric(t, "chatr_ws_frames_in_total")
 	framesOut, writes := ts.metric(t, "chatr_ws_frames_out_total"), ts.metric(t, "chatr_ws_writes_total")
 	for i := range 3 {
-		a.send(`{"type":"ping"}`)
+		a.Send(`{"type":"ping"}`)
 		proctest.Eventually(t, 5*time.Second, func() error {
 			if n := ts.metric(t, "chatr_ws_frames_in_total") - framesIn; n < float64(i+1) {
 				return fmt.Errorf("the server has read %v of %d pings", n, i+1)
@@ -74,7 +74,7 @@ func TestWriteDelayBatches(t *testing.T) {
 		})
 	}
 	for range 3 {
-		a.expect("pong")
+		a.Expect("pong")
 	}
 	frames, w := ts.metric(t, "chatr_ws_frames_out_total")-framesOut, ts.metric(t, "chatr_ws_writes_total")-writes
 	if frames != 3 || w != 1 {

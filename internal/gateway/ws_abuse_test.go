@@ -12,6 +12,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"chatr/internal/client/clienttest"
 	"chatr/internal/proctest"
 	"chatr/internal/proto"
 )
@@ -22,12 +23,12 @@ func TestRateLimitThenClose(t *testing.T) {
 	t.Parallel()
 	ts := newTestServer(t, "--send-rate", "1", "--send-burst", "1")
 	c := ts.hello(t, "fast")
-	c.join("lobby", nil)
-	c.send(`{"type":"send","room":"lobby","text":"one","ref":"r1"}`)
-	c.send(`{"type":"send","room":"lobby","text":"two","ref":"r2"}`)
+	c.Join("lobby", nil)
+	c.Send(`{"type":"send","room":"lobby","text":"one","ref":"r1"}`)
+	c.Send(`{"type":"send","room":"lobby","text":"two","ref":"r2"}`)
 	var gotAck, gotMsg, gotErr bool
 	for !(gotAck && gotMsg && gotErr) {
-		f := c.next()
+		f := c.Next()
 		switch {
 		case f.Type == "ack" && f.Ref == "r1":
 			gotAck = true
@@ -46,19 +47,19 @@ func TestRateLimitThenClose(t *testing.T) {
 		t.Fatalf("chatr_rate_limited_total = %v, want >= 1", got)
 	}
 	// A rate-limited session still answers.
-	c.quiet()
+	c.Quiet()
 
 	// Keep hammering: the session is closed as abusive.
 	for i := range maxRateBreaches + 5 {
 		ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
-		err := c.conn.Write(ctx, websocket.MessageText, fmt.Appendf(nil, `{"type":"send","room":"lobby","text":"spam","ref":"s%d"}`, i))
+		err := c.Conn.Write(ctx, websocket.MessageText, fmt.Appendf(nil, `{"type":"send","room":"lobby","text":"spam","ref":"s%d"}`, i))
 		cancel()
 		if err != nil {
 			break // closed under us: fine
 		}
 	}
 	for {
-		f, err := c.read()
+		f, err := c.Read()
 		if err != nil {
 			if got := websocket.CloseStatus(err); got != websocket.StatusPolicyViolation {
 				t.Fatalf("closed with %d (%v), want 1008", got, err)
@@ -112,12 +113,12 @@ func TestOrigin(t *testing.T) {
 			}
 			c := tc.ts.dialHeader(t, hdr)
 			if !tc.ok {
-				c.expectClose(websocket.StatusPolicyViolation)
+				c.ExpectClose(websocket.StatusPolicyViolation)
 				return
 			}
-			c.send(`{"type":"hello","name":"o"}`)
-			c.expect("welcome")
-			c.quiet()
+			c.Send(`{"type":"hello","name":"o"}`)
+			c.Expect("welcome")
+			c.Quiet()
 		})
 	}
 }
@@ -139,9 +140,9 @@ func TestMaxConnsPerIP(t *testing.T) {
 	if resp.Header.Get("Retry-After") == "" {
 		t.Fatal("429 without Retry-After")
 	}
-	a.quiet()
-	b.quiet()
-	b.conn.Close(websocket.StatusNormalClosure, "")
+	a.Quiet()
+	b.Quiet()
+	b.Conn.Close(websocket.StatusNormalClosure, "")
 	proctest.Eventually(t, 5*time.Second, func() error {
 		conn, _, err := ts.dialWS(nil)
 		if err != nil {
@@ -150,7 +151,7 @@ func TestMaxConnsPerIP(t *testing.T) {
 		conn.CloseNow()
 		return nil
 	})
-	a.quiet()
+	a.Quiet()
 }
 
 // --max-conns refuses extra upgrades with 503 while the open sessions keep
@@ -167,8 +168,8 @@ func TestMaxConns(t *testing.T) {
 	if resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("connection over the limit: %v, response %v, want 503", err, resp)
 	}
-	a.quiet()
-	b.quiet()
+	a.Quiet()
+	b.Quiet()
 }
 
 // --max-conns holds when many clients connect at once: exactly the limit
@@ -215,9 +216,7 @@ func TestMaxConnsConcurrentDials(t *testing.T) {
 	}
 	// Every accepted upgrade is a session: each answers hello.
 	for _, conn := range conns {
-		c := &wsClient{t: t, conn: conn}
-		c.send(`{"type":"hello","name":"x"}`)
-		c.expect("welcome")
+		clienttest.NewRaw(t, conn).Hello("x")
 	}
 }
 
@@ -229,19 +228,21 @@ func TestSlowConsumerClosed4000(t *testing.T) {
 	// after a few dozen messages rather than megabytes.
 	ts := startTestServer(t, func(c net.Conn) { c.(*net.TCPConn).SetWriteBuffer(32 << 10) },
 		"--send-queue", "16", "--send-rate", "100000", "--send-burst", "100000")
-	conn, _, err := ts.dialWith(nil, func(c net.Conn) { c.(*net.TCPConn).SetReadBuffer(4 << 10) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.CloseNow() })
-	slow := &wsClient{t: t, conn: conn}
-	slow.send(`{"type":"hello","name":"slow"}`)
-	slow.expect("welcome")
-	slow.join("lobby", nil)
+	smallReads := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if err == nil {
+				c.(*net.TCPConn).SetReadBuffer(4 << 10)
+			}
+			return c, err
+		}}}
+	slow := clienttest.DialRaw(t, ts.ws, &clienttest.RawOptions{HTTPClient: smallReads})
+	slow.Hello("slow")
+	slow.Join("lobby", nil)
 	reader := ts.hello(t, "reader")
-	reader.join("lobby", nil)
+	reader.Join("lobby", nil)
 	sender := ts.hello(t, "sender")
-	sender.join("lobby", nil)
+	sender.Join("lobby", nil)
 	// From here on the slow client reads nothing until it has been cut off.
 
 	// The reader reads in the background and hands over message ids.
@@ -249,7 +250,7 @@ func TestSlowConsumerClosed4000(t *testing.T) {
 	readerErr := make(chan error, 1)
 	go func() {
 		for {
-			f, err := reader.readWithin(60 * time.Second)
+			f, err := reader.ReadWithin(60 * time.Second)
 			if err != nil {
 				readerErr <- err
 				return
@@ -273,10 +274,10 @@ func TestSlowConsumerClosed4000(t *testing.T) {
 		for j := range 4 {
 			ref := fmt.Sprintf("r%d-%d", i, j)
 			refs[ref] = true
-			sender.send(map[string]any{"type": "send", "room": "lobby", "text": text, "ref": ref})
+			sender.Send(map[string]any{"type": "send", "room": "lobby", "text": text, "ref": ref})
 		}
 		for len(refs) > 0 {
-			f := sender.next()
+			f := sender.Next()
 			switch {
 			case f.Type == "ack" && refs[f.Ref]:
 				delete(refs, f.Ref)
@@ -289,13 +290,13 @@ func TestSlowConsumerClosed4000(t *testing.T) {
 		}
 	}
 	// Now read the slow client: what was buffered, then the close.
-	if got := slow.closeStatus(); got != proto.CloseSlowClient {
+	if got := slow.CloseStatus(); got != proto.CloseSlowClient {
 		t.Fatalf("slow client closed with %d, want 4000", got)
 	}
 	// The sender and the reader got every message once, in order, and are
 	// still connected.
 	for len(echoed) < len(acked) {
-		f := sender.next()
+		f := sender.Next()
 		switch f.Type {
 		case "message":
 			echoed = append(echoed, f.ID)
@@ -318,8 +319,8 @@ func TestSlowConsumerClosed4000(t *testing.T) {
 	if strings.Join(read, ",") != strings.Join(acked, ",") || strings.Join(echoed, ",") != strings.Join(acked, ",") {
 		t.Fatalf("acked %v\nsender saw %v\nreader saw %v", acked, echoed, read)
 	}
-	reader.send(`{"type":"ping"}`)
-	sender.pingPong()
+	reader.Send(`{"type":"ping"}`)
+	sender.PingPong()
 	select {
 	case id := <-readerIDs:
 		t.Fatalf("reader got an extra message %s", id)
@@ -339,7 +340,7 @@ func TestDrain(t *testing.T) {
 		t.Fatalf("/readyz = %d before draining, want 200", status)
 	}
 	a := ts.hello(t, "a")
-	a.join("lobby", nil)
+	a.Join("lobby", nil)
 	b := ts.dial(t) // not even greeted
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -348,8 +349,8 @@ func TestDrain(t *testing.T) {
 		ts.srv.Drain(ctx)
 		close(done)
 	}()
-	a.expectClose(websocket.StatusGoingAway)
-	b.expectClose(websocket.StatusGoingAway)
+	a.ExpectClose(websocket.StatusGoingAway)
+	b.ExpectClose(websocket.StatusGoingAway)
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
@@ -386,7 +387,7 @@ func TestCloseHandshakeEndsPromptly(t *testing.T) {
 		ts.srv.Drain(ctx)
 		close(done)
 	}()
-	c.expectClose(websocket.StatusGoingAway) // the client answers the close frame
+	c.ExpectClose(websocket.StatusGoingAway) // the client answers the close frame
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
@@ -399,7 +400,7 @@ func TestCloseHandshakeEndsPromptly(t *testing.T) {
 	// A session closed for abuse frees its slot once the client answered.
 	ts2 := newTestServer(t, "--max-conns", "1")
 	c2 := ts2.dialHeader(t, http.Header{"Origin": {"http://evil.example"}})
-	c2.expectClose(websocket.StatusPolicyViolation)
+	c2.ExpectClose(websocket.StatusPolicyViolation)
 	closed := time.Now()
 	proctest.Eventually(t, 10*time.Second, func() error {
 		conn, _, err := ts2.dialWS(nil)
@@ -422,17 +423,17 @@ func TestBurstDoesNotCutOffReaders(t *testing.T) {
 	const burst = 64
 	ts := newTestServer(t, "--send-queue", "16", "--send-rate", "1000", "--send-burst", fmt.Sprint(burst))
 	reader := ts.hello(t, "reader")
-	reader.join("lobby", nil)
+	reader.Join("lobby", nil)
 	sender := ts.hello(t, "sender")
-	sender.join("lobby", nil)
-	reader.expect("presence")
+	sender.Join("lobby", nil)
+	reader.Expect("presence")
 	for i := range burst {
-		sender.send(fmt.Sprintf(`{"type":"send","room":"lobby","text":"m%d","ref":"r%d"}`, i, i))
+		sender.Send(fmt.Sprintf(`{"type":"send","room":"lobby","text":"m%d","ref":"r%d"}`, i, i))
 	}
-	for _, c := range []*wsClient{reader, sender} {
+	for _, c := range []*clienttest.Raw{reader, sender} {
 		got := 0
 		for got < burst {
-			f, err := c.read()
+			f, err := c.Read()
 			if err != nil {
 				t.Fatalf("a reading client was cut off after %d of %d messages: %v (chatr_ws_slow_closed_total %v)",
 					got, burst, err, ts.metric(t, "chatr_ws_slow_closed_total"))

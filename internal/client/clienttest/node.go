@@ -1,6 +1,7 @@
-// Package clienttest helps test clients of chatr: it starts real nodes from
-// the chatr binary that proctest builds, and it offers a FakeNode that runs
-// in the test process.
+// Package clienttest helps test clients of chatr and the WebSocket side of
+// nodes: it starts real nodes from the chatr binary that proctest builds,
+// it offers a FakeNode that runs in the test process, and Raw, a session
+// that sends and reads the protocol frame by frame.
 package clienttest
 
 import (
