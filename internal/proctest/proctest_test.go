@@ -97,6 +97,9 @@ func TestStopAndKill(t *testing.T) {
 	if !p.Running() {
 		t.Fatal("sleep is not running")
 	}
+	if p.Wait(20 * time.Millisecond) {
+		t.Fatal("Wait reports the end of a sleep that runs")
+	}
 	if !p.Stop(10 * time.Second) {
 		t.Fatal("sleep did not end on SIGTERM")
 	}
@@ -155,8 +158,29 @@ func TestWaitReady(t *testing.T) {
 	}
 
 	gone := start(t, exec.Command("true"))
-	<-gone.Exited()
+	if !gone.Wait(10*time.Second) || !gone.Cmd.ProcessState.Success() {
+		t.Fatalf("true did not end with 0: %v", gone.Cmd.ProcessState)
+	}
 	if err := gone.WaitReady(srv.URL, 10*time.Second); err == nil || !strings.Contains(err.Error(), "exited") {
 		t.Errorf("WaitReady on an ended process: %v, want an error saying it exited", err)
+	}
+}
+
+func TestRun(t *testing.T) {
+	var p *Process
+	t.Run("sh", func(t *testing.T) {
+		p = Run(t, "sh", exec.Command("sh", "-c", `echo out; echo err >&2; exec sleep 30`))
+		Eventually(t, 10*time.Second, func() error {
+			if p.Stdout.String() != "out\n" || p.Stderr.String() != "err\n" {
+				return fmt.Errorf("stdout %q, stderr %q; want out and err", p.Stdout.String(), p.Stderr.String())
+			}
+			return nil
+		})
+	})
+	if p.Running() {
+		t.Fatal("the process still runs after its test ended")
+	}
+	if ws := p.Cmd.ProcessState.Sys().(syscall.WaitStatus); ws.Signal() != syscall.SIGTERM {
+		t.Fatalf("ended with %v, want SIGTERM", p.Cmd.ProcessState)
 	}
 }

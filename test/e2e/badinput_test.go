@@ -62,7 +62,7 @@ func TestBadPeers(t *testing.T) {
 	logs := func() string {
 		var all strings.Builder
 		for _, n := range nodes[:4] {
-			all.WriteString(n.proc.stderr.String())
+			all.WriteString(n.proc.Stderr.String())
 		}
 		return all.String()
 	}

@@ -47,7 +47,7 @@ func TestKill9AndRestart(t *testing.T) {
 	// kill -9 n2: the survivors declare it dead and print it.
 	victim, survivors := nodes[1], []clustertest.API{apis[0], apis[2]}
 	killed := time.Now()
-	victim.proc.kill9()
+	victim.kill9(t)
 	detected := map[string]time.Duration{}
 	proctest.Eventually(t, convergeTimeout, func() error {
 		for _, a := range survivors {
@@ -78,7 +78,7 @@ func TestKill9AndRestart(t *testing.T) {
 	}
 	for _, n := range []*localNode{nodes[0], nodes[2]} {
 		proctest.Eventually(t, startTimeout, func() error {
-			for _, line := range strings.Split(n.proc.stdout.String(), "\n") {
+			for _, line := range strings.Split(n.proc.Stdout.String(), "\n") {
 				if strings.Contains(line, "cluster view") && strings.Contains(line, "failed") && strings.Contains(line, victim.name) {
 					return nil
 				}

@@ -192,7 +192,7 @@ func TestPresenceLeftOnKill9(t *testing.T) {
 	}
 
 	killed := time.Now()
-	pc.nodes[0].proc.kill9()
+	pc.nodes[0].kill9(t)
 	w.until("-ann", convergeTimeout)
 	took := time.Since(killed)
 	t.Logf("presence_left_ms=%d (kill -9 of %s to presence.left for ann on %s; goal %v)",
