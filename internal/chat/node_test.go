@@ -37,17 +37,13 @@ func TestChatCommandPipes(t *testing.T) {
 		return []string{"chat", "--url", node.HTTP, "--name", name, "--room", "pipes", "--history", "0"}
 	}
 
-	bob := exec.Command(bin, args("bob")...)
-	var bobOut, bobErr proctest.Buffer
-	bob.Stdout, bob.Stderr = &bobOut, &bobErr
-	bobIn, err := bob.StdinPipe()
+	bobCmd := exec.Command(bin, args("bob")...)
+	bobIn, err := bobCmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := bob.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { bob.Process.Kill() })
+	bob := proctest.Run(t, "bob", bobCmd)
+	bobOut, bobErr := &bob.Stdout, &bob.Stderr
 	proctest.Eventually(t, 10*time.Second, func() error {
 		if !strings.Contains(bobErr.String(), "* joined pipes") {
 			return fmt.Errorf("bob has not joined pipes: his stderr says %q", bobErr.String())
@@ -69,8 +65,8 @@ func TestChatCommandPipes(t *testing.T) {
 		return nil
 	})
 	bobIn.Close()
-	if err := bob.Wait(); err != nil {
-		t.Fatalf("bob: %v\nstderr:\n%s", err, bobErr.String())
+	if !bob.Wait(10*time.Second) || !bob.Cmd.ProcessState.Success() {
+		t.Fatalf("bob after his input ended: %v\nstderr:\n%s", bob.Cmd.ProcessState, bobErr.String())
 	}
 	got := messageLines(t, bobOut.String())
 	if len(got) != 2 || got[0] != "ann: first line" || got[1] != "ann: second line" {

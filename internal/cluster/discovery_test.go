@@ -1,7 +1,6 @@
 package cluster_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -11,7 +10,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -72,45 +70,24 @@ func TestHelperNode(t *testing.T) {
 // helper is a running helper node as the parent test sees it.
 type helper struct {
 	name  string
-	stdin io.Closer
-	done  chan struct{}
-
-	mu    sync.Mutex
-	out   []string // stdout lines
-	errs  strings.Builder
-	count int // members in the last view line
-	last  string
+	proc  *proctest.Process
+	stdin io.Closer // closing it stops the helper
 }
 
 var viewLine = regexp.MustCompile(`cluster view: (\d+) members?`)
 
-func (h *helper) read(r io.Reader) {
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		line := sc.Text()
-		h.mu.Lock()
-		h.out = append(h.out, line)
-		if m := viewLine.FindStringSubmatch(line); m != nil {
-			h.count, _ = strconv.Atoi(m[1])
-			h.last = line
-		}
-		h.mu.Unlock()
-	}
-}
-
+// view returns the helper's last view line and the members it counts.
 func (h *helper) view() (int, string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.count, h.last
-}
-
-func (h *helper) Write(p []byte) (int, error) { // stderr
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.errs.Len() < 1<<20 {
-		h.errs.Write(p)
+	out := h.proc.Stdout.String()
+	out = out[:strings.LastIndexByte(out, '\n')+1] // whole lines only
+	count, last := 0, ""
+	for _, line := range strings.Split(out, "\n") {
+		if m := viewLine.FindStringSubmatch(line); m != nil {
+			count, _ = strconv.Atoi(m[1])
+			last = line
+		}
 	}
-	return len(p), nil
+	return count, last
 }
 
 func TestDiscoverLAN(t *testing.T) {
@@ -124,7 +101,7 @@ func TestDiscoverLAN(t *testing.T) {
 	}
 	var nodes []*helper
 	for i := range 3 {
-		h := &helper{name: fmt.Sprintf("n%d", i), done: make(chan struct{})}
+		h := &helper{name: fmt.Sprintf("n%d", i)}
 		cmd := lan.Command(i, os.Args[0], "-test.run=^TestHelperNode$", "-test.count=1")
 		cmd.Env = append(os.Environ(), helperEnv+"=1",
 			"CHATR_HELPER_PARENT_NETNS="+parentNS,
@@ -135,41 +112,16 @@ func TestDiscoverLAN(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd.Stderr = h
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("start helper %d: %v", i, err)
-		}
 		h.stdin = stdin
-		go func() {
-			h.read(stdout)
-			_ = cmd.Wait()
-			close(h.done)
-		}()
+		h.proc = proctest.Run(t, "helper "+h.name, cmd)
 		nodes = append(nodes, h)
 	}
-	// Runs before the LAN's cleanup: stop the helpers cleanly (the LAN kills
-	// whatever is left), and show what they said when the test failed.
+	// Runs first, before the LAN's cleanup and proctest.Run's (which wait
+	// for each helper to end, and log what it said if the test failed):
+	// all helpers begin to stop at once.
 	t.Cleanup(func() {
-		stopping := time.Now()
-		defer func() { t.Logf("helpers stopped in %v", time.Since(stopping).Round(10*time.Millisecond)) }()
 		for _, h := range nodes {
 			_ = h.stdin.Close()
-		}
-		for _, h := range nodes {
-			select {
-			case <-h.done:
-			case <-time.After(10 * time.Second):
-				t.Errorf("helper %s did not stop", h.name)
-			}
-			if t.Failed() {
-				h.mu.Lock()
-				t.Logf("%s stdout:\n%s\n%s stderr:\n%s", h.name, strings.Join(h.out, "\n"), h.name, h.errs.String())
-				h.mu.Unlock()
-			}
 		}
 	})
 	// all is a condition: node i's last view line lists want[i] members.

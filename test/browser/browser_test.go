@@ -74,21 +74,14 @@ type server struct {
 	data string
 	args []string          // flags beyond --http and --data
 	proc *proctest.Process // nil while stopped
-	out  proctest.Buffer
 }
 
 // startServer runs chatr on a free port with a fresh data directory and the
-// extra flags, and waits until it is ready. Its output is logged if the test
-// fails.
+// extra flags, and waits until it is ready. It stops when the test ends
+// (proctest.Run), which logs its output if the test failed.
 func startServer(t *testing.T, args ...string) *server {
 	t.Helper()
 	s := &server{addr: proctest.FreeAddr(t), data: t.TempDir(), args: args}
-	t.Cleanup(func() {
-		s.stop(t)
-		if t.Failed() {
-			t.Logf("chatr on %s said:\n%s", s.addr, s.out.String())
-		}
-	})
 	s.start(t)
 	return s
 }
@@ -98,13 +91,8 @@ func (s *server) url(path string) string { return "http://" + s.addr + path }
 func (s *server) start(t *testing.T) {
 	t.Helper()
 	cmd := exec.Command(chatrBin, append([]string{"serve", "--http", s.addr, "--data", s.data}, s.args...)...)
-	cmd.Stdout, cmd.Stderr = &s.out, &s.out
-	p, err := proctest.Start(cmd)
-	if err != nil {
-		t.Fatalf("start chatr: %v", err)
-	}
-	s.proc = p
-	if err := p.WaitReady(s.url(""), waitTimeout); err != nil {
+	s.proc = proctest.Run(t, "chatr on "+s.addr, cmd)
+	if err := s.proc.WaitReady(s.url(""), waitTimeout); err != nil {
 		t.Fatalf("chatr on %s: %v", s.addr, err)
 	}
 }
