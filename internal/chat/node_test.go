@@ -16,22 +16,13 @@ func TestMain(m *testing.M) { proctest.Main(m) }
 
 // TestPipeAgainstNode: two chats in one process talk through a real node.
 func TestPipeAgainstNode(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a node")
-	}
 	runPipePair(t, clienttest.StartNode(t).HTTP)
 }
 
 // TestChatCommandPipes: two `chatr chat` processes, one sending its input,
 // the other printing it; both exit 0.
 func TestChatCommandPipes(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a node")
-	}
-	bin, err := proctest.Binary()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := proctest.NeedBinary(t)
 	node := clienttest.StartNode(t)
 	args := func(name string) []string {
 		return []string{"chat", "--url", node.HTTP, "--name", name, "--room", "pipes", "--history", "0"}
@@ -75,13 +66,7 @@ func TestChatCommandPipes(t *testing.T) {
 }
 
 func TestChatCommandBadFlags(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
-	bin, err := proctest.Binary()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := proctest.NeedBinary(t)
 	proctest.CheckUsageErrors(t, bin, []string{"chat"}, []proctest.UsageError{
 		{Args: []string{"--name", "ann", "--room", "Lobby"}, Want: "--room"},
 		{Args: []string{"--name", "<script>"}, Want: "--name"},

@@ -27,13 +27,10 @@ type Node struct {
 // on a free port and waits until /readyz answers 200; the node stops when
 // the test ends (proctest.Run), which logs what it printed if the test
 // failed. The test binary's TestMain should call proctest.Main, which builds
-// chatr.
+// chatr; with -short the test is skipped.
 func StartNode(t testing.TB, args ...string) *Node {
 	t.Helper()
-	bin, err := proctest.Binary()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := proctest.NeedBinary(t)
 	addr := proctest.FreeAddr(t)
 	n := &Node{
 		HTTP: "http://" + addr,
