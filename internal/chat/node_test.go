@@ -2,7 +2,6 @@ package chat
 
 import (
 	"bytes"
-	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -34,13 +33,7 @@ func TestChatCommandPipes(t *testing.T) {
 		t.Fatal(err)
 	}
 	bob := proctest.Run(t, "bob", bobCmd)
-	bobOut, bobErr := &bob.Stdout, &bob.Stderr
-	proctest.Eventually(t, 10*time.Second, func() error {
-		if !strings.Contains(bobErr.String(), "* joined pipes") {
-			return fmt.Errorf("bob has not joined pipes: his stderr says %q", bobErr.String())
-		}
-		return nil
-	})
+	proctest.Eventually(t, 10*time.Second, joinedPipes(&bob.Stderr))
 
 	ann := exec.Command(bin, args("ann")...)
 	ann.Stdin = strings.NewReader("first line\nsecond line\n")
@@ -49,17 +42,12 @@ func TestChatCommandPipes(t *testing.T) {
 	if err := ann.Run(); err != nil {
 		t.Fatalf("ann: %v\nstderr:\n%s", err, annErr.String())
 	}
-	proctest.Eventually(t, 10*time.Second, func() error {
-		if n := strings.Count(bobOut.String(), "\n"); n < 2 {
-			return fmt.Errorf("bob printed %d lines, want both: %q", n, bobOut.String())
-		}
-		return nil
-	})
+	proctest.Eventually(t, 10*time.Second, printedLines(&bob.Stdout, 2))
 	bobIn.Close()
 	if !bob.Wait(10*time.Second) || !bob.Cmd.ProcessState.Success() {
-		t.Fatalf("bob after his input ended: %v\nstderr:\n%s", bob.Cmd.ProcessState, bobErr.String())
+		t.Fatalf("bob after his input ended: %v\nstderr:\n%s", bob.Cmd.ProcessState, bob.Stderr.String())
 	}
-	got := messageLines(t, bobOut.String())
+	got := messageLines(t, bob.Stdout.String())
 	if len(got) != 2 || got[0] != "ann: first line" || got[1] != "ann: second line" {
 		t.Fatalf("bob printed %q", got)
 	}

@@ -116,8 +116,7 @@ func TestOrigin(t *testing.T) {
 				c.ExpectClose(websocket.StatusPolicyViolation)
 				return
 			}
-			c.Send(`{"type":"hello","name":"o"}`)
-			c.Expect("welcome")
+			c.Hello("o")
 			c.Quiet()
 		})
 	}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	cdppage "github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
@@ -153,8 +154,21 @@ type page struct {
 // openPage opens the chat page and joins as name.
 func openPage(t *testing.T, browser context.Context, url, name string) *page {
 	t.Helper()
+	return openPageWith(t, browser, url, name, "")
+}
+
+// openPageWith is openPage that first installs script (unless empty) to
+// run before the page loads.
+func openPageWith(t *testing.T, browser context.Context, url, name, script string) *page {
+	t.Helper()
 	ctx, cancel := chromedp.NewContext(browser, chromedp.WithNewBrowserContext())
 	t.Cleanup(cancel)
+	if script != "" {
+		if _, err := chromedp.Call(ctx, cdppage.AddScriptToEvaluateOnNewDocument,
+			cdppage.AddScriptToEvaluateOnNewDocumentParams{Source: script}); err != nil {
+			t.Fatalf("%s's page: install a script: %v", name, err)
+		}
+	}
 	p := &page{t: t, ctx: ctx, name: name, url: url}
 	p.do(chromedp.Navigate(url),
 		chromedp.WaitVisible(chromedp.ID("name")),
@@ -491,25 +505,12 @@ func aliveMembers(t *testing.T, srv *server) []string {
 	return ids
 }
 
-// storedTexts reads the room's history through the HTTP API.
+// storedTexts reads the texts of the room's history through the HTTP API.
 func storedTexts(t *testing.T, srv *server, room string) []string {
 	t.Helper()
-	resp, err := http.Get(srv.url("/chatr/api/rooms/" + room + "/messages"))
-	if err != nil {
-		t.Fatalf("GET messages: %v", err)
-	}
-	defer resp.Body.Close()
-	var body struct {
-		Messages []struct {
-			Text string `json:"text"`
-		} `json:"messages"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		t.Fatalf("GET messages: status %s: %v", resp.Status, err)
-	}
-	texts := make([]string, len(body.Messages))
-	for i, m := range body.Messages {
-		texts[i] = m.Text
+	var texts []string
+	for _, m := range storedMessages(t, srv, room) {
+		texts = append(texts, m.Text)
 	}
 	return texts
 }

@@ -11,10 +11,6 @@ import (
 	"testing"
 	"time"
 
-	cdppage "github.com/chromedp/cdproto/page"
-	"github.com/chromedp/chromedp"
-	"github.com/chromedp/chromedp/kb"
-
 	"chatr/internal/proctest"
 )
 
@@ -74,18 +70,7 @@ func (e wsEvent) frame() wsFrame {
 // loads.
 func openRecordedPage(t *testing.T, browser context.Context, url, name string) *page {
 	t.Helper()
-	ctx, cancel := chromedp.NewContext(browser, chromedp.WithNewBrowserContext())
-	t.Cleanup(cancel)
-	if _, err := chromedp.Call(ctx, cdppage.AddScriptToEvaluateOnNewDocument,
-		cdppage.AddScriptToEvaluateOnNewDocumentParams{Source: recorderJS}); err != nil {
-		t.Fatalf("%s's page: install the WebSocket recorder: %v", name, err)
-	}
-	p := &page{t: t, ctx: ctx, name: name, url: url}
-	p.do(chromedp.Navigate(url),
-		chromedp.WaitVisible(chromedp.ID("name")),
-		chromedp.SendKeys(chromedp.ID("name"), name+kb.Enter))
-	p.waitStatus("connected to ")
-	return p
+	return openPageWith(t, browser, url, name, recorderJS)
 }
 
 func (p *page) wsLog() []wsEvent {
