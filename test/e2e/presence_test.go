@@ -204,20 +204,14 @@ func TestPresenceLeftOnKill9(t *testing.T) {
 	// No ghost: once the third node has noticed the failure too (each node
 	// detects it on its own, within the same bound), a new session there
 	// does not list her.
-	var j client.Frame
-	deadline := killed.Add(presenceLeftGoal)
-	for {
-		var conn *client.Conn
-		conn, j = pc.presenceDial(t, ctx, 2, "cleo")
+	proctest.Eventually(t, time.Until(killed.Add(presenceLeftGoal)), func() error {
+		conn, j := pc.presenceDial(t, ctx, 2, "cleo")
 		conn.CloseNow()
-		if countNamed(j.Presence, "ann") == 0 {
-			break
+		if countNamed(j.Presence, "ann") != 0 {
+			return fmt.Errorf("%v after the kill -9, joined.presence on %s still lists ann: %v", presenceLeftGoal, pc.nodes[2].name, j.Presence)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%v after the kill -9, joined.presence on %s still lists ann: %v", presenceLeftGoal, pc.nodes[2].name, j.Presence)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestPresenceTwoSessions: ann with a session on node A and another on
