@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"database/sql"
 	"encoding/json"
 	"fmt"
@@ -19,6 +18,7 @@ import (
 	"github.com/coder/websocket"
 	_ "modernc.org/sqlite"
 
+	"chatr/internal/client/clienttest"
 	"chatr/internal/proctest"
 	"chatr/internal/proto"
 )
@@ -54,36 +54,19 @@ func TestMain(m *testing.M) {
 
 // proc is one running chatr process.
 type proc struct {
-	t       *testing.T
-	process *proctest.Process
-	addr    string // HTTP address, host:port
-	stdout  proctest.Buffer
-	stderr  proctest.Buffer
+	*proctest.Process
+	t    *testing.T
+	addr string // HTTP address, host:port
 }
 
 // startProc starts chatr with args and env (added to this process's env)
-// in a fresh working directory; it is killed at the end of the test.
+// in a fresh working directory, until the test ends (proctest.Run).
 func startProc(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
-	p := &proc{t: t}
 	cmd := exec.Command(chatrBin, args...)
 	cmd.Dir = t.TempDir() // the default ./chatr-data must never land in the source tree
 	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout = &p.stdout
-	cmd.Stderr = &p.stderr
-	var err error
-	if p.process, err = proctest.Start(cmd); err != nil {
-		t.Fatalf("start chatr: %v", err)
-	}
-	t.Cleanup(func() {
-		if p.process.Running() {
-			p.process.Kill()
-		}
-		if t.Failed() {
-			t.Logf("chatr %s\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), p.stdout.String(), p.stderr.String())
-		}
-	})
-	return p
+	return &proc{Process: proctest.Run(t, "chatr", cmd), t: t}
 }
 
 // startNode starts `chatr serve` on a free port with its data in dir and
@@ -99,7 +82,7 @@ func startNode(t *testing.T, dir string, extra ...string) *proc {
 		if err == nil {
 			return p
 		}
-		if attempt < 3 && strings.Contains(p.stderr.String(), "address already in use") {
+		if attempt < 3 && strings.Contains(p.Stderr.String(), "address already in use") {
 			continue
 		}
 		t.Fatal(err)
@@ -115,8 +98,8 @@ func (p *proc) waitReady() {
 }
 
 func (p *proc) ready() error {
-	if err := p.process.WaitReady("http://"+p.addr, readyTimeout); err != nil {
-		return fmt.Errorf("chatr %w; stderr:\n%s", err, p.stderr.String())
+	if err := p.WaitReady("http://"+p.addr, readyTimeout); err != nil {
+		return fmt.Errorf("chatr %w; stderr:\n%s", err, p.Stderr.String())
 	}
 	return nil
 }
@@ -124,7 +107,7 @@ func (p *proc) ready() error {
 // kill ends the process with SIGKILL: a crash, with no chance to flush.
 func (p *proc) kill() {
 	p.t.Helper()
-	if err := p.process.Kill(); err != nil {
+	if err := p.Kill(); err != nil {
 		p.t.Fatalf("kill -9: %v", err)
 	}
 }
@@ -132,19 +115,16 @@ func (p *proc) kill() {
 // waitExit waits for the process to end and returns its exit code.
 func (p *proc) waitExit() int {
 	p.t.Helper()
-	select {
-	case <-p.process.Exited():
-		return p.process.Cmd.ProcessState.ExitCode()
-	case <-time.After(exitTimeout):
-		p.t.Fatalf("chatr still runs %v later; stderr:\n%s", exitTimeout, p.stderr.String())
-		return -1
+	if !p.Wait(exitTimeout) {
+		p.t.Fatalf("chatr still runs %v later; stderr:\n%s", exitTimeout, p.Stderr.String())
 	}
+	return p.Cmd.ProcessState.ExitCode()
 }
 
 // stop sends SIGTERM and returns the exit code.
 func (p *proc) stop() int {
 	p.t.Helper()
-	if err := p.process.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		p.t.Fatalf("SIGTERM: %v", err)
 	}
 	return p.waitExit()
@@ -199,72 +179,15 @@ func (p *proc) getJSON(path string, v any) {
 	}
 }
 
-// wsClient is a WebSocket session with the node.
-type wsClient struct {
-	t    *testing.T
-	ctx  context.Context
-	conn *websocket.Conn
-}
-
-type frame map[string]any
-
-func (f frame) str(k string) string { s, _ := f[k].(string); return s }
-
 // dial opens a session, says hello and joins room with no history.
-func (p *proc) dial(name, room string) *wsClient {
+func (p *proc) dial(name, room string) *clienttest.Raw {
 	p.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	p.t.Cleanup(cancel)
-	conn, _, err := websocket.Dial(ctx, "ws://"+p.addr+"/chatr/ws", nil)
-	if err != nil {
-		p.t.Fatalf("dial: %v", err)
-	}
-	p.t.Cleanup(func() { conn.CloseNow() })
-	c := &wsClient{t: p.t, ctx: ctx, conn: conn}
-	c.send(frame{"type": "hello", "name": name})
-	c.expect("welcome")
-	c.send(frame{"type": "join", "room": room, "history": 0})
-	c.expect("joined")
-	c.expect("synced")
+	c := clienttest.DialRaw(p.t, p.addr, nil)
+	c.Hello(name)
+	c.Send(map[string]any{"type": "join", "room": room, "history": 0})
+	c.Until("joined")
+	c.Until("synced")
 	return c
-}
-
-func (c *wsClient) send(f frame) {
-	c.t.Helper()
-	b, _ := json.Marshal(f)
-	if err := c.conn.Write(c.ctx, websocket.MessageText, b); err != nil {
-		c.t.Fatalf("write %s: %v", b, err)
-	}
-}
-
-func (c *wsClient) read() (frame, error) {
-	_, b, err := c.conn.Read(c.ctx)
-	if err != nil {
-		return nil, err
-	}
-	var f frame
-	if err := json.Unmarshal(b, &f); err != nil {
-		c.t.Fatalf("frame %s is not JSON: %v", b, err)
-	}
-	return f, nil
-}
-
-// expect reads frames until one of type typ, skipping presence and message
-// frames; an error frame fails the test.
-func (c *wsClient) expect(typ string) frame {
-	c.t.Helper()
-	for {
-		f, err := c.read()
-		if err != nil {
-			c.t.Fatalf("waiting for %s: %v", typ, err)
-		}
-		switch f.str("type") {
-		case typ:
-			return f
-		case "error":
-			c.t.Fatalf("waiting for %s: got %v", typ, f)
-		}
-	}
 }
 
 type sent struct{ id, text string }
@@ -296,17 +219,17 @@ func TestKill9AfterAckLosesNothing(t *testing.T) {
 		for i := 0; i < perRound; i++ {
 			ref := fmt.Sprintf("r%d-%d", round, i)
 			texts[ref] = fmt.Sprintf("ws round %d message %d", round, i)
-			c.send(frame{"type": "send", "room": "lobby", "text": texts[ref], "ref": ref})
+			c.Send(map[string]any{"type": "send", "room": "lobby", "text": texts[ref], "ref": ref})
 		}
 		got := 0
 		for got < killAfter {
-			f, err := c.read()
+			f, err := c.Read()
 			if err != nil {
 				t.Fatalf("round %d: reading acks: %v", round, err)
 			}
-			switch f.str("type") {
+			switch f.Type {
 			case "ack":
-				record(f.str("id"), texts[f.str("ref")])
+				record(f.ID, texts[f.Ref])
 				got++
 			case "error":
 				t.Fatalf("round %d: %v", round, f)
@@ -359,11 +282,11 @@ func TestRestartKeepsHistory(t *testing.T) {
 		before = append(before, n.post("lobby", "ada", fmt.Sprint("before restart ", i)))
 	}
 	n.post("dev", "ada", "in another room")
-	if !strings.Contains(n.stdout.String(), "http://"+n.addr+"/chatr/chatr.html") {
-		t.Errorf("the start line does not say where to point a browser:\n%s", n.stdout.String())
+	if !strings.Contains(n.Stdout.String(), "http://"+n.addr+"/chatr/chatr.html") {
+		t.Errorf("the start line does not say where to point a browser:\n%s", n.Stdout.String())
 	}
 	if code := n.stop(); code != 0 {
-		t.Fatalf("SIGTERM: exit code %d, want 0; stderr:\n%s", code, n.stderr.String())
+		t.Fatalf("SIGTERM: exit code %d, want 0; stderr:\n%s", code, n.Stderr.String())
 	}
 
 	n = startNode(t, dir)
@@ -406,13 +329,13 @@ func TestRestartKeepsHistory(t *testing.T) {
 // with close code 1001, and the process exits 0.
 func TestSIGTERMDrain(t *testing.T) {
 	n := startNode(t, t.TempDir())
-	clients := []*wsClient{n.dial("one", "lobby"), n.dial("two", "dev")}
-	if err := n.process.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	clients := []*clienttest.Raw{n.dial("one", "lobby"), n.dial("two", "dev")}
+	if err := n.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	for i, c := range clients {
 		for {
-			_, err := c.read()
+			_, err := c.Read()
 			if err == nil {
 				continue // presence and the like, sent before the drain
 			}
@@ -423,7 +346,7 @@ func TestSIGTERMDrain(t *testing.T) {
 		}
 	}
 	if code := n.waitExit(); code != 0 {
-		t.Errorf("exit code after SIGTERM = %d, want 0; stderr:\n%s", code, n.stderr.String())
+		t.Errorf("exit code after SIGTERM = %d, want 0; stderr:\n%s", code, n.Stderr.String())
 	}
 }
 
@@ -463,7 +386,7 @@ func TestCorruptDataDirRefused(t *testing.T) {
 			if code == 0 || code == -1 {
 				t.Fatalf("exit code %d, want a non-zero exit", code)
 			}
-			stderr := p.stderr.String()
+			stderr := p.Stderr.String()
 			for _, m := range append(tc.mention, dir) {
 				if !strings.Contains(stderr, m) {
 					t.Errorf("stderr does not mention %q:\n%s", m, stderr)
@@ -561,7 +484,7 @@ func TestBadFlags(t *testing.T) {
 			if code := p.waitExit(); code != 2 {
 				t.Errorf("exit code %d, want 2", code)
 			}
-			stderr := p.stderr.String()
+			stderr := p.Stderr.String()
 			for _, m := range tc.mention {
 				if !strings.Contains(stderr, m) {
 					t.Errorf("stderr does not mention %q:\n%s", m, stderr)
@@ -590,15 +513,15 @@ func TestHelpAndVersion(t *testing.T) {
 			t.Parallel()
 			p := startProc(t, nil, tc.args...)
 			if code := p.waitExit(); code != 0 {
-				t.Errorf("exit code %d, want 0; stderr:\n%s", code, p.stderr.String())
+				t.Errorf("exit code %d, want 0; stderr:\n%s", code, p.Stderr.String())
 			}
-			out := p.stdout.String() + p.stderr.String()
+			out := p.Stdout.String() + p.Stderr.String()
 			for _, m := range tc.mention {
 				if !strings.Contains(out, m) {
 					t.Errorf("output does not mention %q:\n%s", m, out)
 				}
 			}
-			if _, err := os.Stat(filepath.Join(p.process.Cmd.Dir, "chatr-data")); err == nil {
+			if _, err := os.Stat(filepath.Join(p.Cmd.Dir, "chatr-data")); err == nil {
 				t.Error("help or version made a data directory")
 			}
 		})
@@ -630,7 +553,7 @@ func TestEnvironment(t *testing.T) {
 			t.Errorf("exit code %d", code)
 		}
 		// CHATR_LOG_FORMAT=json still applies: log lines are JSON objects.
-		for _, line := range strings.Split(strings.TrimSpace(p.stderr.String()), "\n") {
+		for _, line := range strings.Split(strings.TrimSpace(p.Stderr.String()), "\n") {
 			if line != "" && !json.Valid([]byte(line)) {
 				t.Errorf("with CHATR_LOG_FORMAT=json, log line is not JSON: %s", line)
 			}

@@ -21,9 +21,6 @@ var nodeArgs = []string{"--send-rate", "10000", "--send-burst", "1000"}
 
 // TestBenchAgainstNode runs a 5-second bench against a real node.
 func TestBenchAgainstNode(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a node")
-	}
 	node := clienttest.StartNode(t, nodeArgs...)
 	var progress bytes.Buffer
 	rep, err := Run(context.Background(), Config{
@@ -44,13 +41,7 @@ func TestBenchAgainstNode(t *testing.T) {
 
 // TestBenchCommand runs `chatr bench --json` and checks its flags.
 func TestBenchCommand(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a node")
-	}
-	bin, err := proctest.Binary()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := proctest.NeedBinary(t)
 	node := clienttest.StartNode(t, nodeArgs...)
 	cmd := exec.Command(bin, "bench", "--url", node.WS, "--conns", "10", "--rooms", "2", "--senders", "2",
 		"--rate", "100", "--duration", "2s", "--json")

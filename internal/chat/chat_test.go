@@ -43,6 +43,28 @@ func (s *session) wait(t *testing.T) error {
 	}
 }
 
+// joinedPipes is a condition for proctest.Eventually: stderr, bob's, says
+// he joined room pipes.
+func joinedPipes(stderr fmt.Stringer) func() error {
+	return func() error {
+		if !strings.Contains(stderr.String(), "* joined pipes") {
+			return fmt.Errorf("bob has not joined pipes: his stderr says %q", stderr.String())
+		}
+		return nil
+	}
+}
+
+// printedLines is a condition for proctest.Eventually: out, bob's, holds n
+// lines or more.
+func printedLines(out fmt.Stringer, n int) func() error {
+	return func() error {
+		if got := strings.Count(out.String(), "\n"); got < n {
+			return fmt.Errorf("bob printed %d of %d lines: %q", got, n, out.String())
+		}
+		return nil
+	}
+}
+
 // messageLines returns the "sender: text" parts of the message lines of s,
 // checking the HH:MM:SS before them.
 func messageLines(t *testing.T, out string) []string {
@@ -71,9 +93,7 @@ func pipeConfig(url, name string) Config {
 func runPipePair(t *testing.T, url string) {
 	bobIn, bobInput := io.Pipe()
 	bob := start(t, pipeConfig(url, "bob"), bobIn)
-	proctest.Eventually(t, 10*time.Second, "bob joins", func() bool {
-		return strings.Contains(bob.errOut.String(), "* joined pipes")
-	})
+	proctest.Eventually(t, 10*time.Second, joinedPipes(&bob.errOut))
 
 	lines := []string{"hello", "  spaced out  ", "ünïcode ✓", "/not a command in a pipe"}
 	ann := start(t, pipeConfig(url, "ann"), strings.NewReader(strings.Join(lines, "\n")+"\n\n"))
@@ -84,9 +104,7 @@ func runPipePair(t *testing.T, url string) {
 	for _, l := range lines {
 		want = append(want, "ann: "+l)
 	}
-	proctest.Eventually(t, 10*time.Second, "bob prints ann's lines", func() bool {
-		return strings.Count(bob.out.String(), "\n") >= len(want)
-	})
+	proctest.Eventually(t, 10*time.Second, printedLines(&bob.out, len(want)))
 	bobInput.Close()
 	if err := bob.wait(t); err != nil {
 		t.Fatalf("bob: %v\nstderr:\n%s", err, bob.errOut.String())
@@ -109,16 +127,17 @@ func TestResumeAfterDrop(t *testing.T) {
 	node := clienttest.NewFakeNode(t)
 	bobIn, bobInput := io.Pipe()
 	bob := start(t, pipeConfig(node.URL, "bob"), bobIn)
-	proctest.Eventually(t, 10*time.Second, "bob joins", func() bool {
-		return strings.Contains(bob.errOut.String(), "* joined pipes")
-	})
+	proctest.Eventually(t, 10*time.Second, joinedPipes(&bob.errOut))
 	annIn, annInput := io.Pipe()
 	ann := start(t, pipeConfig(node.URL, "ann"), annIn)
 	var want []string
 	for i := range 20 {
 		if i == 10 {
-			proctest.Eventually(t, 10*time.Second, "bob gets the first lines", func() bool {
-				return strings.Count(bob.out.String(), "\n") == 10
+			proctest.Eventually(t, 10*time.Second, func() error {
+				if n := strings.Count(bob.out.String(), "\n"); n != 10 {
+					return fmt.Errorf("bob printed %d lines, want the first 10: %q", n, bob.out.String())
+				}
+				return nil
 			})
 			node.DropAll()
 		}
@@ -129,9 +148,7 @@ func TestResumeAfterDrop(t *testing.T) {
 	if err := ann.wait(t); err != nil {
 		t.Fatalf("ann: %v\nstderr:\n%s", err, ann.errOut.String())
 	}
-	proctest.Eventually(t, 10*time.Second, "bob gets every line", func() bool {
-		return strings.Count(bob.out.String(), "\n") >= len(want)
-	})
+	proctest.Eventually(t, 10*time.Second, printedLines(&bob.out, len(want)))
 	bobInput.Close()
 	if err := bob.wait(t); err != nil {
 		t.Fatalf("bob: %v", err)

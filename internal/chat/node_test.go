@@ -15,41 +15,25 @@ func TestMain(m *testing.M) { proctest.Main(m) }
 
 // TestPipeAgainstNode: two chats in one process talk through a real node.
 func TestPipeAgainstNode(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a node")
-	}
 	runPipePair(t, clienttest.StartNode(t).HTTP)
 }
 
 // TestChatCommandPipes: two `chatr chat` processes, one sending its input,
 // the other printing it; both exit 0.
 func TestChatCommandPipes(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a node")
-	}
-	bin, err := proctest.Binary()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := proctest.NeedBinary(t)
 	node := clienttest.StartNode(t)
 	args := func(name string) []string {
 		return []string{"chat", "--url", node.HTTP, "--name", name, "--room", "pipes", "--history", "0"}
 	}
 
-	bob := exec.Command(bin, args("bob")...)
-	var bobOut, bobErr proctest.Buffer
-	bob.Stdout, bob.Stderr = &bobOut, &bobErr
-	bobIn, err := bob.StdinPipe()
+	bobCmd := exec.Command(bin, args("bob")...)
+	bobIn, err := bobCmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := bob.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { bob.Process.Kill() })
-	proctest.Eventually(t, 10*time.Second, "bob joins", func() bool {
-		return strings.Contains(bobErr.String(), "* joined pipes")
-	})
+	bob := proctest.Run(t, "bob", bobCmd)
+	proctest.Eventually(t, 10*time.Second, joinedPipes(&bob.Stderr))
 
 	ann := exec.Command(bin, args("ann")...)
 	ann.Stdin = strings.NewReader("first line\nsecond line\n")
@@ -58,27 +42,19 @@ func TestChatCommandPipes(t *testing.T) {
 	if err := ann.Run(); err != nil {
 		t.Fatalf("ann: %v\nstderr:\n%s", err, annErr.String())
 	}
-	proctest.Eventually(t, 10*time.Second, "bob prints both lines", func() bool {
-		return strings.Count(bobOut.String(), "\n") >= 2
-	})
+	proctest.Eventually(t, 10*time.Second, printedLines(&bob.Stdout, 2))
 	bobIn.Close()
-	if err := bob.Wait(); err != nil {
-		t.Fatalf("bob: %v\nstderr:\n%s", err, bobErr.String())
+	if !bob.Wait(10*time.Second) || !bob.Cmd.ProcessState.Success() {
+		t.Fatalf("bob after his input ended: %v\nstderr:\n%s", bob.Cmd.ProcessState, bob.Stderr.String())
 	}
-	got := messageLines(t, bobOut.String())
+	got := messageLines(t, bob.Stdout.String())
 	if len(got) != 2 || got[0] != "ann: first line" || got[1] != "ann: second line" {
 		t.Fatalf("bob printed %q", got)
 	}
 }
 
 func TestChatCommandBadFlags(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
-	bin, err := proctest.Binary()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := proctest.NeedBinary(t)
 	proctest.CheckUsageErrors(t, bin, []string{"chat"}, []proctest.UsageError{
 		{Args: []string{"--name", "ann", "--room", "Lobby"}, Want: "--room"},
 		{Args: []string{"--name", "<script>"}, Want: "--name"},

@@ -112,6 +112,18 @@ func (n *node) states() map[string]State {
 
 func (n *node) sees(name string, s State) bool { return n.states()[name] == s }
 
+// allAlive is a condition: each of nodes lists len(nodes) alive members.
+func allAlive(nodes ...*node) func() error {
+	return func() error {
+		for _, n := range nodes {
+			if k := n.aliveCount(); k != len(nodes) {
+				return fmt.Errorf("%s lists %d alive members, want %d: %v", n.cfg.NodeName, k, len(nodes), n.states())
+			}
+		}
+		return nil
+	}
+}
+
 func (n *node) aliveCount() int {
 	k := 0
 	for _, m := range n.Members() {
@@ -158,13 +170,13 @@ func TestJoinLeaveFailRejoin(t *testing.T) {
 	c := startNode(t, "c3", func(c *Config) { c.Join = []string{a.Addr()} })
 	nodes := []*node{a, b, c}
 
-	proctest.Eventually(t, 10*time.Second, "3 alive members everywhere", func() bool {
+	proctest.Eventually(t, 10*time.Second, func() error {
 		for _, n := range nodes {
-			if n.aliveCount() != 3 || !n.Joined() {
-				return false
+			if !n.Joined() {
+				return fmt.Errorf("%s has not joined", n.cfg.NodeName)
 			}
 		}
-		return true
+		return allAlive(nodes...)()
 	})
 	for _, n := range nodes {
 		ms := n.Members()
@@ -188,13 +200,13 @@ func TestJoinLeaveFailRejoin(t *testing.T) {
 		!strings.Contains(start[0], `"chatr"`) || !strings.Contains(start[0], a.Addr()) || !strings.Contains(start[0], "127.0.0.1:5080") {
 		t.Fatalf("start line: %q", start)
 	}
-	proctest.Eventually(t, 5*time.Second, "two view lines on every node", func() bool {
+	proctest.Eventually(t, 5*time.Second, func() error {
 		for _, n := range nodes {
-			if len(lines(n.console, "cluster view")) != 2 {
-				return false
+			if l := lines(n.console, "cluster view"); len(l) != 2 {
+				return fmt.Errorf("%s printed view lines %q, want two", n.cfg.NodeName, l)
 			}
 		}
-		return true
+		return nil
 	})
 	view := regexp.MustCompile(`^cluster view: 3 members \[a1 \(this\), b2, c3\] after (b2|c3) joined$`)
 	if last := lines(a.console, "cluster view")[1]; !view.MatchString(last) {
@@ -214,7 +226,12 @@ func TestJoinLeaveFailRejoin(t *testing.T) {
 		t.Fatalf("second shutdown c3: %v", err)
 	}
 	waitEvent(t, events, Left, "c3")
-	proctest.Eventually(t, 5*time.Second, "c3 left on a1 and b2", func() bool { return a.sees("c3", StateLeft) && b.sees("c3", StateLeft) })
+	proctest.Eventually(t, 5*time.Second, func() error {
+		if !a.sees("c3", StateLeft) || !b.sees("c3", StateLeft) {
+			return fmt.Errorf("c3 has not left on a1 (%v) and b2 (%v)", a.states(), b.states())
+		}
+		return nil
+	})
 	for _, n := range []*node{a, b} {
 		l := lines(n.console, "cluster view")
 		if len(l) != 3 || !strings.HasSuffix(l[2], "2 members [a1"+self(n, "a1")+", b2"+self(n, "b2")+"] after c3 left") {
@@ -234,8 +251,11 @@ func TestJoinLeaveFailRejoin(t *testing.T) {
 	if d := time.Since(killed); d > 6*time.Second {
 		t.Errorf("kill noticed after %v, want about 3s", d)
 	}
-	proctest.Eventually(t, time.Second, "a1 to print the failure", func() bool {
-		return strings.HasSuffix(a.console.String(), "cluster view: 1 member [a1 (this)] after b2 failed\n")
+	proctest.Eventually(t, time.Second, func() error {
+		if !strings.HasSuffix(a.console.String(), "cluster view: 1 member [a1 (this)] after b2 failed\n") {
+			return fmt.Errorf("a1 has not printed the failure of b2: %q", lines(a.console, "cluster view"))
+		}
+		return nil
 	})
 	if !a.sees("b2", StateDead) {
 		t.Fatalf("a1 after b2 failed: %v", a.states())
@@ -246,8 +266,11 @@ func TestJoinLeaveFailRejoin(t *testing.T) {
 	restarted := time.Now()
 	b2 := startNode(t, "b2", func(c *Config) { c.NodeID = bID; c.BindAddr = bAddr })
 	waitEvent(t, events, Joined, "b2")
-	proctest.Eventually(t, 10*time.Second, "a1 and the new b2 to see each other", func() bool {
-		return a.sees("b2", StateAlive) && b2.sees("a1", StateAlive)
+	proctest.Eventually(t, 10*time.Second, func() error {
+		if !a.sees("b2", StateAlive) || !b2.sees("a1", StateAlive) {
+			return fmt.Errorf("a1 (%v) and the new b2 (%v) do not see each other alive", a.states(), b2.states())
+		}
+		return nil
 	})
 	t.Logf("restarted node rejoined after %v", time.Since(restarted).Round(10*time.Millisecond))
 	if got := value(a.metrics.members.WithLabelValues("alive")); got != 2 {
@@ -301,14 +324,15 @@ func TestPartitionHeal(t *testing.T) {
 		nodes = append(nodes, n)
 	}
 	a, b, c := nodes[0], nodes[1], nodes[2]
-	proctest.Eventually(t, 10*time.Second, "3 alive members everywhere", func() bool {
-		return a.aliveCount() == 3 && b.aliveCount() == 3 && c.aliveCount() == 3
-	})
+	proctest.Eventually(t, 10*time.Second, allAlive(a, b, c))
 
 	cut := time.Now()
 	p.set(c.Addr(), 1)
-	proctest.Eventually(t, 15*time.Second, "both sides to see the other dead", func() bool {
-		return a.sees("c3", StateDead) && b.sees("c3", StateDead) && c.sees("a1", StateDead) && c.sees("b2", StateDead)
+	proctest.Eventually(t, 15*time.Second, func() error {
+		if !a.sees("c3", StateDead) || !b.sees("c3", StateDead) || !c.sees("a1", StateDead) || !c.sees("b2", StateDead) {
+			return fmt.Errorf("the sides do not see each other dead: a1 %v, b2 %v, c3 %v", a.states(), b.states(), c.states())
+		}
+		return nil
 	})
 	t.Logf("partition seen after %v", time.Since(cut).Round(10*time.Millisecond))
 	if !strings.Contains(c.console.String(), "cluster view: 1 member [c3 (this)] after") {
@@ -317,9 +341,7 @@ func TestPartitionHeal(t *testing.T) {
 
 	p.set(c.Addr(), 0)
 	healed := time.Now()
-	proctest.Eventually(t, 15*time.Second, "the two sides to merge by themselves", func() bool {
-		return a.aliveCount() == 3 && b.aliveCount() == 3 && c.aliveCount() == 3
-	})
+	proctest.Eventually(t, 15*time.Second, allAlive(a, b, c)) // the two sides merge by themselves
 	t.Logf("healed after %v", time.Since(healed).Round(10*time.Millisecond))
 	if !strings.HasSuffix(c.console.String(), "] after a1 joined\n") && !strings.HasSuffix(c.console.String(), "] after b2 joined\n") {
 		t.Fatalf("c3 console after heal: %q", lines(c.console, "cluster view"))
@@ -344,15 +366,23 @@ func TestRefusedPeers(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			a := startNode(t, "a1", tc.a)
 			b := startNode(t, "b2", func(c *Config) { tc.b(c); c.Join = []string{a.Addr()} })
-			proctest.Eventually(t, 10*time.Second, "a1 to refuse b2", func() bool {
-				return value(a.metrics.refused.WithLabelValues(tc.reason)) > 0 &&
-					value(b.metrics.joinFailures) > 0
+			proctest.Eventually(t, 10*time.Second, func() error {
+				refused, failed := value(a.metrics.refused.WithLabelValues(tc.reason)), value(b.metrics.joinFailures)
+				if refused == 0 || failed == 0 {
+					return fmt.Errorf("a1 refused b2 %v times (reason %s), b2 failed to join %v times; want both > 0", refused, tc.reason, failed)
+				}
+				return nil
 			})
 			if !strings.Contains(a.logs.String(), tc.logText) || !strings.Contains(a.logs.String(), "reason="+tc.reason) {
 				t.Fatalf("a1 log has no refusal line:\n%s", a.logs.String())
 			}
 			// A few more failed attempts, and still strangers.
-			proctest.Eventually(t, 10*time.Second, "b2 to try again", func() bool { return value(b.metrics.joinFailures) >= 3 })
+			proctest.Eventually(t, 10*time.Second, func() error {
+				if n := value(b.metrics.joinFailures); n < 3 {
+					return fmt.Errorf("b2 failed to join %v times, want it to try again: 3 or more", n)
+				}
+				return nil
+			})
 			if len(a.Members()) != 1 || len(b.Members()) != 1 || b.Joined() {
 				t.Fatalf("refused peer became a member: a1 %v, b2 %v joined=%v", a.states(), b.states(), b.Joined())
 			}
@@ -402,7 +432,7 @@ func TestGarbage(t *testing.T) {
 			mod := func(c *Config) { c.SecretKey = secret }
 			a := startNode(t, "a1", mod)
 			b := startNode(t, "b2", func(c *Config) { mod(c); c.Join = []string{a.Addr()} })
-			proctest.Eventually(t, 10*time.Second, "a1 and b2 joined", func() bool { return a.aliveCount() == 2 && b.aliveCount() == 2 })
+			proctest.Eventually(t, 10*time.Second, allAlive(a, b))
 
 			rng := rand.New(rand.NewPCG(1, 2))
 			random := func(n int) []byte {
@@ -445,9 +475,7 @@ func TestGarbage(t *testing.T) {
 			}
 			// Still working: the pair stays whole and a newcomer joins.
 			c := startNode(t, "c3", func(c *Config) { mod(c); c.Join = []string{a.Addr()} })
-			proctest.Eventually(t, 10*time.Second, "the cluster to take a newcomer after the garbage", func() bool {
-				return a.aliveCount() == 3 && b.aliveCount() == 3 && c.aliveCount() == 3
-			})
+			proctest.Eventually(t, 10*time.Second, allAlive(a, b, c))
 		})
 	}
 }
@@ -472,7 +500,7 @@ func TestStateExchangeAndSubscriber(t *testing.T) {
 		c.LocalState = func() []byte { return []byte("vv-of-b2") }
 	})
 	_ = startNode(t, "c3", func(c *Config) { c.Join = []string{a.Addr()} })
-	proctest.Eventually(t, 10*time.Second, "a1 to merge b2's state", func() bool {
+	proctest.Eventually(t, 10*time.Second, func() error {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, g := range merged {
@@ -480,10 +508,16 @@ func TestStateExchangeAndSubscriber(t *testing.T) {
 				t.Fatalf("merged %+v", g)
 			}
 		}
-		return len(merged) > 0
+		if len(merged) == 0 {
+			return fmt.Errorf("a1 has not merged b2's state")
+		}
+		return nil
 	})
-	proctest.Eventually(t, 10*time.Second, "3 alive and a dropped event", func() bool {
-		return a.aliveCount() == 3 && value(a.metrics.dropped) >= 1
+	proctest.Eventually(t, 10*time.Second, func() error {
+		if k, dropped := a.aliveCount(), value(a.metrics.dropped); k != 3 || dropped < 1 {
+			return fmt.Errorf("a1 lists %d alive members and dropped %v events, want 3 and at least 1", k, dropped)
+		}
+		return nil
 	})
 	if len(slow) != 1 {
 		t.Fatalf("slow subscriber holds %d events, want 1", len(slow))
@@ -594,16 +628,22 @@ func TestJoinRetriedUntilAnswered(t *testing.T) {
 		c.BindAddr = freePort(t)
 		c.Join = []string{addr, "localhost" + addr[strings.LastIndexByte(addr, ':'):], c.BindAddr}
 	})
-	proctest.Eventually(t, 10*time.Second, "b2 to fail a few join attempts", func() bool {
-		return value(b.metrics.joinFailures) >= 3
+	proctest.Eventually(t, 10*time.Second, func() error {
+		if n := value(b.metrics.joinFailures); n < 3 {
+			return fmt.Errorf("b2 failed to join %v times, want a few: 3 or more", n)
+		}
+		return nil
 	})
 	if b.Joined() {
 		t.Fatal("b2 joined with no one to join")
 	}
 	a := startNode(t, "a1", func(c *Config) { c.BindAddr = addr })
 	up := time.Now()
-	proctest.Eventually(t, 10*time.Second, "b2 to join a1 once it is up", func() bool {
-		return b.Joined() && b.aliveCount() == 2 && a.aliveCount() == 2
+	proctest.Eventually(t, 10*time.Second, func() error {
+		if !b.Joined() {
+			return fmt.Errorf("b2 has not joined a1 since it is up")
+		}
+		return allAlive(a, b)()
 	})
 	t.Logf("joined %v after a1 came up", time.Since(up).Round(10*time.Millisecond))
 	if strings.Contains(b.logs.String(), "addr="+b.Addr()) {

@@ -1,7 +1,6 @@
 package cluster_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -11,13 +10,13 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"chatr/internal/cluster"
 	"chatr/internal/clustertest"
+	"chatr/internal/proctest"
 )
 
 // The LAN discovery test runs three bare members with DiscoverLAN and no
@@ -71,57 +70,24 @@ func TestHelperNode(t *testing.T) {
 // helper is a running helper node as the parent test sees it.
 type helper struct {
 	name  string
-	stdin io.Closer
-	done  chan struct{}
-
-	mu    sync.Mutex
-	out   []string // stdout lines
-	errs  strings.Builder
-	count int // members in the last view line
-	last  string
+	proc  *proctest.Process
+	stdin io.Closer // closing it stops the helper
 }
 
 var viewLine = regexp.MustCompile(`cluster view: (\d+) members?`)
 
-func (h *helper) read(r io.Reader) {
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		line := sc.Text()
-		h.mu.Lock()
-		h.out = append(h.out, line)
-		if m := viewLine.FindStringSubmatch(line); m != nil {
-			h.count, _ = strconv.Atoi(m[1])
-			h.last = line
-		}
-		h.mu.Unlock()
-	}
-}
-
+// view returns the helper's last view line and the members it counts.
 func (h *helper) view() (int, string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.count, h.last
-}
-
-func (h *helper) Write(p []byte) (int, error) { // stderr
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.errs.Len() < 1<<20 {
-		h.errs.Write(p)
-	}
-	return len(p), nil
-}
-
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > within {
-			t.Fatalf("after %v: still not %s", within, what)
+	out := h.proc.Stdout.String()
+	out = out[:strings.LastIndexByte(out, '\n')+1] // whole lines only
+	count, last := 0, ""
+	for _, line := range strings.Split(out, "\n") {
+		if m := viewLine.FindStringSubmatch(line); m != nil {
+			count, _ = strconv.Atoi(m[1])
+			last = line
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
-	return time.Since(start)
+	return count, last
 }
 
 func TestDiscoverLAN(t *testing.T) {
@@ -135,7 +101,7 @@ func TestDiscoverLAN(t *testing.T) {
 	}
 	var nodes []*helper
 	for i := range 3 {
-		h := &helper{name: fmt.Sprintf("n%d", i), done: make(chan struct{})}
+		h := &helper{name: fmt.Sprintf("n%d", i)}
 		cmd := lan.Command(i, os.Args[0], "-test.run=^TestHelperNode$", "-test.count=1")
 		cmd.Env = append(os.Environ(), helperEnv+"=1",
 			"CHATR_HELPER_PARENT_NETNS="+parentNS,
@@ -146,59 +112,35 @@ func TestDiscoverLAN(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd.Stderr = h
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("start helper %d: %v", i, err)
-		}
 		h.stdin = stdin
-		go func() {
-			h.read(stdout)
-			_ = cmd.Wait()
-			close(h.done)
-		}()
+		h.proc = proctest.Run(t, "helper "+h.name, cmd)
 		nodes = append(nodes, h)
 	}
-	// Runs before the LAN's cleanup: stop the helpers cleanly (the LAN kills
-	// whatever is left), and show what they said when the test failed.
+	// Runs first, before the LAN's cleanup and proctest.Run's (which wait
+	// for each helper to end, and log what it said if the test failed):
+	// all helpers begin to stop at once.
 	t.Cleanup(func() {
-		stopping := time.Now()
-		defer func() { t.Logf("helpers stopped in %v", time.Since(stopping).Round(10*time.Millisecond)) }()
 		for _, h := range nodes {
 			_ = h.stdin.Close()
 		}
-		for _, h := range nodes {
-			select {
-			case <-h.done:
-			case <-time.After(10 * time.Second):
-				t.Errorf("helper %s did not stop", h.name)
-			}
-			if t.Failed() {
-				h.mu.Lock()
-				t.Logf("%s stdout:\n%s\n%s stderr:\n%s", h.name, strings.Join(h.out, "\n"), h.name, h.errs.String())
-				h.mu.Unlock()
-			}
-		}
 	})
-	all := func(want ...int) func() bool {
-		return func() bool {
+	// all is a condition: node i's last view line lists want[i] members.
+	all := func(what string, want ...int) func() error {
+		return func() error {
 			for i, h := range nodes {
-				if n, _ := h.view(); n != want[i] {
-					return false
+				if n, last := h.view(); n != want[i] {
+					return fmt.Errorf("%s: %s lists %d members, want %d (last view line %q)", what, h.name, n, want[i], last)
 				}
 			}
-			return true
+			return nil
 		}
 	}
 
-	d := waitFor(t, 30*time.Second, "3 members found each other by mDNS", all(3, 3, 3))
+	d := proctest.Eventually(t, 30*time.Second, all("3 members find each other by mDNS", 3, 3, 3))
 	t.Logf("discovered in %v", d.Round(10*time.Millisecond))
 
 	lan.Cut(2)
-	d = waitFor(t, 20*time.Second, "the cut node seen failed on both sides", all(2, 2, 1))
+	d = proctest.Eventually(t, 20*time.Second, all("the cut node is seen failed on both sides", 2, 2, 1))
 	t.Logf("cut seen in %v", d.Round(10*time.Millisecond))
 	for _, h := range nodes[:2] {
 		if _, last := h.view(); !strings.HasSuffix(last, "after n2 failed") {
@@ -207,6 +149,6 @@ func TestDiscoverLAN(t *testing.T) {
 	}
 
 	lan.Heal(2)
-	d = waitFor(t, 30*time.Second, "all 3 together again after the heal", all(3, 3, 3))
+	d = proctest.Eventually(t, 30*time.Second, all("all 3 together again after the heal", 3, 3, 3))
 	t.Logf("healed in %v", d.Round(10*time.Millisecond))
 }

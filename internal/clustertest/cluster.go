@@ -26,6 +26,7 @@ import (
 
 	"chatr/internal/config"
 	"chatr/internal/node"
+	"chatr/internal/proctest"
 	"chatr/internal/proto"
 )
 
@@ -41,23 +42,6 @@ const (
 	// replication ack timeout (5 s) so an --ack-replicas send is answered.
 	requestTimeout = 15 * time.Second
 )
-
-// Eventually calls cond until it returns nil, and fails the test with the
-// last error cond returned if that has not happened within timeout.
-func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %v", timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond) // poll interval, not a guess at timing
-	}
-}
 
 // Option changes how Start builds the cluster.
 type Option func(*options)
@@ -326,7 +310,7 @@ func (c *Cluster) Restart(i int) {
 	}
 	c.run(i)
 	api := c.API(i)
-	Eventually(c.t, ReadyTimeout, func() error {
+	proctest.Eventually(c.t, ReadyTimeout, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 		defer cancel()
 		status, body, err := api.Fetch(ctx, http.MethodGet, api.Base+"/healthz", nil)
@@ -353,7 +337,7 @@ func (c *Cluster) CutLink(i, j int) { c.net.CutLink(i, j) }
 // the running nodes as alive members (the others not alive).
 func (c *Cluster) WaitMembers(timeout time.Duration) {
 	c.t.Helper()
-	Eventually(c.t, timeout, c.membersAgree)
+	proctest.Eventually(c.t, timeout, c.membersAgree)
 }
 
 func (c *Cluster) membersAgree() error {
@@ -450,7 +434,7 @@ func (c *Cluster) WaitConverged(room string, timeout time.Duration) []proto.Mess
 func (c *Cluster) WaitConvergedRooms(timeout time.Duration, rooms ...string) map[string][]proto.MessageJSON {
 	c.t.Helper()
 	var hists map[string][]proto.MessageJSON
-	Eventually(c.t, timeout, func() error {
+	proctest.Eventually(c.t, timeout, func() error {
 		var err error
 		hists, err = c.converged(rooms)
 		return err

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"chatr/internal/client"
+	"chatr/internal/proctest"
 	"chatr/internal/proto"
 )
 
@@ -102,7 +103,7 @@ func TestPartitionAndHeal(t *testing.T) {
 	sendOnEach(t, c, "lobby", all(3), 10, "during")
 	// Side {0,1} replicates within itself; node 2 holds only what it had
 	// and its own messages.
-	Eventually(t, convergeTimeout, func() error {
+	proctest.Eventually(t, convergeTimeout, func() error {
 		h0, err := c.History(0, "lobby")
 		if err != nil {
 			return err
@@ -122,7 +123,7 @@ func TestPartitionAndHeal(t *testing.T) {
 		t.Fatalf("node 2, cut off, holds %d messages, want its own and the earlier ones: 25", len(h2))
 	}
 	// Membership notices the split: each side declares the other dead.
-	Eventually(t, convergeTimeout, func() error {
+	proctest.Eventually(t, convergeTimeout, func() error {
 		for i, gone := range map[int][]int{0: {2}, 1: {2}, 2: {0, 1}} {
 			ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 			v, err := c.API(i).Cluster(ctx)
@@ -162,7 +163,7 @@ func TestKillAndRestart(t *testing.T) {
 	id2 := c.ID(2)
 	killed := time.Now()
 	c.Kill(2)
-	Eventually(t, convergeTimeout, func() error {
+	proctest.Eventually(t, convergeTimeout, func() error {
 		for _, i := range []int{0, 1} {
 			ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 			v, err := c.API(i).Cluster(ctx)
@@ -239,7 +240,7 @@ func TestPresenceAcrossNodes(t *testing.T) {
 			// A client joining lobby on node 1 lists alice of node 0 once
 			// node 0's presence has come over the peer link.
 			var bob *client.Conn
-			Eventually(t, convergeTimeout, func() error {
+			proctest.Eventually(t, convergeTimeout, func() error {
 				if bob != nil {
 					bob.CloseNow()
 				}
@@ -330,7 +331,7 @@ func TestCatchUpFromAnotherPeer(t *testing.T) {
 	c := Start(t, 3)
 	c.Partition([]int{0, 1}, []int{2})
 	sendOnEach(t, c, "lobby", []int{0}, 20, "only 0 and 1 see this")
-	Eventually(t, convergeTimeout, func() error {
+	proctest.Eventually(t, convergeTimeout, func() error {
 		h, err := c.History(1, "lobby")
 		if err == nil && len(h) != 20 {
 			err = fmt.Errorf("node 1 holds %d messages, want 20", len(h))

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"chatr/internal/client"
+	"chatr/internal/proctest"
 )
 
 // A client re-sends on another node while the first copy is cut off with
@@ -52,7 +53,7 @@ func TestCopiesOfAResendShownOnce(t *testing.T) {
 		t.Fatalf("both sends acked as %s: the test did not make two copies", first)
 	}
 	c.Heal()
-	Eventually(t, convergeTimeout, func() error {
+	proctest.Eventually(t, convergeTimeout, func() error {
 		for i := range c.N() {
 			h, err := c.History(i, "lobby")
 			if err != nil {

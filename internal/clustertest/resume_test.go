@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"chatr/internal/client"
+	"chatr/internal/proctest"
 	"chatr/internal/proto"
 )
 
@@ -336,7 +337,7 @@ func logWithoutGaps(c *Cluster, i int) error {
 func waitSame(t *testing.T, c *Cluster, acked []string, texts map[string]string, rooms ...string) map[string][]proto.MessageJSON {
 	t.Helper()
 	var out map[string][]proto.MessageJSON
-	Eventually(t, convergeTimeout, func() error {
+	proctest.Eventually(t, convergeTimeout, func() error {
 		out = map[string][]proto.MessageJSON{}
 		have := map[string]bool{}
 		first := -1
@@ -600,7 +601,7 @@ func TestRandomResume(t *testing.T) {
 		}
 	}
 	// Every WebSocket send is acked at last: re-sent after each resume.
-	Eventually(t, convergeTimeout, func() error {
+	proctest.Eventually(t, convergeTimeout, func() error {
 		for _, r := range clients {
 			if k := r.unacked(); k > 0 {
 				return fmt.Errorf("%s has %d sends not acked", r.name, k)
@@ -656,7 +657,7 @@ func TestRandomResume(t *testing.T) {
 	t.Logf("WebSocket: %d messages sent, %d re-sent after a resume, %d stored twice", sent, resent, twice)
 	for _, r := range clients {
 		for _, room := range r.rooms {
-			Eventually(t, convergeTimeout, func() error { return r.holds(room, hists[room]) })
+			proctest.Eventually(t, convergeTimeout, func() error { return r.holds(room, hists[room]) })
 		}
 		r.mu.Lock()
 		if len(r.failures) > 0 {
@@ -697,7 +698,7 @@ func TestResumeOnNodeBehind(t *testing.T) {
 	}
 	// Node 0 holds the 9 earlier messages and the 10 of its side.
 	var atNode0 []proto.MessageJSON
-	Eventually(t, convergeTimeout, func() error {
+	proctest.Eventually(t, convergeTimeout, func() error {
 		h, err := c.History(0, "lobby")
 		if err != nil {
 			return err
@@ -715,7 +716,7 @@ func TestResumeOnNodeBehind(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The replay on node 2 is the one message of node 2 the client lacks.
-	Eventually(t, convergeTimeout, func() error {
+	proctest.Eventually(t, convergeTimeout, func() error {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		if got := r.got["lobby"][before:]; len(got) != 1 || got[0].ID != only2.ID {
@@ -727,7 +728,7 @@ func TestResumeOnNodeBehind(t *testing.T) {
 	live2 := c.MustPost(2, "lobby", "user2", "node 2 alone, after the move")
 	r.send("lobby", "from the mover on node 2")
 	sendOnEach(t, c, "lobby", []int{0}, 4, "node 0 after the move")
-	Eventually(t, convergeTimeout, func() error {
+	proctest.Eventually(t, convergeTimeout, func() error {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		if got := r.got["lobby"][before:]; len(got) != 3 || got[1].ID != live2.ID {
@@ -758,7 +759,7 @@ func TestResumeOnNodeBehind(t *testing.T) {
 	}
 	// Node 2 now stores node 0's and 1's messages the client had: none
 	// comes again; the 4 it lacked do, once.
-	Eventually(t, convergeTimeout, func() error { return r.holds("lobby", h["lobby"]) })
+	proctest.Eventually(t, convergeTimeout, func() error { return r.holds("lobby", h["lobby"]) })
 
 	// Its cursor is exact: resumed on node 1, nothing is replayed; a new
 	// message comes once.
@@ -768,7 +769,7 @@ func TestResumeOnNodeBehind(t *testing.T) {
 		t.Fatal(err)
 	}
 	last := c.MustPost(1, "lobby", "user1", "after the resume on node 1")
-	Eventually(t, convergeTimeout, func() error {
+	proctest.Eventually(t, convergeTimeout, func() error {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		if got := r.got["lobby"][had:]; len(got) != 1 || got[0].ID != last.ID {
@@ -812,7 +813,7 @@ func TestResendAfterFailover(t *testing.T) {
 		text := fmt.Sprintf("once, node 0 killed: %v", kill)
 		r.send("lobby", text)
 		var first proto.MessageJSON
-		Eventually(t, convergeTimeout, func() error {
+		proctest.Eventually(t, convergeTimeout, func() error {
 			for _, i := range []int{0, 2} {
 				h, err := c.History(i, "lobby")
 				if err != nil {
@@ -840,7 +841,7 @@ func TestResendAfterFailover(t *testing.T) {
 		if err := r.connect(c, 2); err != nil { // re-sends the send
 			t.Fatal(err)
 		}
-		Eventually(t, convergeTimeout, func() error {
+		proctest.Eventually(t, convergeTimeout, func() error {
 			if k := r.unacked(); k > 0 {
 				return fmt.Errorf("re-send not acked")
 			}

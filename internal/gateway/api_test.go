@@ -74,7 +74,7 @@ func TestPostMessage(t *testing.T) {
 	t.Parallel()
 	ts := newTestServer(t)
 	watcher := ts.hello(t, "watcher")
-	watcher.join("lobby", nil)
+	watcher.Join("lobby", nil)
 	status, hdr, data := ts.do(t, "POST", "/chatr/api/rooms/lobby/messages", "application/json; charset=utf-8",
 		[]byte(`{"sender":"  api bot ","text":"<script>alert(1)</script>"}`))
 	if status != 201 {
@@ -102,7 +102,7 @@ func TestPostMessage(t *testing.T) {
 	}
 	checkCreated(t, m.Created)
 	// WebSocket sessions in the room get it live.
-	if f := watcher.expect("message"); f.ID != m.ID || f.Created != m.Created || f.Sender != "api bot" {
+	if f := watcher.Expect("message"); f.ID != m.ID || f.Created != m.Created || f.Sender != "api bot" {
 		t.Fatalf("watcher got %s", f)
 	}
 	// And it is stored.

@@ -10,8 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/coder/websocket"
-
+	"chatr/internal/client/clienttest"
 	"chatr/internal/proto"
 )
 
@@ -20,7 +19,7 @@ import (
 // join may replay. One fixture serves a whole fuzz run.
 type sinceFixture struct {
 	ts    *testServer
-	conn  *websocket.Conn // the probe session, reused by every check
+	probe *clienttest.Raw // the probe session, reused by every check
 	roomA []proto.Message // room a's messages in replay order
 	inA   map[string]bool // ids of room a
 	inB   map[string]bool // ids of room b
@@ -59,7 +58,7 @@ func newSinceFixture(tb testing.TB) *sinceFixture {
 
 	reader := ts.hello(tb, "reader")
 	for _, room := range []string{"a", "b"} {
-		_, msgs, synced := reader.join(room, map[string]any{"history": 1000})
+		_, msgs, synced := reader.Join(room, map[string]any{"history": 1000})
 		var cursors []string
 		for _, m := range msgs {
 			cursors = append(cursors, m.Cursor)
@@ -71,15 +70,14 @@ func newSinceFixture(tb testing.TB) *sinceFixture {
 			fx.cursorsB = cursors
 		}
 	}
-	fx.conn = fx.dialProbe(tb)
+	fx.probe = fx.dialProbe(tb)
 	return fx
 }
 
 // dialProbe opens the probe session: hello, nothing joined.
-func (fx *sinceFixture) dialProbe(tb testing.TB) *websocket.Conn {
+func (fx *sinceFixture) dialProbe(tb testing.TB) *clienttest.Raw {
 	tb.Helper()
-	c := fx.ts.hello(tb, "prober")
-	return c.conn
+	return fx.ts.hello(tb, "prober")
 }
 
 // scopeA is the scope of room a's cursors on this server.
@@ -108,26 +106,25 @@ func (fx *sinceFixture) check(t *testing.T, since string) (accepted bool) {
 	}
 	want, perr := proto.DecodeCursor(fx.scopeA(), in.Since)
 
-	c := &wsClient{t: t, conn: fx.conn}
-	if fx.conn == nil {
+	if fx.probe == nil {
 		// An earlier check failed and broke the session; go on with a new one.
-		fx.conn = fx.dialProbe(t)
-		c.conn = fx.conn
+		fx.probe = fx.dialProbe(t)
 	}
+	c := fx.probe.For(t)
 	ok := false
 	defer func() {
 		if !ok {
-			fx.conn.CloseNow()
-			fx.conn = nil
+			fx.probe.Conn.CloseNow()
+			fx.probe = nil
 		}
 	}()
-	c.send(join)
-	f := c.next()
+	c.Send(join)
+	f := c.Next()
 	if perr != nil {
 		if f.Type != "error" || f.Code != proto.CodeBadRequest || f.Ref != "j" || f.Message == "" {
 			t.Fatalf("join since %q (%s): got %s, want error bad_request with ref j", since, perr.Message, f)
 		}
-		c.quiet()
+		c.Quiet()
 		ok = true
 		return false
 	}
@@ -136,9 +133,9 @@ func (fx *sinceFixture) check(t *testing.T, since string) (accepted bool) {
 		t.Fatalf("join since %q (a cursor of room a): got %s, want joined a", since, f)
 	}
 	var got []string
-	var synced frame
+	var synced clienttest.Frame
 	for synced.Type == "" {
-		f := c.next()
+		f := c.Next()
 		switch {
 		case f.Type == "message":
 			if f.Room != "a" || fx.inB[f.ID] || !fx.inA[f.ID] {
@@ -177,9 +174,9 @@ func (fx *sinceFixture) check(t *testing.T, since string) (accepted bool) {
 	}
 	// Leave again, so the next check starts from a session that is in no
 	// room (a second join of a joined room may say more than joined).
-	c.send(`{"type":"leave","room":"a"}`)
+	c.Send(`{"type":"leave","room":"a"}`)
 	for {
-		f := c.next()
+		f := c.Next()
 		if f.Type == "left" && f.Room == "a" {
 			break
 		}
@@ -187,7 +184,7 @@ func (fx *sinceFixture) check(t *testing.T, since string) (accepted bool) {
 			t.Fatalf("leave a: unexpected frame %s", f)
 		}
 	}
-	c.quiet()
+	c.Quiet()
 	ok = true
 	return true
 }

@@ -5,6 +5,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"chatr/internal/proctest"
 )
 
 // Profiles are served only when --pprof asks for them.
@@ -29,23 +32,53 @@ func TestPprofOnlyWhenAsked(t *testing.T) {
 	}
 }
 
-// With --write-delay, frames still arrive, in order, only a little later.
-func TestWriteDelayDelivers(t *testing.T) {
+// With --write-delay, frames wait for others so that one write carries
+// them all, and they still arrive, in order.
+func TestWriteDelayBatches(t *testing.T) {
 	t.Parallel()
-	ts := newTestServer(t, "--write-delay", "20ms")
+	// Long enough for the test to send three pings, each once the server
+	// has read the one before, and to poll /metrics in between, on a loaded
+	// machine.
+	ts := newTestServer(t, "--write-delay", "500ms")
 	a := ts.hello(t, "ann")
-	a.join("lobby", nil)
+	a.Join("lobby", nil)
 	for i := range 3 {
-		a.send(fmt.Sprintf(`{"type":"send","room":"lobby","text":"m%d","ref":"r%d"}`, i, i))
+		a.Send(fmt.Sprintf(`{"type":"send","room":"lobby","text":"m%d","ref":"r%d"}`, i, i))
 	}
 	var texts []string
-	for len(texts) < 3 {
-		if f := a.next(); f.Type == "message" {
+	for acks := 0; acks < 3 || len(texts) < 3; {
+		switch f := a.Next(); f.Type {
+		case "message":
 			texts = append(texts, f.Text)
+		case "ack":
+			acks++
+		default:
+			t.Fatalf("got %s, want acks and messages", f)
 		}
 	}
 	if strings.Join(texts, ",") != "m0,m1,m2" {
 		t.Fatalf("got %v", texts)
+	}
+
+	// Three pings, each sent once the server has read the one before: what
+	// batches their pongs into one write is the delay, not the client.
+	framesIn := ts.metric(t, "chatr_ws_frames_in_total")
+	framesOut, writes := ts.metric(t, "chatr_ws_frames_out_total"), ts.metric(t, "chatr_ws_writes_total")
+	for i := range 3 {
+		a.Send(`{"type":"ping"}`)
+		proctest.Eventually(t, 5*time.Second, func() error {
+			if n := ts.metric(t, "chatr_ws_frames_in_total") - framesIn; n < float64(i+1) {
+				return fmt.Errorf("the server has read %v of %d pings", n, i+1)
+			}
+			return nil
+		})
+	}
+	for range 3 {
+		a.Expect("pong")
+	}
+	frames, w := ts.metric(t, "chatr_ws_frames_out_total")-framesOut, ts.metric(t, "chatr_ws_writes_total")-writes
+	if frames != 3 || w != 1 {
+		t.Fatalf("the 3 pongs went out as %v frames in %v writes, want 3 frames in 1 write", frames, w)
 	}
 }
 

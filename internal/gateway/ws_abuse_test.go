@@ -12,6 +12,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"chatr/internal/client/clienttest"
 	"chatr/internal/proctest"
 	"chatr/internal/proto"
 )
@@ -22,12 +23,12 @@ func TestRateLimitThenClose(t *testing.T) {
 	t.Parallel()
 	ts := newTestServer(t, "--send-rate", "1", "--send-burst", "1")
 	c := ts.hello(t, "fast")
-	c.join("lobby", nil)
-	c.send(`{"type":"send","room":"lobby","text":"one","ref":"r1"}`)
-	c.send(`{"type":"send","room":"lobby","text":"two","ref":"r2"}`)
+	c.Join("lobby", nil)
+	c.Send(`{"type":"send","room":"lobby","text":"one","ref":"r1"}`)
+	c.Send(`{"type":"send","room":"lobby","text":"two","ref":"r2"}`)
 	var gotAck, gotMsg, gotErr bool
 	for !(gotAck && gotMsg && gotErr) {
-		f := c.next()
+		f := c.Next()
 		switch {
 		case f.Type == "ack" && f.Ref == "r1":
 			gotAck = true
@@ -46,19 +47,19 @@ func TestRateLimitThenClose(t *testing.T) {
 		t.Fatalf("chatr_rate_limited_total = %v, want >= 1", got)
 	}
 	// A rate-limited session still answers.
-	c.quiet()
+	c.Quiet()
 
 	// Keep hammering: the session is closed as abusive.
 	for i := range maxRateBreaches + 5 {
 		ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
-		err := c.conn.Write(ctx, websocket.MessageText, fmt.Appendf(nil, `{"type":"send","room":"lobby","text":"spam","ref":"s%d"}`, i))
+		err := c.Conn.Write(ctx, websocket.MessageText, fmt.Appendf(nil, `{"type":"send","room":"lobby","text":"spam","ref":"s%d"}`, i))
 		cancel()
 		if err != nil {
 			break // closed under us: fine
 		}
 	}
 	for {
-		f, err := c.read()
+		f, err := c.Read()
 		if err != nil {
 			if got := websocket.CloseStatus(err); got != websocket.StatusPolicyViolation {
 				t.Fatalf("closed with %d (%v), want 1008", got, err)
@@ -112,12 +113,11 @@ func TestOrigin(t *testing.T) {
 			}
 			c := tc.ts.dialHeader(t, hdr)
 			if !tc.ok {
-				c.expectClose(websocket.StatusPolicyViolation)
+				c.ExpectClose(websocket.StatusPolicyViolation)
 				return
 			}
-			c.send(`{"type":"hello","name":"o"}`)
-			c.expect("welcome")
-			c.quiet()
+			c.Hello("o")
+			c.Quiet()
 		})
 	}
 }
@@ -139,18 +139,18 @@ func TestMaxConnsPerIP(t *testing.T) {
 	if resp.Header.Get("Retry-After") == "" {
 		t.Fatal("429 without Retry-After")
 	}
-	a.quiet()
-	b.quiet()
-	b.conn.Close(websocket.StatusNormalClosure, "")
-	proctest.Eventually(t, 5*time.Second, "a slot frees after a session ends", func() bool {
+	a.Quiet()
+	b.Quiet()
+	b.Conn.Close(websocket.StatusNormalClosure, "")
+	proctest.Eventually(t, 5*time.Second, func() error {
 		conn, _, err := ts.dialWS(nil)
 		if err != nil {
-			return false
+			return fmt.Errorf("no slot freed after a session ended: %w", err)
 		}
 		conn.CloseNow()
-		return true
+		return nil
 	})
-	a.quiet()
+	a.Quiet()
 }
 
 // --max-conns refuses extra upgrades with 503 while the open sessions keep
@@ -167,12 +167,12 @@ func TestMaxConns(t *testing.T) {
 	if resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("connection over the limit: %v, response %v, want 503", err, resp)
 	}
-	a.quiet()
-	b.quiet()
+	a.Quiet()
+	b.Quiet()
 }
 
-// --max-conns holds when many clients connect at once: no more than the
-// limit get a session.
+// --max-conns holds when many clients connect at once: exactly the limit
+// get a session, and every other dial is refused with 503.
 func TestMaxConnsConcurrentDials(t *testing.T) {
 	t.Parallel()
 	const limit, dialers = 3, 64
@@ -180,20 +180,23 @@ func TestMaxConnsConcurrentDials(t *testing.T) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var conns []*websocket.Conn
+	var refused []string // how each refused dial was answered
 	start := make(chan struct{})
 	for range dialers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			<-start
-			conn, _, err := ts.dialWS(nil)
-			if err != nil {
-				return
-			}
+			conn, resp, err := ts.dialWS(nil)
 			mu.Lock()
-			conns = append(conns, conn)
-			mu.Unlock()
-		}()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				conns = append(conns, conn)
+			case resp != nil:
+				refused = append(refused, resp.Status)
+			default:
+				refused = append(refused, err.Error())
+			}
+		})
 	}
 	close(start)
 	wg.Wait()
@@ -202,17 +205,17 @@ func TestMaxConnsConcurrentDials(t *testing.T) {
 			c.CloseNow()
 		}
 	})
-	// Every accepted upgrade is a session: count those that answer hello.
-	greeted := 0
-	for _, conn := range conns {
-		c := &wsClient{t: t, conn: conn}
-		c.send(`{"type":"hello","name":"x"}`)
-		if f, err := c.read(); err == nil && f.Type == "welcome" {
-			greeted++
+	if len(conns) != limit {
+		t.Fatalf("%d of %d concurrent dials upgraded with --max-conns %d, want %d", len(conns), dialers, limit, limit)
+	}
+	for _, r := range refused {
+		if want := "503 Service Unavailable"; r != want {
+			t.Fatalf("a dial over the limit got %q, want %q", r, want)
 		}
 	}
-	if greeted > limit {
-		t.Fatalf("%d sessions open with --max-conns %d (%d upgrades accepted of %d)", greeted, limit, len(conns), dialers)
+	// Every accepted upgrade is a session: each answers hello.
+	for _, conn := range conns {
+		clienttest.NewRaw(t, conn).Hello("x")
 	}
 }
 
@@ -224,19 +227,21 @@ func TestSlowConsumerClosed4000(t *testing.T) {
 	// after a few dozen messages rather than megabytes.
 	ts := startTestServer(t, func(c net.Conn) { c.(*net.TCPConn).SetWriteBuffer(32 << 10) },
 		"--send-queue", "16", "--send-rate", "100000", "--send-burst", "100000")
-	conn, _, err := ts.dialWith(nil, func(c net.Conn) { c.(*net.TCPConn).SetReadBuffer(4 << 10) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.CloseNow() })
-	slow := &wsClient{t: t, conn: conn}
-	slow.send(`{"type":"hello","name":"slow"}`)
-	slow.expect("welcome")
-	slow.join("lobby", nil)
+	smallReads := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if err == nil {
+				c.(*net.TCPConn).SetReadBuffer(4 << 10)
+			}
+			return c, err
+		}}}
+	slow := clienttest.DialRaw(t, ts.ws, &clienttest.RawOptions{HTTPClient: smallReads})
+	slow.Hello("slow")
+	slow.Join("lobby", nil)
 	reader := ts.hello(t, "reader")
-	reader.join("lobby", nil)
+	reader.Join("lobby", nil)
 	sender := ts.hello(t, "sender")
-	sender.join("lobby", nil)
+	sender.Join("lobby", nil)
 	// From here on the slow client reads nothing until it has been cut off.
 
 	// The reader reads in the background and hands over message ids.
@@ -244,7 +249,7 @@ func TestSlowConsumerClosed4000(t *testing.T) {
 	readerErr := make(chan error, 1)
 	go func() {
 		for {
-			f, err := reader.readWithin(60 * time.Second)
+			f, err := reader.ReadWithin(60 * time.Second)
 			if err != nil {
 				readerErr <- err
 				return
@@ -268,10 +273,10 @@ func TestSlowConsumerClosed4000(t *testing.T) {
 		for j := range 4 {
 			ref := fmt.Sprintf("r%d-%d", i, j)
 			refs[ref] = true
-			sender.send(map[string]any{"type": "send", "room": "lobby", "text": text, "ref": ref})
+			sender.Send(map[string]any{"type": "send", "room": "lobby", "text": text, "ref": ref})
 		}
 		for len(refs) > 0 {
-			f := sender.next()
+			f := sender.Next()
 			switch {
 			case f.Type == "ack" && refs[f.Ref]:
 				delete(refs, f.Ref)
@@ -284,13 +289,13 @@ func TestSlowConsumerClosed4000(t *testing.T) {
 		}
 	}
 	// Now read the slow client: what was buffered, then the close.
-	if got := slow.closeStatus(); got != proto.CloseSlowClient {
+	if got := slow.CloseStatus(); got != proto.CloseSlowClient {
 		t.Fatalf("slow client closed with %d, want 4000", got)
 	}
 	// The sender and the reader got every message once, in order, and are
 	// still connected.
 	for len(echoed) < len(acked) {
-		f := sender.next()
+		f := sender.Next()
 		switch f.Type {
 		case "message":
 			echoed = append(echoed, f.ID)
@@ -313,8 +318,8 @@ func TestSlowConsumerClosed4000(t *testing.T) {
 	if strings.Join(read, ",") != strings.Join(acked, ",") || strings.Join(echoed, ",") != strings.Join(acked, ",") {
 		t.Fatalf("acked %v\nsender saw %v\nreader saw %v", acked, echoed, read)
 	}
-	reader.send(`{"type":"ping"}`)
-	sender.pingPong()
+	reader.Send(`{"type":"ping"}`)
+	sender.PingPong()
 	select {
 	case id := <-readerIDs:
 		t.Fatalf("reader got an extra message %s", id)
@@ -334,7 +339,7 @@ func TestDrain(t *testing.T) {
 		t.Fatalf("/readyz = %d before draining, want 200", status)
 	}
 	a := ts.hello(t, "a")
-	a.join("lobby", nil)
+	a.Join("lobby", nil)
 	b := ts.dial(t) // not even greeted
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -343,8 +348,8 @@ func TestDrain(t *testing.T) {
 		ts.srv.Drain(ctx)
 		close(done)
 	}()
-	a.expectClose(websocket.StatusGoingAway)
-	b.expectClose(websocket.StatusGoingAway)
+	a.ExpectClose(websocket.StatusGoingAway)
+	b.ExpectClose(websocket.StatusGoingAway)
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
@@ -381,7 +386,7 @@ func TestCloseHandshakeEndsPromptly(t *testing.T) {
 		ts.srv.Drain(ctx)
 		close(done)
 	}()
-	c.expectClose(websocket.StatusGoingAway) // the client answers the close frame
+	c.ExpectClose(websocket.StatusGoingAway) // the client answers the close frame
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
@@ -394,15 +399,15 @@ func TestCloseHandshakeEndsPromptly(t *testing.T) {
 	// A session closed for abuse frees its slot once the client answered.
 	ts2 := newTestServer(t, "--max-conns", "1")
 	c2 := ts2.dialHeader(t, http.Header{"Origin": {"http://evil.example"}})
-	c2.expectClose(websocket.StatusPolicyViolation)
+	c2.ExpectClose(websocket.StatusPolicyViolation)
 	closed := time.Now()
-	proctest.Eventually(t, 10*time.Second, "the slot of a closed session is free", func() bool {
+	proctest.Eventually(t, 10*time.Second, func() error {
 		conn, _, err := ts2.dialWS(nil)
 		if err != nil {
-			return false
+			return fmt.Errorf("the slot of a closed session is not free: %w", err)
 		}
 		conn.CloseNow()
-		return true
+		return nil
 	})
 	if d := time.Since(closed); d > time.Second {
 		t.Errorf("the slot of a session whose close was answered was held %v", d)
@@ -417,17 +422,17 @@ func TestBurstDoesNotCutOffReaders(t *testing.T) {
 	const burst = 64
 	ts := newTestServer(t, "--send-queue", "16", "--send-rate", "1000", "--send-burst", fmt.Sprint(burst))
 	reader := ts.hello(t, "reader")
-	reader.join("lobby", nil)
+	reader.Join("lobby", nil)
 	sender := ts.hello(t, "sender")
-	sender.join("lobby", nil)
-	reader.expect("presence")
+	sender.Join("lobby", nil)
+	reader.Expect("presence")
 	for i := range burst {
-		sender.send(fmt.Sprintf(`{"type":"send","room":"lobby","text":"m%d","ref":"r%d"}`, i, i))
+		sender.Send(fmt.Sprintf(`{"type":"send","room":"lobby","text":"m%d","ref":"r%d"}`, i, i))
 	}
-	for _, c := range []*wsClient{reader, sender} {
+	for _, c := range []*clienttest.Raw{reader, sender} {
 		got := 0
 		for got < burst {
-			f, err := c.read()
+			f, err := c.Read()
 			if err != nil {
 				t.Fatalf("a reading client was cut off after %d of %d messages: %v (chatr_ws_slow_closed_total %v)",
 					got, burst, err, ts.metric(t, "chatr_ws_slow_closed_total"))

@@ -63,40 +63,38 @@ func TestBadFramesAnswerAndKeepTheConnection(t *testing.T) {
 	c := ts.hello(t, "alice")
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c.t = t
-			c.send(tc.frame)
-			c.expectError(tc.code, tc.ref)
-			c.quiet()
+			c := c.For(t)
+			c.Send(tc.frame)
+			c.ExpectError(tc.code, tc.ref)
+			c.Quiet()
 		})
 	}
-	c.t = t
 
 	t.Run("invalid UTF-8", func(t *testing.T) {
-		c.t = t
-		c.send([]byte("{\"type\":\"send\",\"room\":\"lobby\",\"text\":\"\xff\xfe\",\"ref\":\"u8\"}"))
-		f := c.expect("error")
+		c := c.For(t)
+		c.Send([]byte("{\"type\":\"send\",\"room\":\"lobby\",\"text\":\"\xff\xfe\",\"ref\":\"u8\"}"))
+		f := c.Expect("error")
 		if f.Code != proto.CodeBadRequest {
 			t.Fatalf("got %s, want bad_request", f)
 		}
-		c.quiet()
+		c.Quiet()
 	})
 	t.Run("binary frame", func(t *testing.T) {
-		c.t = t
-		c.write(websocket.MessageBinary, []byte(`{"type":"ping"}`))
-		c.expectError(proto.CodeBadRequest, "")
-		c.quiet()
+		c := c.For(t)
+		c.Write(websocket.MessageBinary, []byte(`{"type":"ping"}`))
+		c.ExpectError(proto.CodeBadRequest, "")
+		c.Quiet()
 	})
-	c.t = t
 
 	// After all that, the session still chats.
-	c.join("lobby", nil)
-	c.send(`{"type":"send","room":"lobby","text":"still here","ref":"ok"}`)
-	ack, before := c.until("ack")
+	c.Join("lobby", nil)
+	c.Send(`{"type":"send","room":"lobby","text":"still here","ref":"ok"}`)
+	ack, before := c.Until("ack")
 	if ack.Ref != "ok" {
 		t.Fatalf("ack %s, want ref ok", ack)
 	}
 	if len(before) == 0 {
-		c.expect("message")
+		c.Expect("message")
 	}
 }
 
@@ -123,10 +121,10 @@ func TestHelloFirst(t *testing.T) {
 		`{"type":"send","room":"lobby","text":"hi","ref":"s"}`,
 		`{"type":"leave","room":"lobby"}`,
 	} {
-		c.send(f)
+		c.Send(f)
 		var in struct{ Ref string }
 		_ = json.Unmarshal([]byte(f), &in)
-		c.expectError(proto.CodeHelloRequired, in.Ref)
+		c.ExpectError(proto.CodeHelloRequired, in.Ref)
 	}
 	for _, tc := range []struct{ name, frame string }{
 		{"no name", `{"type":"hello","ref":"h"}`},
@@ -138,23 +136,22 @@ func TestHelloFirst(t *testing.T) {
 		{"name not a string", `{"type":"hello","name":42,"ref":"h"}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c.t = t
-			c.send(tc.frame)
-			c.expectError(proto.CodeBadRequest, "h")
+			c := c.For(t)
+			c.Send(tc.frame)
+			c.ExpectError(proto.CodeBadRequest, "h")
 			// Still not greeted.
-			c.send(`{"type":"ping"}`)
-			c.expectError(proto.CodeHelloRequired, "")
+			c.Send(`{"type":"ping"}`)
+			c.ExpectError(proto.CodeHelloRequired, "")
 		})
 	}
-	c.t = t
 	// 32 characters (not bytes) is the limit: accented letters count once.
 	name := strings.Repeat("é", 32)
-	c.send(`{"type":"hello","name":"  ` + name + ` "}`)
-	w := c.expect("welcome")
+	c.Send(`{"type":"hello","name":"  ` + name + ` "}`)
+	w := c.Expect("welcome")
 	if w.Name != name {
 		t.Fatalf("welcome name %q, want %q", w.Name, name)
 	}
-	c.quiet()
+	c.Quiet()
 }
 
 // A frame over --read-limit closes the connection with 1009.
@@ -164,12 +161,12 @@ func TestReadLimitCloses1009(t *testing.T) {
 	c := ts.hello(t, "big")
 	other := ts.hello(t, "other")
 	// A frame just under the limit is an ordinary (bad) frame.
-	c.send(`{"type":"ping","pad":"` + strings.Repeat("p", 8000) + `"}`)
-	c.expect("pong")
-	c.send(`{"type":"send","room":"lobby","text":"` + strings.Repeat("x", 9000) + `"}`)
-	c.expectClose(websocket.StatusMessageTooBig)
+	c.Send(`{"type":"ping","pad":"` + strings.Repeat("p", 8000) + `"}`)
+	c.Expect("pong")
+	c.Send(`{"type":"send","room":"lobby","text":"` + strings.Repeat("x", 9000) + `"}`)
+	c.ExpectClose(websocket.StatusMessageTooBig)
 	// Others are unaffected.
-	other.quiet()
+	other.Quiet()
 }
 
 // No hello within 10 s closes with 1008. (This test takes 10 s.)
@@ -181,7 +178,7 @@ func TestNoHelloCloses1008(t *testing.T) {
 	ts := newTestServer(t)
 	c := ts.dial(t)
 	greeted := ts.hello(t, "greeted")
-	c.expectClose(websocket.StatusPolicyViolation)
+	c.ExpectClose(websocket.StatusPolicyViolation)
 	// A session that said hello is not cut off by the timer.
-	greeted.quiet()
+	greeted.Quiet()
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"chatr/internal/client/clienttest"
 	"chatr/internal/proto"
 )
 
@@ -16,8 +17,8 @@ func TestWelcome(t *testing.T) {
 	t.Parallel()
 	ts := newTestServer(t)
 	c := ts.dial(t)
-	c.send(`{"type":"hello","name":"  Zoë_the-3rd.  "}`)
-	w := c.expect("welcome")
+	c.Send(`{"type":"hello","name":"  Zoë_the-3rd.  "}`)
+	w := c.Expect("welcome")
 	if w.Name != "Zoë_the-3rd." {
 		t.Errorf("welcome name %q, want the trimmed name", w.Name)
 	}
@@ -30,14 +31,14 @@ func TestWelcome(t *testing.T) {
 	if len(w.Nodes) != 1 || w.Nodes[0].ID != ts.st.NodeID() || w.Nodes[0].Name != "testnode" || w.Nodes[0].HTTP != ts.http.Listener.Addr().String() {
 		t.Errorf("welcome nodes %+v, want this node alone", w.Nodes)
 	}
-	if got, want := w.keys(), []string{"name", "node", "nodes", "session", "type"}; !slices.Equal(got, want) {
+	if got, want := w.Keys(), []string{"name", "node", "nodes", "session", "type"}; !slices.Equal(got, want) {
 		t.Errorf("welcome fields %v, want %v", got, want)
 	}
 	other := ts.hello(t, "other")
 	_ = other
 	c2 := ts.dial(t)
-	c2.send(`{"type":"hello","name":"x"}`)
-	if w2 := c2.expect("welcome"); w2.Session == w.Session {
+	c2.Send(`{"type":"hello","name":"x"}`)
+	if w2 := c2.Expect("welcome"); w2.Session == w.Session {
 		t.Errorf("two sessions share the id %q", w.Session)
 	}
 }
@@ -49,7 +50,7 @@ func TestJoinSendAndPresence(t *testing.T) {
 	t.Parallel()
 	ts := newTestServer(t)
 	alice := ts.hello(t, "alice")
-	joined, msgs, synced := alice.join("lobby", nil)
+	joined, msgs, synced := alice.Join("lobby", nil)
 	if len(joined.Presence) != 1 || joined.Presence[0] != (proto.Person{Name: "alice", Node: ts.st.NodeID()}) {
 		t.Fatalf("alice joined with presence %+v, want alice alone", joined.Presence)
 	}
@@ -58,20 +59,20 @@ func TestJoinSendAndPresence(t *testing.T) {
 	}
 
 	bob := ts.hello(t, "bob")
-	joined, _, _ = bob.join("lobby", nil)
+	joined, _, _ = bob.Join("lobby", nil)
 	want := []proto.Person{{Name: "alice", Node: ts.st.NodeID()}, {Name: "bob", Node: ts.st.NodeID()}}
 	if !slices.Equal(joined.Presence, want) {
 		t.Fatalf("bob joined with presence %+v, want %+v", joined.Presence, want)
 	}
-	p := alice.expect("presence")
+	p := alice.Expect("presence")
 	if p.Room != "lobby" || !slices.Equal(p.Joined, want[1:]) || len(p.Left) != 0 || p.Left == nil {
 		t.Fatalf("alice got presence %s, want bob joined and an empty left list", p)
 	}
 
-	alice.send(`{"type":"send","room":"lobby","text":"  hello <b>bob</b>  ","ref":"a1"}`)
-	var ack, mine frame
+	alice.Send(`{"type":"send","room":"lobby","text":"  hello <b>bob</b>  ","ref":"a1"}`)
+	var ack, mine clienttest.Frame
 	for ack.Type == "" || mine.Type == "" {
-		f := alice.next()
+		f := alice.Next()
 		switch f.Type {
 		case "ack":
 			ack = f
@@ -81,19 +82,19 @@ func TestJoinSendAndPresence(t *testing.T) {
 			t.Fatalf("alice got %s", f)
 		}
 	}
-	theirs := bob.expect("message")
+	theirs := bob.Expect("message")
 	if ack.Ref != "a1" || ack.ID != ts.msgID(1) || ack.Created != mine.Created {
 		t.Fatalf("ack %s does not match message %s", ack, mine)
 	}
-	if got, want := ack.keys(), []string{"created", "id", "ref", "type"}; !slices.Equal(got, want) {
+	if got, want := ack.Keys(), []string{"created", "id", "ref", "type"}; !slices.Equal(got, want) {
 		t.Errorf("ack fields %v, want %v", got, want)
 	}
-	for _, m := range []frame{mine, theirs} {
+	for _, m := range []clienttest.Frame{mine, theirs} {
 		if m.Room != "lobby" || m.ID != ts.msgID(1) || m.Sender != "alice" || m.Text != "  hello <b>bob</b>  " ||
 			m.Node != ts.st.NodeID() || m.Cursor == "" || m.Created != ack.Created {
 			t.Fatalf("message %s", m)
 		}
-		if got, want := m.keys(), []string{"created", "cursor", "id", "node", "room", "sender", "text", "type"}; !slices.Equal(got, want) {
+		if got, want := m.Keys(), []string{"created", "cursor", "id", "node", "room", "sender", "text", "type"}; !slices.Equal(got, want) {
 			t.Errorf("message fields %v, want %v", got, want)
 		}
 		created := checkCreated(t, m.Created)
@@ -108,30 +109,30 @@ func TestJoinSendAndPresence(t *testing.T) {
 	}
 
 	// Bob leaves: alice is told; bob gets left and no more lobby messages.
-	bob.send(`{"type":"leave","room":"lobby"}`)
-	if l := bob.expect("left"); l.Room != "lobby" {
+	bob.Send(`{"type":"leave","room":"lobby"}`)
+	if l := bob.Expect("left"); l.Room != "lobby" {
 		t.Fatalf("left %s", l)
 	}
-	p = alice.expect("presence")
+	p = alice.Expect("presence")
 	if !slices.Equal(p.Left, want[1:]) || len(p.Joined) != 0 {
 		t.Fatalf("alice got presence %s, want bob left", p)
 	}
-	if _, _, other := alice.say("lobby", "bob is gone", "a2"); len(other) > 0 {
+	if _, _, other := alice.Say("lobby", "bob is gone", "a2"); len(other) > 0 {
 		t.Fatalf("alice got %v", other)
 	}
-	bob.quiet()
-	bob.send(`{"type":"send","room":"lobby","text":"hi","ref":"b1"}`)
-	bob.expectError(proto.CodeNotJoined, "b1")
+	bob.Quiet()
+	bob.Send(`{"type":"send","room":"lobby","text":"hi","ref":"b1"}`)
+	bob.ExpectError(proto.CodeNotJoined, "b1")
 
 	// Bob comes back, then disconnects: alice is told he left.
-	bob.join("lobby", map[string]any{"history": 0})
-	alice.expect("presence")
-	bob.conn.CloseNow()
-	p = alice.expect("presence")
+	bob.Join("lobby", map[string]any{"history": 0})
+	alice.Expect("presence")
+	bob.Conn.CloseNow()
+	p = alice.Expect("presence")
 	if !slices.Equal(p.Left, want[1:]) {
 		t.Fatalf("alice got presence %s after bob disconnected, want bob left", p)
 	}
-	alice.quiet()
+	alice.Quiet()
 }
 
 // Two rooms are independent: a message of one never reaches the other.
@@ -139,17 +140,17 @@ func TestRoomsAreSeparate(t *testing.T) {
 	t.Parallel()
 	ts := newTestServer(t)
 	a := ts.hello(t, "a")
-	a.join("lobby", nil)
-	a.join("dev", nil)
+	a.Join("lobby", nil)
+	a.Join("dev", nil)
 	b := ts.hello(t, "b")
-	b.join("dev", nil)
-	a.expect("presence")
-	b.say("dev", "in dev", "1")
-	if m := a.expect("message"); m.Room != "dev" {
+	b.Join("dev", nil)
+	a.Expect("presence")
+	b.Say("dev", "in dev", "1")
+	if m := a.Expect("message"); m.Room != "dev" {
 		t.Fatalf("a got %s", m)
 	}
-	a.say("lobby", "in lobby", "2")
-	b.quiet() // b is only in dev
+	a.Say("lobby", "in lobby", "2")
+	b.Quiet() // b is only in dev
 }
 
 // A person with two sessions in a room is listed once, and leaves only when
@@ -158,14 +159,14 @@ func TestTwoSessionsOnePerson(t *testing.T) {
 	t.Parallel()
 	ts := newTestServer(t)
 	watcher := ts.hello(t, "watcher")
-	watcher.join("lobby", nil)
+	watcher.Join("lobby", nil)
 	tab1 := ts.hello(t, "carol")
-	tab1.join("lobby", nil)
-	if p := watcher.expect("presence"); len(p.Joined) != 1 || p.Joined[0].Name != "carol" {
+	tab1.Join("lobby", nil)
+	if p := watcher.Expect("presence"); len(p.Joined) != 1 || p.Joined[0].Name != "carol" {
 		t.Fatalf("watcher got %s", p)
 	}
 	tab2 := ts.hello(t, "carol")
-	joined, _, _ := tab2.join("lobby", nil)
+	joined, _, _ := tab2.Join("lobby", nil)
 	names := []string{}
 	for _, p := range joined.Presence {
 		names = append(names, p.Name)
@@ -173,16 +174,16 @@ func TestTwoSessionsOnePerson(t *testing.T) {
 	if !slices.Equal(names, []string{"carol", "watcher"}) {
 		t.Fatalf("second tab's presence %v, want carol once and watcher", names)
 	}
-	watcher.quiet() // no second "carol joined"
-	tab1.quiet()
+	watcher.Quiet() // no second "carol joined"
+	tab1.Quiet()
 	if got := ts.hub.Presence("lobby"); len(got) != 2 {
 		t.Fatalf("hub presence %+v, want 2 people", got)
 	}
-	tab1.send(`{"type":"leave","room":"lobby"}`)
-	tab1.expect("left")
-	watcher.quiet() // carol is still here
-	tab2.conn.CloseNow()
-	p := watcher.expect("presence")
+	tab1.Send(`{"type":"leave","room":"lobby"}`)
+	tab1.Expect("left")
+	watcher.Quiet() // carol is still here
+	tab2.Conn.CloseNow()
+	p := watcher.Expect("presence")
 	if len(p.Left) != 1 || p.Left[0].Name != "carol" {
 		t.Fatalf("watcher got %s, want carol left", p)
 	}
@@ -210,8 +211,8 @@ func TestJoinHistory(t *testing.T) {
 	var lastCursor string
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c.t = t
-			_, msgs, synced := c.join("lobby", tc.extra)
+			c := c.For(t)
+			_, msgs, synced := c.Join("lobby", tc.extra)
 			if got := ids(msgs); !slices.Equal(got, tc.want) {
 				t.Fatalf("replayed %v, want %v", got, tc.want)
 			}
@@ -233,13 +234,12 @@ func TestJoinHistory(t *testing.T) {
 			lastCursor = synced.Cursor
 			// A join of a joined room resyncs it: it must not leave the
 			// session joined twice.
-			c.send(`{"type":"leave","room":"lobby"}`)
-			c.expect("left")
+			c.Send(`{"type":"leave","room":"lobby"}`)
+			c.Expect("left")
 		})
 	}
-	c.t = t
-	c.send(`{"type":"leave","room":"lobby"}`)
-	c.expectError(proto.CodeNotJoined, "")
+	c.Send(`{"type":"leave","room":"lobby"}`)
+	c.ExpectError(proto.CodeNotJoined, "")
 }
 
 // Resume: a client that went away joins with the cursor of the last
@@ -249,54 +249,54 @@ func TestResumeWithSince(t *testing.T) {
 	ts := newTestServer(t)
 	first := ts.appendN(t, "lobby", 5)
 	c := ts.hello(t, "resumer")
-	_, msgs, _ := c.join("lobby", nil)
+	_, msgs, _ := c.Join("lobby", nil)
 	if !slices.Equal(ids(msgs), first) {
 		t.Fatalf("replayed %v", ids(msgs))
 	}
 	more := ts.appendN(t, "lobby", 3)
-	var last frame
+	var last clienttest.Frame
 	for range more {
-		last = c.expect("message")
+		last = c.Expect("message")
 	}
 	cursor := last.Cursor
-	c.conn.CloseNow()
+	c.Conn.CloseNow()
 
 	missed := ts.appendN(t, "lobby", 7)
 	ts.appendN(t, "other", 4) // another room's messages do not count
 
 	c = ts.hello(t, "resumer")
-	_, msgs, synced := c.join("lobby", map[string]any{"since": cursor})
+	_, msgs, synced := c.Join("lobby", map[string]any{"since": cursor})
 	if got := ids(msgs); !slices.Equal(got, missed) {
 		t.Fatalf("resumed with %v, want exactly the missed %v", got, missed)
 	}
 	if synced.Truncated || synced.Cursor == "" {
 		t.Fatalf("synced %s", synced)
 	}
-	c.quiet()
+	c.Quiet()
 
 	// Resuming from the synced cursor gives nothing, and live messages go on.
-	c.send(`{"type":"leave","room":"lobby"}`)
-	c.expect("left")
-	_, msgs, synced2 := c.join("lobby", map[string]any{"since": synced.Cursor})
+	c.Send(`{"type":"leave","room":"lobby"}`)
+	c.Expect("left")
+	_, msgs, synced2 := c.Join("lobby", map[string]any{"since": synced.Cursor})
 	if len(msgs) != 0 || synced2.Cursor != synced.Cursor {
 		t.Fatalf("resume at the head replayed %v, synced %s", ids(msgs), synced2)
 	}
 	live := ts.appendN(t, "lobby", 2)
 	for _, id := range live {
-		if m := c.expect("message"); m.ID != id {
+		if m := c.Expect("message"); m.ID != id {
 			t.Fatalf("live %s, want %s", m, id)
 		}
 	}
-	c.quiet()
+	c.Quiet()
 
 	// Each replayed message's cursor resumes right after it.
-	c.send(`{"type":"leave","room":"lobby"}`)
-	c.expect("left")
-	_, msgs, _ = c.join("lobby", map[string]any{"since": cursor})
+	c.Send(`{"type":"leave","room":"lobby"}`)
+	c.Expect("left")
+	_, msgs, _ = c.Join("lobby", map[string]any{"since": cursor})
 	mid := msgs[3]
-	c.send(`{"type":"leave","room":"lobby"}`)
-	c.expect("left")
-	_, rest, _ := c.join("lobby", map[string]any{"since": mid.Cursor})
+	c.Send(`{"type":"leave","room":"lobby"}`)
+	c.Expect("left")
+	_, rest, _ := c.Join("lobby", map[string]any{"since": mid.Cursor})
 	if got := ids(rest); !slices.Equal(got, ids(msgs[4:])) {
 		t.Fatalf("resumed from a replayed message's cursor: %v, want %v", got, ids(msgs[4:]))
 	}
@@ -309,13 +309,13 @@ func TestResumeTruncated(t *testing.T) {
 	ts := newTestServer(t, "--replay-max", "5")
 	c := ts.hello(t, "late")
 	ts.appendN(t, "lobby", 1)
-	_, msgs, _ := c.join("lobby", nil)
+	_, msgs, _ := c.Join("lobby", nil)
 	cursor := msgs[0].Cursor
-	c.conn.CloseNow()
+	c.Conn.CloseNow()
 	missed := ts.appendN(t, "lobby", 10)
 
 	c = ts.hello(t, "late")
-	_, msgs, synced := c.join("lobby", map[string]any{"since": cursor})
+	_, msgs, synced := c.Join("lobby", map[string]any{"since": cursor})
 	if got := ids(msgs); !slices.Equal(got, missed[5:]) {
 		t.Fatalf("replayed %v, want the newest 5 %v", got, missed[5:])
 	}
@@ -323,16 +323,16 @@ func TestResumeTruncated(t *testing.T) {
 		t.Fatalf("synced %s, want truncated", synced)
 	}
 	// The synced cursor is at the head: a resume from it is complete.
-	c.send(`{"type":"leave","room":"lobby"}`)
-	c.expect("left")
-	_, msgs, synced = c.join("lobby", map[string]any{"since": synced.Cursor})
+	c.Send(`{"type":"leave","room":"lobby"}`)
+	c.Expect("left")
+	_, msgs, synced = c.Join("lobby", map[string]any{"since": synced.Cursor})
 	if len(msgs) != 0 || synced.Truncated {
 		t.Fatalf("resume at the head: %v, %s", ids(msgs), synced)
 	}
 	// Exactly --replay-max missed messages is not a gap.
-	c.send(`{"type":"leave","room":"lobby"}`)
-	c.expect("left")
-	_, msgs, synced = c.join("lobby", map[string]any{"since": msgs0Cursor(t, ts, missed[4])})
+	c.Send(`{"type":"leave","room":"lobby"}`)
+	c.Expect("left")
+	_, msgs, synced = c.Join("lobby", map[string]any{"since": msgs0Cursor(t, ts, missed[4])})
 	if len(msgs) != 5 || synced.Truncated {
 		t.Fatalf("5 missed with --replay-max 5: %v, %s", ids(msgs), synced)
 	}
@@ -355,9 +355,9 @@ func TestJoinRacesLiveMessages(t *testing.T) {
 	ts := newTestServer(t, "--send-rate", "100000", "--send-burst", "100000")
 	const total = 200
 	sender := ts.hello(t, "sender")
-	sender.join("lobby", nil)
+	sender.Join("lobby", nil)
 	joiner := ts.hello(t, "joiner")
-	_, _, synced := joiner.join("lobby", map[string]any{"history": 0})
+	_, _, synced := joiner.Join("lobby", map[string]any{"history": 0})
 	cursor := synced.Cursor
 
 	// The sender writes its sends in bursts (so commits hold several
@@ -366,7 +366,7 @@ func TestJoinRacesLiveMessages(t *testing.T) {
 	go func() {
 		for i := range total {
 			ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
-			err := sender.conn.Write(ctx, websocket.MessageText, fmt.Appendf(nil, `{"type":"send","room":"lobby","text":"n%d","ref":"r%d"}`, i, i))
+			err := sender.Conn.Write(ctx, websocket.MessageText, fmt.Appendf(nil, `{"type":"send","room":"lobby","text":"n%d","ref":"r%d"}`, i, i))
 			cancel()
 			if err != nil {
 				writeErr <- err
@@ -381,7 +381,7 @@ func TestJoinRacesLiveMessages(t *testing.T) {
 	go func() {
 		acks := 0
 		for acks < total {
-			f, err := sender.read()
+			f, err := sender.Read()
 			if err != nil {
 				acked <- err
 				return
@@ -398,7 +398,7 @@ func TestJoinRacesLiveMessages(t *testing.T) {
 
 	count := map[string]int{}
 	var order []string
-	take := func(f frame) {
+	take := func(f clienttest.Frame) {
 		switch f.Type {
 		case "message":
 			count[f.ID]++
@@ -417,9 +417,9 @@ func TestJoinRacesLiveMessages(t *testing.T) {
 		}
 	}
 	rejoin := func() {
-		joiner.send(`{"type":"leave","room":"lobby"}`)
+		joiner.Send(`{"type":"leave","room":"lobby"}`)
 		for {
-			f := joiner.next()
+			f := joiner.Next()
 			take(f)
 			if f.Type == "left" {
 				break
@@ -427,12 +427,12 @@ func TestJoinRacesLiveMessages(t *testing.T) {
 		}
 		if cursor == "" {
 			// Nothing received yet: an empty cursor joins with history.
-			joiner.send(`{"type":"join","room":"lobby","history":1000}`)
+			joiner.Send(`{"type":"join","room":"lobby","history":1000}`)
 		} else {
-			joiner.send(map[string]any{"type": "join", "room": "lobby", "since": cursor})
+			joiner.Send(map[string]any{"type": "join", "room": "lobby", "since": cursor})
 		}
 		for {
-			f := joiner.next()
+			f := joiner.Next()
 			take(f)
 			if f.Type == "synced" {
 				break
@@ -461,7 +461,7 @@ func TestJoinRacesLiveMessages(t *testing.T) {
 	}
 	rejoin()
 	for len(count) < total {
-		f, err := joiner.read()
+		f, err := joiner.Read()
 		if err != nil {
 			var missing []int
 			for i := 1; i <= total; i++ {
@@ -474,7 +474,7 @@ func TestJoinRacesLiveMessages(t *testing.T) {
 		}
 		take(f)
 	}
-	for _, f := range joiner.pingPong() {
+	for _, f := range joiner.PingPong() {
 		take(f)
 	}
 	for id, n := range count {
@@ -503,14 +503,14 @@ func TestJoinTwiceResyncs(t *testing.T) {
 	ts := newTestServer(t)
 	ts.appendN(t, "lobby", 3)
 	c := ts.hello(t, "twice")
-	_, msgs, synced := c.join("lobby", nil)
+	_, msgs, synced := c.Join("lobby", nil)
 	if len(msgs) != 3 {
 		t.Fatalf("replay %v", ids(msgs))
 	}
-	c.send(map[string]any{"type": "join", "room": "lobby", "since": synced.Cursor})
+	c.Send(map[string]any{"type": "join", "room": "lobby", "since": synced.Cursor})
 	// Whatever the resync says first (a left is allowed), it ends in synced.
 	for {
-		f := c.next()
+		f := c.Next()
 		if f.Type == "synced" {
 			break
 		}
@@ -519,10 +519,10 @@ func TestJoinTwiceResyncs(t *testing.T) {
 		}
 	}
 	live := ts.appendN(t, "lobby", 1)
-	if m := c.expect("message"); m.ID != live[0] {
+	if m := c.Expect("message"); m.ID != live[0] {
 		t.Fatalf("live %s", m)
 	}
-	c.quiet() // delivered once, not twice
+	c.Quiet() // delivered once, not twice
 	if got := ts.hub.Presence("lobby"); len(got) != 1 {
 		t.Fatalf("presence %+v", got)
 	}
@@ -534,14 +534,14 @@ func TestSendSameRefOnce(t *testing.T) {
 	t.Parallel()
 	ts := newTestServer(t)
 	c := ts.hello(t, "dup")
-	c.join("lobby", nil)
-	ack1, _, _ := c.say("lobby", "once", "same")
-	c.send(`{"type":"send","room":"lobby","text":"once","ref":"same"}`)
-	ack2, before := c.until("ack")
+	c.Join("lobby", nil)
+	ack1, _, _ := c.Say("lobby", "once", "same")
+	c.Send(`{"type":"send","room":"lobby","text":"once","ref":"same"}`)
+	ack2, before := c.Until("ack")
 	if ack2.ID != ack1.ID || ack2.Created != ack1.Created {
 		t.Fatalf("second ack %s, want the first %s", ack2, ack1)
 	}
-	for _, f := range append(before, c.pingPong()...) {
+	for _, f := range append(before, c.PingPong()...) {
 		if f.Type == "message" {
 			t.Fatalf("a repeated ref delivered %s again", f)
 		}
@@ -552,9 +552,9 @@ func TestSendSameRefOnce(t *testing.T) {
 	}
 	// Another name, or another room, with the same ref is a new message.
 	d := ts.hello(t, "other")
-	d.join("lobby", nil)
-	d.send(`{"type":"send","room":"lobby","text":"once","ref":"same"}`)
-	if ack3, _ := d.until("ack"); ack3.ID == ack1.ID {
+	d.Join("lobby", nil)
+	d.Send(`{"type":"send","room":"lobby","text":"once","ref":"same"}`)
+	if ack3, _ := d.Until("ack"); ack3.ID == ack1.ID {
 		t.Fatalf("another sender's ref was taken for a repeat")
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"chatr/internal/client/clienttest"
 	"chatr/internal/config"
 	"chatr/internal/node"
 	"chatr/internal/proctest"
@@ -66,82 +67,24 @@ func start(t *testing.T, dir string, args ...string) *running {
 	}
 	t.Cleanup(func() { stop() })
 	r := &running{n: n, console: console, base: "http://" + n.HTTPAddr(), stop: stop}
-	proctest.Eventually(t, timeout, "the node answers /healthz", func() bool {
+	proctest.Eventually(t, timeout, func() error {
 		resp, err := http.Get(r.base + "/healthz")
 		if err != nil {
-			return false
+			return err
 		}
 		resp.Body.Close()
-		return resp.StatusCode == 200
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("/healthz answered %s", resp.Status)
+		}
+		return nil
 	})
 	return r
 }
 
-type frame struct {
-	Type   string         `json:"type"`
-	Ref    string         `json:"ref"`
-	Code   string         `json:"code"`
-	ID     string         `json:"id"`
-	Node   string         `json:"node"`
-	Text   string         `json:"text"`
-	Cursor string         `json:"cursor"`
-	Nodes  []proto.Member `json:"nodes"`
-}
-
-type client struct {
-	t    *testing.T
-	conn *websocket.Conn
-}
-
-func (r *running) dial(t *testing.T) *client {
+// dial opens a session with the node, with no hello yet.
+func (r *running) dial(t *testing.T) *clienttest.Raw {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(r.base, "http")+"/chatr/ws", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.CloseNow() })
-	return &client{t: t, conn: conn}
-}
-
-func (c *client) send(s string) {
-	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	if err := c.conn.Write(ctx, websocket.MessageText, []byte(s)); err != nil {
-		c.t.Fatal(err)
-	}
-}
-
-func (c *client) read() (frame, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	_, data, err := c.conn.Read(ctx)
-	if err != nil {
-		return frame{}, err
-	}
-	var f frame
-	if err := json.Unmarshal(data, &f); err != nil {
-		return frame{}, fmt.Errorf("not JSON: %s", data)
-	}
-	return f, nil
-}
-
-func (c *client) until(typ string) frame {
-	c.t.Helper()
-	for {
-		f, err := c.read()
-		if err != nil {
-			c.t.Fatalf("waiting for %s: %v", typ, err)
-		}
-		if f.Type == typ {
-			return f
-		}
-		if f.Type == "error" {
-			c.t.Fatalf("waiting for %s: error %+v", typ, f)
-		}
-	}
+	return clienttest.DialRaw(t, r.base, nil)
 }
 
 func get(t *testing.T, url string) (int, []byte) {
@@ -206,15 +149,15 @@ func TestNodeServesAndDrains(t *testing.T) {
 	}
 
 	c := r.dial(t)
-	c.send(`{"type":"hello","name":"alice"}`)
-	w := c.until("welcome")
+	c.Send(`{"type":"hello","name":"alice"}`)
+	w, _ := c.Until("welcome")
 	if w.Node != r.n.ID() {
 		t.Fatalf("welcome node %q, want %q", w.Node, r.n.ID())
 	}
-	c.send(`{"type":"join","room":"lobby"}`)
-	c.until("synced")
-	c.send(`{"type":"send","room":"lobby","text":"hi","ref":"1"}`)
-	ack := c.until("ack")
+	c.Send(`{"type":"join","room":"lobby"}`)
+	c.Until("synced")
+	c.Send(`{"type":"send","room":"lobby","text":"hi","ref":"1"}`)
+	ack, _ := c.Until("ack")
 	if ack.ID != r.n.ID()+"-1" {
 		t.Fatalf("ack %+v", ack)
 	}
@@ -225,9 +168,9 @@ func TestNodeServesAndDrains(t *testing.T) {
 	idle := r.dial(t) // no hello yet
 	stopped := make(chan error, 1)
 	go func() { stopped <- r.stop() }()
-	for _, cl := range []*client{c, idle} {
+	for _, cl := range []*clienttest.Raw{c, idle} {
 		for {
-			_, err := cl.read()
+			_, err := cl.Read()
 			if err != nil {
 				if got := websocket.CloseStatus(err); got != websocket.StatusGoingAway {
 					t.Fatalf("closed with %d (%v), want 1001", got, err)
@@ -255,8 +198,8 @@ func TestAdvertisedHTTPAddress(t *testing.T) {
 	t.Parallel()
 	r := start(t, t.TempDir())
 	c := r.dial(t)
-	c.send(`{"type":"hello","name":"alice"}`)
-	w := c.until("welcome")
+	c.Send(`{"type":"hello","name":"alice"}`)
+	w, _ := c.Until("welcome")
 	if len(w.Nodes) != 1 || w.Nodes[0].ID != r.n.ID() {
 		t.Fatalf("welcome nodes %+v", w.Nodes)
 	}
@@ -312,20 +255,21 @@ func TestDrainKeepsAckedMessages(t *testing.T) {
 	dir := t.TempDir()
 	r := start(t, dir, "--send-rate", "100000", "--send-burst", "100000")
 	c := r.dial(t)
-	c.send(`{"type":"hello","name":"alice"}`)
-	c.until("welcome")
-	c.send(`{"type":"join","room":"lobby"}`)
-	c.until("synced")
+	c.Send(`{"type":"hello","name":"alice"}`)
+	c.Until("welcome")
+	c.Send(`{"type":"join","room":"lobby"}`)
+	c.Until("synced")
 	for i := range 50 {
-		c.send(fmt.Sprintf(`{"type":"send","room":"lobby","text":"m%d","ref":"r%d"}`, i, i))
+		c.Send(fmt.Sprintf(`{"type":"send","room":"lobby","text":"m%d","ref":"r%d"}`, i, i))
 	}
 	var acked []string
 	for len(acked) < 5 {
-		acked = append(acked, c.until("ack").ID)
+		ack, _ := c.Until("ack")
+		acked = append(acked, ack.ID)
 	}
 	go r.stop()
 	for {
-		f, err := c.read()
+		f, err := c.Read()
 		if err != nil {
 			break
 		}

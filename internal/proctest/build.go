@@ -51,6 +51,21 @@ func Binary() (string, error) {
 	return binPath, buildErr
 }
 
+// NeedBinary returns the binary that Binary builds, for a test that runs
+// it. With -short, which builds nothing (see Main), it skips the test; a
+// failed build fails it.
+func NeedBinary(t testing.TB) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: this test runs the chatr binary")
+	}
+	bin, err := Binary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
 // RemoveBinary removes what Binary built. Call it from TestMain once the
 // tests have run.
 func RemoveBinary() {

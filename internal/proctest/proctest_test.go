@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,13 +34,44 @@ func TestBufferConcurrentWrites(t *testing.T) {
 
 func TestEventually(t *testing.T) {
 	var calls int
-	Eventually(t, 5*time.Second, "the third call", func() bool {
+	took := Eventually(t, 5*time.Second, func() error {
 		calls++
-		return calls == 3
+		if calls < 3 {
+			return fmt.Errorf("call %d", calls)
+		}
+		return nil
 	})
 	if calls != 3 {
 		t.Fatalf("cond called %d times, want 3", calls)
 	}
+	if took < 2*firstPoll {
+		t.Errorf("took %v, less than the two polls it waited", took)
+	}
+
+	// A condition that never holds fails the test with its last error.
+	rec := &fatalRecorder{TB: t}
+	done := make(chan struct{})
+	calls = 0
+	go func() {
+		defer close(done)
+		Eventually(rec, 50*time.Millisecond, func() error { calls++; return fmt.Errorf("still not, call %d", calls) })
+	}()
+	<-done
+	if want := fmt.Sprintf("still not, call %d", calls); !strings.Contains(rec.msg, want) || !strings.Contains(rec.msg, "50ms") {
+		t.Errorf("failed with %q, want the deadline and the last error %q", rec.msg, want)
+	}
+}
+
+// fatalRecorder is a testing.TB whose Fatalf records the message and ends
+// the goroutine, as testing.T's does.
+type fatalRecorder struct {
+	testing.TB
+	msg string
+}
+
+func (r *fatalRecorder) Fatalf(format string, args ...any) {
+	r.msg = fmt.Sprintf(format, args...)
+	runtime.Goexit()
 }
 
 func TestFreeAddr(t *testing.T) {
@@ -65,6 +97,9 @@ func TestStopAndKill(t *testing.T) {
 	if !p.Running() {
 		t.Fatal("sleep is not running")
 	}
+	if p.Wait(20 * time.Millisecond) {
+		t.Fatal("Wait reports the end of a sleep that runs")
+	}
 	if !p.Stop(10 * time.Second) {
 		t.Fatal("sleep did not end on SIGTERM")
 	}
@@ -87,7 +122,12 @@ func TestStopKillsWhatIgnoresSIGTERM(t *testing.T) {
 	var out Buffer
 	cmd.Stdout = &out
 	p := start(t, cmd)
-	Eventually(t, 10*time.Second, "sh traps SIGTERM", func() bool { return strings.Contains(out.String(), "ready") })
+	Eventually(t, 10*time.Second, func() error {
+		if !strings.Contains(out.String(), "ready") {
+			return fmt.Errorf("sh has not trapped SIGTERM yet (it printed %q)", out.String())
+		}
+		return nil
+	})
 	if p.Stop(100 * time.Millisecond) {
 		t.Fatal("Stop reports a clean end of a process that ignores SIGTERM")
 	}
@@ -118,8 +158,29 @@ func TestWaitReady(t *testing.T) {
 	}
 
 	gone := start(t, exec.Command("true"))
-	<-gone.Exited()
+	if !gone.Wait(10*time.Second) || !gone.Cmd.ProcessState.Success() {
+		t.Fatalf("true did not end with 0: %v", gone.Cmd.ProcessState)
+	}
 	if err := gone.WaitReady(srv.URL, 10*time.Second); err == nil || !strings.Contains(err.Error(), "exited") {
 		t.Errorf("WaitReady on an ended process: %v, want an error saying it exited", err)
+	}
+}
+
+func TestRun(t *testing.T) {
+	var p *Process
+	t.Run("sh", func(t *testing.T) {
+		p = Run(t, "sh", exec.Command("sh", "-c", `echo out; echo err >&2; exec sleep 30`))
+		Eventually(t, 10*time.Second, func() error {
+			if p.Stdout.String() != "out\n" || p.Stderr.String() != "err\n" {
+				return fmt.Errorf("stdout %q, stderr %q; want out and err", p.Stdout.String(), p.Stderr.String())
+			}
+			return nil
+		})
+	})
+	if p.Running() {
+		t.Fatal("the process still runs after its test ended")
+	}
+	if ws := p.Cmd.ProcessState.Sys().(syscall.WaitStatus); ws.Signal() != syscall.SIGTERM {
+		t.Fatalf("ended with %v, want SIGTERM", p.Cmd.ProcessState)
 	}
 }

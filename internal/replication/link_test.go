@@ -13,6 +13,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"chatr/internal/proctest"
 	"chatr/internal/proto"
 	"chatr/internal/replication/wire"
 )
@@ -84,8 +85,8 @@ func TestGarbageBatchesOnLink(t *testing.T) {
 	defer fake.Close()
 	b := newPeer(t, "c", nil, 0)
 	b.repl.SetPeers([]Peer{{ID: "0123456789ab", HTTP: strings.TrimPrefix(fake.URL, "http://")}, a.as()})
-	eventually(t, 10*time.Second, func() error { return holds(b, proto.Vector{a.st.NodeID(): 1}) })
-	eventually(t, 20*time.Second, func() error {
+	proctest.Eventually(t, 10*time.Second, func() error { return holds(b, proto.Vector{a.st.NodeID(): 1}) })
+	proctest.Eventually(t, 20*time.Second, func() error {
 		if n := conns.Load(); n < int64(len(garbage)) {
 			return fmt.Errorf("fake leader saw %d links, want %d", n, len(garbage))
 		}

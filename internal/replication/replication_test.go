@@ -11,27 +11,14 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	dto "github.com/prometheus/client_model/go"
 
 	"chatr/internal/hub"
+	"chatr/internal/proctest"
 	"chatr/internal/proto"
 	"chatr/internal/replication/wire"
 	"chatr/internal/store"
 )
-
-func eventually(t *testing.T, d time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", d, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // peer is one node without membership: a store, a hub, a replicator and
 // its HTTP listener.
@@ -89,7 +76,7 @@ func TestTwoPeersReplicateBothWays(t *testing.T) {
 		post(t, b, fmt.Sprint("b", i))
 	}
 	want := proto.Vector{a.st.NodeID(): 21, b.st.NodeID(): 20}
-	eventually(t, 10*time.Second, func() error {
+	proctest.Eventually(t, 10*time.Second, func() error {
 		if err := holds(a, want); err != nil {
 			return err
 		}
@@ -106,10 +93,10 @@ func TestDeadOriginCaughtUpFromPeer(t *testing.T) {
 	}
 	// a follows c while c is alive, then c goes away.
 	a.repl.SetPeers([]Peer{c.as()})
-	eventually(t, 10*time.Second, func() error { return holds(a, proto.Vector{c.st.NodeID(): 5}) })
+	proctest.Eventually(t, 10*time.Second, func() error { return holds(a, proto.Vector{c.st.NodeID(): 5}) })
 	a.repl.SetPeers([]Peer{b.as()})
 	b.repl.SetPeers([]Peer{a.as()}) // c is not alive for b: a's link carries it
-	eventually(t, 10*time.Second, func() error { return holds(b, proto.Vector{c.st.NodeID(): 5}) })
+	proctest.Eventually(t, 10*time.Second, func() error { return holds(b, proto.Vector{c.st.NodeID(): 5}) })
 }
 
 func TestPresenceGoesWithThePeer(t *testing.T) {
@@ -117,21 +104,21 @@ func TestPresenceGoesWithThePeer(t *testing.T) {
 	sub := &nullSub{}
 	a.hub.Join("lobby", sub, "ann")
 	b.repl.SetPeers([]Peer{a.as()})
-	eventually(t, 10*time.Second, func() error {
+	proctest.Eventually(t, 10*time.Second, func() error {
 		if got := b.hub.Presence("lobby"); len(got) != 1 || got[0].Name != "ann" {
 			return fmt.Errorf("b lists %v", got)
 		}
 		return nil
 	})
 	a.hub.Leave("lobby", sub)
-	eventually(t, 10*time.Second, func() error {
+	proctest.Eventually(t, 10*time.Second, func() error {
 		if got := b.hub.Presence("lobby"); len(got) != 0 {
 			return fmt.Errorf("b still lists %v", got)
 		}
 		return nil
 	})
 	a.hub.Join("lobby", sub, "ann")
-	eventually(t, 10*time.Second, func() error {
+	proctest.Eventually(t, 10*time.Second, func() error {
 		if len(b.hub.Presence("lobby")) != 1 {
 			return fmt.Errorf("b does not list ann again")
 		}
@@ -179,38 +166,62 @@ func TestAckReplicasWaitsForPeers(t *testing.T) {
 	}
 }
 
+// refusals counts the peer links p has refused.
+func refusals(t *testing.T, p *peer) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := p.repl.m.refused.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
+// A follower of another cluster or without the secret is refused, again
+// each time it tries, and gets nothing; one with the secret gets in.
 func TestLinkRefused(t *testing.T) {
 	secret := []byte("0123456789abcdef")
 	a := newPeer(t, "c", secret, 0)
 	post(t, a, "secret")
+	// Without a secret only the cluster name keeps strangers out (with one,
+	// the name is also signed into the token).
+	open := newPeer(t, "c", nil, 0)
+	post(t, open, "open")
 	cases := []struct {
 		name    string
+		leader  *peer
 		cluster string
 		secret  []byte
 	}{
-		{"other cluster", "other", secret},
-		{"no secret", "c", nil},
-		{"wrong secret", "c", []byte("fedcba9876543210")},
+		{"other cluster", a, "other", secret},
+		{"other cluster, no secrets", open, "other", nil},
+		{"no secret", a, "c", nil},
+		{"wrong secret", a, "c", []byte("fedcba9876543210")},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			before := refusals(t, tc.leader)
 			b := newPeer(t, tc.cluster, tc.secret, 0)
-			b.repl.SetPeers([]Peer{a.as()})
-			eventually(t, 5*time.Second, func() error {
-				if a.repl.m.refused == nil {
-					return nil
+			b.repl.SetPeers([]Peer{tc.leader.as()})
+			// A follower dials again only after its link failed, so a second
+			// refusal means no link of b's got through in between.
+			proctest.Eventually(t, 5*time.Second, func() error {
+				if n := refusals(t, tc.leader) - before; n < 2 {
+					return fmt.Errorf("the leader refused b's link %v times, want it refused on the first try and again on the next", n)
 				}
 				return nil
 			})
-			time.Sleep(300 * time.Millisecond) // a negative: give the link a chance to (wrongly) work
-			if v := b.st.Vector()[a.st.NodeID()]; v != 0 {
+			if v := b.st.Vector()[tc.leader.st.NodeID()]; v != 0 {
 				t.Fatalf("a refused peer got %d messages", v)
 			}
 		})
 	}
+	before := refusals(t, a)
 	good := newPeer(t, "c", secret, 0)
 	good.repl.SetPeers([]Peer{a.as()})
-	eventually(t, 10*time.Second, func() error { return holds(good, proto.Vector{a.st.NodeID(): 1}) })
+	proctest.Eventually(t, 10*time.Second, func() error { return holds(good, proto.Vector{a.st.NodeID(): 1}) })
+	if n := refusals(t, a) - before; n != 0 {
+		t.Fatalf("a refused the link of a peer with the secret %v times", n)
+	}
 }
 
 func TestCheckAuth(t *testing.T) {
@@ -318,7 +329,7 @@ func TestGarbageOnLink(t *testing.T) {
 	defer fake.Close()
 	b := newPeer(t, "c", nil, 0)
 	b.repl.SetPeers([]Peer{{ID: "0123456789ab", HTTP: strings.TrimPrefix(fake.URL, "http://")}, a.as()})
-	eventually(t, 10*time.Second, func() error { return holds(b, proto.Vector{a.st.NodeID(): 1}) })
+	proctest.Eventually(t, 10*time.Second, func() error { return holds(b, proto.Vector{a.st.NodeID(): 1}) })
 	if v := b.st.Vector()["0123456789ab"]; v != 0 {
 		t.Fatalf("stored %d messages from garbage", v)
 	}

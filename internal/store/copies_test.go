@@ -26,10 +26,7 @@ func settleCopies(t *testing.T, base int64) {
 	other := proto.Message{Origin: "bbbbbbbbbbbb", Seq: 2, Room: "lobby", Sender: "ann", Text: "other", Created: base + 600_000, Ref: "r2"}
 	for _, order := range [][]proto.Message{{first, second, other}, {second, other, first}} {
 		dir := t.TempDir()
-		s, err := Open(dir, Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := openStore(t, dir)
 		var committed []Committed
 		s.OnCommit(func(b []Committed) { committed = append(committed, b...) })
 		for _, m := range order {
@@ -58,19 +55,27 @@ func settleCopies(t *testing.T, base int64) {
 			t.Fatalf("the shown copy replaces %q, want %s", p.Messages[0].Replaces, second.ID())
 		}
 		// The log served to peers keeps both copies.
-		if r, _ := s.Range(ctx, second.Origin, 1, 10); len(r) != 2 {
+		r, err := s.Range(ctx, second.Origin, 1, 10)
+		if err != nil {
+			t.Fatalf("range of %s: %v", second.Origin, err)
+		}
+		if len(r) != 2 {
 			t.Fatalf("range of %s: %d messages, want 2", second.Origin, len(r))
 		}
 		// The room list counts each send once, now and after a restart.
 		if rs := s.Rooms(); len(rs) != 1 || rs[0].Messages != 2 {
 			t.Errorf("rooms %+v, want lobby with 2 messages", rs)
 		}
-		s.Close() // the writer is done: committed is complete and ours to read
+		if err := s.Close(); err != nil { // the writer is done: committed is complete and ours to read
+			t.Fatal(err)
+		}
 		s2 := openStore(t, dir)
 		if rs := s2.Rooms(); len(rs) != 1 || rs[0].Messages != 2 {
 			t.Errorf("after a restart: rooms %+v, want lobby with 2 messages", rs)
 		}
-		s2.Close()
+		if err := s2.Close(); err != nil {
+			t.Fatal(err)
+		}
 		for _, c := range committed {
 			switch c.Msg.ID() {
 			case second.ID():

@@ -663,7 +663,12 @@ func TestOnCommit(t *testing.T) {
 	}
 	wg.Wait()
 
-	proctest.Eventually(t, 5*time.Second, "OnCommit reports every message", func() bool { return len(log.snapshot()) >= len(sent) })
+	proctest.Eventually(t, 5*time.Second, func() error {
+		if n := len(log.snapshot()); n < len(sent) {
+			return fmt.Errorf("OnCommit reported %d of %d messages", n, len(sent))
+		}
+		return nil
+	})
 	got := log.snapshot()
 	if len(got) != len(sent) {
 		t.Fatalf("OnCommit reported %d messages, %d were stored", len(got), len(sent))

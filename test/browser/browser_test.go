@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	cdppage "github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
@@ -74,21 +75,14 @@ type server struct {
 	data string
 	args []string          // flags beyond --http and --data
 	proc *proctest.Process // nil while stopped
-	out  proctest.Buffer
 }
 
 // startServer runs chatr on a free port with a fresh data directory and the
-// extra flags, and waits until it is ready. Its output is logged if the test
-// fails.
+// extra flags, and waits until it is ready. It stops when the test ends
+// (proctest.Run), which logs its output if the test failed.
 func startServer(t *testing.T, args ...string) *server {
 	t.Helper()
 	s := &server{addr: proctest.FreeAddr(t), data: t.TempDir(), args: args}
-	t.Cleanup(func() {
-		s.stop(t)
-		if t.Failed() {
-			t.Logf("chatr on %s said:\n%s", s.addr, s.out.String())
-		}
-	})
 	s.start(t)
 	return s
 }
@@ -98,13 +92,8 @@ func (s *server) url(path string) string { return "http://" + s.addr + path }
 func (s *server) start(t *testing.T) {
 	t.Helper()
 	cmd := exec.Command(chatrBin, append([]string{"serve", "--http", s.addr, "--data", s.data}, s.args...)...)
-	cmd.Stdout, cmd.Stderr = &s.out, &s.out
-	p, err := proctest.Start(cmd)
-	if err != nil {
-		t.Fatalf("start chatr: %v", err)
-	}
-	s.proc = p
-	if err := p.WaitReady(s.url(""), waitTimeout); err != nil {
+	s.proc = proctest.Run(t, "chatr on "+s.addr, cmd)
+	if err := s.proc.WaitReady(s.url(""), waitTimeout); err != nil {
 		t.Fatalf("chatr on %s: %v", s.addr, err)
 	}
 }
@@ -165,8 +154,21 @@ type page struct {
 // openPage opens the chat page and joins as name.
 func openPage(t *testing.T, browser context.Context, url, name string) *page {
 	t.Helper()
+	return openPageWith(t, browser, url, name, "")
+}
+
+// openPageWith is openPage that first installs script (unless empty) to
+// run before the page loads.
+func openPageWith(t *testing.T, browser context.Context, url, name, script string) *page {
+	t.Helper()
 	ctx, cancel := chromedp.NewContext(browser, chromedp.WithNewBrowserContext())
 	t.Cleanup(cancel)
+	if script != "" {
+		if _, err := chromedp.Call(ctx, cdppage.AddScriptToEvaluateOnNewDocument,
+			cdppage.AddScriptToEvaluateOnNewDocumentParams{Source: script}); err != nil {
+			t.Fatalf("%s's page: install a script: %v", name, err)
+		}
+	}
 	p := &page{t: t, ctx: ctx, name: name, url: url}
 	p.do(chromedp.Navigate(url),
 		chromedp.WaitVisible(chromedp.ID("name")),
@@ -236,32 +238,35 @@ func (p *page) text(id string) string {
 func (p *page) waitTexts(want ...string) []shown {
 	p.t.Helper()
 	var got []shown
-	var err error
-	eventually(p.t, waitTimeout, func() bool {
-		got, err = p.messages()
-		return err == nil && equalTexts(got, want)
-	}, func() string {
-		return fmt.Sprintf("%s's page shows messages %q (it shows %+v, err %v)", p.name, want, got, err)
+	proctest.Eventually(p.t, waitTimeout, func() error {
+		var err error
+		if got, err = p.messages(); err != nil || !equalTexts(got, want) {
+			return fmt.Errorf("%s's page does not show messages %q (it shows %+v, err %v)", p.name, want, got, err)
+		}
+		return nil
 	})
 	return got
 }
 
 func (p *page) waitStatus(prefix string) {
 	p.t.Helper()
-	var status string
-	eventually(p.t, waitTimeout, func() bool {
-		status = p.text("status")
-		return strings.HasPrefix(status, prefix)
-	}, func() string { return fmt.Sprintf("%s's #status starts with %q (it says %q)", p.name, prefix, status) })
+	proctest.Eventually(p.t, waitTimeout, func() error {
+		if status := p.text("status"); !strings.HasPrefix(status, prefix) {
+			return fmt.Errorf("%s's #status does not start with %q (it says %q)", p.name, prefix, status)
+		}
+		return nil
+	})
 }
 
 func (p *page) waitPresence(want ...string) {
 	p.t.Helper()
-	var got []string
-	eventually(p.t, waitTimeout, func() bool {
-		got, _ = eval[[]string](p, `[...document.querySelectorAll('#presence li')].map(e => e.textContent)`)
-		return strings.Join(got, "\n") == strings.Join(want, "\n")
-	}, func() string { return fmt.Sprintf("%s's #presence lists %q (it lists %q)", p.name, want, got) })
+	proctest.Eventually(p.t, waitTimeout, func() error {
+		got, err := eval[[]string](p, `[...document.querySelectorAll('#presence li')].map(e => e.textContent)`)
+		if err != nil || strings.Join(got, "\n") != strings.Join(want, "\n") {
+			return fmt.Errorf("%s's #presence does not list %q (it lists %q, err %v)", p.name, want, got, err)
+		}
+		return nil
+	})
 }
 
 func equalTexts(got []shown, want []string) bool {
@@ -287,22 +292,6 @@ func checkUnique(t *testing.T, msgs []shown) {
 			t.Errorf("message %s is shown twice", m.ID)
 		}
 		seen[m.ID] = true
-	}
-}
-
-// eventually polls cond until it holds, and fails the test when timeout
-// passes first. what describes the wait; it runs only on failure, so it can
-// show the last value that cond saw.
-func eventually(t *testing.T, timeout time.Duration, cond func() bool, what func() string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting until %s", timeout, what())
-		}
-		<-tick.C
 	}
 }
 
@@ -442,11 +431,12 @@ func TestReconnectAfterServerRestart(t *testing.T) {
 	if fmt.Sprint(before) != fmt.Sprint(after[:2]) {
 		t.Errorf("messages before the restart changed:\nbefore: %+v\nafter:  %+v", before, after[:2])
 	}
-	var outbox int
-	eventually(t, waitTimeout, func() bool {
-		outbox, _ = eval[int](ada, `document.querySelectorAll('#outbox > *').length`)
-		return outbox == 0
-	}, func() string { return fmt.Sprintf("the outbox empties (it holds %d sends)", outbox) })
+	proctest.Eventually(t, waitTimeout, func() error {
+		if n := ada.outboxLen(); n != 0 {
+			return fmt.Errorf("the outbox does not empty (it holds %d sends)", n)
+		}
+		return nil
+	})
 
 	// The server stored each message once too.
 	if stored := storedTexts(t, srv, "restart"); strings.Join(stored, "\n") != strings.Join(want, "\n") {
@@ -463,11 +453,12 @@ func TestFailoverToAnotherNode(t *testing.T) {
 	gossip := proctest.FreeAddr(t)
 	alpha := startServer(t, "--node", "alpha", "--cluster-addr", gossip, "--allowed-origins", "127.0.0.1")
 	beta := startServer(t, "--node", "beta", "--cluster-addr", proctest.FreeAddr(t), "--join", gossip, "--allowed-origins", "127.0.0.1")
-	var members int
-	eventually(t, waitTimeout, func() bool {
-		members = len(aliveMembers(t, alpha))
-		return members == 2
-	}, func() string { return fmt.Sprintf("alpha sees 2 alive members (it sees %d)", members) })
+	proctest.Eventually(t, waitTimeout, func() error {
+		if alive := aliveMembers(t, alpha); len(alive) != 2 {
+			return fmt.Errorf("alpha does not see 2 alive members (it sees %q)", alive)
+		}
+		return nil
+	})
 
 	browser := newBrowser(t, 45*time.Second) // two nodes to start and one to drain
 	ada := openPage(t, browser, alpha.url("/chatr/chatr.html?room=failover"), "Ada")
@@ -514,25 +505,12 @@ func aliveMembers(t *testing.T, srv *server) []string {
 	return ids
 }
 
-// storedTexts reads the room's history through the HTTP API.
+// storedTexts reads the texts of the room's history through the HTTP API.
 func storedTexts(t *testing.T, srv *server, room string) []string {
 	t.Helper()
-	resp, err := http.Get(srv.url("/chatr/api/rooms/" + room + "/messages"))
-	if err != nil {
-		t.Fatalf("GET messages: %v", err)
-	}
-	defer resp.Body.Close()
-	var body struct {
-		Messages []struct {
-			Text string `json:"text"`
-		} `json:"messages"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		t.Fatalf("GET messages: status %s: %v", resp.Status, err)
-	}
-	texts := make([]string, len(body.Messages))
-	for i, m := range body.Messages {
-		texts[i] = m.Text
+	var texts []string
+	for _, m := range storedMessages(t, srv, room) {
+		texts = append(texts, m.Text)
 	}
 	return texts
 }

@@ -11,10 +11,6 @@ import (
 	"testing"
 	"time"
 
-	cdppage "github.com/chromedp/cdproto/page"
-	"github.com/chromedp/chromedp"
-	"github.com/chromedp/chromedp/kb"
-
 	"chatr/internal/proctest"
 )
 
@@ -74,18 +70,7 @@ func (e wsEvent) frame() wsFrame {
 // loads.
 func openRecordedPage(t *testing.T, browser context.Context, url, name string) *page {
 	t.Helper()
-	ctx, cancel := chromedp.NewContext(browser, chromedp.WithNewBrowserContext())
-	t.Cleanup(cancel)
-	if _, err := chromedp.Call(ctx, cdppage.AddScriptToEvaluateOnNewDocument,
-		cdppage.AddScriptToEvaluateOnNewDocumentParams{Source: recorderJS}); err != nil {
-		t.Fatalf("%s's page: install the WebSocket recorder: %v", name, err)
-	}
-	p := &page{t: t, ctx: ctx, name: name, url: url}
-	p.do(chromedp.Navigate(url),
-		chromedp.WaitVisible(chromedp.ID("name")),
-		chromedp.SendKeys(chromedp.ID("name"), name+kb.Enter))
-	p.waitStatus("connected to ")
-	return p
+	return openPageWith(t, browser, url, name, recorderJS)
 }
 
 func (p *page) wsLog() []wsEvent {
@@ -103,12 +88,12 @@ func (p *page) waitShows(want ...string) []shown {
 	p.t.Helper()
 	sorted := slices.Sorted(slices.Values(want))
 	var got []shown
-	var err error
-	eventually(p.t, waitTimeout, func() bool {
-		got, err = p.messages()
-		return err == nil && slices.Equal(sortedTexts(got), sorted)
-	}, func() string {
-		return fmt.Sprintf("%s's page shows each of %q once (it shows %+v, err %v)", p.name, want, got, err)
+	proctest.Eventually(p.t, waitTimeout, func() error {
+		var err error
+		if got, err = p.messages(); err != nil || !slices.Equal(sortedTexts(got), sorted) {
+			return fmt.Errorf("%s's page does not show each of %q once (it shows %+v, err %v)", p.name, want, got, err)
+		}
+		return nil
 	})
 	return got
 }
@@ -170,11 +155,12 @@ func TestFailoverAfterKill9(t *testing.T) {
 	alpha := startServer(t, "--node", "alpha", "--cluster-addr", gossip)
 	beta := startServer(t, "--node", "beta", "--cluster-addr", proctest.FreeAddr(t), "--join", gossip)
 	for _, s := range []*server{alpha, beta} {
-		var alive []string
-		eventually(t, waitTimeout, func() bool {
-			alive = aliveMembers(t, s)
-			return len(alive) == 2
-		}, func() string { return fmt.Sprintf("%s sees 2 alive members (it sees %q)", s.addr, alive) })
+		proctest.Eventually(t, waitTimeout, func() error {
+			if alive := aliveMembers(t, s); len(alive) != 2 {
+				return fmt.Errorf("%s does not see 2 alive members (it sees %q)", s.addr, alive)
+			}
+			return nil
+		})
 	}
 
 	browser := newBrowser(t, 90*time.Second)
@@ -245,14 +231,17 @@ func TestFailoverAfterKill9(t *testing.T) {
 	})()`); err != nil {
 		t.Fatalf("X's page: send to the frozen alpha: %v", err)
 	}
-	eventually(t, waitTimeout, func() bool {
+	proctest.Eventually(t, waitTimeout, func() error {
 		left, err := eval[bool](x, `(() => {
 			const r = window.__chatrWS, s = r.sockets[r.sockets.length - 1];
 			return r.log.some((e) => e.dir === 'out' && e.data.includes('"type":"send"') && e.data.includes(`+jsString(xInFlight)+`))
 				&& s.bufferedAmount === 0;
 		})()`)
-		return err == nil && left
-	}, func() string { return "X's send to the frozen alpha has left the browser" })
+		if err != nil || !left {
+			return fmt.Errorf("X's send to the frozen alpha has not left the browser (err %v)", err)
+		}
+		return nil
+	})
 	if n := x.outboxLen(); n != 1 {
 		t.Fatalf("X's outbox holds %d sends before the kill, want the 1 unacked one", n)
 	}
@@ -315,9 +304,12 @@ func TestFailoverAfterKill9(t *testing.T) {
 		}
 	}
 	for _, p := range []*page{x, y} {
-		var n int
-		eventually(t, waitTimeout, func() bool { n = p.outboxLen(); return n == 0 },
-			func() string { return fmt.Sprintf("%s's outbox empties (it holds %d sends)", p.name, n) })
+		proctest.Eventually(t, waitTimeout, func() error {
+			if n := p.outboxLen(); n != 0 {
+				return fmt.Errorf("%s's outbox does not empty (it holds %d sends)", p.name, n)
+			}
+			return nil
+		})
 	}
 
 	// Neither node sent either page a message twice, even where the page
@@ -409,11 +401,12 @@ func TestFailoverAfterKill9(t *testing.T) {
 
 	// Presence: X is on beta now, so Y keeps listing X, also once beta has
 	// declared alpha dead and dropped alpha's people.
-	var alive []string
-	eventually(t, waitTimeout, func() bool {
-		alive = aliveMembers(t, beta)
-		return len(alive) == 1
-	}, func() string { return fmt.Sprintf("beta declares alpha dead (alive: %q)", alive) })
+	proctest.Eventually(t, waitTimeout, func() error {
+		if alive := aliveMembers(t, beta); len(alive) != 1 {
+			return fmt.Errorf("beta does not declare alpha dead (alive: %q)", alive)
+		}
+		return nil
+	})
 	// A round trip through beta after the membership change, so that beta
 	// has acted on it before presence is checked.
 	y.send(yBarrier)
@@ -454,20 +447,19 @@ func (p *page) sendQuickly(texts ...string) int64 {
 // waitStored waits until srv holds each of texts in room.
 func waitStored(t *testing.T, srv *server, room string, texts ...string) {
 	t.Helper()
-	var stored []shown
-	eventually(t, waitTimeout, func() bool {
-		stored = storedMessages(t, srv, room)
+	proctest.Eventually(t, waitTimeout, func() error {
+		stored := storedMessages(t, srv, room)
 		have := map[string]bool{}
 		for _, m := range stored {
 			have[m.Text] = true
 		}
 		for _, text := range texts {
 			if !have[text] {
-				return false
+				return fmt.Errorf("%s does not hold %q (it holds %+v)", srv.addr, text, stored)
 			}
 		}
-		return true
-	}, func() string { return fmt.Sprintf("%s holds %q (it holds %+v)", srv.addr, texts, stored) })
+		return nil
+	})
 }
 
 // nodeID asks srv for its node id.

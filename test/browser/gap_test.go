@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"chatr/internal/proctest"
 )
 
 // postText stores a message over the HTTP API, as another program would.
@@ -70,9 +72,11 @@ func TestGapIsFilledFromTheAPI(t *testing.T) {
 	}()
 	got := ada.waitTexts(want...)
 	checkUnique(t, got)
-	var gaps int
-	eventually(t, waitTimeout, func() bool {
-		gaps, _ = eval[int](ada, `document.querySelectorAll('#messages .gap').length`)
-		return gaps == 0
-	}, func() string { return fmt.Sprintf("the gap marker goes once filled (%d left)", gaps) })
+	proctest.Eventually(t, waitTimeout, func() error {
+		gaps, err := eval[int](ada, `document.querySelectorAll('#messages .gap').length`)
+		if err != nil || gaps != 0 {
+			return fmt.Errorf("the gap marker does not go once filled (%d left, err %v)", gaps, err)
+		}
+		return nil
+	})
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/coder/websocket"
 
 	"chatr/internal/clustertest"
+	"chatr/internal/proctest"
 )
 
 func writeKey(t *testing.T, name string) (string, []byte) {
@@ -61,11 +62,11 @@ func TestBadPeers(t *testing.T) {
 	logs := func() string {
 		var all strings.Builder
 		for _, n := range nodes[:4] {
-			all.WriteString(n.proc.stderr.String())
+			all.WriteString(n.proc.Stderr.String())
 		}
 		return all.String()
 	}
-	clustertest.Eventually(t, convergeTimeout, func() error {
+	proctest.Eventually(t, convergeTimeout, func() error {
 		l := logs()
 		for _, reason := range []string{"cluster", "secret"} {
 			if !hasLine(l, "refused peer", "reason="+reason) {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"chatr/internal/clustertest"
+	"chatr/internal/proctest"
 )
 
 // TestKill9AndRestart runs three processes, kills one with SIGKILL, sends
@@ -46,9 +47,9 @@ func TestKill9AndRestart(t *testing.T) {
 	// kill -9 n2: the survivors declare it dead and print it.
 	victim, survivors := nodes[1], []clustertest.API{apis[0], apis[2]}
 	killed := time.Now()
-	victim.proc.kill9()
+	victim.kill9(t)
 	detected := map[string]time.Duration{}
-	clustertest.Eventually(t, convergeTimeout, func() error {
+	proctest.Eventually(t, convergeTimeout, func() error {
 		for _, a := range survivors {
 			if _, ok := detected[a.Base]; ok {
 				continue
@@ -76,8 +77,8 @@ func TestKill9AndRestart(t *testing.T) {
 		t.Logf("note: detection took %v, over the 5 s goal (a loaded machine?)", worst)
 	}
 	for _, n := range []*localNode{nodes[0], nodes[2]} {
-		clustertest.Eventually(t, startTimeout, func() error {
-			for _, line := range strings.Split(n.proc.stdout.String(), "\n") {
+		proctest.Eventually(t, startTimeout, func() error {
+			for _, line := range strings.Split(n.proc.Stdout.String(), "\n") {
 				if strings.Contains(line, "cluster view") && strings.Contains(line, "failed") && strings.Contains(line, victim.name) {
 					return nil
 				}

@@ -60,56 +60,15 @@ const (
 	requestTimeout  = 15 * time.Second
 )
 
-// proc is one chatr process.
-type proc struct {
-	*proctest.Process
-	t      *testing.T
-	name   string
-	stdout proctest.Buffer
-	stderr proctest.Buffer
-}
-
-// startProc starts cmd (its Stdout and Stderr are set here) and stops it
-// when the test ends: SIGTERM, then SIGKILL to its process group after
-// 10 s. A failed test prints what it wrote.
-func startProc(t *testing.T, name string, cmd *exec.Cmd) *proc {
+// startProc runs cmd until the test ends (proctest.Run) in a process group
+// of its own, so that the kill at the end also reaches what it started.
+func startProc(t *testing.T, name string, cmd *exec.Cmd) *proctest.Process {
 	t.Helper()
-	p := &proc{t: t, name: name}
-	cmd.Stdout, cmd.Stderr = &p.stdout, &p.stderr
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
 	cmd.SysProcAttr.Setpgid = true
-	var err error
-	if p.Process, err = proctest.Start(cmd); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	t.Cleanup(func() {
-		if !p.Stop(10 * time.Second) {
-			t.Errorf("%s did not stop within 10s of SIGTERM; killed its process group", name)
-		}
-		if t.Failed() || os.Getenv("CHATR_TEST_LOGS") != "" {
-			t.Logf("---- %s (%s) stdout ----\n%s", name, strings.Join(cmd.Args, " "), tail(p.stdout.String(), 100))
-			t.Logf("---- %s stderr ----\n%s", name, tail(p.stderr.String(), 150))
-		}
-	})
-	return p
-}
-
-// kill9 kills the process with SIGKILL and waits for it to be gone.
-func (p *proc) kill9() {
-	p.t.Helper()
-	if err := p.Kill(); err != nil {
-		p.t.Fatalf("kill -9 %s: %v", p.name, err)
-	}
-}
-
-func tail(s string, n int) string {
-	lines := strings.SplitAfter(s, "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "")
+	return proctest.Run(t, name, cmd)
 }
 
 // localNode is a node on 127.0.0.1: fixed ports, so a restart reuses them.
@@ -119,7 +78,7 @@ type localNode struct {
 	gossip string // 127.0.0.1:port
 	data   string
 	extra  []string
-	proc   *proc
+	proc   *proctest.Process
 }
 
 // newLocalNodes makes n node slots with free ports and data directories.
@@ -150,6 +109,14 @@ func (n *localNode) start(t *testing.T, join ...string) {
 	n.proc = startProc(t, n.name, exec.Command(binary, args...))
 }
 
+// kill9 kills the node with SIGKILL and waits until it is gone.
+func (n *localNode) kill9(t *testing.T) {
+	t.Helper()
+	if err := n.proc.Kill(); err != nil {
+		t.Fatalf("kill -9 %s: %v", n.name, err)
+	}
+}
+
 func (n *localNode) api() clustertest.API {
 	return clustertest.API{Base: "http://" + n.http, Fetch: clustertest.HTTPFetch(httpClient)}
 }
@@ -164,7 +131,7 @@ func reqCtx() (context.Context, context.CancelFunc) {
 // alive, and none other.
 func waitAlive(t *testing.T, timeout time.Duration, apis []clustertest.API, ids []string) {
 	t.Helper()
-	clustertest.Eventually(t, timeout, func() error {
+	proctest.Eventually(t, timeout, func() error {
 		for _, a := range apis {
 			ctx, cancel := reqCtx()
 			err := a.Ready(ctx)
@@ -194,7 +161,7 @@ func waitAlive(t *testing.T, timeout time.Duration, apis []clustertest.API, ids 
 func selfID(t *testing.T, a clustertest.API) string {
 	t.Helper()
 	var id string
-	clustertest.Eventually(t, startTimeout, func() error {
+	proctest.Eventually(t, startTimeout, func() error {
 		ctx, cancel := reqCtx()
 		defer cancel()
 		v, err := a.Cluster(ctx)
@@ -209,7 +176,7 @@ func selfID(t *testing.T, a clustertest.API) string {
 func waitSameHistory(t *testing.T, timeout time.Duration, apis []clustertest.API, room string, want int) []proto.MessageJSON {
 	t.Helper()
 	var first []proto.MessageJSON
-	clustertest.Eventually(t, timeout, func() error {
+	proctest.Eventually(t, timeout, func() error {
 		for k, a := range apis {
 			ctx, cancel := reqCtx()
 			h, err := a.History(ctx, room)

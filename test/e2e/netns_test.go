@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"chatr/internal/clustertest"
+	"chatr/internal/proctest"
 )
 
 // curlFetch is a clustertest.Fetch that runs curl inside host i's network
@@ -91,7 +92,7 @@ func TestLANDiscoveryPartition(t *testing.T) {
 		post(t, a, "lobby", fmt.Sprintf("user%d", i+1), 5, "during the cut")
 	}
 	// Each side sees the other gone.
-	clustertest.Eventually(t, convergeTimeout, func() error {
+	proctest.Eventually(t, convergeTimeout, func() error {
 		for i, gone := range map[int][]int{0: {2}, 1: {2}, 2: {0, 1}} {
 			ctx, cancel := reqCtx()
 			v, err := apis[i].Cluster(ctx)

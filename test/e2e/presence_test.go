@@ -11,6 +11,7 @@ import (
 
 	"chatr/internal/client"
 	"chatr/internal/clustertest"
+	"chatr/internal/proctest"
 	"chatr/internal/proto"
 )
 
@@ -191,7 +192,7 @@ func TestPresenceLeftOnKill9(t *testing.T) {
 	}
 
 	killed := time.Now()
-	pc.nodes[0].proc.kill9()
+	pc.nodes[0].kill9(t)
 	w.until("-ann", convergeTimeout)
 	took := time.Since(killed)
 	t.Logf("presence_left_ms=%d (kill -9 of %s to presence.left for ann on %s; goal %v)",
@@ -203,20 +204,14 @@ func TestPresenceLeftOnKill9(t *testing.T) {
 	// No ghost: once the third node has noticed the failure too (each node
 	// detects it on its own, within the same bound), a new session there
 	// does not list her.
-	var j client.Frame
-	deadline := killed.Add(presenceLeftGoal)
-	for {
-		var conn *client.Conn
-		conn, j = pc.presenceDial(t, ctx, 2, "cleo")
+	proctest.Eventually(t, time.Until(killed.Add(presenceLeftGoal)), func() error {
+		conn, j := pc.presenceDial(t, ctx, 2, "cleo")
 		conn.CloseNow()
-		if countNamed(j.Presence, "ann") == 0 {
-			break
+		if countNamed(j.Presence, "ann") != 0 {
+			return fmt.Errorf("%v after the kill -9, joined.presence on %s still lists ann: %v", presenceLeftGoal, pc.nodes[2].name, j.Presence)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%v after the kill -9, joined.presence on %s still lists ann: %v", presenceLeftGoal, pc.nodes[2].name, j.Presence)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestPresenceTwoSessions: ann with a session on node A and another on
@@ -258,7 +253,7 @@ func TestPresenceTwoSessions(t *testing.T) {
 	if err := annA.Close(); err != nil {
 		t.Logf("ann's session on %s closed: %v", pc.nodes[0].name, err)
 	}
-	clustertest.Eventually(t, convergeTimeout, func() error {
+	proctest.Eventually(t, convergeTimeout, func() error {
 		n, err := pc.sessions(0)
 		if err == nil && n != 1 { // finn's
 			err = fmt.Errorf("%s has %d sessions, want 1 once ann's is gone", pc.nodes[0].name, n)

@@ -1,6 +1,7 @@
-// Package clienttest helps test clients of chatr: it starts real nodes from
-// the chatr binary that proctest builds, and it offers a FakeNode that runs
-// in the test process.
+// Package clienttest helps test clients of chatr and the WebSocket side of
+// nodes: it starts real nodes from the chatr binary that proctest builds,
+// it offers a FakeNode that runs in the test process, and Raw, a session
+// that sends and reads the protocol frame by frame.
 package clienttest
 
 import (
@@ -17,22 +18,19 @@ type Node struct {
 	WS   string // ws://127.0.0.1:PORT/chatr/ws
 	Data string // its data directory
 
-	out proctest.Buffer
+	// Process is the node's process; its Stdout and Stderr hold what it
+	// printed so far.
+	Process *proctest.Process
 }
 
-// Output returns what the node printed so far.
-func (n *Node) Output() string { return n.out.String() }
-
 // StartNode starts `chatr serve --http 127.0.0.1:PORT --data DIR [args]`
-// on a free port, waits until /readyz answers 200 and stops the node in
-// t.Cleanup. On a failed test it logs what the node printed. The test
-// binary's TestMain should call proctest.Main, which builds chatr.
+// on a free port and waits until /readyz answers 200; the node stops when
+// the test ends (proctest.Run), which logs what it printed if the test
+// failed. The test binary's TestMain should call proctest.Main, which builds
+// chatr; with -short the test is skipped.
 func StartNode(t testing.TB, args ...string) *Node {
 	t.Helper()
-	bin, err := proctest.Binary()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := proctest.NeedBinary(t)
 	addr := proctest.FreeAddr(t)
 	n := &Node{
 		HTTP: "http://" + addr,
@@ -40,19 +38,9 @@ func StartNode(t testing.TB, args ...string) *Node {
 		Data: t.TempDir(),
 	}
 	cmd := exec.Command(bin, append([]string{"serve", "--http", addr, "--data", n.Data}, args...)...)
-	cmd.Stdout, cmd.Stderr = &n.out, &n.out
-	p, err := proctest.Start(cmd)
-	if err != nil {
-		t.Fatalf("start node: %v", err)
-	}
-	t.Cleanup(func() {
-		p.Stop(10 * time.Second)
-		if t.Failed() {
-			t.Logf("node %s output:\n%s", addr, n.Output())
-		}
-	})
-	if err := p.WaitReady(n.HTTP, 30*time.Second); err != nil {
-		t.Fatalf("node %s: %v", addr, err) // t.Cleanup logs its output
+	n.Process = proctest.Run(t, "node "+addr, cmd)
+	if err := n.Process.WaitReady(n.HTTP, 30*time.Second); err != nil {
+		t.Fatalf("node %s: %v", addr, err) // the cleanup logs its output
 	}
 	return n
 }
