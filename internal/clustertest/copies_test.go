@@ -190,7 +190,7 @@ func TestHiddenCopyReachesAClientThatSawTheEarlierOne(t *testing.T) {
 			t.Fatalf("a client was never told to drop copy 2 %s: %v (read %v)", second, err, fs)
 		}
 	}
-	Eventually(t, convergeTimeout, func() error {
+	proctest.Eventually(t, convergeTimeout, func() error {
 		for i := range c.N() {
 			h, err := c.History(i, "lobby")
 			if err != nil {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"chatr/internal/client"
+	"chatr/internal/proctest"
 	"chatr/internal/proto"
 )
 
@@ -73,7 +74,7 @@ func TestStoppedNodeHandsOverWhatItAcked(t *testing.T) {
 			}
 		}
 	}()
-	Eventually(t, 10*time.Second, func() error {
+	proctest.Eventually(t, 10*time.Second, func() error {
 		mu.Lock()
 		defer mu.Unlock()
 		if len(acked) < 50 {
@@ -122,7 +123,7 @@ func TestPartialPartitionRoutedAround(t *testing.T) {
 	for i := range 10 {
 		ids = append(ids, c.MustPost(1, "lobby", "bob", fmt.Sprint("through 2, #", i)).ID)
 	}
-	Eventually(t, 20*time.Second, func() error {
+	proctest.Eventually(t, 20*time.Second, func() error {
 		h, err := c.History(0, "lobby")
 		if err != nil {
 			return err

@@ -103,6 +103,19 @@ func (l hookListener) Accept() (net.Conn, error) {
 	return c, err
 }
 
+// smallReadsClient dials sockets with a 4 KB receive buffer, so that a
+// client that does not read stalls the node's writes after a few KB.
+func smallReadsClient() *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if err == nil {
+				c.(*net.TCPConn).SetReadBuffer(4 << 10)
+			}
+			return c, err
+		}}}
+}
+
 // dialWS opens a WebSocket and returns what websocket.Dial does, for tests
 // of refused upgrades; wrap an accepted one in clienttest.NewRaw.
 func (ts *testServer) dialWS(hdr http.Header) (*websocket.Conn, *http.Response, error) {

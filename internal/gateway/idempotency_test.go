@@ -130,10 +130,10 @@ func TestSendRefReusedWithAnotherText(t *testing.T) {
 	t.Parallel()
 	ts := newTestServer(t)
 	c := ts.hello(t, "ann")
-	c.join("lobby", nil)
-	c.say("lobby", "first", "r1")
-	c.send(`{"type":"send","room":"lobby","text":"second","ref":"r1"}`)
-	c.expectError(proto.CodeConflict, "r1")
+	c.Join("lobby", nil)
+	c.Say("lobby", "first", "r1")
+	c.Send(`{"type":"send","room":"lobby","text":"second","ref":"r1"}`)
+	c.ExpectError(proto.CodeConflict, "r1")
 }
 
 // StopSends, the first step of a shutdown: sends and posts are refused
@@ -143,10 +143,10 @@ func TestStopSends(t *testing.T) {
 	t.Parallel()
 	ts := newTestServer(t)
 	c := ts.hello(t, "ann")
-	c.join("lobby", nil)
+	c.Join("lobby", nil)
 	ts.srv.StopSends()
-	c.send(`{"type":"send","room":"lobby","text":"late","ref":"r1"}`)
-	c.expectError(proto.CodeUnavailable, "r1")
+	c.Send(`{"type":"send","room":"lobby","text":"late","ref":"r1"}`)
+	c.ExpectError(proto.CodeUnavailable, "r1")
 	if status, v := postKeyed(t, ts, `{"sender":"ann","text":"late"}`); status != http.StatusServiceUnavailable {
 		t.Errorf("post after StopSends: %d %v, want 503", status, v)
 	}
@@ -157,7 +157,7 @@ func TestStopSends(t *testing.T) {
 		t.Errorf("a new session after StopSends: %v %v, want a 503", resp, err)
 	}
 	ids := ts.appendN(t, "lobby", 1) // as a peer's message would come
-	if m := c.expect("message"); m.ID != ids[0] {
+	if m := c.Expect("message"); m.ID != ids[0] {
 		t.Errorf("the open session got %v, want %s", m, ids[0])
 	}
 }

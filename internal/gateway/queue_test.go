@@ -1,10 +1,12 @@
 package gateway
 
 import (
+	"fmt"
 	"net"
 	"testing"
 	"time"
 
+	"chatr/internal/client/clienttest"
 	"chatr/internal/proctest"
 )
 
@@ -18,32 +20,35 @@ func TestReplaysCountInTheSendQueue(t *testing.T) {
 	const history = 1000
 	ts := startTestServer(t, func(c net.Conn) { c.(*net.TCPConn).SetWriteBuffer(16 << 10) }, "--send-queue", "16")
 	ts.appendN(t, "lobby", history)
-	conn, _, err := ts.dialWith(nil, func(c net.Conn) { c.(*net.TCPConn).SetReadBuffer(4 << 10) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.CloseNow() })
-	c := &wsClient{t: t, conn: conn}
-	c.send(`{"type":"hello","name":"rejoiner"}`)
-	c.expect("welcome")
+	c := clienttest.DialRaw(t, ts.ws, &clienttest.RawOptions{HTTPClient: smallReadsClient()})
+	c.Hello("rejoiner")
 	join := `{"type":"join","room":"lobby","history":1000}`
 	// The first replay fills the socket and stalls the flusher in its
 	// write; the next ones wait in the queue, each as history+2 frames.
-	c.send(join)
-	proctest.Eventually(t, 5*time.Second, "the first replay is being written", func() bool {
-		return ts.metric(t, "chatr_ws_frames_out_total") >= history+2
+	c.Send(join)
+	proctest.Eventually(t, 5*time.Second, func() error {
+		if v := ts.metric(t, "chatr_ws_frames_out_total"); v < history+2 {
+			return fmt.Errorf("%v frames out: the first replay is not being written yet", v)
+		}
+		return nil
 	})
-	c.send(join)
-	proctest.Eventually(t, 5*time.Second, "the second replay is counted frame by frame", func() bool {
-		return ts.metric(t, "chatr_ws_queued_frames") >= history+2
+	c.Send(join)
+	proctest.Eventually(t, 5*time.Second, func() error {
+		if v := ts.metric(t, "chatr_ws_queued_frames"); v < history+2 {
+			return fmt.Errorf("%v frames queued: the second replay is not counted frame by frame", v)
+		}
+		return nil
 	})
 	// 64 x 16 = 1024 frames: the third replay puts the queue past it, and
 	// the next item finds it so. Quickly, so the 1 s stall rule plays no part.
 	for range 2 {
-		c.send(join)
+		c.Send(join)
 	}
-	c.expectClose(4000)
-	proctest.Eventually(t, 5*time.Second, "the queue gauge falls back to 0", func() bool {
-		return ts.metric(t, "chatr_ws_queued_frames") == 0
+	c.ExpectClose(4000)
+	proctest.Eventually(t, 5*time.Second, func() error {
+		if v := ts.metric(t, "chatr_ws_queued_frames"); v != 0 {
+			return fmt.Errorf("the queue gauge says %v after the session ended", v)
+		}
+		return nil
 	})
 }

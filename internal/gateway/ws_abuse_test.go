@@ -227,15 +227,7 @@ func TestSlowConsumerClosed4000(t *testing.T) {
 	// after a few dozen messages rather than megabytes.
 	ts := startTestServer(t, func(c net.Conn) { c.(*net.TCPConn).SetWriteBuffer(32 << 10) },
 		"--send-queue", "16", "--send-rate", "100000", "--send-burst", "100000")
-	smallReads := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-			if err == nil {
-				c.(*net.TCPConn).SetReadBuffer(4 << 10)
-			}
-			return c, err
-		}}}
-	slow := clienttest.DialRaw(t, ts.ws, &clienttest.RawOptions{HTTPClient: smallReads})
+	slow := clienttest.DialRaw(t, ts.ws, &clienttest.RawOptions{HTTPClient: smallReadsClient()})
 	slow.Hello("slow")
 	slow.Join("lobby", nil)
 	reader := ts.hello(t, "reader")

@@ -367,7 +367,7 @@ func TestCloseLeavesNoGoroutine(t *testing.T) {
 	post(t, a, "one")
 	post(t, b, "two")
 	want := proto.Vector{a.st.NodeID(): 1, b.st.NodeID(): 1}
-	eventually(t, 10*time.Second, func() error {
+	proctest.Eventually(t, 10*time.Second, func() error {
 		if err := holds(a, want); err != nil {
 			return err
 		}
@@ -390,7 +390,7 @@ func TestCloseLeavesNoGoroutine(t *testing.T) {
 func TestRelinkWaitsForTheOldLink(t *testing.T) {
 	a, b := newPeer(t, "c", nil, 0), newPeer(t, "c", nil, 0)
 	b.repl.SetPeers([]Peer{a.as()})
-	eventually(t, 10*time.Second, func() error { return holds(b, a.st.Vector()) }) // the link runs
+	proctest.Eventually(t, 10*time.Second, func() error { return holds(b, a.st.Vector()) }) // the link runs
 	old := b.repl.following[a.st.NodeID()]
 	moved := a.as()
 	moved.HTTP = strings.Replace(moved.HTTP, "127.0.0.1", "localhost", 1)
