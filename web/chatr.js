@@ -1,5 +1,5 @@
 // chatr web client: plain JavaScript, no framework, no build step.
-// It speaks protocol version 1 (PROTOCOL.md) over one WebSocket.
+// It speaks protocol version 1 (docs/protocol.md) over one WebSocket.
 'use strict';
 
 (function () {
@@ -45,7 +45,7 @@
     // Names of the people present. The server lists a person once however
     // many sessions and nodes they have, and sends left only when the last
     // one goes, naming the node of that session, which need not be the node
-    // it named when the person came (PROTOCOL.md, presence).
+    // it named when the person came (docs/protocol.md, presence).
     presence: new Set(),
     replayFirst: null,     // first message element added during this join's replay
   };

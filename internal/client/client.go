@@ -1,5 +1,5 @@
 // Package client is a small Go client of the chatr WebSocket protocol
-// (PROTOCOL.md). It is used by `chatr chat`, `chatr bench` and tests.
+// (docs/protocol.md). It is used by `chatr chat`, `chatr bench` and tests.
 //
 // A Conn is made by Dial, which does the WebSocket handshake and the
 // hello/welcome exchange. Frames are then sent with Join, Send, Leave and Ping
@@ -10,7 +10,7 @@
 //	c, err := client.Dial(ctx, "ws://127.0.0.1:5080/chatr/ws", "alice", nil)
 //	...
 //	err = c.Join(ctx, "lobby", "")
-//	frames, err := c.ReadUntil(ctx, client.IsType(proto.TypeSynced, "lobby"))
+//	frames, err := c.ReadUntil(ctx, client.IsType(client.TypeSynced, "lobby"))
 //	...
 //	// later, on another connection:
 //	err = c2.Join(ctx, "lobby", c.Cursor("lobby"))

@@ -110,10 +110,9 @@ type State string
 
 // Member states.
 const (
-	StateAlive   State = "alive"
-	StateSuspect State = "suspect" // reserved: memberlist does not report suspicion
-	StateDead    State = "dead"
-	StateLeft    State = "left"
+	StateAlive State = "alive"
+	StateDead  State = "dead"
+	StateLeft  State = "left"
 )
 
 // Member is one node of the cluster.

@@ -39,7 +39,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Membership events dropped because a subscriber was full.",
 		}),
 	}
-	for _, s := range []State{StateAlive, StateSuspect, StateDead, StateLeft} {
+	for _, s := range []State{StateAlive, StateDead, StateLeft} {
 		m.members.WithLabelValues(string(s))
 	}
 	for _, r := range []string{"cluster", "secret", "meta"} {
@@ -67,7 +67,7 @@ func (c *Cluster) updateGaugesLocked() {
 	for _, e := range c.members {
 		n[e.State]++
 	}
-	for _, s := range []State{StateAlive, StateSuspect, StateDead, StateLeft} {
+	for _, s := range []State{StateAlive, StateDead, StateLeft} {
 		c.metrics.members.WithLabelValues(string(s)).Set(float64(n[s]))
 	}
 }

@@ -873,7 +873,7 @@ func HTTPFetch(hc *http.Client) Fetch {
 	}
 }
 
-// API speaks chatr's HTTP API (PROTOCOL.md) to one node.
+// API speaks chatr's HTTP API (docs/protocol.md) to one node.
 type API struct {
 	Base  string // "http://host:port"
 	Fetch Fetch
@@ -970,49 +970,7 @@ func (a API) History(ctx context.Context, room string) ([]proto.MessageJSON, err
 }
 
 // ClusterView is the answer of GET /chatr/api/cluster.
-type ClusterView struct {
-	Self    string       `json:"self"`
-	Cluster string       `json:"cluster"`
-	Members []MemberView `json:"members"`
-}
-
-// MemberView is one member in a ClusterView.
-type MemberView struct {
-	ID    string `json:"id"`
-	Name  string `json:"name"`
-	HTTP  string `json:"http"`
-	State string `json:"state"`
-	Since string `json:"since"`
-}
-
-// Alive is the set of ids of the alive members.
-func (v ClusterView) Alive() map[string]bool {
-	out := map[string]bool{}
-	for _, m := range v.Members {
-		if m.State == "alive" {
-			out[m.ID] = true
-		}
-	}
-	return out
-}
-
-// State is member id's state, or "" when it is not listed.
-func (v ClusterView) State(id string) string {
-	for _, m := range v.Members {
-		if m.ID == id {
-			return m.State
-		}
-	}
-	return ""
-}
-
-func (v ClusterView) String() string {
-	var parts []string
-	for _, m := range v.Members {
-		parts = append(parts, fmt.Sprintf("%s/%s=%s", m.Name, m.ID, m.State))
-	}
-	return fmt.Sprintf("self %s: [%s]", v.Self, strings.Join(parts, " "))
-}
+type ClusterView = proto.ClusterView
 
 // Cluster reads GET /chatr/api/cluster.
 func (a API) Cluster(ctx context.Context) (ClusterView, error) {

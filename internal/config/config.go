@@ -4,6 +4,8 @@
 package config
 
 import (
+	"chatr/internal/cluster"
+
 	"errors"
 	"flag"
 	"fmt"
@@ -51,8 +53,9 @@ func (c *Config) Clustered() bool {
 	return c.ClusterAddr != "" || len(c.Join) > 0 || c.Discover != ""
 }
 
-// DefaultClusterPort is the gossip port when --cluster-addr names none.
-const DefaultClusterPort = "7946"
+// defaultClusterPort is the gossip port when --cluster-addr names none:
+// the cluster package's, defined there once.
+var defaultClusterPort = strconv.Itoa(cluster.DefaultPort)
 
 // Parse reads flags from args, falling back to CHATR_<FLAG> variables from
 // getenv for flags not given, and validates the result. It writes --help to
@@ -79,7 +82,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on the HTTP listener (for benchmarks; keep it off in production)")
 	host, _ := os.Hostname()
 	fs.StringVar(&c.NodeName, "node", host, "node display `name`")
-	fs.StringVar(&c.ClusterAddr, "cluster-addr", "", "gossip listen `host:port` (port "+DefaultClusterPort+" when left out); turns on cluster mode")
+	fs.StringVar(&c.ClusterAddr, "cluster-addr", "", "gossip listen `host:port` (port "+defaultClusterPort+" when left out); turns on cluster mode")
 	fs.StringVar(&c.Advertise, "advertise", "", "gossip `host:port` peers should use when the listen address is not reachable as is")
 	fs.StringVar(&join, "join", "", "comma-separated members to join: `host:port` or dns:NAME; retried until one answers")
 	fs.StringVar(&c.Discover, "discover", "", "\"lan\" to find and announce nodes with mDNS (_chatr._tcp)")
@@ -135,7 +138,7 @@ func splitList(s string) []string {
 func checkHostPort(flagName, addr string) error {
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("--%s %q: want host:port (e.g. 127.0.0.1:7946 or :7946): %v", flagName, addr, err)
+		return fmt.Errorf("--%s %q: want host:port (e.g. 127.0.0.1:5080 or :5080): %v", flagName, addr, err)
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 		return fmt.Errorf("--%s %q: port must be a number from 0 to 65535", flagName, addr)
@@ -188,7 +191,7 @@ func (c *Config) validate() error {
 	}
 	if c.ClusterAddr != "" {
 		if _, _, err := net.SplitHostPort(c.ClusterAddr); err != nil && strings.Contains(err.Error(), "missing port") {
-			c.ClusterAddr = net.JoinHostPort(strings.Trim(c.ClusterAddr, "[]"), DefaultClusterPort)
+			c.ClusterAddr = net.JoinHostPort(strings.Trim(c.ClusterAddr, "[]"), defaultClusterPort)
 		}
 		add(checkHostPort("cluster-addr", c.ClusterAddr))
 	}

@@ -321,9 +321,9 @@ func (s *Server) getCluster(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.opts.ClusterView())
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"self": s.opts.NodeID, "cluster": s.cfg.ClusterName,
-		"members": []map[string]string{{"id": s.opts.NodeID, "name": s.cfg.NodeName, "http": s.opts.HTTPAddr,
-			"state": "alive", "since": proto.FormatTime(s.started.UnixMicro())}}})
+	writeJSON(w, http.StatusOK, proto.ClusterView{Self: s.opts.NodeID, Cluster: s.cfg.ClusterName,
+		Members: []proto.MemberView{{ID: s.opts.NodeID, Name: s.cfg.NodeName, HTTP: s.opts.HTTPAddr,
+			State: "alive", Since: proto.FormatTime(s.started.UnixMicro())}}})
 }
 
 // postError turns a failed post into what the client is told.

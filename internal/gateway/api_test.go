@@ -51,7 +51,7 @@ func pageIDs(p apiPage) []string {
 	return out
 }
 
-// checkErrorBody checks the PROTOCOL.md error shape and returns its code.
+// checkErrorBody checks the docs/protocol.md error shape and returns its code.
 func checkErrorBody(t *testing.T, data []byte) string {
 	t.Helper()
 	var outer map[string]json.RawMessage

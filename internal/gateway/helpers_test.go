@@ -146,7 +146,7 @@ func (ts *testServer) hello(t testing.TB, name string) *clienttest.Raw {
 
 var createdRE = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$`)
 
-// checkCreated checks a PROTOCOL.md time: RFC 3339, UTC, microseconds.
+// checkCreated checks a docs/protocol.md time: RFC 3339, UTC, microseconds.
 func checkCreated(t testing.TB, s string) time.Time {
 	t.Helper()
 	if !createdRE.MatchString(s) {

@@ -53,7 +53,7 @@ type Options struct {
 	// Members lists the alive nodes for welcome.nodes; nil means this node alone.
 	Members func() []proto.Member
 	// ClusterView answers GET /chatr/api/cluster; nil means a single node.
-	ClusterView func() any
+	ClusterView func() proto.ClusterView
 	// Ready reports whether the node has joined its cluster; nil means yes.
 	Ready func() bool
 	// Peer serves the peer links under /chatr/peer/ (cluster mode).

@@ -10,7 +10,7 @@ import (
 	"chatr/internal/proto"
 )
 
-// Every bad frame gets an error with the PROTOCOL.md code (and the frame's
+// Every bad frame gets an error with the docs/protocol.md code (and the frame's
 // ref when it had one), and the connection keeps working.
 func TestBadFramesAnswerAndKeepTheConnection(t *testing.T) {
 	t.Parallel()

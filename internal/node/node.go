@@ -102,12 +102,8 @@ func (n *Node) newCluster(gw *gateway.Options, hooks Hooks) error {
 		n.hub.Publish(batch)
 		n.repl.Publish(batch)
 	})
-	bind := cfg.ClusterAddr
-	if bind == "" {
-		bind = ":" + config.DefaultClusterPort
-	}
 	c, err := cluster.New(cluster.Config{NodeID: n.store.NodeID(), NodeName: cfg.NodeName,
-		ClusterName: cfg.ClusterName, BindAddr: bind, Advertise: cfg.Advertise, Join: cfg.Join,
+		ClusterName: cfg.ClusterName, BindAddr: cfg.ClusterAddr, Advertise: cfg.Advertise, Join: cfg.Join,
 		DiscoverLAN: cfg.Discover == "lan", SecretKey: cfg.Secret, HTTPAddr: n.ln.Addr().String(),
 		Log: n.log.With("part", "cluster"), Console: n.console, Metrics: n.reg,
 		LocalState: n.repl.LocalState, MergeState: n.repl.MergeState, Blocked: hooks.GossipBlocked})
@@ -157,20 +153,13 @@ func (n *Node) aliveMembers() []proto.Member {
 	return out
 }
 
-func (n *Node) clusterView() any {
-	type memberJSON struct {
-		ID    string `json:"id"`
-		Name  string `json:"name"`
-		HTTP  string `json:"http"`
-		State string `json:"state"`
-		Since string `json:"since"`
-	}
-	members := []memberJSON{}
+func (n *Node) clusterView() proto.ClusterView {
+	v := proto.ClusterView{Self: n.ID(), Cluster: n.cfg.ClusterName, Members: []proto.MemberView{}}
 	for _, m := range n.cluster.Members() {
-		members = append(members, memberJSON{ID: m.ID, Name: m.Name, HTTP: peerHTTP(m), State: string(m.State),
+		v.Members = append(v.Members, proto.MemberView{ID: m.ID, Name: m.Name, HTTP: peerHTTP(m), State: string(m.State),
 			Since: proto.FormatTime(m.Since.UnixMicro())})
 	}
-	return map[string]any{"self": n.ID(), "cluster": n.cfg.ClusterName, "members": members}
+	return v
 }
 
 // followMembers keeps the replication links in step with the membership.

@@ -8,7 +8,7 @@ import (
 
 func intp(n int) *int { return &n }
 
-// TestDecodeInboundValid checks that every client frame of PROTOCOL.md
+// TestDecodeInboundValid checks that every client frame of docs/protocol.md
 // decodes into the fields a handler relies on.
 func TestDecodeInboundValid(t *testing.T) {
 	long32 := strings.Repeat("é", MaxNameLen) // 32 characters, 64 bytes
@@ -41,7 +41,7 @@ func TestDecodeInboundValid(t *testing.T) {
 		{"send 4096 bytes", `{"type":"send","room":"lobby","text":"` + text4096 + `","ref":"` + ref64 + `"}`, Inbound{Type: TypeSend, Room: "lobby", Text: text4096, Ref: ref64}},
 		{"send text kept verbatim", `{"type":"send","room":"lobby","text":"  <img src=x onerror=alert(1)>\n"}`, Inbound{Type: TypeSend, Room: "lobby", Text: "  <img src=x onerror=alert(1)>\n"}},
 		{"send escaped unicode", `{"type":"send","room":"lobby","text":"\u00e9\ud83d\ude00"}`, Inbound{Type: TypeSend, Room: "lobby", Text: "é😀"}},
-		// PROTOCOL.md: a ref is at most 64 characters, not bytes.
+		// docs/protocol.md: a ref is at most 64 characters, not bytes.
 		{"send ref 64 multibyte characters", `{"type":"send","room":"lobby","text":"hi","ref":"` + strings.Repeat("é", MaxRefLen) + `"}`, Inbound{Type: TypeSend, Room: "lobby", Text: "hi", Ref: strings.Repeat("é", MaxRefLen)}},
 		{"ping", `{"type":"ping"}`, Inbound{Type: TypePing}},
 		{"surrounding whitespace", " \n\t{\"type\":\"ping\"}\r\n ", Inbound{Type: TypePing}},
@@ -78,7 +78,7 @@ func histStr(h *int) string {
 }
 
 // TestDecodeInboundErrors checks that every bad frame gets the error code of
-// PROTOCOL.md, and that the ref of a send is echoed whenever it was readable,
+// docs/protocol.md, and that the ref of a send is echoed whenever it was readable,
 // so the client can match the error to what it sent.
 func TestDecodeInboundErrors(t *testing.T) {
 	tests := []struct {
@@ -146,7 +146,7 @@ func TestDecodeInboundErrors(t *testing.T) {
 		{"send empty text", `{"type":"send","room":"lobby","text":"","ref":"r3"}`, CodeBadRequest, "r3", "text"},
 		{"send 4097 bytes", `{"type":"send","room":"lobby","text":"` + strings.Repeat("x", 4097) + `","ref":"r4"}`, CodeTooLarge, "r4", "4097"},
 		{"send 4097 bytes of multibyte text", `{"type":"send","room":"lobby","text":"` + strings.Repeat("€", 1365) + `xx","ref":"r4"}`, CodeTooLarge, "r4", ""},
-		// The ref is readable even though the text is not UTF-8: PROTOCOL.md
+		// The ref is readable even though the text is not UTF-8: docs/protocol.md
 		// answers a send with an ack or an error "with the same ref", and a
 		// client waits on that ref.
 		{"send text invalid UTF-8 in the raw frame", "{\"type\":\"send\",\"room\":\"lobby\",\"text\":\"a\xffb\",\"ref\":\"r5\"}", CodeBadRequest, "r5", "UTF-8"},

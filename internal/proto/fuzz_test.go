@@ -13,7 +13,7 @@ var errorCodes = map[string]bool{
 }
 
 // FuzzDecodeInbound feeds arbitrary frames to the decoder. It must never
-// panic; what it accepts must satisfy every rule of PROTOCOL.md and decode
+// panic; what it accepts must satisfy every rule of docs/protocol.md and decode
 // the same once encoded again; what it refuses gets a protocol error code.
 func FuzzDecodeInbound(f *testing.F) {
 	for _, s := range []string{

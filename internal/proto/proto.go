@@ -1,4 +1,4 @@
-// Package proto holds the frames of PROTOCOL.md, their validation and error
+// Package proto holds the frames of docs/protocol.md, their validation and error
 // codes. It is shared by the server, the terminal client and the load
 // generator, so they all speak the same contract.
 package proto
@@ -16,7 +16,7 @@ import (
 // Version is the protocol version this package implements.
 const Version = 1
 
-// Limits from PROTOCOL.md.
+// Limits from docs/protocol.md.
 const (
 	MaxNameLen     = 32   // characters of a name after trimming
 	MaxRoomLen     = 64   // characters of a room name
@@ -27,7 +27,7 @@ const (
 	DefaultRoom    = "lobby"
 )
 
-// Error codes of PROTOCOL.md.
+// Error codes of docs/protocol.md.
 const (
 	CodeBadRequest    = "bad_request"
 	CodeHelloRequired = "hello_required"
@@ -42,7 +42,7 @@ const (
 	CodeConflict = "conflict"
 )
 
-// Close codes of PROTOCOL.md.
+// Close codes of docs/protocol.md.
 const (
 	CloseGoingAway  = 1001 // node shutting down: reconnect elsewhere
 	ClosePolicy     = 1008 // bad origin, unauthorized, abuse
@@ -95,7 +95,7 @@ type Message struct {
 	Replaces string
 }
 
-// ID is the message id of PROTOCOL.md: "<origin>-<seq>".
+// ID is the message id of docs/protocol.md: "<origin>-<seq>".
 func (m *Message) ID() string { return MessageID(m.Origin, m.Seq) }
 
 // MessageID formats a message id.
