@@ -54,6 +54,13 @@ func newTestServer(t testing.TB, args ...string) *testServer {
 // accepted connection (socket buffer sizes, say).
 func startTestServer(t testing.TB, onAccept func(net.Conn), args ...string) *testServer {
 	t.Helper()
+	return startTestServerWith(t, nil, onAccept, args...)
+}
+
+// startTestServerWith is startTestServer with a hook that may change the
+// server's Options.
+func startTestServerWith(t testing.TB, tweak func(*Options), onAccept func(net.Conn), args ...string) *testServer {
+	t.Helper()
 	cfg, err := config.Parse(append([]string{"--http", "127.0.0.1:0", "--data", t.TempDir(), "--node", "testnode"}, args...), noEnv, io.Discard)
 	if err != nil {
 		t.Fatalf("config: %v", err)
@@ -66,8 +73,12 @@ func startTestServer(t testing.TB, onAccept func(net.Conn), args ...string) *tes
 	h := hub.New(hub.Options{NodeID: st.NodeID(), Cluster: cfg.ClusterName, Metrics: reg})
 	st.OnCommit(h.Publish)
 	hs := httptest.NewUnstartedServer(nil) // binds its listener now
-	srv := New(Options{Config: cfg, NodeID: st.NodeID(), HTTPAddr: hs.Listener.Addr().String(), Store: st, Hub: h,
-		Poster: StorePoster{Store: st}, Web: web.FS, Metrics: reg})
+	opts := Options{Config: cfg, NodeID: st.NodeID(), HTTPAddr: hs.Listener.Addr().String(), Store: st, Hub: h,
+		Poster: StorePoster{Store: st}, Web: web.FS, Metrics: reg}
+	if tweak != nil {
+		tweak(&opts)
+	}
+	srv := New(opts)
 	hs.Config.Handler = srv.Handler()
 	if onAccept != nil {
 		hs.Listener = hookListener{hs.Listener, onAccept}

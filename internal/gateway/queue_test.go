@@ -52,3 +52,29 @@ func TestReplaysCountInTheSendQueue(t *testing.T) {
 		return nil
 	})
 }
+
+// TestReaderPerSession: where epoll is not available (macOS, Windows), each
+// session reads in a goroutine of its own; the protocol is the same.
+func TestReaderPerSession(t *testing.T) {
+	t.Parallel()
+	ts := startTestServerWith(t, func(o *Options) { o.ReaderPerSession = true }, nil)
+	if ts.srv.poller != nil {
+		t.Fatal("the server made a poller")
+	}
+	ann, bob := ts.hello(t, "ann"), ts.hello(t, "bob")
+	ann.Join("lobby", nil)
+	bob.Join("lobby", nil)
+	ack, msg, _ := ann.Say("lobby", "hello", "r1")
+	if got := bob.Expect("message"); got.ID != ack.ID || got.Text != "hello" || msg.ID != ack.ID {
+		t.Fatalf("bob got %v, ann's ack %v", got, ack)
+	}
+	ann.Send(`{"type":"nope"}`)
+	ann.ExpectError("bad_request", "")
+	ann.Conn.Close(1000, "")
+	proctest.Eventually(t, 5*time.Second, func() error {
+		if n := ts.srv.Sessions(); n != 1 {
+			return fmt.Errorf("%d sessions after ann left", n)
+		}
+		return nil
+	})
+}

@@ -58,6 +58,10 @@ type Options struct {
 	Ready func() bool
 	// Peer serves the peer links under /chatr/peer/ (cluster mode).
 	Peer http.Handler
+	// ReaderPerSession reads every session in a goroutine of its own, as
+	// where epoll is not available, instead of waking readers from one
+	// poller (tests run the fallback with it).
+	ReaderPerSession bool
 	// KnownHTTP lists the HTTP addresses of every member ever seen, alive or
 	// not: their pages may open WebSockets here, so a client fails over from
 	// a dead node to this one without --allowed-origins.
@@ -120,10 +124,12 @@ func New(opts Options) *Server {
 	s.unGreeted = map[*session]time.Time{}
 	s.started = time.Now()
 	s.ctx, s.stop = context.WithCancel(context.Background())
-	if p, err := netpoll.New(); err == nil {
-		s.poller = p
-	} else {
-		s.log.Warn("no epoll: one reader goroutine per WebSocket session", "err", err)
+	if !opts.ReaderPerSession {
+		p, err := netpoll.New()
+		if err != nil {
+			s.log.Warn("no epoll: one reader goroutine per WebSocket session", "err", err)
+		}
+		s.poller = p // nil on error: each session reads in a goroutine of its own
 	}
 	s.routes()
 	return s
