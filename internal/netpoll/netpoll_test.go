@@ -110,7 +110,19 @@ func TestRemovedDescNeverFires(t *testing.T) {
 	}
 	d.Remove()
 	client.Write([]byte("x"))
-	time.Sleep(50 * time.Millisecond) // a negative: nothing may happen
+	// A barrier instead of a sleep: a second connection written after the
+	// first is woken only after the poller has waited past that write.
+	client2, server2 := pipe(t)
+	barrier := make(chan struct{}, 1)
+	if _, err := p.Add(server2, func() { barrier <- struct{}{} }); err != nil {
+		t.Fatal(err)
+	}
+	client2.Write([]byte("y"))
+	select {
+	case <-barrier:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the barrier connection was never woken")
+	}
 	if calls.Load() != 0 {
 		t.Fatal("a removed connection fired")
 	}
