@@ -11,6 +11,49 @@ import (
 	"chatr/internal/proctest"
 )
 
+// dialLobby opens a session on node i as name and joins the lobby: from
+// since, or with the 10 newest messages. It does not wait for the replay.
+func dialLobby(ctx context.Context, t *testing.T, c *Cluster, i int, name, since string) *client.Conn {
+	t.Helper()
+	conn, err := client.Dial(ctx, "http://"+c.HTTPAddr(i), name, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.CloseNow() })
+	if since == "" {
+		err = conn.JoinHistory(ctx, "lobby", 10)
+	} else {
+		err = conn.Join(ctx, "lobby", since)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
+// syncedLobby reads until the lobby is synced and returns what came.
+func syncedLobby(ctx context.Context, t *testing.T, conn *client.Conn) []client.Frame {
+	t.Helper()
+	fs, err := conn.ReadUntil(ctx, client.IsType(client.TypeSynced, "lobby"))
+	if err != nil {
+		t.Fatalf("no synced: %v (read %v)", err, fs)
+	}
+	return fs
+}
+
+// sendOnce sends "only once" with ref r1 and returns the id it is acked with.
+func sendOnce(ctx context.Context, t *testing.T, conn *client.Conn) string {
+	t.Helper()
+	if err := conn.Send(ctx, "lobby", "only once", "r1"); err != nil {
+		t.Fatal(err)
+	}
+	fs, err := conn.ReadUntil(ctx, func(f client.Frame) bool { return f.Type == client.TypeAck && f.Ref == "r1" })
+	if err != nil {
+		t.Fatalf("no ack: %v (read %v)", err, fs)
+	}
+	return fs[len(fs)-1].ID
+}
+
 // A client re-sends on another node while the first copy is cut off with
 // its node: both nodes store a copy. After the heal every node lists the
 // send once (the earlier copy), and a client that was shown the later copy
@@ -21,29 +64,11 @@ func TestCopiesOfAResendShownOnce(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	dial := func(i int, name string) *client.Conn {
-		conn, err := client.Dial(ctx, "http://"+c.HTTPAddr(i), name, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.CloseNow() })
-		if err := conn.JoinHistory(ctx, "lobby", 0); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := conn.ReadUntil(ctx, client.IsType(client.TypeSynced, "lobby")); err != nil {
-			t.Fatal(err)
-		}
+		conn := dialLobby(ctx, t, c, i, name, "")
+		syncedLobby(ctx, t, conn)
 		return conn
 	}
-	send := func(conn *client.Conn) string {
-		if err := conn.Send(ctx, "lobby", "only once", "r1"); err != nil {
-			t.Fatal(err)
-		}
-		fs, err := conn.ReadUntil(ctx, func(f client.Frame) bool { return f.Type == client.TypeAck && f.Ref == "r1" })
-		if err != nil {
-			t.Fatalf("no ack: %v (read %v)", err, fs)
-		}
-		return fs[len(fs)-1].ID
-	}
+	send := func(conn *client.Conn) string { return sendOnce(ctx, t, conn) }
 
 	watcher := dial(1, "wes")
 	c.Partition([]int{0}, []int{1, 2})
@@ -94,42 +119,9 @@ func TestHiddenCopyReachesAClientThatSawTheEarlierOne(t *testing.T) {
 	c := Start(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	dial := func(i int, name, since string) *client.Conn {
-		t.Helper()
-		conn, err := client.Dial(ctx, "http://"+c.HTTPAddr(i), name, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.CloseNow() })
-		if since == "" {
-			err = conn.JoinHistory(ctx, "lobby", 10)
-		} else {
-			err = conn.Join(ctx, "lobby", since)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		return conn
-	}
-	synced := func(conn *client.Conn) []client.Frame {
-		t.Helper()
-		fs, err := conn.ReadUntil(ctx, client.IsType(client.TypeSynced, "lobby"))
-		if err != nil {
-			t.Fatalf("no synced: %v (read %v)", err, fs)
-		}
-		return fs
-	}
-	send := func(conn *client.Conn) string {
-		t.Helper()
-		if err := conn.Send(ctx, "lobby", "only once", "r1"); err != nil {
-			t.Fatal(err)
-		}
-		fs, err := conn.ReadUntil(ctx, func(f client.Frame) bool { return f.Type == client.TypeAck && f.Ref == "r1" })
-		if err != nil {
-			t.Fatalf("no ack: %v (read %v)", err, fs)
-		}
-		return fs[len(fs)-1].ID
-	}
+	dial := func(i int, name, since string) *client.Conn { return dialLobby(ctx, t, c, i, name, since) }
+	synced := func(conn *client.Conn) []client.Frame { return syncedLobby(ctx, t, conn) }
+	send := func(conn *client.Conn) string { return sendOnce(ctx, t, conn) }
 	hiddenIn := func(fs []client.Frame, id string) bool {
 		for _, f := range fs {
 			if f.Type == "hidden" && f.ID == id || f.Type == client.TypeMessage && f.Replaces == id {
