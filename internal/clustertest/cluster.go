@@ -27,6 +27,7 @@ import (
 	"chatr/internal/config"
 	"chatr/internal/node"
 	"chatr/internal/proto"
+	"chatr/internal/store"
 )
 
 // Timeouts of the harness. Failure detection takes about 3 s and a healed
@@ -560,6 +561,27 @@ func CheckNoGaps(hists ...[]proto.MessageJSON) error {
 				return fmt.Errorf("origin %s: %d messages numbered %d..%d, a gap or a duplicate at %d (want 1..%d)",
 					origin, len(s), s[0], s[len(s)-1], seq, len(s))
 			}
+		}
+	}
+	return nil
+}
+
+// CheckLog checks that a store holds every origin's messages 1..n, n
+// being its vector: the log keeps every copy of a send, hidden ones
+// included, so it has no gaps even where the history does not list them.
+func CheckLog(st *store.Store) error {
+	for origin, n := range st.Vector() {
+		msgs, err := st.Range(context.Background(), origin, 1, int(n)+1)
+		if err != nil {
+			return err
+		}
+		for k, m := range msgs {
+			if m.Seq != uint64(k+1) {
+				return fmt.Errorf("origin %s: the log holds %d messages up to %d, a gap at %d", origin, len(msgs), n, m.Seq)
+			}
+		}
+		if uint64(len(msgs)) != n {
+			return fmt.Errorf("origin %s: the log holds %d messages, its vector says %d", origin, len(msgs), n)
 		}
 	}
 	return nil
