@@ -67,6 +67,9 @@ const (
 	TypeAck      = "ack"
 	TypeError    = "error"
 	TypePong     = "pong"
+	// TypeHidden names a message that is a hidden copy of a re-sent one:
+	// {"type":"hidden","room":R,"id":ID}; a client that shows it drops it.
+	TypeHidden = "hidden"
 )
 
 // Frame is any server frame, decoded. Only the fields of its Type are set.

@@ -155,7 +155,7 @@ func (r *resumer) take(f client.Frame) {
 			r.failures = append(r.failures, fmt.Sprintf("node %d sent %s of room %s, which %s never joined", r.node, f.ID, f.Room, r.name))
 		}
 		r.view.Take(f) // a Replaces drops another copy of the same send
-	case typeHidden:
+	case client.TypeHidden:
 		r.view.Take(f)
 	case client.TypeAck:
 		if s := r.sends[f.Ref]; s != nil {

@@ -9,11 +9,6 @@ import (
 	"chatr/internal/proto"
 )
 
-// typeHidden is the server frame {"type":"hidden","room":R,"id":ID}: the
-// message ID is a hidden copy of a re-sent message, which a client that
-// shows it drops.
-const typeHidden = "hidden"
-
 // View is what one chat client was shown of its rooms, over all its
 // sessions, kept as a user sees it: each message frame shows a message;
 // the Replaces of a message, and a hidden frame, name one to drop. It is
@@ -42,7 +37,7 @@ func (v *View) Take(f client.Frame) {
 		}
 		v.shown[f.Room] = append(v.shown[f.Room], f)
 		v.times[f.ID]++
-	case typeHidden:
+	case client.TypeHidden:
 		v.dropped[f.ID] = true
 	}
 }
@@ -74,8 +69,9 @@ func (e WrongDelivery) Unwrap() error { return e.Err }
 // Compare checks that client name shows exactly h, room's history as the
 // nodes list it: each message once over all its sessions (a message shown
 // twice is a WrongDelivery even if dropped later), each as the nodes list
-// it, each origin's in order, none missing, none other, and no text twice
-// (two copies of one send, the hidden one never dropped). Errors other
+// it, each origin's in order, none missing, none other, and no text more
+// often than the nodes list it (two copies of one send, the hidden one
+// never dropped). Errors other
 // than a WrongDelivery may mend as messages and drops arrive.
 func (v *View) Compare(name, room string, h []proto.MessageJSON) error {
 	v.mu.Lock()
@@ -91,17 +87,19 @@ func (v *View) Compare(name, room string, h []proto.MessageJSON) error {
 			return WrongDelivery{fmt.Errorf("%s was shown %s of %s %d times", name, f.ID, room, times[f.ID])}
 		}
 	}
-	byText := map[string]string{}
-	for _, f := range got {
-		if id, ok := byText[f.Text]; ok {
-			return fmt.Errorf("%s shows %q of %s twice, as %s and %s: a hidden copy it was never told to drop (no replaces, no hidden frame)",
-				name, f.Text, room, id, f.ID)
-		}
-		byText[f.Text] = f.ID
-	}
 	want := make(map[string]proto.MessageJSON, len(h))
+	listed := map[string]int{} // text -> times the nodes list it
 	for _, m := range h {
 		want[m.ID] = m
+		listed[m.Text]++
+	}
+	byText := map[string][]string{}
+	for _, f := range got {
+		byText[f.Text] = append(byText[f.Text], f.ID)
+		if ids := byText[f.Text]; len(ids) > max(1, listed[f.Text]) {
+			return fmt.Errorf("%s shows %q of %s %d times, as %v, the nodes list it %d times: a hidden copy it was never told to drop (no replaces, no hidden frame)",
+				name, f.Text, room, len(ids), ids, listed[f.Text])
+		}
 	}
 	last := map[string]uint64{} // origin -> last sequence shown
 	for _, f := range got {
