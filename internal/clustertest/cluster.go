@@ -47,14 +47,21 @@ const (
 // last error cond returned if that has not happened within timeout.
 func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
 	t.Helper()
+	if err := Poll(timeout, cond); err != nil {
+		t.Fatalf("not within %v: %v", timeout, err)
+	}
+}
+
+// Poll calls cond until it returns nil, and then returns nil; if that has
+// not happened within timeout, it returns the last error cond returned.
+// It is Eventually for a check that reports what it saw rather than
+// failing the test.
+func Poll(timeout time.Duration, cond func() error) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %v", timeout, err)
+		if err == nil || time.Now().After(deadline) {
+			return err
 		}
 		time.Sleep(50 * time.Millisecond) // poll interval, not a guess at timing
 	}
@@ -975,6 +982,21 @@ const historyPage = 1000
 // History reads the whole history of room, oldest first, paging back from
 // the newest messages with before.
 func (a API) History(ctx context.Context, room string) ([]proto.MessageJSON, error) {
+	return a.historyBack(ctx, room, "")
+}
+
+// Recent reads the messages of room created at from or later, oldest
+// first: History that stops paging back once a page reaches past from, so
+// that a check of the last moments of a long run reads only those.
+func (a API) Recent(ctx context.Context, room string, from time.Time) ([]proto.MessageJSON, error) {
+	at := from.UTC().Format(proto.TimeLayout) // fixed width: compares as text
+	h, err := a.historyBack(ctx, room, at)
+	return slices.DeleteFunc(h, func(m proto.MessageJSON) bool { return m.Created < at }), err
+}
+
+// historyBack pages back from the newest messages of room until a page
+// holds one created before from ("": to the start).
+func (a API) historyBack(ctx context.Context, room, from string) ([]proto.MessageJSON, error) {
 	type page struct {
 		Messages []proto.MessageJSON `json:"messages"`
 	}
@@ -984,7 +1006,7 @@ func (a API) History(ctx context.Context, room string) ([]proto.MessageJSON, err
 		return nil, err
 	}
 	all := p.Messages
-	for len(p.Messages) == historyPage {
+	for len(p.Messages) == historyPage && all[0].Created >= from {
 		p = page{}
 		if err := a.get(ctx, path+"&before="+url.QueryEscape(all[0].ID), http.StatusOK, &p); err != nil {
 			return nil, err
