@@ -80,7 +80,7 @@ chaos:
 	done; \
 	if [ -n "$$failed" ]; then echo "== chaos: failing seeds:$$failed"; exit 1; fi
 
-test: deps vet unit chaos-short fuzz
+test: deps vet unit fuzz chaos-short
 
 # bench runs a short version of every scenario of BENCHMARKS.md (< 3 min);
 # scripts/bench.sh full runs the longer ones recorded there.
