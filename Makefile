@@ -1,8 +1,9 @@
-# chatr: `make run` starts a node, `make test` installs what tests need and runs them all.
+# chatr: `make run` starts a node, `make test` installs what tests need and runs them all,
+# `make chaos` runs the fault-injection suite longer.
 GO ?= go
 FUZZTIME ?= 10s
 
-.PHONY: run build test deps vet unit fuzz bench clean
+.PHONY: run build test deps vet unit chaos-short chaos fuzz bench clean
 
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
@@ -47,7 +48,43 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodePost$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./internal/gateway
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeBatch$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./internal/replication/wire
 
-test: deps vet unit fuzz
+# chaos-short is the one seed of the fault-injection suite (test/chaos: real
+# nodes in network namespaces, as root) that make test runs. It is a step of
+# its own, not part of go test ./... (which skips it without CHATR_CHAOS),
+# so that it does not share two cores with every other package: about two
+# minutes. SEED=N replays a seed it printed.
+CHAOS_SHORT ?= 70s
+chaos-short:
+	CHATR_CHAOS=1 CHAOS_DURATION=$(CHAOS_SHORT) $(if $(SEED),CHATR_SEED=$(SEED)) \
+		$(GO) test -race -count=1 -timeout 8m -run '^TestChaos$$' ./test/chaos
+
+# chaos runs longer schedules of the suite, as root:
+#   make chaos SEED=N DURATION=5m NODES=5
+# Without SEED it runs RUNS fresh seeds, one after the other, and prints
+# each failing seed with the command that replays it. CHAOSFLAGS=-v shows
+# the schedule of passing runs too.
+DURATION ?= 5m
+NODES ?= 3
+RUNS ?= 3
+CHAOS_TIMEOUT ?= 3h
+CHAOSFLAGS ?=
+chaos:
+	@if [ -n "$(SEED)" ]; then seeds="$(SEED)"; \
+	else seeds=$$(for i in $$(seq $(RUNS)); do echo $$(( $$(od -An -N4 -tu4 /dev/urandom) + 1 )); done); fi; \
+	failed=""; \
+	for s in $$seeds; do \
+		echo "== chaos: seed $$s, $(NODES) nodes, $(DURATION) of faults"; \
+		if CHATR_CHAOS=1 CHATR_SEED=$$s CHAOS_DURATION=$(DURATION) CHAOS_NODES=$(NODES) \
+			$(GO) test -race -count=1 -timeout $(CHAOS_TIMEOUT) -run '^TestChaos$$' $(CHAOSFLAGS) ./test/chaos; then \
+			echo "== chaos: seed $$s passed"; \
+		else \
+			echo "== chaos: seed $$s FAILED; replay: make chaos SEED=$$s DURATION=$(DURATION) NODES=$(NODES)"; \
+			failed="$$failed $$s"; \
+		fi; \
+	done; \
+	if [ -n "$$failed" ]; then echo "== chaos: failing seeds:$$failed"; exit 1; fi
+
+test: deps vet unit fuzz chaos-short
 
 # bench runs a short version of every scenario of BENCHMARKS.md (< 3 min);
 # scripts/bench.sh full runs the longer ones recorded there.

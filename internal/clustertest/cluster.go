@@ -28,6 +28,7 @@ import (
 	"chatr/internal/node"
 	"chatr/internal/proctest"
 	"chatr/internal/proto"
+	"chatr/internal/store"
 )
 
 // Timeouts of the harness. Failure detection takes about 3 s and a healed
@@ -553,6 +554,27 @@ func CheckNoGaps(hists ...[]proto.MessageJSON) error {
 	return nil
 }
 
+// CheckLog checks that a store holds every origin's messages 1..n, n
+// being its vector: the log keeps every copy of a send, hidden ones
+// included, so it has no gaps even where the history does not list them.
+func CheckLog(st *store.Store) error {
+	for origin, n := range st.Vector() {
+		msgs, err := st.Range(context.Background(), origin, 1, int(n)+1)
+		if err != nil {
+			return err
+		}
+		for k, m := range msgs {
+			if m.Seq != uint64(k+1) {
+				return fmt.Errorf("origin %s: the log holds %d messages up to %d, a gap at %d", origin, len(msgs), n, m.Seq)
+			}
+		}
+		if uint64(len(msgs)) != n {
+			return fmt.Errorf("origin %s: the log holds %d messages, its vector says %d", origin, len(msgs), n)
+		}
+	}
+	return nil
+}
+
 // compareOrder orders messages by (created, origin, seq).
 func compareOrder(a, b proto.MessageJSON) int {
 	if c := strings.Compare(a.Created, b.Created); c != 0 {
@@ -950,6 +972,21 @@ const historyPage = 1000
 // History reads the whole history of room, oldest first, paging back from
 // the newest messages with before.
 func (a API) History(ctx context.Context, room string) ([]proto.MessageJSON, error) {
+	return a.historyBack(ctx, room, "")
+}
+
+// Recent reads the messages of room created at from or later, oldest
+// first: History that stops paging back once a page reaches past from, so
+// that a check of the last moments of a long run reads only those.
+func (a API) Recent(ctx context.Context, room string, from time.Time) ([]proto.MessageJSON, error) {
+	at := from.UTC().Format(proto.TimeLayout) // fixed width: compares as text
+	h, err := a.historyBack(ctx, room, at)
+	return slices.DeleteFunc(h, func(m proto.MessageJSON) bool { return m.Created < at }), err
+}
+
+// historyBack pages back from the newest messages of room until a page
+// holds one created before from ("": to the start).
+func (a API) historyBack(ctx context.Context, room, from string) ([]proto.MessageJSON, error) {
 	type page struct {
 		Messages []proto.MessageJSON `json:"messages"`
 	}
@@ -959,7 +996,7 @@ func (a API) History(ctx context.Context, room string) ([]proto.MessageJSON, err
 		return nil, err
 	}
 	all := p.Messages
-	for len(p.Messages) == historyPage {
+	for len(p.Messages) == historyPage && all[0].Created >= from {
 		p = page{}
 		if err := a.get(ctx, path+"&before="+url.QueryEscape(all[0].ID), http.StatusOK, &p); err != nil {
 			return nil, err

@@ -1,16 +1,21 @@
 package clustertest
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // LAN is a virtual LAN of network namespaces for tests that need real
@@ -100,6 +105,71 @@ func (l *LAN) Cut(i int) { l.ip("-n", l.bridge(), "link", "set", l.veth(i), "dow
 // Heal brings host i's link back up.
 func (l *LAN) Heal(i int) { l.ip("-n", l.bridge(), "link", "set", l.veth(i), "up") }
 
+// CutPair cuts the link between hosts i and j only, a partial partition:
+// each drops what it would send to the other (a blackhole route), while
+// both still reach every other host. HealPair undoes it.
+func (l *LAN) CutPair(i, j int) {
+	l.ip("-n", l.Namespace(i), "route", "add", "blackhole", l.Addr(j)+"/32")
+	l.ip("-n", l.Namespace(j), "route", "add", "blackhole", l.Addr(i)+"/32")
+}
+
+// HealPair restores the link between hosts i and j that CutPair cut.
+func (l *LAN) HealPair(i, j int) {
+	l.ip("-n", l.Namespace(i), "route", "del", "blackhole", l.Addr(j)+"/32")
+	l.ip("-n", l.Namespace(j), "route", "del", "blackhole", l.Addr(i)+"/32")
+}
+
+// DialContext returns a dial function (for http.Transport.DialContext)
+// whose sockets are made inside host i's namespace, so that a test
+// process in the machine's own namespace can reach the LAN's addresses.
+// The socket stays in the namespace it was made in.
+func (l *LAN) DialContext(i int) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
+		err = l.inNamespace(i, func() error {
+			// FallbackDelay < 0: no parallel dial on another goroutine,
+			// which would run in the machine's namespace.
+			d := net.Dialer{FallbackDelay: -1}
+			conn, err = d.DialContext(ctx, network, addr)
+			return err
+		})
+		return conn, err
+	}
+}
+
+// inNamespace runs f inside host i's network namespace, on a goroutine
+// locked to its OS thread that is never unlocked: the thread is discarded
+// when the goroutine ends, so no other goroutine ever runs in the
+// namespace. Sockets f makes stay in it.
+func (l *LAN) inNamespace(i int, f func() error) error {
+	path := "/var/run/netns/" + l.Namespace(i) // where ip netns add puts it
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if unix.Gettid() == unix.Getpid() {
+			// The main thread is never discarded (the runtime parks it when
+			// a goroutine exits locked to it), and it is the thread whose
+			// namespace `ip netns pids` reads: leave it where it is. While
+			// this goroutine holds it, the nested call runs on another one.
+			err := l.inNamespace(i, f)
+			runtime.UnlockOSThread()
+			done <- err
+			return
+		}
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			done <- fmt.Errorf("open namespace %s: %w", path, err)
+			return
+		}
+		defer unix.Close(fd)
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			done <- fmt.Errorf("enter namespace %s: %w", path, err)
+			return
+		}
+		done <- f()
+	}()
+	return <-done
+}
+
 func (l *LAN) ip(args ...string) {
 	l.t.Helper()
 	out, err := exec.Command("ip", args...).CombinedOutput()
@@ -125,7 +195,12 @@ func (l *LAN) cleanup() {
 	for _, ns := range names {
 		out, _ := exec.Command("ip", "netns", "pids", ns).Output()
 		for _, f := range strings.Fields(string(out)) {
-			if pid, err := strconv.Atoi(f); err == nil && pid > 1 {
+			pid, err := strconv.Atoi(f)
+			switch {
+			case err != nil || pid <= 1:
+			case pid == os.Getpid():
+				l.t.Errorf("clustertest: the test process itself is in namespace %s", ns)
+			default:
 				_ = syscall.Kill(pid, syscall.SIGKILL)
 			}
 		}

@@ -1,9 +1,14 @@
 package clustertest
 
 import (
+	"context"
+	"fmt"
+	"io"
+	"net"
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestLAN(t *testing.T) {
@@ -43,5 +48,61 @@ func TestLAN(t *testing.T) {
 		if strings.Contains(string(out), n) {
 			t.Errorf("namespace %s left behind: %s", n, out)
 		}
+	}
+}
+
+// TestLANDialAndCutPair: a socket dialed with DialContext from host 2
+// reaches a listener made in host 0's namespace (which the machine's own
+// namespace cannot); CutPair(0, 2) stops that while host 1 still reaches
+// both; HealPair restores it.
+func TestLANDialAndCutPair(t *testing.T) {
+	l := NewLAN(t, 3)
+	var ln net.Listener
+	if err := l.inNamespace(0, func() (err error) {
+		ln, err = net.Listen("tcp", l.Addr(0)+":7000")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("hi"))
+			c.Close()
+		}
+	}()
+	reach := func(from int) error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		c, err := l.DialContext(from)(ctx, "tcp", l.Addr(0)+":7000")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		b, err := io.ReadAll(c)
+		if err == nil && string(b) != "hi" {
+			err = fmt.Errorf("read %q", b)
+		}
+		return err
+	}
+	for _, from := range []int{1, 2} {
+		if err := reach(from); err != nil {
+			t.Fatalf("host %d dials host 0: %v", from, err)
+		}
+	}
+	l.CutPair(0, 2)
+	if err := reach(2); err == nil {
+		t.Fatal("host 2 reaches host 0 across CutPair(0, 2)")
+	}
+	if err := reach(1); err != nil {
+		t.Fatalf("host 1 dials host 0 after CutPair(0, 2): %v", err)
+	}
+	l.HealPair(0, 2)
+	if err := reach(2); err != nil {
+		t.Fatalf("host 2 dials host 0 after HealPair: %v", err)
 	}
 }

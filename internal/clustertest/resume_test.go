@@ -2,6 +2,7 @@ package clustertest
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"maps"
@@ -31,11 +32,10 @@ type resumer struct {
 	rooms []string
 
 	mu       sync.Mutex
-	got      map[string][]client.Frame // room -> messages in the order received, all sessions
-	times    map[string]int            // message id -> times received, all sessions
-	cursor   map[string]string         // room -> newest cursor, kept across sessions
-	sends    map[string]*wsSend        // ref -> send over the WebSocket
-	failures []string                  // frames no correct node sends
+	view     *View              // what it was shown, all sessions
+	cursor   map[string]string  // room -> newest cursor, kept across sessions
+	sends    map[string]*wsSend // ref -> send over the WebSocket
+	failures []string           // frames no correct node sends
 
 	conn *client.Conn  // the current session, nil between sessions
 	node int           // its node
@@ -53,7 +53,7 @@ type wsSend struct {
 }
 
 func newResumer(t testing.TB, name string, rooms ...string) *resumer {
-	return &resumer{t: t, name: name, rooms: rooms, got: map[string][]client.Frame{}, times: map[string]int{},
+	return &resumer{t: t, name: name, rooms: rooms, view: NewView(),
 		cursor: map[string]string{}, sends: map[string]*wsSend{}}
 }
 
@@ -155,12 +155,9 @@ func (r *resumer) take(f client.Frame) {
 		if !slices.Contains(r.rooms, f.Room) {
 			r.failures = append(r.failures, fmt.Sprintf("node %d sent %s of room %s, which %s never joined", r.node, f.ID, f.Room, r.name))
 		}
-		if f.Replaces != "" {
-			// Another copy of the same send was shown first: a client drops it.
-			r.got[f.Room] = slices.DeleteFunc(r.got[f.Room], func(g client.Frame) bool { return g.ID == f.Replaces })
-		}
-		r.got[f.Room] = append(r.got[f.Room], f)
-		r.times[f.ID]++
+		r.view.Take(f) // a Replaces drops another copy of the same send
+	case client.TypeHidden:
+		r.view.Take(f)
 	case client.TypeAck:
 		if s := r.sends[f.Ref]; s != nil {
 			if s.id != "" && s.id != f.ID {
@@ -239,70 +236,17 @@ func (r *resumer) unacked() int {
 	return n
 }
 
-// wrongDelivery is what no wait mends: a message received twice, out of
-// its origin's order, or not as the nodes list it.
-type wrongDelivery struct{ error }
-
 // holds checks that the client was shown exactly the room's history h:
 // each message once over all its sessions, none missing, none other, as
-// the nodes list it, each origin's messages in order. A wrongDelivery
+// the nodes list it, each origin's messages in order. A WrongDelivery
 // fails the test at once: waiting does not mend it.
 func (r *resumer) holds(room string, h []proto.MessageJSON) error {
 	r.t.Helper()
-	err := r.compare(room, h)
-	if _, ok := err.(wrongDelivery); ok {
+	err := r.view.Compare(r.name, room, h)
+	if errors.As(err, new(WrongDelivery)) {
 		r.t.Fatal(err)
 	}
 	return err
-}
-
-func (r *resumer) compare(room string, h []proto.MessageJSON) error {
-	r.mu.Lock()
-	got := slices.Clone(r.got[room])
-	times := make(map[string]int, len(r.times))
-	for id, n := range r.times {
-		times[id] = n
-	}
-	r.mu.Unlock()
-	want := make(map[string]proto.MessageJSON, len(h))
-	for _, m := range h {
-		want[m.ID] = m
-	}
-	last := map[string]uint64{} // origin -> last sequence received
-	for _, f := range got {
-		if times[f.ID] > 1 {
-			return wrongDelivery{fmt.Errorf("%s received %s %d times", r.name, f.ID, times[f.ID])}
-		}
-		m, ok := want[f.ID]
-		if !ok {
-			return fmt.Errorf("%s received %s in %s, which the nodes do not list there (yet)", r.name, f.ID, room)
-		}
-		if f.Sender != m.Sender || f.Text != m.Text || f.Created != m.Created || f.Node != m.Node {
-			return wrongDelivery{fmt.Errorf("%s received %s as %s/%q/%s/%s, the nodes list %s/%q/%s/%s", r.name, f.ID,
-				f.Sender, f.Text, f.Created, f.Node, m.Sender, m.Text, m.Created, m.Node)}
-		}
-		origin, seq, err := proto.ParseMessageID(f.ID)
-		if err != nil {
-			return err
-		}
-		if seq <= last[origin] {
-			return wrongDelivery{fmt.Errorf("%s received %s after %s-%d: out of its origin's order", r.name, f.ID, origin, last[origin])}
-		}
-		last[origin] = seq
-	}
-	if len(got) != len(h) {
-		var missing []string
-		for _, m := range h {
-			if times[m.ID] == 0 {
-				missing = append(missing, m.ID)
-			}
-		}
-		if len(missing) > 5 {
-			missing = append(missing[:5], "...")
-		}
-		return fmt.Errorf("%s received %d messages of %s, the nodes list %d; it lacks %v", r.name, len(got), room, len(h), missing)
-	}
-	return nil
 }
 
 // waitSame waits until every running node lists the same well-ordered
@@ -313,27 +257,6 @@ func (r *resumer) compare(room string, h []proto.MessageJSON) error {
 // send): when a re-send made a second copy, nodes list only the earlier copy,
 // so an acked id missing from the lists is accounted for when a message
 // with its text is listed; it still counts in the per-origin numbering.
-// logWithoutGaps checks that node i's store holds every origin's messages
-// 1..n, n being its vector.
-func logWithoutGaps(c *Cluster, i int) error {
-	st := c.Node(i).Store()
-	for origin, n := range st.Vector() {
-		msgs, err := st.Range(context.Background(), origin, 1, int(n)+1)
-		if err != nil {
-			return err
-		}
-		for k, m := range msgs {
-			if m.Seq != uint64(k+1) {
-				return fmt.Errorf("origin %s: the log holds %d messages up to %d, a gap at %d", origin, len(msgs), n, m.Seq)
-			}
-		}
-		if uint64(len(msgs)) != n {
-			return fmt.Errorf("origin %s: the log holds %d messages, its vector says %d", origin, len(msgs), n)
-		}
-	}
-	return nil
-}
-
 func waitSame(t *testing.T, c *Cluster, acked []string, texts map[string]string, rooms ...string) map[string][]proto.MessageJSON {
 	t.Helper()
 	var out map[string][]proto.MessageJSON
@@ -377,7 +300,7 @@ func waitSame(t *testing.T, c *Cluster, acked []string, texts map[string]string,
 				}
 			}
 			// The log holds every copy, hidden ones included: no gaps there.
-			if err := logWithoutGaps(c, i); err != nil {
+			if err := CheckLog(c.Node(i).Store()); err != nil {
 				return fmt.Errorf("node %d: %w", i, err)
 			}
 			if first < 0 {
@@ -710,7 +633,7 @@ func TestResumeOnNodeBehind(t *testing.T) {
 		return r.holds("lobby", h)
 	})
 	r.disconnect(false)
-	before := len(r.got["lobby"])
+	before := len(r.view.Shown("lobby"))
 
 	if err := r.connect(c, 2); err != nil {
 		t.Fatal(err)
@@ -719,7 +642,7 @@ func TestResumeOnNodeBehind(t *testing.T) {
 	proctest.Eventually(t, convergeTimeout, func() error {
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		if got := r.got["lobby"][before:]; len(got) != 1 || got[0].ID != only2.ID {
+		if got := r.view.Shown("lobby")[before:]; len(got) != 1 || got[0].ID != only2.ID {
 			return fmt.Errorf("after the move to node 2 the client got %d messages %v, want %s alone", len(got), frameIDs(got), only2.ID)
 		}
 		return nil
@@ -731,15 +654,15 @@ func TestResumeOnNodeBehind(t *testing.T) {
 	proctest.Eventually(t, convergeTimeout, func() error {
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		if got := r.got["lobby"][before:]; len(got) != 3 || got[1].ID != live2.ID {
+		if got := r.view.Shown("lobby")[before:]; len(got) != 3 || got[1].ID != live2.ID {
 			return fmt.Errorf("on node 2 the client got %v, want %s, %s and its own", frameIDs(got), only2.ID, live2.ID)
 		}
 		return nil
 	})
 	r.mu.Lock()
 	for _, m := range atNode0 {
-		if r.times[m.ID] != 1 {
-			t.Errorf("%s received %d times", m.ID, r.times[m.ID])
+		if n := r.view.Times(m.ID); n != 1 {
+			t.Errorf("%s received %d times", m.ID, n)
 		}
 	}
 	var acked []string
@@ -764,7 +687,7 @@ func TestResumeOnNodeBehind(t *testing.T) {
 	// Its cursor is exact: resumed on node 1, nothing is replayed; a new
 	// message comes once.
 	r.disconnect(true)
-	had := len(r.got["lobby"])
+	had := len(r.view.Shown("lobby"))
 	if err := r.connect(c, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -772,7 +695,7 @@ func TestResumeOnNodeBehind(t *testing.T) {
 	proctest.Eventually(t, convergeTimeout, func() error {
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		if got := r.got["lobby"][had:]; len(got) != 1 || got[0].ID != last.ID {
+		if got := r.view.Shown("lobby")[had:]; len(got) != 1 || got[0].ID != last.ID {
 			return fmt.Errorf("resumed on node 1 the client got %v, want %s alone", frameIDs(got), last.ID)
 		}
 		return nil

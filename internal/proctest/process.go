@@ -1,6 +1,7 @@
 package proctest
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -144,25 +145,47 @@ func (p *Process) Stop(grace time.Duration) bool {
 // WaitReady polls base+"/readyz" until it answers 200. It returns an error
 // if the process ends first, or if it is not ready within timeout.
 func (p *Process) WaitReady(base string, timeout time.Duration) error {
+	return p.WaitReadyVia(http.DefaultClient, base, timeout)
+}
+
+// readyPollTimeout bounds one /readyz request of WaitReady.
+const readyPollTimeout = time.Second
+
+// WaitReadyVia is WaitReady with requests made by hc, e.g. a client whose
+// sockets are made inside a network namespace.
+func (p *Process) WaitReadyVia(hc *http.Client, base string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
-	client := &http.Client{Timeout: time.Second}
 	for {
 		select {
 		case <-p.exited:
 			return fmt.Errorf("exited (%v) before it was ready", p.Cmd.ProcessState)
 		default:
 		}
-		resp, err := client.Get(base + "/readyz")
+		err := readyOnce(hc, base)
 		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("/readyz answered %s", resp.Status)
+			return nil
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("not ready on %s after %v (last: %v)", base, timeout, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+func readyOnce(hc *http.Client, base string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), readyPollTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/readyz", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("/readyz answered %s", resp.Status)
+	}
+	return nil
 }

@@ -49,15 +49,27 @@ const (
 // for and what it saw instead. Call it from the test's goroutine.
 func Eventually(t testing.TB, within time.Duration, cond func() error) time.Duration {
 	t.Helper()
+	took, err := Poll(within, cond)
+	if err != nil {
+		t.Fatalf("not within %v: %v", within, err)
+	}
+	return took
+}
+
+// Poll is Eventually for a check that reports what it saw rather than
+// failing the test: it calls cond until it returns nil and returns how long
+// that took, or, once within has passed, cond's last error. It may be
+// called from any goroutine.
+func Poll(within time.Duration, cond func() error) (time.Duration, error) {
 	start := time.Now()
 	poll := firstPoll
 	for {
 		err := cond()
 		if err == nil {
-			return time.Since(start)
+			return time.Since(start), nil
 		}
 		if time.Since(start) > within {
-			t.Fatalf("not within %v: %v", within, err)
+			return time.Since(start), err
 		}
 		time.Sleep(poll) // the poll interval, not a guess at how long the wait takes
 		poll = min(2*poll, maxPoll)
