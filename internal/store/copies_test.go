@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -89,4 +90,52 @@ func settleCopies(t *testing.T, base int64) {
 			}
 		}
 	}
+}
+
+// A resume whose cursor covers a hidden copy is told its id, after a
+// restart too (the store remembers which rooms have hidden copies); a
+// cursor that does not cover it, or a room without any, is told nothing.
+// Copies with one ref but another text are two messages, both shown.
+func TestSinceNamesCoveredHiddenCopies(t *testing.T) {
+	ctx := context.Background()
+	base := time.Now().UnixMicro()
+	first := proto.Message{Origin: "aaaaaaaaaaaa", Seq: 1, Room: "lobby", Sender: "ann", Text: "hi", Created: base, Ref: "r1"}
+	second := proto.Message{Origin: "bbbbbbbbbbbb", Seq: 1, Room: "lobby", Sender: "ann", Text: "hi", Created: base + 500_000, Ref: "r1"}
+	twin := proto.Message{Origin: "bbbbbbbbbbbb", Seq: 2, Room: "lobby", Sender: "ann", Text: "not the same", Created: base + 600_000, Ref: "r2"}
+	twin2 := proto.Message{Origin: "aaaaaaaaaaaa", Seq: 2, Room: "lobby", Sender: "ann", Text: "another text", Created: base + 700_000, Ref: "r2"}
+	quiet := proto.Message{Origin: "aaaaaaaaaaaa", Seq: 3, Room: "dev", Sender: "ann", Text: "hi", Created: base + 800_000}
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	for _, m := range []proto.Message{first, second, twin, twin2, quiet} {
+		if _, err := s.Insert(ctx, []proto.Message{m}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(s *Store, when string) {
+		t.Helper()
+		all := s.Vector()
+		for _, tc := range []struct {
+			room   string
+			cursor proto.Vector
+			want   []string
+		}{
+			{"lobby", all, []string{second.ID()}},
+			{"lobby", proto.Vector{"aaaaaaaaaaaa": 2}, nil}, // the hidden copy is not covered
+			{"dev", all, nil},
+		} {
+			p, err := s.Since(ctx, tc.room, tc.cursor, 100, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(p.Hidden, tc.want) {
+				t.Errorf("%s: Since(%s, %v) names hidden %v, want %v", when, tc.room, tc.cursor, p.Hidden, tc.want)
+			}
+		}
+		if p, _ := s.Latest(ctx, "lobby", 10); len(p.Messages) != 3 {
+			t.Errorf("%s: lobby lists %d messages, want 3 (copies with another text are both shown)", when, len(p.Messages))
+		}
+	}
+	check(s, "before a restart")
+	s.Close()
+	check(openStore(t, dir), "after a restart")
 }

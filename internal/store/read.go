@@ -158,7 +158,7 @@ func (s *Store) Since(ctx context.Context, room string, cursor proto.Vector, lim
 			lb = min(lb, from)
 		}
 		p.Vector = cursor.Clone()
-		if p.Hidden, err = hiddenCovered(ctx, tx, room, cursor); err != nil {
+		if p.Hidden, err = s.hiddenCovered(ctx, tx, room, cursor); err != nil {
 			return err
 		}
 		if lb == math.MaxInt64 {
@@ -212,8 +212,11 @@ func (s *Store) Since(ctx context.Context, room string, cursor proto.Vector, lim
 
 // hiddenCovered lists the ids of the room's newest hidden copies that
 // cursor covers.
-func hiddenCovered(ctx context.Context, tx *sql.Tx, room string, cursor proto.Vector) ([]string, error) {
-	if len(cursor) == 0 {
+func (s *Store) hiddenCovered(ctx context.Context, tx *sql.Tx, room string, cursor proto.Vector) ([]string, error) {
+	s.mu.RLock()
+	some := s.hiddenRooms[room]
+	s.mu.RUnlock()
+	if len(cursor) == 0 || !some {
 		return nil, nil
 	}
 	rows, err := tx.QueryContext(ctx, `SELECT origin, seq FROM messages INDEXED BY messages_hidden

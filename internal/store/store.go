@@ -87,6 +87,11 @@ type Store struct {
 	// refs answers, for the writer, whether a send may have an earlier copy.
 	refs *refFilter
 
+	// hiddenRooms holds the rooms with a hidden copy of a re-sent message
+	// (few), so a resume elsewhere skips the look for them (a third of the
+	// cost of a resume that replays nothing). Under mu.
+	hiddenRooms map[string]bool
+
 	// onCommit is called by the writer, in commit order, with each batch of
 	// newly stored messages.
 	onCommit func([]Committed)
@@ -372,6 +377,22 @@ func (s *Store) load() error {
 	hrows.Close()
 	if err := s.loadRefs(time.Now()); err != nil {
 		return fmt.Errorf("read recent refs: %w", err)
+	}
+	s.hiddenRooms = map[string]bool{}
+	rows, err := s.wdb.Query(`SELECT DISTINCT room FROM messages INDEXED BY messages_hidden WHERE hidden = 1`)
+	if err != nil {
+		return fmt.Errorf("read rooms with hidden copies: %w", err)
+	}
+	for rows.Next() {
+		var room string
+		if err := rows.Scan(&room); err != nil {
+			rows.Close()
+			return fmt.Errorf("read rooms with hidden copies: %w", err)
+		}
+		s.hiddenRooms[room] = true
+	}
+	if err := rows.Close(); err != nil {
+		return fmt.Errorf("read rooms with hidden copies: %w", err)
 	}
 	// Sequences are held without gaps, so each origin's highest sequence
 	// is its highest head over the rooms.
@@ -678,6 +699,11 @@ func (s *Store) commit(batch []*writeReq) {
 			s.vector, s.lastUS = vec, lastUS
 			for room, hs := range heads {
 				s.heads[room] = hs
+			}
+			for _, m := range stored {
+				if m.Hidden || m.Replaces != "" { // stored hidden, or hid one stored before
+					s.hiddenRooms[m.Room] = true
+				}
 			}
 			s.mu.Unlock()
 		}
