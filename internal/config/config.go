@@ -4,8 +4,6 @@
 package config
 
 import (
-	"chatr/internal/cluster"
-
 	"errors"
 	"flag"
 	"fmt"
@@ -15,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"chatr/internal/cluster"
 )
 
 // Config is everything a node needs to start. Parse fills the defaults.
