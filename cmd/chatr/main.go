@@ -3,6 +3,7 @@
 //	chatr [serve] [flags]   start a node (the default)
 //	chatr chat [flags]      terminal client
 //	chatr bench [flags]     load generator
+//	chatr secret            print a new cluster secret
 //	chatr version           print the version
 package main
 
@@ -11,6 +12,8 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"chatr/internal/secret"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -26,6 +29,7 @@ Usage:
   chatr [serve] [flags]   start a node (the default); chatr serve --help lists the flags
   chatr chat [flags]      terminal client; chatr chat --help
   chatr bench [flags]     load generator; chatr bench --help
+  chatr secret            print a new cluster secret (for --secret or --secret-file)
   chatr version           print the version
 
 Open http://localhost:5080/chatr/chatr.html once a node runs.
@@ -46,6 +50,13 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return chatMain(args, stdin, stdout, stderr)
 	case "bench":
 		return benchMain(args, stdout, stderr)
+	case "secret":
+		if len(args) > 0 {
+			fmt.Fprintf(stderr, "chatr secret takes no arguments\n")
+			return 2
+		}
+		fmt.Fprintln(stdout, secret.Format(secret.New()))
+		return 0
 	case "version":
 		fmt.Fprintf(stdout, "chatr %s (protocol 1)\n", version)
 		return 0

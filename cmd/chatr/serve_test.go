@@ -21,6 +21,7 @@ import (
 	"chatr/internal/client/clienttest"
 	"chatr/internal/proctest"
 	"chatr/internal/proto"
+	"chatr/internal/secret"
 )
 
 // These tests run the real binary, as a user or a supervisor would: start
@@ -465,7 +466,7 @@ func TestBadFlags(t *testing.T) {
 		{"send rate not a number", nil, []string{"serve", "--send-rate", "fast"}, []string{"send-rate"}},
 		{"unknown flag", nil, []string{"serve", "--bogus-flag"}, []string{"bogus-flag"}},
 		{"unknown flag without serve", nil, []string{"--bogus-flag"}, []string{"bogus-flag"}},
-		{"secret of 5 bytes", nil, []string{"serve", "--secret-file", shortKey}, []string{"--secret-file", "5 bytes"}},
+		{"secret of 5 bytes", nil, []string{"serve", "--secret-file", shortKey}, []string{"--secret-file", "holds 5"}},
 		{"secret file missing", nil, []string{"serve", "--secret-file", shortKey + ".missing"}, []string{"--secret-file"}},
 		{"stray argument", nil, []string{"serve", "lobby"}, []string{"lobby"}},
 		{"unknown command", nil, []string{"srve"}, []string{"srve"}},
@@ -503,9 +504,9 @@ func TestHelpAndVersion(t *testing.T) {
 		mention []string
 	}{
 		{[]string{"--help"}, []string{"-http", "-data", "-log-format", "-send-rate", "CHATR_", "chatr version"}},
-		{[]string{"serve", "--help"}, []string{"-http", "-data", "-log-format", "-secret-file"}},
+		{[]string{"serve", "--help"}, []string{"-http", "-data", "-log-format", "-secret-file", "-secret ", "-insecure-no-secret"}},
 		{[]string{"serve", "-h"}, []string{"-http"}},
-		{[]string{"help"}, []string{"serve", "version"}},
+		{[]string{"help"}, []string{"serve", "version", "secret"}},
 		{[]string{"version"}, []string{"chatr", testVersion}},
 	}
 	for _, tc := range tests {
@@ -525,6 +526,30 @@ func TestHelpAndVersion(t *testing.T) {
 				t.Error("help or version made a data directory")
 			}
 		})
+	}
+}
+
+// TestSecretCommand: chatr secret prints a fresh key, one that --secret
+// takes, different each time.
+func TestSecretCommand(t *testing.T) {
+	var keys []string
+	for range 2 {
+		p := startProc(t, nil, "secret")
+		if code := p.waitExit(); code != 0 {
+			t.Fatalf("exit code %d; stderr:\n%s", code, p.Stderr.String())
+		}
+		key := strings.TrimSpace(p.Stdout.String())
+		if _, err := secret.Parse(key); err != nil {
+			t.Fatalf("chatr secret printed %q: %v", key, err)
+		}
+		keys = append(keys, key)
+	}
+	if keys[0] == keys[1] {
+		t.Fatalf("chatr secret printed %s twice", keys[0])
+	}
+	p := startProc(t, nil, "secret", "extra")
+	if code := p.waitExit(); code != 2 {
+		t.Fatalf("chatr secret extra: exit code %d, want 2", code)
 	}
 }
 

@@ -6,6 +6,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -28,8 +29,9 @@ import (
 
 const (
 	// ProtocolVersion is the cluster protocol carried in node meta; peers
-	// speaking another version are refused.
-	ProtocolVersion = 1
+	// speaking another version are refused. 2: peer links are TLS inside
+	// the WebSocket, proved by the identity key in meta.
+	ProtocolVersion = 2
 	// DefaultPort is the gossip port used when an address gives none.
 	DefaultPort = 7946
 	// DefaultClusterName is the cluster name used when Config.ClusterName is empty.
@@ -72,6 +74,11 @@ type Config struct {
 	// HTTPAddr is this node's HTTP "host:port" as peers and clients should
 	// reach it; carried in node meta.
 	HTTPAddr string
+	// PublicKey is this node's identity key (Ed25519, 32 bytes), carried in
+	// node meta so that peers can tell its peer links from an impostor's.
+	PublicKey []byte
+	// TLS says the HTTP listener serves TLS (carried in node meta).
+	TLS bool
 	// Log receives operational logs; memberlist's own log goes to it at
 	// debug level. Nil discards.
 	Log *slog.Logger
@@ -124,6 +131,8 @@ type Member struct {
 	State  State     // alive, dead or left
 	Since  time.Time // when this node saw the state begin
 	Self   bool      // this node
+	Key    []byte    // identity key (Ed25519 public key)
+	TLS    bool      // its HTTP listener serves TLS
 }
 
 // EventKind says what happened to a member.
@@ -294,7 +303,8 @@ func New(cfg Config) (*Cluster, error) {
 	mc.Conflict = d
 	mc.Logger = mlLog
 
-	c.self = Member{ID: cfg.NodeID, Name: cfg.NodeName, HTTP: cfg.HTTPAddr, State: StateAlive, Since: c.started, Self: true}
+	c.self = Member{ID: cfg.NodeID, Name: cfg.NodeName, HTTP: cfg.HTTPAddr, State: StateAlive, Since: c.started, Self: true,
+		Key: cfg.PublicKey, TLS: cfg.TLS}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		_ = tr.Shutdown()
@@ -361,6 +371,9 @@ func (cfg *Config) setDefaults() error {
 		if _, err := parseJoin(j); err != nil {
 			return fmt.Errorf("cluster: join %q: %w", j, err)
 		}
+	}
+	if len(cfg.PublicKey) != ed25519.PublicKeySize {
+		return fmt.Errorf("cluster: public key is %d bytes: want an Ed25519 key of %d", len(cfg.PublicKey), ed25519.PublicKeySize)
 	}
 	switch len(cfg.SecretKey) {
 	case 0, 16, 24, 32:

@@ -3,6 +3,8 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -67,13 +69,14 @@ func startNode(t *testing.T, name string, mod func(*Config)) *node {
 		w = io.MultiWriter(n.logs, os.Stderr)
 	}
 	cfg := Config{
-		NodeID:   nodeID(name),
-		NodeName: name,
-		BindAddr: "127.0.0.1:0",
-		HTTPAddr: "127.0.0.1:5080",
-		Console:  n.console,
-		Log:      slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})).With("node", name),
-		Metrics:  n.reg,
+		PublicKey: testKey(),
+		NodeID:    nodeID(name),
+		NodeName:  name,
+		BindAddr:  "127.0.0.1:0",
+		HTTPAddr:  "127.0.0.1:5080",
+		Console:   n.console,
+		Log:       slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})).With("node", name),
+		Metrics:   n.reg,
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -393,7 +396,8 @@ func TestRefusedPeers(t *testing.T) {
 func TestMetaChecks(t *testing.T) {
 	a := startNode(t, "a1", nil)
 	d := &delegate{c: a.Cluster}
-	good := fmt.Sprintf(`{"id":%q,"name":"b2","proto":1,"cluster":"chatr"}`, nodeID("b2"))
+	key, _ := json.Marshal(testKey())
+	good := fmt.Sprintf(`{"id":%q,"name":"b2","proto":2,"cluster":"chatr","key":%s}`, nodeID("b2"), key)
 	cases := []struct {
 		name string
 		node string
@@ -402,7 +406,9 @@ func TestMetaChecks(t *testing.T) {
 	}{
 		{"good", nodeID("b2"), good, true},
 		{"other cluster", nodeID("b2"), strings.Replace(good, `"chatr"`, `"other"`, 1), false},
-		{"other protocol", nodeID("b2"), strings.Replace(good, `"proto":1`, `"proto":2`, 1), false},
+		{"other protocol", nodeID("b2"), strings.Replace(good, `"proto":2`, `"proto":1`, 1), false},
+		{"no identity key", nodeID("b2"), strings.Replace(good, `"key":`, `"nokey":`, 1), false},
+		{"short identity key", nodeID("b2"), strings.Replace(good, string(key), `"AAAA"`, 1), false},
 		{"id mismatch", nodeID("c3"), good, false},
 		{"not json", nodeID("b2"), "\x00\x01garbage", false},
 		{"empty", nodeID("b2"), "", false},
@@ -560,7 +566,7 @@ func TestConfigErrors(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := Config{NodeID: nodeID("a1"), BindAddr: "127.0.0.1:0"}
+			cfg := Config{NodeID: nodeID("a1"), BindAddr: "127.0.0.1:0", PublicKey: testKey()}
 			tc.mod(&cfg)
 			c, err := New(cfg)
 			if err == nil {
@@ -574,13 +580,13 @@ func TestConfigErrors(t *testing.T) {
 	}
 	// The port is in use: a clear error, not a panic.
 	a := startNode(t, "a1", nil)
-	if _, err := New(Config{NodeID: nodeID("b2"), BindAddr: a.Addr()}); err == nil || !strings.Contains(err.Error(), a.Addr()) {
+	if _, err := New(Config{NodeID: nodeID("b2"), BindAddr: a.Addr(), PublicKey: testKey()}); err == nil || !strings.Contains(err.Error(), a.Addr()) {
 		t.Fatalf("bind to a used port: %v", err)
 	}
 }
 
 func TestRunAfterShutdown(t *testing.T) {
-	c, err := New(Config{NodeID: nodeID("a1"), BindAddr: "127.0.0.1:0"})
+	c, err := New(Config{NodeID: nodeID("a1"), BindAddr: "127.0.0.1:0", PublicKey: testKey()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -649,4 +655,10 @@ func TestJoinRetriedUntilAnswered(t *testing.T) {
 	if strings.Contains(b.logs.String(), "addr="+b.Addr()) {
 		t.Fatalf("b2 tried to join itself:\n%s", b.logs.String())
 	}
+}
+
+// testKey is an identity key for a test member.
+func testKey() []byte {
+	pub, _, _ := ed25519.GenerateKey(nil)
+	return pub
 }

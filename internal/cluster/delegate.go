@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"bytes"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,11 +23,20 @@ type meta struct {
 	Proto   int    `json:"proto"`
 	Cluster string `json:"cluster"`
 	Leaving bool   `json:"leaving,omitempty"`
+	// Key is the node's public identity key (Ed25519), which its peer links
+	// prove; TLS says its HTTP listener serves TLS.
+	Key []byte `json:"key"`
+	TLS bool   `json:"tls,omitempty"`
 }
 
 func (c *Cluster) localMeta() meta {
 	return meta{ID: c.cfg.NodeID, Name: c.cfg.NodeName, HTTP: c.cfg.HTTPAddr, Proto: ProtocolVersion,
-		Cluster: c.cfg.ClusterName, Leaving: c.leaving.Load()}
+		Cluster: c.cfg.ClusterName, Leaving: c.leaving.Load(), Key: c.cfg.PublicKey, TLS: c.cfg.TLS}
+}
+
+// member is the Member that memberlist node n with meta m stands for.
+func member(n *memberlist.Node, m meta) Member {
+	return Member{ID: n.Name, Name: orID(m.Name, n.Name), HTTP: m.HTTP, Gossip: n.Address(), Key: m.Key, TLS: m.TLS}
 }
 
 func (c *Cluster) validateMeta() error {
@@ -51,6 +62,8 @@ func (c *Cluster) checkMeta(name string, b []byte) (meta, error) {
 		return m, fmt.Errorf("node speaks cluster protocol %d, not %d", m.Proto, ProtocolVersion)
 	case m.ID != name || !proto.ValidNodeID(m.ID):
 		return m, fmt.Errorf("node id %q in meta does not match node name %q", m.ID, name)
+	case len(m.Key) != ed25519.PublicKeySize:
+		return m, fmt.Errorf("node meta has no identity key of %d bytes", ed25519.PublicKeySize)
 	}
 	return m, nil
 }
@@ -202,7 +215,8 @@ func (d *delegate) NotifyJoin(n *memberlist.Node) {
 		e = &entry{}
 		c.members[n.Name] = e
 	}
-	e.Member = Member{ID: n.Name, Name: orID(m.Name, n.Name), HTTP: m.HTTP, Gossip: n.Address(), State: StateAlive, Since: now}
+	e.Member = member(n, m)
+	e.State, e.Since = StateAlive, now
 	e.leaving = m.Leaving
 	c.joined = true
 	c.emitLocked(Joined, e.Member)
@@ -224,7 +238,7 @@ func (d *delegate) NotifyLeave(n *memberlist.Node) {
 	e := c.members[n.Name]
 	if e == nil {
 		m, _ := c.checkMeta(n.Name, n.Meta)
-		e = &entry{Member: Member{ID: n.Name, Name: orID(m.Name, n.Name), HTTP: m.HTTP, Gossip: n.Address()}, leaving: m.Leaving}
+		e = &entry{Member: member(n, m), leaving: m.Leaving}
 		c.members[n.Name] = e
 	}
 	kind, state := Failed, StateDead
@@ -252,11 +266,12 @@ func (d *delegate) NotifyUpdate(n *memberlist.Node) {
 		return
 	}
 	e.leaving = m.Leaving
-	name := orID(m.Name, n.Name)
-	if e.Name == name && e.HTTP == m.HTTP && e.Gossip == n.Address() {
+	next := member(n, m)
+	next.State, next.Since, next.Self = e.State, e.Since, e.Self
+	if e.Name == next.Name && e.HTTP == next.HTTP && e.Gossip == next.Gossip && bytes.Equal(e.Key, next.Key) && e.TLS == next.TLS {
 		return // only the leaving flag changed
 	}
-	e.Name, e.HTTP, e.Gossip = name, m.HTTP, n.Address()
+	e.Member = next
 	c.emitLocked(Updated, e.Member)
 }
 

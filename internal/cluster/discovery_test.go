@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"io"
 	"log/slog"
@@ -42,6 +43,7 @@ func TestHelperNode(t *testing.T) {
 		level = slog.LevelDebug
 	}
 	c, err := cluster.New(cluster.Config{
+		PublicKey:   helperKey(),
 		NodeID:      os.Getenv("CHATR_HELPER_ID"),
 		NodeName:    os.Getenv("CHATR_HELPER_NAME"),
 		BindAddr:    os.Getenv("CHATR_HELPER_BIND"),
@@ -151,4 +153,10 @@ func TestDiscoverLAN(t *testing.T) {
 	lan.Heal(2)
 	d = proctest.Eventually(t, 30*time.Second, all("all 3 together again after the heal", 3, 3, 3))
 	t.Logf("healed in %v", d.Round(10*time.Millisecond))
+}
+
+// helperKey is an identity key for a helper process's member.
+func helperKey() []byte {
+	pub, _, _ := ed25519.GenerateKey(nil)
+	return pub
 }

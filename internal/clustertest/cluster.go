@@ -208,7 +208,7 @@ func (c *Cluster) args(i int) []string {
 		args = append(args, "--join", strings.Join(join, ","))
 	}
 	args = append(args, c.opts.args...)
-	return append(args, c.opts.argsFor[i]...)
+	return proctest.WithSecret(append(args, c.opts.argsFor[i]...))
 }
 
 // open builds node i (store, listeners) without running it. On the first

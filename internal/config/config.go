@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"chatr/internal/cluster"
+	"chatr/internal/secret"
 )
 
 // Config is everything a node needs to start. Parse fills the defaults.
@@ -42,10 +43,17 @@ type Config struct {
 	Join        []string // --join: members to join (host:port or dns:NAME)
 	Discover    string   // --discover: "lan" for mDNS discovery
 	ClusterName string   // --cluster: cluster name
-	SecretFile  string   // --secret-file: file with a 16, 24 or 32 byte key
+	SecretKey   string   // --secret: the cluster secret as `chatr secret` prints it
+	SecretFile  string   // --secret-file: file holding the cluster secret
 	AckReplicas int      // --ack-replicas: peers that must store a message before its ack
+	// InsecureNoSecret (--insecure-no-secret) runs a cluster node without a
+	// secret: anyone who reaches its ports can join. For tests only.
+	InsecureNoSecret bool
 
-	Secret []byte // read from SecretFile by Parse
+	// Secret is the cluster secret from --secret or --secret-file (nil when
+	// neither is given: a cluster node then uses the one kept in its data
+	// directory, made at its first start).
+	Secret []byte
 }
 
 // Clustered reports whether the node runs in cluster mode.
@@ -87,7 +95,9 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	fs.StringVar(&join, "join", "", "comma-separated members to join: `host:port` or dns:NAME; retried until one answers")
 	fs.StringVar(&c.Discover, "discover", "", "\"lan\" to find and announce nodes with mDNS (_chatr._tcp)")
 	fs.StringVar(&c.ClusterName, "cluster", "chatr", "cluster `name`; nodes of other clusters are refused")
-	fs.StringVar(&c.SecretFile, "secret-file", "", "`file` holding a 16, 24 or 32 byte key that encrypts gossip and authenticates peers")
+	fs.StringVar(&c.SecretKey, "secret", "", "the cluster secret, as `key` (chatr secret prints a new one): encrypts gossip and authenticates peer links; a cluster node given none makes one in its data directory and prints the line that adds a node")
+	fs.StringVar(&c.SecretFile, "secret-file", "", "`file` holding the cluster secret (the key as chatr secret prints it, or 16, 24 or 32 raw bytes)")
+	fs.BoolVar(&c.InsecureNoSecret, "insecure-no-secret", false, "run a cluster node with no secret at all: anyone who reaches its ports can join, read and write the cluster (for tests only)")
 	fs.IntVar(&c.AckReplicas, "ack-replicas", 0, "peers that must store a message before the sender's ack")
 	fs.Usage = func() {
 		fmt.Fprintf(out, "Usage: chatr [serve] [flags]\n\nStarts a chatr node. Every flag can also be set with CHATR_<FLAG>, e.g. CHATR_HTTP=:8080.\n\nFlags:\n")
@@ -133,6 +143,33 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// readSecret fills Secret from --secret or --secret-file.
+func (c *Config) readSecret() error {
+	switch {
+	case c.SecretKey != "" && c.SecretFile != "":
+		return errors.New("--secret and --secret-file: give one of them")
+	case c.InsecureNoSecret && (c.SecretKey != "" || c.SecretFile != ""):
+		return errors.New("--insecure-no-secret with a secret: drop one of them")
+	case c.SecretKey != "":
+		s, err := secret.Parse(c.SecretKey)
+		if err != nil {
+			return fmt.Errorf("--secret: %w", err)
+		}
+		c.Secret = s
+	case c.SecretFile != "":
+		data, err := os.ReadFile(c.SecretFile)
+		if err != nil {
+			return fmt.Errorf("--secret-file: %w", err)
+		}
+		s, err := secret.ParseFile(data)
+		if err != nil {
+			return fmt.Errorf("--secret-file %s: %w", c.SecretFile, err)
+		}
+		c.Secret = s
+	}
+	return nil
 }
 
 func checkHostPort(flagName, addr string) error {
@@ -219,16 +256,6 @@ func (c *Config) validate() error {
 	if c.AckReplicas < 0 {
 		add(fmt.Errorf("--ack-replicas %d: must be 0 or more", c.AckReplicas))
 	}
-	if c.SecretFile != "" {
-		key, err := os.ReadFile(c.SecretFile)
-		switch {
-		case err != nil:
-			add(fmt.Errorf("--secret-file: %w", err))
-		case len(key) != 16 && len(key) != 24 && len(key) != 32:
-			add(fmt.Errorf("--secret-file %s: key is %d bytes; want exactly 16, 24 or 32 (e.g. head -c 32 /dev/urandom > %s)", c.SecretFile, len(key), c.SecretFile))
-		default:
-			c.Secret = key
-		}
-	}
+	add(c.readSecret())
 	return errors.Join(errs...)
 }

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"chatr/internal/secret"
 	"time"
 )
 
@@ -249,23 +251,65 @@ func TestClusterAddrDefaultPort(t *testing.T) {
 
 func TestSecretFile(t *testing.T) {
 	dir := t.TempDir()
-	for _, n := range []int{0, 15, 16, 17, 24, 32, 33, 64} {
+	key := secret.New()
+	for _, tc := range []struct {
+		name string
+		data []byte
+		want []byte // nil: refused
+	}{
+		{"printable", []byte(secret.Format(key) + "\n"), key},
+		{"raw 16 bytes", bytes.Repeat([]byte{0xfe}, 16), bytes.Repeat([]byte{0xfe}, 16)},
+		{"raw 32 bytes", bytes.Repeat([]byte{0xfe}, 32), bytes.Repeat([]byte{0xfe}, 32)},
+		{"empty", nil, nil},
+		{"raw 15 bytes", bytes.Repeat([]byte{0xfe}, 15), nil},
+		{"raw 33 bytes", bytes.Repeat([]byte{0xfe}, 33), nil},
+		{"printable, too short", []byte(secret.Format(make([]byte, 10))), nil},
+	} {
 		path := filepath.Join(dir, "key")
-		key := bytes.Repeat([]byte{'k'}, n)
-		if err := os.WriteFile(path, key, 0o600); err != nil {
+		if err := os.WriteFile(path, tc.data, 0o600); err != nil {
 			t.Fatal(err)
 		}
 		c, err := Parse([]string{"--secret-file", path}, noEnv, io.Discard)
-		ok := n == 16 || n == 24 || n == 32
 		switch {
-		case ok && err != nil:
-			t.Errorf("%d-byte key refused: %v", n, err)
-		case ok && !bytes.Equal(c.Secret, key):
-			t.Errorf("%d-byte key: Secret %q", n, c.Secret)
-		case !ok && err == nil:
-			t.Errorf("%d-byte key accepted", n)
-		case !ok && !strings.Contains(err.Error(), "want exactly 16, 24 or 32"):
-			t.Errorf("%d-byte key: error %q does not say the sizes", n, err)
+		case tc.want != nil && err != nil:
+			t.Errorf("%s: refused: %v", tc.name, err)
+		case tc.want != nil && !bytes.Equal(c.Secret, tc.want):
+			t.Errorf("%s: Secret %x", tc.name, c.Secret)
+		case tc.want == nil && err == nil:
+			t.Errorf("%s: accepted", tc.name)
+		case tc.want == nil && !strings.Contains(err.Error(), "16, 24 or 32"):
+			t.Errorf("%s: error %q does not say what a key is", tc.name, err)
 		}
+	}
+}
+
+func TestSecretFlags(t *testing.T) {
+	key := secret.New()
+	c, err := Parse([]string{"--secret", secret.Format(key)}, noEnv, io.Discard)
+	if err != nil || !bytes.Equal(c.Secret, key) {
+		t.Fatalf("--secret: %x, %v", c.Secret, err)
+	}
+	env := func(k string) string {
+		if k == "CHATR_SECRET" {
+			return secret.Format(key)
+		}
+		return ""
+	}
+	if c, err := Parse(nil, env, io.Discard); err != nil || !bytes.Equal(c.Secret, key) {
+		t.Fatalf("CHATR_SECRET: %x, %v", c.Secret, err)
+	}
+	path := filepath.Join(t.TempDir(), "key")
+	os.WriteFile(path, []byte(secret.Format(key)), 0o600)
+	for _, args := range [][]string{
+		{"--secret", "not-a-key"},
+		{"--secret", secret.Format(key), "--secret-file", path},
+		{"--insecure-no-secret", "--secret", secret.Format(key)},
+	} {
+		if _, err := Parse(args, noEnv, io.Discard); err == nil {
+			t.Errorf("%q accepted", args)
+		}
+	}
+	if c, err := Parse([]string{"--insecure-no-secret", "--join", "127.0.0.1:7946"}, noEnv, io.Discard); err != nil || !c.InsecureNoSecret {
+		t.Errorf("--insecure-no-secret: %+v, %v", c.InsecureNoSecret, err)
 	}
 }

@@ -5,6 +5,7 @@ package node
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +24,7 @@ import (
 	"chatr/internal/hub"
 	"chatr/internal/proto"
 	"chatr/internal/replication"
+	"chatr/internal/secret"
 	"chatr/internal/store"
 	"chatr/web"
 )
@@ -95,36 +97,83 @@ func NewWithHooks(cfg config.Config, log *slog.Logger, console io.Writer, hooks 
 // gateway's options.
 func (n *Node) newCluster(gw *gateway.Options, hooks Hooks) error {
 	cfg := n.cfg
-	n.repl = replication.New(replication.Options{Store: n.store, Hub: n.hub, NodeID: n.store.NodeID(),
-		Cluster: cfg.ClusterName, Secret: cfg.Secret, AckReplicas: cfg.AckReplicas, Dial: hooks.Dial,
+	sec, kept, err := n.clusterSecret()
+	if err != nil {
+		return err
+	}
+	seed, err := n.store.Key("identity")
+	if err != nil {
+		return fmt.Errorf("identity key: %w", err)
+	}
+	id := ed25519.NewKeyFromSeed(seed)
+	n.repl, err = replication.New(replication.Options{Store: n.store, Hub: n.hub, NodeID: n.store.NodeID(),
+		Cluster: cfg.ClusterName, Identity: id, Secret: sec, AckReplicas: cfg.AckReplicas, Dial: hooks.Dial,
 		Log: n.log.With("part", "replication"), Metrics: n.reg})
+	if err != nil {
+		return err
+	}
 	n.store.OnCommit(func(batch []store.Committed) {
 		n.hub.Publish(batch)
 		n.repl.Publish(batch)
 	})
+	var gossipKey []byte
+	if sec != nil {
+		gossipKey = secret.Derive(sec, secret.Gossip)
+	}
 	c, err := cluster.New(cluster.Config{NodeID: n.store.NodeID(), NodeName: cfg.NodeName,
 		ClusterName: cfg.ClusterName, BindAddr: cfg.ClusterAddr, Advertise: cfg.Advertise, Join: cfg.Join,
-		DiscoverLAN: cfg.Discover == "lan", SecretKey: cfg.Secret, HTTPAddr: n.ln.Addr().String(),
-		Log: n.log.With("part", "cluster"), Console: n.console, Metrics: n.reg,
+		DiscoverLAN: cfg.Discover == "lan", SecretKey: gossipKey, HTTPAddr: n.ln.Addr().String(),
+		PublicKey: id.Public().(ed25519.PublicKey),
+		Log:       n.log.With("part", "cluster"), Console: n.console, Metrics: n.reg,
 		LocalState: n.repl.LocalState, MergeState: n.repl.MergeState, Blocked: hooks.GossipBlocked})
 	if err != nil {
 		n.repl.Close()
 		return fmt.Errorf("cluster: %w", err)
 	}
 	n.cluster = c
+	switch {
+	case sec == nil:
+		fmt.Fprintf(n.console, "WARNING: --insecure-no-secret: anyone who reaches %s or %s can join this cluster, read every message and write as any node\n",
+			c.Addr(), n.ln.Addr())
+		n.log.Warn("cluster without a secret (--insecure-no-secret): anyone who reaches the ports can join")
+	case kept:
+		// The way docker swarm prints its join token: the secret this node
+		// made is what another node needs.
+		fmt.Fprintf(n.console, "to add a node: chatr --cluster-addr HOST:%d --join %s --secret %s\n",
+			cluster.DefaultPort, c.Addr(), secret.Format(sec))
+	}
 	gw.Poster = n.repl
 	gw.Peer = n.repl.Handler()
 	gw.Members = n.aliveMembers
 	gw.ClusterView = n.clusterView
 	gw.Ready = c.Joined
 	gw.KnownHTTP = func() []string {
+		// Only members alive now, whose gossip proved the secret: a page of a
+		// node that is gone, or was never one, may not open sessions here.
 		var out []string
-		for _, m := range c.Members() {
-			out = append(out, peerHTTP(m))
+		for _, m := range n.aliveMembers() {
+			out = append(out, m.HTTP)
 		}
 		return out
 	}
 	return nil
+}
+
+// clusterSecret is the secret of the cluster: the one given (--secret,
+// --secret-file), else the one this node keeps in its store, made at its
+// first start (kept is true then); nil with --insecure-no-secret.
+func (n *Node) clusterSecret() (sec []byte, kept bool, err error) {
+	switch {
+	case n.cfg.Secret != nil:
+		return n.cfg.Secret, false, nil
+	case n.cfg.InsecureNoSecret:
+		return nil, false, nil
+	}
+	sec, err = n.store.Key("cluster_secret")
+	if err != nil {
+		return nil, false, fmt.Errorf("cluster secret: %w", err)
+	}
+	return sec, true, nil
 }
 
 // peerHTTP is the HTTP address to reach member m at: its advertised one,
@@ -170,7 +219,7 @@ func (n *Node) followMembers(ctx context.Context) {
 		var peers []replication.Peer
 		for _, m := range n.cluster.Members() {
 			if m.State == cluster.StateAlive && !m.Self {
-				peers = append(peers, replication.Peer{ID: m.ID, HTTP: peerHTTP(m)})
+				peers = append(peers, replication.Peer{ID: m.ID, HTTP: peerHTTP(m), Key: m.Key, TLS: m.TLS})
 			}
 		}
 		n.repl.SetPeers(peers)

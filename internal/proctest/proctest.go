@@ -9,6 +9,7 @@ package proctest
 import (
 	"bytes"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -86,4 +87,21 @@ func FreeAddr(t testing.TB) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// TestSecret is the cluster secret the tests' clusters share (a key as
+// `chatr secret` prints it; for tests only).
+const TestSecret = "dGVzdC1zZWNyZXQtb2YtY2hhdHItY2x1c3RlcnMtMDA"
+
+// WithSecret adds --secret TestSecret to a node's serve flags, unless they
+// choose a secret (or none) themselves: nodes of one test cluster need the
+// same one.
+func WithSecret(args []string) []string {
+	for _, a := range args {
+		if a == "--secret" || a == "--secret-file" || a == "--insecure-no-secret" ||
+			strings.HasPrefix(a, "--secret=") || strings.HasPrefix(a, "--secret-file=") {
+			return args
+		}
+	}
+	return append(args, "--secret", TestSecret)
 }

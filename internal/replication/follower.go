@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
-	"net/url"
-	"strings"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -89,47 +87,46 @@ func (f *follower) loop(ctx context.Context) {
 // session runs one connection of the link until it fails.
 func (f *follower) session(ctx context.Context) error {
 	r := f.r
-	q := url.Values{}
-	q.Set("since", encodeVector(r.opts.Store.Vector()))
-	q.Set("skip", strings.Join(f.plan.skip, ","))
-	q.Set("enc", "bin") // batches as binary frames, see wire.AppendBatch
-	u := "ws://" + f.plan.peer.HTTP + "/chatr/peer/link?" + q.Encode()
-	h := http.Header{}
-	setAuth(h, r.opts.Secret, r.opts.Cluster, r.opts.NodeID)
+	scheme := "ws"
+	if f.plan.peer.TLS {
+		scheme = "wss"
+	}
 	dctx, cancel := context.WithTimeout(ctx, linkTimeout)
-	conn, resp, err := websocket.Dial(dctx, u, &websocket.DialOptions{HTTPClient: r.client, HTTPHeader: h})
+	conn, _, err := websocket.Dial(dctx, scheme+"://"+f.plan.peer.HTTP+"/chatr/peer/link", &websocket.DialOptions{HTTPClient: r.client})
 	cancel()
 	if err != nil {
-		if resp != nil && resp.StatusCode == http.StatusForbidden {
-			return fmt.Errorf("peer refused our link (secret or cluster name differ?): %w", err)
-		}
 		return err
 	}
 	defer conn.CloseNow()
-	conn.SetReadLimit(64 << 20)
+	conn.SetReadLimit(wsMessageLimit)
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	lc, err := r.clientHandshake(sctx, websocket.NetConn(sctx, conn, websocket.MessageBinary), f.plan.peer,
+		hello{Since: r.opts.Store.Vector(), Skip: f.plan.skip})
+	if err != nil {
+		return err
+	}
+	defer lc.Close()
 	r.m.following.Inc()
 	defer r.m.following.Dec()
 	// Batches are stored without waiting for each commit: up to
 	// maxInFlight are queued at once and the store commits them together.
 	// A failed one ends the session, which resumes from the store's vector.
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	inflight := make(chan struct{}, maxInFlight)
 	stored := make(chan struct{}, 1)
 	var insertErr atomic.Value
 	acking := make(chan struct{})
 	go func() {
 		defer close(acking)
-		f.ack(sctx, conn, stored)
+		f.ack(sctx, lc, stored)
 	}()
 	defer func() {
 		cancel()
+		lc.Close() // ends a write in progress
 		<-acking
 	}()
 	for {
-		rctx, rcancel := context.WithTimeout(sctx, linkTimeout)
-		typ, data, err := conn.Read(rctx)
-		rcancel()
+		typ, data, err := lc.read(maxLeaderFrame, linkTimeout)
 		if err != nil {
 			if e, ok := insertErr.Load().(error); ok {
 				return e
@@ -138,7 +135,7 @@ func (f *follower) session(ctx context.Context) error {
 		}
 		f.heard()
 		var rec wire.Record
-		if typ == websocket.MessageBinary {
+		if typ == frameBatch {
 			rec.Msgs, err = wire.DecodeBatch(data)
 		} else {
 			err = json.Unmarshal(data, &rec)
@@ -147,15 +144,22 @@ func (f *follower) session(ctx context.Context) error {
 			return fmt.Errorf("peer sent garbage: %w", err)
 		}
 		if rec.Snapshot {
+			if err := checkPresence(rec.Presence); err != nil {
+				return f.violation("bad_presence", err)
+			}
 			r.opts.Hub.SetRemote(f.plan.peer.ID, rec.Presence)
 		}
 		if len(rec.Msgs) == 0 {
 			continue
 		}
 		msgs := make([]proto.Message, len(rec.Msgs))
+		now := time.Now()
 		for i, w := range rec.Msgs {
 			if msgs[i], err = w.Message(); err != nil {
-				return fmt.Errorf("peer sent a bad message: %w", err)
+				return f.violation("bad_message", err)
+			}
+			if reason, err := f.believable(&msgs[i], now); err != nil {
+				return f.violation(reason, err)
 			}
 		}
 		select {
@@ -182,12 +186,62 @@ func (f *follower) session(ctx context.Context) error {
 	}
 }
 
+// maxClockSkew is how far ahead of this node's clock a peer's message may
+// be dated: more is a lie or a broken clock, and a message dated in the far
+// future would date every later message of its origin there too.
+const maxClockSkew = 2 * time.Minute
+
+// believable says why m is not something the peer could know, if it is
+// not: a peer speaks for its own origin, and for other origins only as
+// catch-up for those this node has no link of their own for. Never for
+// this node's origin, and never with a date far in the future.
+func (f *follower) believable(m *proto.Message, now time.Time) (string, error) {
+	switch {
+	case m.Origin == f.r.opts.NodeID:
+		return "own_origin", fmt.Errorf("message %s of this node's own origin", m.ID())
+	case slices.Contains(f.plan.skip, m.Origin):
+		return "other_origin", fmt.Errorf("message %s of an origin this node follows on a link of its own", m.ID())
+	case m.Created > now.Add(maxClockSkew).UnixMicro():
+		return "future", fmt.Errorf("message %s dated %s, more than %v ahead of this node's clock", m.ID(), proto.FormatTime(m.Created), maxClockSkew)
+	}
+	return "", nil
+}
+
+// violation ends the session on something the peer should never send:
+// counted by reason, logged, and the link resumes after its backoff.
+func (f *follower) violation(reason string, err error) error {
+	f.r.m.violations.WithLabelValues(reason).Inc()
+	return fmt.Errorf("peer %s refused: %w", f.plan.peer.ID, err)
+}
+
+// maxPresence bounds a peer's presence snapshot (room, name pairs).
+const maxPresence = 1 << 20
+
+// checkPresence checks a peer's presence snapshot like a client's input.
+func checkPresence(p map[string][]string) error {
+	n := 0
+	for room, names := range p {
+		if perr := proto.CheckRoom(room); perr != nil {
+			return fmt.Errorf("presence: room %q: %v", room, perr)
+		}
+		for _, name := range names {
+			if clean, perr := proto.CleanName(name); perr != nil || clean != name {
+				return fmt.Errorf("presence: name %q is not one a client could have", name)
+			}
+		}
+		if n += len(names); n > maxPresence {
+			return fmt.Errorf("presence: more than %d entries", maxPresence)
+		}
+	}
+	return nil
+}
+
 // maxInFlight bounds the batches of one link queued in the store.
 const maxInFlight = 64
 
 // ack tells the peer how much of its own log this node holds (for
 // --ack-replicas), each time a batch is stored and the figure grew.
-func (f *follower) ack(ctx context.Context, conn *websocket.Conn, stored <-chan struct{}) {
+func (f *follower) ack(ctx context.Context, lc *linkConn, stored <-chan struct{}) {
 	var acked uint64
 	for {
 		select {
@@ -200,11 +254,7 @@ func (f *follower) ack(ctx context.Context, conn *websocket.Conn, stored <-chan 
 			continue
 		}
 		acked = got
-		b, _ := json.Marshal(wire.Record{Ack: proto.Vector{f.plan.peer.ID: got}})
-		wctx, cancel := context.WithTimeout(ctx, linkTimeout)
-		err := conn.Write(wctx, websocket.MessageText, b)
-		cancel()
-		if err != nil {
+		if lc.writeJSON(wire.Record{Ack: proto.Vector{f.plan.peer.ID: got}}, linkTimeout) != nil {
 			return
 		}
 	}

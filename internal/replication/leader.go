@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -24,6 +22,9 @@ const (
 	linkTimeout = 5 * time.Second
 	// rangeBatch is how many messages one catch-up read takes from the store.
 	rangeBatch = 512
+	// wsMessageLimit bounds one WebSocket message of a link: a TLS record
+	// (16 KB and a little) is one message.
+	wsMessageLimit = 64 << 10
 )
 
 // leaderLink is the serving side of one follower's link.
@@ -33,73 +34,51 @@ type leaderLink struct {
 	behind   atomic.Bool // a batch was dropped: catch up from the store
 }
 
-// encodeVector and decodeVector carry a version vector in a query string:
-// "origin:seq,origin:seq".
-func encodeVector(v proto.Vector) string {
-	parts := make([]string, 0, len(v))
-	for o, s := range v {
-		parts = append(parts, o+":"+strconv.FormatUint(s, 10))
-	}
-	return strings.Join(parts, ",")
-}
-
-func decodeVector(s string) (proto.Vector, error) {
-	v := proto.Vector{}
-	if s == "" {
-		return v, nil
-	}
-	for _, p := range strings.Split(s, ",") {
-		o, seq, ok := strings.Cut(p, ":")
-		n, err := strconv.ParseUint(seq, 10, 64)
-		if !ok || err != nil || !proto.ValidNodeID(o) {
-			return nil, fmt.Errorf("bad vector entry %q", p)
-		}
-		v[o] = n
-	}
-	return v, nil
-}
-
 // serveLink streams to one follower: every message it lacks of the origins
 // it asked for, then new ones as they are committed, plus this node's
-// presence; it reads the follower's acks.
+// presence; it reads the follower's acks. Anyone may open the WebSocket;
+// only a member holding the secret gets past the handshake (see link.go).
 func (r *Replicator) serveLink(w http.ResponseWriter, req *http.Request) {
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
-		http.Error(w, "this node is shutting down", http.StatusServiceUnavailable)
+		http.Error(w, "unavailable", http.StatusServiceUnavailable)
 		return
 	}
 	r.wg.Add(1) // a hijacked link is not waited for by the HTTP server: Close waits
 	r.mu.Unlock()
 	defer r.wg.Done()
-	follower, err := checkAuth(req.Header, r.opts.Secret, r.opts.Cluster, time.Now())
-	if err != nil {
-		r.m.refused.Inc()
-		r.log.Warn("peer link refused", "remote", req.RemoteAddr, "err", err)
-		http.Error(w, err.Error(), http.StatusForbidden)
-		return
-	}
-	since, err := decodeVector(req.URL.Query().Get("since"))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	skip := map[string]bool{follower: true}
-	for _, o := range strings.Split(req.URL.Query().Get("skip"), ",") {
-		skip[o] = true
-	}
 	conn, err := websocket.Accept(w, req, &websocket.AcceptOptions{InsecureSkipVerify: true})
 	if err != nil {
 		return
 	}
 	defer conn.CloseNow()
-	conn.SetReadLimit(64 << 10)
+	conn.SetReadLimit(wsMessageLimit)
 	ctx, cancel := context.WithCancel(r.ctx)
 	defer cancel()
+	lc, h, err := r.serverHandshake(ctx, websocket.NetConn(ctx, conn, websocket.MessageBinary))
+	if err != nil {
+		r.m.refused.Inc()
+		r.logRefused.Do(func() {
+			r.log.Warn("peer link refused (logged at most every 10 s)", "remote", req.RemoteAddr, "err", err)
+		})
+		return
+	}
+	defer lc.Close()
+	follower := h.Node
+	skip := map[string]bool{follower: true}
+	for _, o := range h.Skip {
+		skip[o] = true
+	}
+	since := h.Since
+	if since == nil {
+		since = proto.Vector{}
+	}
 
 	l := &leaderLink{follower: follower, live: make(chan []store.Committed, r.opts.LinkQueue)}
 	r.mu.Lock()
 	r.leading[l] = struct{}{}
+	r.serving[follower]++
 	r.mu.Unlock()
 	r.m.leading.Inc()
 	defer func() {
@@ -107,37 +86,38 @@ func (r *Replicator) serveLink(w http.ResponseWriter, req *http.Request) {
 		delete(r.leading, l)
 		r.mu.Unlock()
 		r.m.leading.Dec()
+		r.linkEnded(follower)
 	}()
 	// What the follower says it holds of our log is its first ack.
 	r.onAck(follower, since[r.opts.NodeID])
 	acking := make(chan struct{})
 	go func() {
 		defer close(acking)
-		r.readAcks(ctx, cancel, conn, follower)
+		r.readAcks(cancel, lc, follower)
 	}()
 	defer func() {
 		cancel()
+		lc.Close() // ends the ack reader's read
 		<-acking
 	}()
 
-	s := &linkSender{r: r, conn: conn, skip: skip, sent: since, binary: req.URL.Query().Get("enc") == "bin"}
+	s := &linkSender{r: r, conn: lc, skip: skip, sent: since}
 	err = s.run(ctx, l)
 	if ctx.Err() == nil && err != nil {
 		r.log.Info("peer link to follower ended", "follower", follower, "err", err)
 	}
-	conn.Close(websocket.StatusGoingAway, "")
 }
 
 // readAcks takes the follower's acks; anything else ends the link.
-func (r *Replicator) readAcks(ctx context.Context, cancel context.CancelFunc, conn *websocket.Conn, follower string) {
+func (r *Replicator) readAcks(cancel context.CancelFunc, lc *linkConn, follower string) {
 	defer cancel()
 	for {
-		_, data, err := conn.Read(ctx)
+		typ, data, err := lc.read(maxFollowerFrame, 0)
 		if err != nil {
 			return
 		}
 		var rec wire.Record
-		if err := json.Unmarshal(data, &rec); err != nil || rec.Ack == nil {
+		if err := json.Unmarshal(data, &rec); typ != frameJSON || err != nil || rec.Ack == nil {
 			r.m.linkErrors.Inc()
 			r.log.Warn("peer sent garbage on its link", "peer", follower, "err", err)
 			return
@@ -150,13 +130,10 @@ func (r *Replicator) readAcks(ctx context.Context, cancel context.CancelFunc, co
 // of each origin.
 type linkSender struct {
 	r    *Replicator
-	conn *websocket.Conn
+	conn *linkConn
 	skip map[string]bool
 	sent proto.Vector
-	// binary sends batches of messages as binary frames (the follower
-	// asked for them); everything else is a JSON record.
-	binary bool
-	buf    []byte
+	buf  []byte
 }
 
 func (s *linkSender) run(ctx context.Context, l *leaderLink) error {
@@ -278,23 +255,23 @@ func (s *linkSender) write(ctx context.Context, rec wire.Record) error {
 }
 
 func (s *linkSender) writeN(ctx context.Context, rec wire.Record) (int, error) {
-	typ := websocket.MessageText
-	var b []byte
-	if s.binary && len(rec.Msgs) > 0 && rec.Presence == nil && !rec.Snapshot {
-		typ = websocket.MessageBinary
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	// Batches of messages go binary; presence and heartbeats as JSON.
+	typ := byte(frameBatch)
+	if len(rec.Msgs) > 0 && rec.Presence == nil && !rec.Snapshot {
 		s.buf = wire.AppendBatch(s.buf[:0], rec.Msgs)
-		b = s.buf
 	} else {
+		typ = frameJSON
 		var err error
-		if b, err = json.Marshal(rec); err != nil {
+		if s.buf, err = json.Marshal(rec); err != nil {
 			return 0, err
 		}
 	}
-	wctx, cancel := context.WithTimeout(ctx, linkTimeout)
-	defer cancel()
-	if err := s.conn.Write(wctx, typ, b); err != nil {
+	if err := s.conn.write(typ, s.buf, linkTimeout); err != nil {
 		return 0, err
 	}
 	s.r.m.sentMsgs.Add(float64(len(rec.Msgs)))
-	return len(b), nil
+	return len(s.buf), nil
 }

@@ -10,6 +10,7 @@ type metrics struct {
 	linkErrors, refused  prometheus.Counter
 	dropped, ackTimeouts prometheus.Counter
 	routedAround         prometheus.Counter
+	violations           *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, r *Replicator) *metrics {
@@ -24,6 +25,8 @@ func newMetrics(reg prometheus.Registerer, r *Replicator) *metrics {
 		refused:      prometheus.NewCounter(prometheus.CounterOpts{Name: "chatr_replication_refused_total", Help: "Peer links refused: wrong secret or cluster."}),
 		dropped:      prometheus.NewCounter(prometheus.CounterOpts{Name: "chatr_replication_queue_overflows_total", Help: "Commit batches a full link queue did not take (the link catches up from the store)."}),
 		ackTimeouts:  prometheus.NewCounter(prometheus.CounterOpts{Name: "chatr_replication_ack_timeouts_total", Help: "Sends not replicated to --ack-replicas peers in time."}),
+		violations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chatr_replication_peer_violations_total",
+			Help: "Links ended because the peer sent what it cannot know or must not send (own origin, an origin it does not relay, a date far ahead, bad input), by reason."}, []string{"reason"}),
 		routedAround: prometheus.NewCounter(prometheus.CounterOpts{Name: "chatr_replication_routed_around_total", Help: "Times the link to an alive peer stopped working and its messages were fetched through the other peers."}),
 	}
 	if reg != nil {
@@ -31,7 +34,7 @@ func newMetrics(reg prometheus.Registerer, r *Replicator) *metrics {
 		queued := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "chatr_replication_link_queue_batches",
 			Help: "Commit batches waiting in the queues of outgoing peer links (bounded per link)."}, r.queuedBatches)
 		reg.MustRegister(queued, m.following, m.leading, m.received, m.sentMsgs, m.catchUpMsgs, m.catchUpBytes,
-			m.linkErrors, m.refused, m.dropped, m.ackTimeouts, m.routedAround, lagCollector{desc: lag, r: r})
+			m.linkErrors, m.refused, m.dropped, m.ackTimeouts, m.routedAround, m.violations, lagCollector{desc: lag, r: r})
 	}
 	return m
 }

@@ -8,7 +8,11 @@ package replication
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/tls"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"net"
@@ -19,9 +23,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 
 	"chatr/internal/hub"
 	"chatr/internal/proto"
+	"chatr/internal/secret"
 	"chatr/internal/store"
 )
 
@@ -29,6 +35,8 @@ import (
 type Peer struct {
 	ID   string
 	HTTP string // host:port of its HTTP listener
+	Key  []byte // its identity key (Ed25519 public key), from membership
+	TLS  bool   // its HTTP listener serves TLS
 }
 
 // Options configures a Replicator. Zero values mean the documented defaults.
@@ -37,7 +45,11 @@ type Options struct {
 	Hub     *hub.Hub
 	NodeID  string
 	Cluster string
-	// Secret authenticates peer links when set (the --secret-file key).
+	// Identity is this node's identity key; its public half is in the
+	// membership meta, and peer links prove it.
+	Identity ed25519.PrivateKey
+	// Secret is the cluster secret: both ends of a link prove they hold it.
+	// Nil (--insecure-no-secret) leaves that proof out.
 	Secret []byte
 	// AckReplicas is how many peers must hold a message before its sender
 	// is answered (--ack-replicas).
@@ -58,12 +70,17 @@ type Options struct {
 // links in step with reachability and expires sends waiting for replicas;
 // Close stops everything and waits for every goroutine it started.
 type Replicator struct {
-	opts   Options
-	log    *slog.Logger
-	client *http.Client
-	ctx    context.Context // ends at Close; every link runs under it
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // Run, followers, served links
+	opts    Options
+	log     *slog.Logger
+	client  *http.Client
+	cert    tls.Certificate // of Identity, for both ends of links
+	linkKey []byte          // derived from Secret for the link proofs; nil without
+	// logRefused spaces out the log lines of refused links: a stranger
+	// knocking must not flood the log (each refusal is counted).
+	logRefused rate.Sometimes
+	ctx        context.Context // ends at Close; every link runs under it
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup // Run, followers, served links
 
 	// linksMu serializes changes to the outgoing links: following is read
 	// and written only under it, and it is held while an old link is
@@ -78,7 +95,8 @@ type Replicator struct {
 	peers   []Peer          // the alive members, as SetPeers last said
 	cutOff  map[string]bool // alive peers whose link has not worked for a while
 	leading map[*leaderLink]struct{}
-	acks    map[string]uint64 // follower -> highest of our seqs it holds
+	acks    map[string]uint64 // follower -> highest of our seqs it holds, while it has a link
+	serving map[string]int    // follower -> its links served now
 	waiters []waiter
 	// peerVecs is each peer's version vector as it advertised it in
 	// membership push/pull.
@@ -102,7 +120,14 @@ var ErrNotReplicated = proto.Errorf(proto.CodeUnavailable,
 // New makes a Replicator. It starts nothing: it follows no one until
 // SetPeers names peers, and Run must run for sends to expire and for links
 // to route around peers they cannot reach.
-func New(opts Options) *Replicator {
+func New(opts Options) (*Replicator, error) {
+	if len(opts.Identity) != ed25519.PrivateKeySize {
+		return nil, errors.New("replication: no identity key")
+	}
+	cert, err := identity(opts.Identity)
+	if err != nil {
+		return nil, fmt.Errorf("replication: certificate of the identity key: %w", err)
+	}
 	if opts.AckTimeout <= 0 {
 		opts.AckTimeout = 5 * time.Second
 	}
@@ -117,12 +142,45 @@ func New(opts Options) *Replicator {
 		dial = (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 15 * time.Second}).DialContext
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &Replicator{opts: opts, log: opts.Log, ctx: ctx, cancel: cancel,
-		client:    &http.Client{Transport: &http.Transport{DialContext: dial, MaxIdleConnsPerHost: 4}},
-		following: map[string]*follower{}, relink: make(chan struct{}, 1), cutOff: map[string]bool{},
-		leading: map[*leaderLink]struct{}{}, acks: map[string]uint64{}, peerVecs: map[string]proto.Vector{}}
+	// The outer TLS of wss:// (a peer whose listener serves TLS) is not
+	// checked against a CA: the link's own TLS inside proves the peer.
+	transport := &http.Transport{DialContext: dial, MaxIdleConnsPerHost: 4,
+		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: true}}
+	r := &Replicator{opts: opts, log: opts.Log, ctx: ctx, cancel: cancel, cert: cert,
+		client:     &http.Client{Transport: transport},
+		logRefused: rate.Sometimes{Interval: 10 * time.Second},
+		following:  map[string]*follower{}, relink: make(chan struct{}, 1), cutOff: map[string]bool{},
+		leading: map[*leaderLink]struct{}{}, acks: map[string]uint64{}, serving: map[string]int{},
+		peerVecs: map[string]proto.Vector{}}
+	if opts.Secret != nil {
+		r.linkKey = secret.Derive(opts.Secret, secret.PeerLink)
+	}
 	r.m = newMetrics(opts.Metrics, r)
-	return r
+	return r, nil
+}
+
+// memberWithKey is the id of the alive member whose identity key is k, or
+// "" for none.
+func (r *Replicator) memberWithKey(k ed25519.PublicKey) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range r.peers {
+		if p.ID != r.opts.NodeID && k.Equal(ed25519.PublicKey(p.Key)) {
+			return p.ID
+		}
+	}
+	return ""
+}
+
+// linkEnded forgets what a follower acked once its last served link has
+// ended: acks count only from followers this node is linked to now.
+func (r *Replicator) linkEnded(follower string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.serving[follower]--; r.serving[follower] <= 0 {
+		delete(r.serving, follower)
+		delete(r.acks, follower)
+	}
 }
 
 // Run expires sends that waited too long for replicas and re-plans the
@@ -209,7 +267,8 @@ func (r *Replicator) plans() map[string]linkPlan {
 			}
 		}
 		sort.Strings(skip)
-		out[p.ID] = linkPlan{peer: p, skip: skip, key: p.HTTP + "|" + strings.Join(skip, ",")}
+		out[p.ID] = linkPlan{peer: p, skip: skip,
+			key: fmt.Sprintf("%s|%t|%x|%s", p.HTTP, p.TLS, p.Key, strings.Join(skip, ","))}
 	}
 	return out
 }
@@ -347,6 +406,9 @@ func (r *Replicator) replicas(seq uint64) int {
 // onAck records what a follower holds of our log and answers the sends
 // that are now replicated enough.
 func (r *Replicator) onAck(follower string, seq uint64) {
+	// No follower holds more of our log than we wrote: a bigger ack is a lie
+	// that would void --ack-replicas for every later send.
+	seq = min(seq, r.opts.Store.Vector()[r.opts.NodeID])
 	r.mu.Lock()
 	if seq > r.acks[follower] {
 		r.acks[follower] = seq

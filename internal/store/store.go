@@ -54,6 +54,15 @@ var ErrClosed = errors.New("store is closed")
 // sequence held for its origin.
 var ErrGap = errors.New("message does not follow the last sequence of its origin")
 
+// ErrOwnOrigin is returned by Insert for a message of this node's own
+// origin that it does not hold: only this node adds to its log.
+var ErrOwnOrigin = errors.New("a message of this node's own origin that it never wrote")
+
+// ErrConflict is returned by Insert for a message whose (origin, seq) the
+// store holds with other contents: one of the two is forged (or an origin
+// reused a number), and the store keeps the one it has.
+var ErrConflict = errors.New("another message is held under the same id")
+
 // Store is the durable message log of one node.
 type Store struct {
 	dir    string
@@ -65,7 +74,7 @@ type Store struct {
 	rdb *sql.DB // readers
 
 	// Statements of the writer, prepared once on wdb.
-	insertStmt, hideStmt, replacesStmt, headStmt, findRefStmt *sql.Stmt
+	insertStmt, hideStmt, replacesStmt, headStmt, findRefStmt, heldStmt *sql.Stmt
 
 	reqs chan *writeReq
 	done chan struct{}
@@ -100,6 +109,7 @@ type Store struct {
 	commitTime prometheus.Histogram
 	queueLen   prometheus.GaugeFunc
 	appended   *prometheus.CounterVec
+	conflicts  prometheus.Counter
 }
 
 type writeReq struct {
@@ -447,6 +457,34 @@ func (s *Store) NodeID() string { return s.nodeID }
 // Dir is the data directory.
 func (s *Store) Dir() string { return s.dir }
 
+// Key returns the node's own random 32-byte key named name (e.g. its
+// identity key, or the cluster secret it made), made at the first call and
+// kept in the store, so it is the same after a restart. Call it before
+// writing: it uses the writer's connection.
+func (s *Store) Key(name string) ([]byte, error) {
+	row := "key_" + name
+	var hexKey string
+	err := s.wdb.QueryRow(`SELECT value FROM meta WHERE key = ?`, row).Scan(&hexKey)
+	if err == sql.ErrNoRows {
+		k := make([]byte, 32)
+		if _, err := rand.Read(k); err != nil {
+			return nil, err
+		}
+		if _, err := s.wdb.Exec(`INSERT INTO meta(key, value) VALUES(?, ?)`, row, hex.EncodeToString(k)); err != nil {
+			return nil, fmt.Errorf("keep key %s: %w", name, err)
+		}
+		return k, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read key %s: %w", name, err)
+	}
+	k, err := hex.DecodeString(hexKey)
+	if err != nil || len(k) != 32 {
+		return nil, fmt.Errorf("key %s in the store is damaged", name)
+	}
+	return k, nil
+}
+
 // Vector returns the highest sequence held per origin. Sequences are stored
 // without gaps, so every lower one is held too.
 func (s *Store) Vector() proto.Vector {
@@ -654,7 +692,18 @@ func (s *Store) commit(batch []*writeReq) {
 			}
 			for _, m := range r.peer {
 				if m.Seq <= vec[m.Origin] {
-					continue // held already (our own messages come back too)
+					// Held already (catch-up of one origin may come over
+					// several links): it must be the same message.
+					if results[i].err = s.checkHeld(tx, m); results[i].err != nil {
+						break
+					}
+					continue
+				}
+				if m.Origin == s.nodeID {
+					// Only this node writes its own log: a peer sending more of
+					// it is lying (it could date every later message of ours).
+					results[i].err = fmt.Errorf("%w: %s", ErrOwnOrigin, m.ID())
+					break
 				}
 				if m.Seq != vec[m.Origin]+1 {
 					results[i].err = fmt.Errorf("%w: origin %s holds %d, got %d", ErrGap, m.Origin, vec[m.Origin], m.Seq)
@@ -743,8 +792,30 @@ func (s *Store) prepare() error {
 		WHERE excluded.seq >= room_heads.seq`); err != nil {
 		return err
 	}
+	if s.heldStmt, err = s.wdb.Prepare(`SELECT room, sender, text, created, ref FROM messages WHERE origin = ? AND seq = ?`); err != nil {
+		return err
+	}
 	s.findRefStmt, err = s.wdb.Prepare(findRefQuery)
 	return err
+}
+
+// checkHeld compares a replicated message with the one held under its id,
+// inside tx: ErrConflict when they differ (counted and logged here).
+func (s *Store) checkHeld(tx *sql.Tx, m proto.Message) error {
+	var h proto.Message
+	err := tx.Stmt(s.heldStmt).QueryRow(m.Origin, m.Seq).Scan(&h.Room, &h.Sender, &h.Text, &h.Created, &h.Ref)
+	if err != nil {
+		return fmt.Errorf("read held message %s: %w", m.ID(), err)
+	}
+	if h.Room == m.Room && h.Sender == m.Sender && h.Text == m.Text && h.Created == m.Created && h.Ref == m.Ref {
+		return nil
+	}
+	if s.conflicts != nil {
+		s.conflicts.Inc()
+	}
+	s.log.Warn("store: a peer sent another message under an id this node holds; kept the one held",
+		"id", m.ID(), "held_room", h.Room, "held_created", proto.FormatTime(h.Created), "sent_room", m.Room, "sent_created", proto.FormatTime(m.Created))
+	return fmt.Errorf("%w: %s", ErrConflict, m.ID())
 }
 
 // settleCopies decides, for a replicated message m, between it and a shown
@@ -896,7 +967,9 @@ func (s *Store) metrics(reg prometheus.Registerer) {
 	refBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "chatr_store_ref_filter_bytes", Help: "Memory of the filter of recent send refs (grows with the messages of the last 15 minutes)."},
 		func() float64 { return float64(s.refs.bytes.Load()) })
-	reg.MustRegister(s.batchSize, s.commitTime, s.queueLen, s.appended, refBytes)
+	s.conflicts = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "chatr_store_conflicts_total", Help: "Replicated messages refused because another message is held under the same id (origin, seq)."})
+	reg.MustRegister(s.batchSize, s.commitTime, s.queueLen, s.appended, refBytes, s.conflicts)
 }
 
 // Close stops the writer after committing every queued write, and closes
@@ -909,7 +982,7 @@ func (s *Store) Close() error {
 		close(s.reqs)
 		s.gate.Unlock()
 		<-s.done
-		err = errors.Join(s.insertStmt.Close(), s.hideStmt.Close(), s.replacesStmt.Close(), s.headStmt.Close(), s.findRefStmt.Close(), s.rdb.Close(), s.wdb.Close())
+		err = errors.Join(s.insertStmt.Close(), s.hideStmt.Close(), s.heldStmt.Close(), s.replacesStmt.Close(), s.headStmt.Close(), s.findRefStmt.Close(), s.rdb.Close(), s.wdb.Close())
 	})
 	return err
 }

@@ -275,12 +275,29 @@ func TestInsertReplicated(t *testing.T) {
 	if err != nil || len(got) != 3 {
 		t.Fatalf("Insert = %v, %v; want 3 stored", ids(got), err)
 	}
-	// Repeats are dropped, and the first copy wins.
-	changed := peerMsg(peerA, 2, "lobby", 20)
-	changed.Text = "rewritten"
-	got, err = s.Insert(ctx, []proto.Message{peerMsg(peerA, 1, "lobby", 10), changed})
+	// Repeats are dropped.
+	got, err = s.Insert(ctx, []proto.Message{peerMsg(peerA, 1, "lobby", 10), peerMsg(peerA, 2, "lobby", 20)})
 	if err != nil || len(got) != 0 {
 		t.Fatalf("Insert of repeats = %v, %v; want nothing new", ids(got), err)
+	}
+	// Another message under a held id is a conflict, refused and never
+	// dropped silently; the held one stays.
+	for _, change := range []func(*proto.Message){
+		func(m *proto.Message) { m.Text = "rewritten" },
+		func(m *proto.Message) { m.Room = "dev" },
+		func(m *proto.Message) { m.Sender = "mallory" },
+		func(m *proto.Message) { m.Created++ },
+		func(m *proto.Message) { m.Ref = "r9" },
+	} {
+		changed := peerMsg(peerA, 2, "lobby", 20)
+		change(&changed)
+		got, err = s.Insert(ctx, []proto.Message{changed})
+		if !errors.Is(err, ErrConflict) || len(got) != 0 {
+			t.Fatalf("Insert of %+v under a held id = %v, %v; want ErrConflict", changed, ids(got), err)
+		}
+	}
+	if p, _ := s.Range(ctx, peerA, 2, 1); len(p) != 1 || p[0] != peerMsg(peerA, 2, "lobby", 20) {
+		t.Fatalf("after the conflicts, %s-2 is %+v; want the one held first", peerA, p)
 	}
 	// A batch that overlaps what is held stores only the new part.
 	got, err = s.Insert(ctx, []proto.Message{peerMsg(peerA, 2, "lobby", 20), peerMsg(peerA, 3, "lobby", 30)})
@@ -315,13 +332,21 @@ func TestInsertReplicated(t *testing.T) {
 	}
 
 	// Our own messages coming back from a peer are not stored twice, and
-	// never change what we hold.
+	// never change what we hold: an echo as held is ignored, a changed one
+	// is a conflict, one we never wrote is refused.
 	own := mustAppend(t, s, "lobby", "mine")
+	if got, err = s.Insert(ctx, []proto.Message{own}); err != nil || len(got) != 0 {
+		t.Fatalf("Insert of our own message = %v, %v; want it ignored", ids(got), err)
+	}
 	echo := own
 	echo.Text = "echoed by a peer"
-	got, err = s.Insert(ctx, []proto.Message{echo})
-	if err != nil || len(got) != 0 {
-		t.Fatalf("Insert of our own message = %v, %v; want it ignored", ids(got), err)
+	if got, err = s.Insert(ctx, []proto.Message{echo}); !errors.Is(err, ErrConflict) || len(got) != 0 {
+		t.Fatalf("Insert of our own message changed = %v, %v; want ErrConflict", ids(got), err)
+	}
+	forged := own
+	forged.Seq, forged.Created = 2, 253402300799000000 // 9999-12-31
+	if got, err = s.Insert(ctx, []proto.Message{forged}); !errors.Is(err, ErrOwnOrigin) || len(got) != 0 {
+		t.Fatalf("Insert of an own message we never wrote = %v, %v; want ErrOwnOrigin", ids(got), err)
 	}
 	mine, _ := s.Range(ctx, s.NodeID(), 1, 10)
 	if len(mine) != 1 || mine[0] != own {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -91,7 +92,11 @@ func (s *server) url(path string) string { return "http://" + s.addr + path }
 
 func (s *server) start(t *testing.T) {
 	t.Helper()
-	cmd := exec.Command(chatrBin, append([]string{"serve", "--http", s.addr, "--data", s.data}, s.args...)...)
+	args := append([]string{"serve", "--http", s.addr, "--data", s.data}, s.args...)
+	if slices.Contains(s.args, "--cluster-addr") {
+		args = proctest.WithSecret(args)
+	}
+	cmd := exec.Command(chatrBin, args...)
 	s.proc = proctest.Run(t, "chatr on "+s.addr, cmd)
 	if err := s.proc.WaitReady(s.url(""), waitTimeout); err != nil {
 		t.Fatalf("chatr on %s: %v", s.addr, err)

@@ -145,7 +145,7 @@ func (c *cluster) run(n *chaosNode) {
 		"--cluster-addr", fmt.Sprintf("%s:%d", n.addr, gossipPort), "--join", strings.Join(join, ","),
 		"--data", n.data, "--node", n.name, "--shutdown-timeout", "5s",
 		// Every client comes from one address: lift the per-IP limits.
-		"--send-rate", "1000000", "--send-burst", "1000000"}
+		"--send-rate", "1000000", "--send-burst", "1000000", "--secret", proctest.TestSecret}
 	cmd := c.lan.Command(n.index, c.bin, args...)
 	cmd.Stdout, cmd.Stderr = &n.logs, &n.logs
 	n.runs++

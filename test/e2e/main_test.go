@@ -78,7 +78,10 @@ type localNode struct {
 	gossip string // 127.0.0.1:port
 	data   string
 	extra  []string
-	proc   *proctest.Process
+	// ownSecret starts the node with no secret flag: in cluster mode it uses
+	// (or makes) the one kept in its data directory.
+	ownSecret bool
+	proc      *proctest.Process
 }
 
 // newLocalNodes makes n node slots with free ports and data directories.
@@ -106,6 +109,9 @@ func (n *localNode) start(t *testing.T, join ...string) {
 		args = append(args, "--join", strings.Join(join, ","))
 	}
 	args = append(args, n.extra...)
+	if !n.ownSecret {
+		args = proctest.WithSecret(args)
+	}
 	n.proc = startProc(t, n.name, exec.Command(binary, args...))
 }
 

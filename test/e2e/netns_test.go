@@ -69,7 +69,7 @@ func TestLANDiscoveryPartition(t *testing.T) {
 		addr := lan.Addr(i)
 		cmd := lan.Command(i, binary, "serve", "--http", addr+":5080", "--cluster-addr", addr+":7946",
 			"--discover", "lan", "--data", t.TempDir(), "--node", fmt.Sprintf("lan%d", i+1),
-			"--shutdown-timeout", "3s", "--send-rate", "1000000", "--send-burst", "1000000")
+			"--shutdown-timeout", "3s", "--send-rate", "1000000", "--send-burst", "1000000", "--secret", proctest.TestSecret)
 		startProc(t, fmt.Sprintf("lan%d", i+1), cmd)
 		apis = append(apis, clustertest.API{Base: "http://" + addr + ":5080", Fetch: curlFetch(lan, i)})
 	}
