@@ -15,7 +15,8 @@ import (
 	"chatr/internal/node"
 )
 
-// serveMain runs a node until SIGINT or SIGTERM, then drains and exits 0.
+// serveMain runs a node until SIGINT or SIGTERM, then drains and exits 0;
+// SIGHUP reloads its TLS certificate.
 func serveMain(args []string, stdout, stderr io.Writer) int {
 	cfg, err := config.Parse(args, os.Getenv, stdout)
 	if errors.Is(err, flag.ErrHelp) {
@@ -33,6 +34,19 @@ func serveMain(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP) // reload the TLS certificate
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-hup:
+				n.ReloadTLS() // logs how it went
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 	if err := n.Run(ctx); err != nil {
 		fmt.Fprintf(stderr, "chatr: %v\n", err)
 		return 1

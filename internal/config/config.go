@@ -4,6 +4,7 @@
 package config
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -35,7 +36,9 @@ type Config struct {
 	WriteDelay     time.Duration // --write-delay: how long a session's first queued frame waits for others before a write
 	ReplayMax      int           // --replay-max: most messages replayed by a join with since
 	Shutdown       time.Duration
-	Pprof          bool // --pprof: serve /debug/pprof/ on the HTTP listener
+	Pprof          bool   // --pprof: serve /debug/pprof/ on the HTTP listener
+	TLSCertFile    string // --tls-cert-file: PEM certificate (chain) to serve HTTPS and WSS with
+	TLSKeyFile     string // --tls-key-file: its PEM private key
 
 	NodeName    string   // --node: display name
 	ClusterAddr string   // --cluster-addr: gossip listener host:port
@@ -55,6 +58,9 @@ type Config struct {
 	// directory, made at its first start).
 	Secret []byte
 }
+
+// TLS reports whether the HTTP listener serves TLS.
+func (c *Config) TLS() bool { return c.TLSCertFile != "" }
 
 // Clustered reports whether the node runs in cluster mode.
 func (c *Config) Clustered() bool {
@@ -87,6 +93,8 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	fs.DurationVar(&c.WriteDelay, "write-delay", 0, "wait this long after a frame is queued for a session before writing, so one write carries more frames (e.g. 2ms for big rooms under load)")
 	fs.IntVar(&c.ReplayMax, "replay-max", 10000, "most messages a join with since replays; past it the client is told of a gap")
 	fs.DurationVar(&c.Shutdown, "shutdown-timeout", 10*time.Second, "how long a SIGTERM drain may take")
+	fs.StringVar(&c.TLSCertFile, "tls-cert-file", "", "PEM certificate `file` (with its chain): --http serves HTTPS and WSS; reloaded on SIGHUP")
+	fs.StringVar(&c.TLSKeyFile, "tls-key-file", "", "PEM private key `file` of --tls-cert-file")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on the HTTP listener (for benchmarks; keep it off in production)")
 	host, _ := os.Hostname()
 	fs.StringVar(&c.NodeName, "node", host, "node display `name`")
@@ -257,5 +265,12 @@ func (c *Config) validate() error {
 		add(fmt.Errorf("--ack-replicas %d: must be 0 or more", c.AckReplicas))
 	}
 	add(c.readSecret())
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		add(errors.New("--tls-cert-file and --tls-key-file: give both or neither"))
+	} else if c.TLSCertFile != "" {
+		if _, err := tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile); err != nil {
+			add(fmt.Errorf("--tls-cert-file %s / --tls-key-file %s: %w", c.TLSCertFile, c.TLSKeyFile, err))
+		}
+	}
 	return errors.Join(errs...)
 }

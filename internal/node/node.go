@@ -6,6 +6,7 @@ package node
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -48,6 +49,7 @@ type Node struct {
 	http    *http.Server
 	ln      net.Listener
 	reg     *prometheus.Registry
+	cert    *certificate // nil without --tls-cert-file
 
 	// Cluster mode only.
 	cluster *cluster.Cluster
@@ -75,6 +77,14 @@ func NewWithHooks(cfg config.Config, log *slog.Logger, console io.Writer, hooks 
 	if err != nil {
 		st.Close()
 		return nil, fmt.Errorf("listen on %s (--http): %w", cfg.HTTPAddr, err)
+	}
+	if cfg.TLS() {
+		if n.cert, err = newCertificate(cfg.TLSCertFile, cfg.TLSKeyFile); err != nil {
+			n.ln.Close()
+			st.Close()
+			return nil, err
+		}
+		n.ln = tls.NewListener(n.ln, n.cert.config())
 	}
 	gw := gateway.Options{Config: cfg, NodeID: st.NodeID(), HTTPAddr: n.ln.Addr().String(), Store: st, Hub: n.hub,
 		Poster: gateway.StorePoster{Store: st}, Web: web.FS, Log: log, Metrics: reg}
@@ -123,8 +133,8 @@ func (n *Node) newCluster(gw *gateway.Options, hooks Hooks) error {
 	c, err := cluster.New(cluster.Config{NodeID: n.store.NodeID(), NodeName: cfg.NodeName,
 		ClusterName: cfg.ClusterName, BindAddr: cfg.ClusterAddr, Advertise: cfg.Advertise, Join: cfg.Join,
 		DiscoverLAN: cfg.Discover == "lan", SecretKey: gossipKey, HTTPAddr: n.ln.Addr().String(),
-		PublicKey: id.Public().(ed25519.PublicKey),
-		Log:       n.log.With("part", "cluster"), Console: n.console, Metrics: n.reg,
+		PublicKey: id.Public().(ed25519.PublicKey), TLS: cfg.TLS(),
+		Log: n.log.With("part", "cluster"), Console: n.console, Metrics: n.reg,
 		LocalState: n.repl.LocalState, MergeState: n.repl.MergeState, Blocked: hooks.GossipBlocked})
 	if err != nil {
 		n.repl.Close()
@@ -234,6 +244,21 @@ func (n *Node) followMembers(ctx context.Context) {
 	}
 }
 
+// ReloadTLS reads the TLS certificate and key files again (SIGHUP): new
+// connections get the new certificate, open ones stay. Without TLS it does
+// nothing.
+func (n *Node) ReloadTLS() error {
+	if n.cert == nil {
+		return nil
+	}
+	if err := n.cert.reload(); err != nil {
+		n.log.Error("TLS certificate not reloaded; the one in use stays", "err", err)
+		return err
+	}
+	n.log.Info("TLS certificate reloaded", "cert", n.cfg.TLSCertFile)
+	return nil
+}
+
 // Store is the node's message log, for tools and tests that check it.
 func (n *Node) Store() *store.Store { return n.store }
 
@@ -246,8 +271,12 @@ func (n *Node) HTTPAddr() string { return n.ln.Addr().String() }
 // Run serves until ctx ends, then shuts down (see shutdown). Every
 // goroutine it starts has ended when it returns.
 func (n *Node) Run(ctx context.Context) error {
-	fmt.Fprintf(n.console, "chatr node %s (%s) serving http://%s/chatr/chatr.html, data in %s\n",
-		n.ID(), n.cfg.NodeName, browseAddr(n.HTTPAddr()), n.cfg.DataDir)
+	scheme := "http"
+	if n.cert != nil {
+		scheme = "https"
+	}
+	fmt.Fprintf(n.console, "chatr node %s (%s) serving %s://%s/chatr/chatr.html, data in %s\n",
+		n.ID(), n.cfg.NodeName, scheme, browseAddr(n.HTTPAddr()), n.cfg.DataDir)
 	errc := make(chan error, 2)
 	go func() { errc <- n.http.Serve(n.ln) }() // ends with http.Shutdown
 	bgCtx, stopBG := context.WithCancel(context.Background())
