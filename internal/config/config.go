@@ -234,6 +234,9 @@ func (c *Config) validate() error {
 	if c.Shutdown <= 0 {
 		add(fmt.Errorf("--shutdown-timeout %v: must be above 0", c.Shutdown))
 	}
+	if c.Clustered() && c.ClusterAddr == "" {
+		add(errors.New("--join and --discover need --cluster-addr IP[:PORT]: the address this node's gossip listens on (that address only) and peers reach it at"))
+	}
 	if c.ClusterAddr != "" {
 		if _, _, err := net.SplitHostPort(c.ClusterAddr); err != nil && strings.Contains(err.Error(), "missing port") {
 			c.ClusterAddr = net.JoinHostPort(strings.Trim(c.ClusterAddr, "[]"), defaultClusterPort)

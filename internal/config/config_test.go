@@ -87,7 +87,7 @@ func TestFlags(t *testing.T) {
 		"--send-burst", "3", "--max-conns", "0", "--max-conns-per-ip", "0", "--send-queue", "16",
 		"--replay-max", "1", "--shutdown-timeout", "3s", "--node", "n1", "--cluster", "blue",
 		"--join", "10.0.0.1:7946, dns:chatr.local", "--discover", "lan", "--ack-replicas", "2",
-		"--advertise", "10.0.0.9:7000",
+		"--advertise", "10.0.0.9:7000", "--cluster-addr", "10.0.0.9:7000",
 	}, noEnv, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -136,6 +136,8 @@ func TestValidationErrors(t *testing.T) {
 		{[]string{"--cluster-addr", "host:70000"}, `--cluster-addr "host:70000": port must be a number from 0 to 65535`},
 		{[]string{"--advertise", "nohost"}, `--advertise "nohost": want host:port`},
 		{[]string{"--join", "nohost"}, `--join "nohost": want host:port`},
+		{[]string{"--join", "10.0.0.1:7946"}, "need --cluster-addr"},
+		{[]string{"--discover", "lan"}, "need --cluster-addr"},
 		{[]string{"--join", "dns:"}, "--join dns: needs a name"},
 		{[]string{"--discover", "wan"}, `--discover "wan": the only discovery is lan`},
 		{[]string{"--cluster", ""}, "--cluster: must not be empty"},
@@ -309,7 +311,7 @@ func TestSecretFlags(t *testing.T) {
 			t.Errorf("%q accepted", args)
 		}
 	}
-	if c, err := Parse([]string{"--insecure-no-secret", "--join", "127.0.0.1:7946"}, noEnv, io.Discard); err != nil || !c.InsecureNoSecret {
+	if c, err := Parse([]string{"--insecure-no-secret", "--cluster-addr", "127.0.0.1:7947", "--join", "127.0.0.1:7946"}, noEnv, io.Discard); err != nil || !c.InsecureNoSecret {
 		t.Errorf("--insecure-no-secret: %+v, %v", c.InsecureNoSecret, err)
 	}
 }

@@ -141,6 +141,9 @@ func (n *Node) newCluster(gw *gateway.Options, hooks Hooks) error {
 		return fmt.Errorf("cluster: %w", err)
 	}
 	n.cluster = c
+	if host, _, _ := net.SplitHostPort(cfg.ClusterAddr); host == "" || net.ParseIP(host).IsUnspecified() {
+		n.log.Warn("gossip listens on every interface; give --cluster-addr an IP to listen on one", "cluster_addr", cfg.ClusterAddr)
+	}
 	switch {
 	case sec == nil:
 		fmt.Fprintf(n.console, "WARNING: --insecure-no-secret: anyone who reaches %s or %s can join this cluster, read every message and write as any node\n",

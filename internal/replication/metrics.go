@@ -22,7 +22,7 @@ func newMetrics(reg prometheus.Registerer, r *Replicator) *metrics {
 		catchUpMsgs:  prometheus.NewCounter(prometheus.CounterOpts{Name: "chatr_replication_catchup_messages_total", Help: "Messages sent to followers from the store (catch-up)."}),
 		catchUpBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "chatr_replication_catchup_bytes_total", Help: "Bytes sent to followers from the store (catch-up)."}),
 		linkErrors:   prometheus.NewCounter(prometheus.CounterOpts{Name: "chatr_replication_link_errors_total", Help: "Peer links lost or ended on bad input."}),
-		refused:      prometheus.NewCounter(prometheus.CounterOpts{Name: "chatr_replication_refused_total", Help: "Peer links refused: wrong secret or cluster."}),
+		refused:      prometheus.NewCounter(prometheus.CounterOpts{Name: "chatr_replication_refused_total", Help: "Peer links refused in the handshake: not an alive member's key, wrong secret or cluster name, or not TLS at all."}),
 		dropped:      prometheus.NewCounter(prometheus.CounterOpts{Name: "chatr_replication_queue_overflows_total", Help: "Commit batches a full link queue did not take (the link catches up from the store)."}),
 		ackTimeouts:  prometheus.NewCounter(prometheus.CounterOpts{Name: "chatr_replication_ack_timeouts_total", Help: "Sends not replicated to --ack-replicas peers in time."}),
 		violations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chatr_replication_peer_violations_total",
