@@ -43,12 +43,14 @@ start() {
 	return 1
 }
 # start_cluster P H G: nodes P1..P3 on HTTP ports H1..H3 and gossip ports
-# G1..G3, joined to P1; waits until the third sees three alive members.
+# G1..G3, joined to P1 and sharing one secret; waits until the third sees
+# three alive members.
+secret=$("$bin" secret)
 start_cluster() {
 	local p=$1 h=$2 g=$3
-	start "${p}1" "${h}1" --cluster-addr "127.0.0.1:${g}1"
-	start "${p}2" "${h}2" --cluster-addr "127.0.0.1:${g}2" --join "127.0.0.1:${g}1"
-	start "${p}3" "${h}3" --cluster-addr "127.0.0.1:${g}3" --join "127.0.0.1:${g}1"
+	start "${p}1" "${h}1" --cluster-addr "127.0.0.1:${g}1" --secret "$secret"
+	start "${p}2" "${h}2" --cluster-addr "127.0.0.1:${g}2" --join "127.0.0.1:${g}1" --secret "$secret"
+	start "${p}3" "${h}3" --cluster-addr "127.0.0.1:${g}3" --join "127.0.0.1:${g}1" --secret "$secret"
 	for _ in $(seq 100); do
 		[ "$(curl -s "http://127.0.0.1:${h}3/chatr/api/cluster" | grep -o '"alive"' | wc -l)" = 3 ] && break
 		sleep 0.1
