@@ -114,7 +114,9 @@ type writeRes struct {
 }
 
 // Open opens or creates the store in dir. A directory whose database is not
-// a chatr store, or is corrupt, is an error; it is never reset.
+// a chatr store, or is corrupt, is an error; it is never reset. So is one
+// that breaks the on-disk rules (files.go): a link, a directory others may
+// write to.
 func Open(dir string, opts Options) (*Store, error) {
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = 2048
@@ -125,13 +127,25 @@ func Open(dir string, opts Options) (*Store, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, fmt.Errorf("create data directory %s: %w", dir, err)
+	dir = filepath.Clean(dir) // "data/" would follow a link named data
+	if err := prepareDir(dir); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
 	}
 	path := filepath.Join(dir, FileName)
+	if err := checkFiles(dir); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
 	fresh, schema, err := inspect(dir, path)
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	if err := tightenModes(dir, opts.Log); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+		if err := createDB(path); err != nil {
+			return nil, fmt.Errorf("create store %s: %w", path, err)
+		}
 	}
 	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_txlock=immediate"
 	wdb, err := sql.Open("sqlite", dsn)
