@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"database/sql"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -278,4 +279,102 @@ func snapshotLinks(t *testing.T, dir string) map[string]string {
 		}
 	}
 	return out
+}
+
+// TestCursorKeyKept: a store makes its cursor key once and keeps it, so a
+// single node's cursors survive a restart; a store made before the key
+// existed gets one at Open; two stores have different keys.
+func TestCursorKeyKept(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	key := bytes.Clone(s.CursorKey())
+	if len(key) != 32 {
+		t.Fatalf("cursor key of %d bytes, want 32", len(key))
+	}
+	if bytes.Equal(key, make([]byte, 32)) {
+		t.Fatal("cursor key is all zeros")
+	}
+	s.CursorKey()[0] ^= 1 // a caller cannot change it
+	s.Close()
+	if again := openStore(t, dir).CursorKey(); !bytes.Equal(again, key) {
+		t.Errorf("cursor key after a restart %x, was %x", again, key)
+	}
+	if other := openStore(t, t.TempDir()).CursorKey(); bytes.Equal(other, key) {
+		t.Error("two stores have the same cursor key")
+	}
+
+	// A store of the release before: no cursor_key row.
+	old := t.TempDir()
+	makeStore(t, old)
+	if n := rawCount(t, old, "1"); n != 1 {
+		t.Fatalf("test setup: %d messages", n)
+	}
+	execRaw(t, old, `DELETE FROM meta WHERE key = 'cursor_key'`)
+	first := openStore(t, old)
+	k1 := bytes.Clone(first.CursorKey())
+	first.Close()
+	if len(k1) != 32 {
+		t.Fatalf("a store without a key got one of %d bytes", len(k1))
+	}
+	if k2 := openStore(t, old).CursorKey(); !bytes.Equal(k1, k2) {
+		t.Error("the key made for an older store was not kept")
+	}
+}
+
+// TestBadCursorKeyRefused: a store whose kept cursor key is not one chatr
+// made is refused, unchanged, rather than given a new key in silence (which
+// would refuse every client's cursor) or used as it is.
+func TestBadCursorKeyRefused(t *testing.T) {
+	for _, tc := range []struct{ name, value string }{
+		{"empty", ""},
+		{"not hex", strings.Repeat("zz", 32)},
+		{"short", strings.Repeat("ab", 16)},
+		{"long", strings.Repeat("ab", 33)},
+		{"upper case", strings.Repeat("AB", 32)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			makeStore(t, dir)
+			execRaw(t, dir, `UPDATE meta SET value = ? WHERE key = 'cursor_key'`, tc.value)
+			// The read-only look at a WAL database may leave an empty
+			// -wal and -shm; the database itself must not change.
+			db := filepath.Join(dir, FileName)
+			before, err := os.ReadFile(db)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := Open(dir, Options{})
+			if err == nil {
+				s.Close()
+				t.Fatalf("Open accepted cursor key %q", tc.value)
+			}
+			t.Log(err)
+			for _, m := range []string{dir, "cursor key"} {
+				if !strings.Contains(err.Error(), m) {
+					t.Errorf("error %q does not mention %q", err, m)
+				}
+			}
+			if after, _ := os.ReadFile(db); !bytes.Equal(before, after) {
+				t.Error("a refused Open changed chatr.db")
+			}
+		})
+	}
+}
+
+// execRaw runs one statement on the closed store in dir, as another
+// program would, and checks it changed a row.
+func execRaw(t *testing.T, dir, q string, args ...any) {
+	t.Helper()
+	db, err := sql.Open("sqlite", filepath.Join(dir, FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	res, err := db.Exec(q, args...)
+	if err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		t.Fatalf("%s changed no row (%v)", q, err)
+	}
 }
