@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 )
 
@@ -26,9 +27,15 @@ import (
 //   - chatr.db is made 0600 before SQLite opens it, and SQLite gives -wal
 //     and -shm the mode of the database. Files of an older release (0644)
 //     lose their group and other bits at Open, with one log line.
+//
+// Windows has no such modes (Go reports every directory there as 0777):
+// there the links are refused, and access is left to the ACLs.
 
 // dataFiles are the files SQLite keeps in a data directory.
 var dataFiles = []string{FileName, FileName + "-wal", FileName + "-shm"}
+
+// unixModes is whether file modes say who may read and write.
+const unixModes = runtime.GOOS != "windows"
 
 // prepareDir makes dir (0700) when it is missing and refuses one that is a
 // link, not a directory, or writable by others.
@@ -52,7 +59,7 @@ func prepareDir(dir string) error {
 		return fmt.Errorf("data directory %s is a symbolic link to %s: chatr follows no links in its data directory; use the directory itself (%s)", dir, target, target)
 	case !fi.IsDir():
 		return fmt.Errorf("data directory %s is not a directory", dir)
-	case fi.Mode().Perm()&0o022 != 0:
+	case unixModes && fi.Mode().Perm()&0o022 != 0:
 		return fmt.Errorf("data directory %s is writable by group or others (mode %04o), who could then replace the store: run chmod go-w %s", dir, fi.Mode().Perm(), dir)
 	}
 	return nil
@@ -97,6 +104,9 @@ func kind(m fs.FileMode) string {
 // tightenModes takes the group and other bits off the store files that
 // have them (stores of releases that made them 0644), and says so once.
 func tightenModes(dir string, log *slog.Logger) error {
+	if !unixModes {
+		return nil
+	}
 	var changed []string
 	for _, name := range dataFiles {
 		path := filepath.Join(dir, name)
