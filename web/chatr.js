@@ -379,6 +379,14 @@
   }
 
   function onError(f) {
+    // The join's cursor was refused: made under another key (by an earlier
+    // release, or before the node joined a cluster) or for another cluster.
+    // Join again with the recent history; what the page shows stays.
+    if (f.code === 'bad_request' && !f.ref && state.welcomed && !state.ready && state.cursors.has(room)) {
+      state.cursors.delete(room);
+      transmit({ type: 'join', room, history: HISTORY });
+      return;
+    }
     if (f.code === 'unavailable' && f.ref && state.pending.has(f.ref)) {
       // Not refused for good: the node is shutting down (it names the
       // others) or could not replicate in time. The message stays pending

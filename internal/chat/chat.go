@@ -511,7 +511,8 @@ var errShuttingDown = errors.New("the node is shutting down")
 func (c *chat) refused(ctx context.Context, f client.Frame) error {
 	if f.Ref == "" && !c.synced && c.conn != nil {
 		// The join failed. A cursor this node cannot read (another cluster,
-		// a damaged one) is dropped: better a gap than no chat.
+		// another key or an earlier release, a damaged one) is dropped:
+		// better a gap than no chat.
 		if c.cursor == "" {
 			return fmt.Errorf("join %s: %s", c.cfg.Room, f.Message)
 		}

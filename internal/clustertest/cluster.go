@@ -1006,6 +1006,22 @@ func (a API) historyBack(ctx context.Context, room, from string) ([]proto.Messag
 	return all, nil
 }
 
+// Page reads GET /chatr/api/rooms/{room}/messages: the messages after the
+// cursor since, or with since "" the newest ones (at most 1000), and the
+// page's cursor. A refused cursor is a *StatusError (400).
+func (a API) Page(ctx context.Context, room, since string) ([]proto.MessageJSON, string, error) {
+	var p struct {
+		Messages []proto.MessageJSON `json:"messages"`
+		Cursor   string              `json:"cursor"`
+	}
+	path := "/chatr/api/rooms/" + url.PathEscape(room) + "/messages?limit=" + strconv.Itoa(historyPage)
+	if since != "" {
+		path += "&since=" + url.QueryEscape(since)
+	}
+	err := a.get(ctx, path, http.StatusOK, &p)
+	return p.Messages, p.Cursor, err
+}
+
 // ClusterView is the answer of GET /chatr/api/cluster.
 type ClusterView = proto.ClusterView
 

@@ -190,12 +190,18 @@ func (fx *sinceFixture) check(t *testing.T, since string) (accepted bool) {
 }
 
 // seeds are the cursors every run starts from: valid ones of room a and of
-// room b, one of another cluster, forged ones with a correct checksum,
-// truncations and mutations.
+// room b, ones of another cluster and of another key, ones of the last
+// release (version 2, a CRC-32 anyone can compute), truncations and
+// mutations.
 func (fx *sinceFixture) seeds() []string {
 	node := fx.ts.st.NodeID()
 	stranger := strings.Repeat("ab", proto.NodeIDLen/2)
-	other := proto.CursorScope{Cluster: "elsewhere", Room: "a"}
+	other := fx.scopeA()
+	other.Cluster = "elsewhere"
+	noName := fx.scopeA()
+	noName.Cluster = ""
+	otherKey := fx.scopeA()
+	otherKey.Key = []byte("not this node's key, of 32 bytes")
 	out := []string{""}
 	out = append(out, fx.cursorsA...)
 	out = append(out, fx.cursorsB...)
@@ -208,10 +214,12 @@ func (fx *sinceFixture) seeds() []string {
 		{node: ^uint64(0)},
 	} {
 		out = append(out,
-			proto.EncodeCursor(fx.scopeA(), v),                  // forged, well formed: replays room a
-			proto.EncodeCursor(fx.ts.hub.Scope("b"), v),         // room b's
-			proto.EncodeCursor(other, v),                        // another cluster's
-			proto.EncodeCursor(proto.CursorScope{Room: "a"}, v)) // no cluster name
+			proto.EncodeCursor(fx.scopeA(), v),          // made with the node's key: replays room a
+			proto.EncodeCursor(fx.ts.hub.Scope("b"), v), // room b's
+			proto.EncodeCursor(other, v),                // another cluster's
+			proto.EncodeCursor(noName, v),               // no cluster name
+			proto.EncodeCursor(otherKey, v),             // another key's
+			legacyCursor(fx.ts.cfg.ClusterName, "a", node, 1))
 	}
 	last := fx.cursorsA[len(fx.cursorsA)-1]
 	out = append(out,
@@ -224,17 +232,17 @@ func (fx *sinceFixture) seeds() []string {
 	return out
 }
 
-// withCRC encodes body as a cursor with a correct checksum, so that the
-// parts after the checksum check are reached.
+// withCRC encodes body as a cursor with a CRC-32 after it, as the last
+// release did (version 2).
 func withCRC(body []byte) string {
 	b := binary.BigEndian.AppendUint32(slices.Clone(body), crc32.ChecksumIEEE(body))
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
 // mutations are every single-bit flip of a cursor: of its characters, of
-// its decoded bytes (the checksum then fails), and of its decoded bytes
-// with the checksum made right again (the parser proper then decides);
-// and every truncation.
+// its decoded bytes (the MAC then fails), and of its decoded bytes with a
+// CRC-32 over them, as the last release checked; and every truncation.
+// (The parser behind the MAC is fuzzed in proto, which can seal a body.)
 func mutations(cursor string) []string {
 	var out []string
 	for i := range len(cursor) {
@@ -246,10 +254,10 @@ func mutations(cursor string) []string {
 		out = append(out, cursor[:i])
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(cursor)
-	if err != nil || len(raw) < 4 {
+	if err != nil || len(raw) < 16 {
 		return out
 	}
-	body := raw[:len(raw)-4]
+	body := raw[:len(raw)-16]
 	for i := range len(raw) {
 		for bit := range 8 {
 			b := slices.Clone(raw)

@@ -15,9 +15,11 @@ import (
 func TestBadFramesAnswerAndKeepTheConnection(t *testing.T) {
 	t.Parallel()
 	ts := newTestServer(t)
-	otherRoom := proto.EncodeCursor(proto.CursorScope{Cluster: ts.cfg.ClusterName, Room: "other"}, proto.Vector{ts.st.NodeID(): 1})
-	otherCluster := proto.EncodeCursor(proto.CursorScope{Cluster: "elsewhere", Room: "lobby"}, proto.Vector{ts.st.NodeID(): 1})
-	good := proto.EncodeCursor(proto.CursorScope{Cluster: ts.cfg.ClusterName, Room: "lobby"}, proto.Vector{ts.st.NodeID(): 1})
+	elsewhere := ts.hub.Scope("lobby")
+	elsewhere.Cluster = "elsewhere"
+	otherRoom := proto.EncodeCursor(ts.hub.Scope("other"), proto.Vector{ts.st.NodeID(): 1})
+	otherCluster := proto.EncodeCursor(elsewhere, proto.Vector{ts.st.NodeID(): 1})
+	good := proto.EncodeCursor(ts.hub.Scope("lobby"), proto.Vector{ts.st.NodeID(): 1})
 
 	cases := []struct {
 		name  string

@@ -4,6 +4,8 @@
 package hub
 
 import (
+	"bytes"
+	"crypto/rand"
 	"sort"
 	"sync"
 
@@ -43,7 +45,13 @@ type Event struct {
 type Options struct {
 	NodeID  string // this node's id, for presence entries of local sessions
 	Cluster string // the cluster name, which scopes cursors
-	Metrics prometheus.Registerer
+	// CursorKey keys the MAC of the cursors of this hub's rooms: only a
+	// cursor made with it is accepted, so every node that may resume a
+	// client's cursor needs the same key (node derives it from the cluster
+	// secret). Default: a random key made by New, good for as long as the
+	// hub lives.
+	CursorKey []byte
+	Metrics   prometheus.Registerer
 }
 
 // Hub is the set of rooms of one node. Its methods are safe for concurrent use.
@@ -68,6 +76,12 @@ type room struct {
 
 // New makes an empty hub.
 func New(opts Options) *Hub {
+	if len(opts.CursorKey) == 0 {
+		opts.CursorKey = make([]byte, 32)
+		rand.Read(opts.CursorKey) // never fails (crypto/rand)
+	} else {
+		opts.CursorKey = bytes.Clone(opts.CursorKey)
+	}
 	h := &Hub{opts: opts, rooms: map[string]*room{}, changed: make(chan struct{})}
 	h.deliveries = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "chatr_hub_deliveries_total", Help: "Frames handed to local sessions by room fan-out."})
@@ -79,9 +93,10 @@ func New(opts Options) *Hub {
 	return h
 }
 
-// Scope is the cursor scope of a room in this cluster.
+// Scope is the cursor scope of a room in this cluster, under the hub's
+// cursor key. The key is shared: callers must not change it.
 func (h *Hub) Scope(room string) proto.CursorScope {
-	return proto.CursorScope{Cluster: h.opts.Cluster, Room: room}
+	return proto.CursorScope{Cluster: h.opts.Cluster, Room: room, Key: h.opts.CursorKey}
 }
 
 func (h *Hub) room(name string) *room {

@@ -455,3 +455,30 @@ func BenchmarkFanout1000(b *testing.B) {
 	b.ReportMetric(float64(total)/elapsed.Seconds(), "deliveries/s")
 	b.ReportMetric(float64(b.N*batch)/elapsed.Seconds(), "msgs/s")
 }
+
+// TestScopeKey: the cursors of a hub's rooms decode in every hub with the
+// same CursorKey (the nodes of one cluster), and in no hub with another
+// key, nor in a hub left to make its own.
+func TestScopeKey(t *testing.T) {
+	key := []byte("0123456789abcdef0123456789abcdef")
+	given := slices.Clone(key)
+	a := New(Options{NodeID: local, Cluster: "chatr", CursorKey: given})
+	given[0] ^= 1 // the hub keeps its own copy
+	b := New(Options{NodeID: remote, Cluster: "chatr", CursorKey: key})
+	other := New(Options{NodeID: third, Cluster: "chatr", CursorKey: []byte("another key, of thirty-two bytes")})
+	own1, own2 := New(Options{NodeID: local, Cluster: "chatr"}), New(Options{NodeID: local, Cluster: "chatr"})
+
+	v := proto.Vector{local: 3, remote: 1}
+	s := proto.EncodeCursor(a.Scope("lobby"), v)
+	if got, err := proto.DecodeCursor(b.Scope("lobby"), s); err != nil || got[local] != 3 || got[remote] != 1 {
+		t.Errorf("a cursor of a hub with the same key: %v, %v", got, err)
+	}
+	for name, h := range map[string]*Hub{"another key": other, "its own key": own1} {
+		if got, err := proto.DecodeCursor(h.Scope("lobby"), s); err == nil {
+			t.Errorf("a hub with %s took the cursor as %v", name, got)
+		}
+	}
+	if mine := proto.EncodeCursor(own1.Scope("lobby"), v); mine == proto.EncodeCursor(own2.Scope("lobby"), v) {
+		t.Error("two hubs without a CursorKey made the same cursor: their keys are not random")
+	}
+}

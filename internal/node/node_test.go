@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -246,6 +247,47 @@ func TestRestartKeepsHistory(t *testing.T) {
 	if got := messageIDs(t, r.base, "lobby"); strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("history after restart %v, want %v", got, want)
 	}
+}
+
+// A single node's cursor resumes after a restart (its key is kept in the
+// store), and a cursor of another single node is refused.
+func TestCursorSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	r := start(t, dir)
+	post(t, r.base, "lobby", "bob", "before")
+	cursor := pageCursor(t, r.base, "?limit=10")
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	r = start(t, dir)
+	after := post(t, r.base, "lobby", "bob", "after")
+	status, data := get(t, r.base+"/chatr/api/rooms/lobby/messages?since="+url.QueryEscape(cursor))
+	if status != 200 {
+		t.Fatalf("since the cursor from before the restart: %d %s", status, data)
+	}
+	var page struct{ Messages []struct{ ID string } }
+	json.Unmarshal(data, &page)
+	if len(page.Messages) != 1 || page.Messages[0].ID != after {
+		t.Errorf("since the cursor from before the restart: %s, want %s alone", data, after)
+	}
+
+	other := start(t, t.TempDir())
+	post(t, other.base, "lobby", "bob", "elsewhere")
+	if status, data := get(t, r.base+"/chatr/api/rooms/lobby/messages?since="+url.QueryEscape(pageCursor(t, other.base, "?limit=10"))); status != 400 {
+		t.Errorf("another node's cursor: %d %s, want 400", status, data)
+	}
+}
+
+// pageCursor is the cursor of a page of lobby.
+func pageCursor(t *testing.T, base, query string) string {
+	t.Helper()
+	status, data := get(t, base+"/chatr/api/rooms/lobby/messages"+query)
+	var page struct{ Cursor string }
+	if err := json.Unmarshal(data, &page); status != 200 || err != nil || page.Cursor == "" {
+		t.Fatalf("GET messages%s: %d %s", query, status, data)
+	}
+	return page.Cursor
 }
 
 // Acked WebSocket sends survive a drain that happens while they are

@@ -1,11 +1,11 @@
 package proto
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
-	"hash/crc32"
 	"sort"
 )
 
@@ -40,21 +40,50 @@ func (v Vector) Covers(o Vector) bool {
 	return true
 }
 
-// CursorScope binds a cursor to one cluster and one room, so that a cursor
-// from another cluster or room is refused rather than replaying the wrong
-// messages.
+// CursorScope is where a cursor is valid: one room of one cluster, under
+// one key. A cursor from another cluster or room is refused rather than
+// replaying the wrong messages, and one not made with Key (forged, edited,
+// or made by a node with another key) is refused.
 type CursorScope struct {
 	Cluster string
 	Room    string
+	// Key keys the cursor's MAC: every node that must accept a cursor holds
+	// the key that made it (see hub.Options.CursorKey). 32 bytes; empty
+	// makes EncodeCursor panic and DecodeCursor refuse every cursor.
+	Key []byte
 }
 
-const cursorVersion = 2
+// cursorVersion 3 replaced version 2's CRC-32, which anyone could compute,
+// with a keyed MAC; cursors of version 2 are refused.
+const cursorVersion = 3
+
+// cursorMACLen is the MAC kept in a cursor: HMAC-SHA256 cut to 16 bytes,
+// half the hash, the least RFC 2104 section 5 advises. A forger must guess
+// 128 bits, one join per guess; all 32 would add 21 characters to every
+// message frame and every ?since= URL.
+const cursorMACLen = 16
 
 // scopeTag binds a cursor to its cluster and room: 8 bytes of SHA-256, so no
 // two room names share a tag by accident (a 32-bit checksum let some do).
+// It is what tells "another room or cluster" apart from "forged"; the MAC
+// binds the whole scope, so two rooms whose tags collide still refuse each
+// other's cursors.
 func scopeTag(scope CursorScope) []byte {
 	sum := sha256.Sum256([]byte("chatr-cursor\x00" + scope.Cluster + "\x00" + scope.Room))
 	return sum[:8]
+}
+
+// cursorMAC is the MAC of a cursor body in its scope.
+func cursorMAC(scope CursorScope, body []byte) []byte {
+	m := hmac.New(sha256.New, scope.Key)
+	var b []byte
+	b = binary.AppendUvarint(b, uint64(len(scope.Cluster)))
+	b = append(b, scope.Cluster...)
+	b = binary.AppendUvarint(b, uint64(len(scope.Room)))
+	b = append(b, scope.Room...)
+	m.Write(b)
+	m.Write(body)
+	return m.Sum(nil)[:cursorMACLen]
 }
 
 // maxCursorOrigins bounds the work a hostile cursor can cause.
@@ -62,18 +91,21 @@ const maxCursorOrigins = 1024
 
 // EncodeCursor encodes a room's version vector as an opaque cursor: version,
 // a tag of the cluster and room, then (origin, seq) pairs in origin order,
-// then a checksum. The empty vector encodes as "". Every vector has exactly
-// one spelling; DecodeCursor refuses any other.
+// then a MAC of all that with the scope's key. The empty vector encodes as
+// "". Every vector has exactly one spelling; DecodeCursor refuses any other.
 func EncodeCursor(scope CursorScope, v Vector) string {
 	if len(v) == 0 {
 		return ""
+	}
+	if len(scope.Key) == 0 {
+		panic("proto: cursor scope without a key")
 	}
 	origins := make([]string, 0, len(v))
 	for o := range v {
 		origins = append(origins, o)
 	}
 	sort.Strings(origins)
-	b := make([]byte, 0, 9+len(v)*(NodeIDLen/2+4)+4)
+	b := make([]byte, 0, 9+len(v)*(NodeIDLen/2+4)+cursorMACLen)
 	b = append(b, cursorVersion)
 	b = append(b, scopeTag(scope)...)
 	b = binary.AppendUvarint(b, uint64(len(origins)))
@@ -85,12 +117,12 @@ func EncodeCursor(scope CursorScope, v Vector) string {
 		b = append(b, raw...)
 		b = binary.AppendUvarint(b, v[o])
 	}
-	b = binary.BigEndian.AppendUint32(b, crc32.ChecksumIEEE(b))
+	b = append(b, cursorMAC(scope, b)...)
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// DecodeCursor decodes a cursor made by EncodeCursor for the same scope.
-// "" decodes as the empty vector.
+// DecodeCursor decodes a cursor made by EncodeCursor for the same scope,
+// key included. "" decodes as the empty vector.
 func DecodeCursor(scope CursorScope, s string) (Vector, *Error) {
 	v := Vector{}
 	if s == "" {
@@ -103,18 +135,25 @@ func DecodeCursor(scope CursorScope, s string) (Vector, *Error) {
 		return bad("too long")
 	}
 	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
-	if err != nil || len(b) < 1+8+1+4 {
+	if err != nil || len(b) == 0 {
 		return bad("malformed")
 	}
-	body, sum := b[:len(b)-4], binary.BigEndian.Uint32(b[len(b)-4:])
-	if crc32.ChecksumIEEE(body) != sum {
-		return bad("checksum mismatch")
-	}
-	if body[0] != cursorVersion {
+	// The version and the tag are read before the MAC only to say why a
+	// cursor is refused; nothing is taken from a cursor whose MAC fails.
+	switch {
+	case b[0] < cursorVersion:
+		return bad("it was made by an earlier release; join with history")
+	case b[0] != cursorVersion:
 		return bad("unknown version")
+	case len(b) < 1+8+1+cursorMACLen:
+		return bad("malformed")
 	}
-	if string(body[1:9]) != string(scopeTag(scope)) {
+	body, mac := b[:len(b)-cursorMACLen], b[len(b)-cursorMACLen:]
+	switch {
+	case string(body[1:9]) != string(scopeTag(scope)):
 		return bad("it belongs to another room or cluster")
+	case len(scope.Key) == 0 || !hmac.Equal(mac, cursorMAC(scope, body)):
+		return bad("it was not made here (edited, forged, or made under another key)")
 	}
 	p := body[9:]
 	n, k := binary.Uvarint(p)

@@ -13,7 +13,22 @@ import (
 	"testing"
 )
 
-var lobby = CursorScope{Cluster: "chatr", Room: "lobby"}
+// testKey keys the test cursors.
+var testKey = []byte("0123456789abcdef0123456789abcdef")
+
+var lobby = CursorScope{Cluster: "chatr", Room: "lobby", Key: testKey}
+
+// seal appends the MAC of body in scope: a cursor with any body that the
+// key's holder could have made, so that the checks after the MAC are
+// reached.
+func seal(scope CursorScope, body []byte) string {
+	b := append(append([]byte(nil), body...), cursorMAC(scope, body)...)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// lastRelease is a cursor of lobby {0123456789ab: 300, aaaaaaaaaaaa: 1}
+// exactly as the release before keyed cursors made it (version 2, CRC-32).
+const lastRelease = "AtXOdrEvEu6_AgEjRWeJq6wCqqqqqqqqAUBVtwg"
 
 // TestCursorRoundTrip is a property test: any vector of node ids survives an
 // encode and decode in its own scope, whatever the number of origins and the
@@ -40,7 +55,7 @@ func TestCursorRoundTrip(t *testing.T) {
 			}
 			v[randomNodeID(r)] = seq
 		}
-		scope := CursorScope{Cluster: fmt.Sprintf("c%d", r.IntN(3)), Room: fmt.Sprintf("room-%d", r.IntN(50))}
+		scope := CursorScope{Cluster: fmt.Sprintf("c%d", r.IntN(3)), Room: fmt.Sprintf("room-%d", r.IntN(50)), Key: testKey}
 		s := EncodeCursor(scope, v)
 		if s == "" {
 			t.Fatalf("EncodeCursor(%v) = \"\" for a non-empty vector", v)
@@ -89,12 +104,18 @@ func TestCursorRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	withCRC := func(body []byte) string { // a well-formed checksum over body
-		b := binary.BigEndian.AppendUint32(append([]byte(nil), body...), crc32.ChecksumIEEE(body))
-		return base64.RawURLEncoding.EncodeToString(b)
-	}
-	body := raw[:len(raw)-4]
+	body := raw[:len(raw)-cursorMACLen]
 	otherVersion := append([]byte{cursorVersion + 1}, body[1:]...)
+	withCRC := binary.BigEndian.AppendUint32(append([]byte(nil), body...), crc32.ChecksumIEEE(body))
+	otherKey := lobby
+	otherKey.Key = append([]byte(nil), testKey...)
+	otherKey.Key[31] ^= 1
+	noKey := lobby
+	noKey.Key = nil
+	// A MAC made for room lobby2 under the right key, on lobby's body.
+	macOfLobby2 := base64.RawURLEncoding.EncodeToString(append(append([]byte(nil), body...),
+		cursorMAC(CursorScope{Cluster: "chatr", Room: "lobby2", Key: testKey}, body)...))
+	seal := func(body []byte) string { return seal(lobby, body) }
 
 	tests := []struct {
 		name    string
@@ -102,24 +123,31 @@ func TestCursorRefused(t *testing.T) {
 		cursor  string
 		mention string
 	}{
-		{"other cluster", CursorScope{Cluster: "prod", Room: "lobby"}, good, "cluster"},
-		{"other room", CursorScope{Cluster: "chatr", Room: "lobby2"}, good, "room"},
-		{"other room and cluster", CursorScope{Cluster: "x", Room: "y"}, good, ""},
+		{"other cluster", CursorScope{Cluster: "prod", Room: "lobby", Key: testKey}, good, "cluster"},
+		{"other room", CursorScope{Cluster: "chatr", Room: "lobby2", Key: testKey}, good, "room"},
+		{"other room and cluster", CursorScope{Cluster: "x", Room: "y", Key: testKey}, good, ""},
+		{"other key", otherKey, good, "not made here"},
+		{"no key", noKey, good, "not made here"},
+		{"MAC of another room", lobby, macOfLobby2, "not made here"},
+		{"CRC-32 instead of the MAC", lobby, base64.RawURLEncoding.EncodeToString(withCRC), ""},
+		{"the last release's", lobby, lastRelease, "earlier release"},
+		{"version 0", lobby, seal(append([]byte{0}, body[1:]...)), "earlier release"},
 		{"truncated by one char", lobby, good[:len(good)-1], ""},
 		{"truncated by half", lobby, good[:len(good)/2], ""},
+		{"MAC cut off", lobby, base64.RawURLEncoding.EncodeToString(body), ""},
 		{"one char", lobby, good[:1], ""},
 		{"extra char", lobby, good + "A", ""},
 		{"garbage base64", lobby, "!!!not-base64!!!", "malformed"},
 		{"standard base64 padding", lobby, base64.StdEncoding.EncodeToString(raw), ""},
 		{"spaces", lobby, " " + good, ""},
 		{"message id instead", lobby, "0123456789ab-3", ""},
-		{"short valid base64", lobby, "AAAA", "malformed"},
-		{"unknown version", lobby, withCRC(otherVersion), "version"},
-		{"trailing bytes", lobby, withCRC(append(append([]byte(nil), body...), 0)), "trailing"},
-		{"origin count too big", lobby, withCRC(append(append([]byte(nil), body[:9]...), binary.AppendUvarint(nil, maxCursorOrigins+1)...)), "malformed"},
-		{"origins missing", lobby, withCRC(append(append([]byte(nil), body[:9]...), 5)), "malformed"},
-		{"seq missing", lobby, withCRC(append(append([]byte(nil), body[:9]...), append([]byte{1}, make([]byte, NodeIDLen/2)...)...)), "malformed"},
-		{"repeated origin", lobby, withCRC(append(append(append([]byte(nil), body[:9]...), 2), bytesOf("0123456789ab", 1, "0123456789ab", 2)...)), "repeated"},
+		{"short valid base64", lobby, "AwAA", "malformed"},
+		{"unknown version", lobby, seal(otherVersion), "version"},
+		{"trailing bytes", lobby, seal(append(append([]byte(nil), body...), 0)), "trailing"},
+		{"origin count too big", lobby, seal(append(append([]byte(nil), body[:9]...), binary.AppendUvarint(nil, maxCursorOrigins+1)...)), "malformed"},
+		{"origins missing", lobby, seal(append(append([]byte(nil), body[:9]...), 5)), "malformed"},
+		{"seq missing", lobby, seal(append(append([]byte(nil), body[:9]...), append([]byte{1}, make([]byte, NodeIDLen/2)...)...)), "malformed"},
+		{"repeated origin", lobby, seal(append(append(append([]byte(nil), body[:9]...), 2), bytesOf("0123456789ab", 1, "0123456789ab", 2)...)), "repeated"},
 		{"far too long", lobby, strings.Repeat("A", 1<<20), "too long"},
 	}
 	for _, tc := range tests {
@@ -152,8 +180,8 @@ func bytesOf(pairs ...any) []byte {
 }
 
 // TestCursorCorruptedByte flips every bit of every byte of a cursor: no
-// single corruption may decode (the checksum catches it), so a client with a
-// damaged cursor is told, not silently given the wrong messages.
+// edit of one bit may decode (the MAC catches it), so a client with a
+// damaged or edited cursor is told, not silently given the wrong messages.
 func TestCursorCorruptedByte(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 9))
 	for trial := 0; trial < 20; trial++ {
@@ -179,34 +207,29 @@ func TestCursorCorruptedByte(t *testing.T) {
 // cursor strings for one position would break a client that compares cursors
 // and the fuzz property "decode then encode gives the same string".
 func TestCursorCanonical(t *testing.T) {
-	withCRC := func(body []byte) string {
-		b := binary.BigEndian.AppendUint32(append([]byte(nil), body...), crc32.ChecksumIEEE(body))
-		return base64.RawURLEncoding.EncodeToString(b)
-	}
 	header := func(n byte) []byte {
-		b := []byte{cursorVersion}
-		b = binary.BigEndian.AppendUint32(b, crc32.ChecksumIEEE([]byte(lobby.Cluster)))
-		b = binary.BigEndian.AppendUint32(b, crc32.ChecksumIEEE([]byte(lobby.Room)))
-		return append(b, n)
+		return append(append([]byte{cursorVersion}, scopeTag(lobby)...), n)
 	}
 	id1, _ := hex.DecodeString("0123456789ab")
 	id2, _ := hex.DecodeString("aaaaaaaaaaaa")
 
-	// A cursor of 22 bytes ends in a base64 character with 4 unused bits.
+	// A cursor of 34 bytes ends in a base64 character with 4 unused bits.
 	good := EncodeCursor(lobby, Vector{"0123456789ab": 300})
 	last := strings.IndexByte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", good[len(good)-1])
 	sloppyTail := good[:len(good)-1] + string("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"[last|1])
 
 	tests := []struct {
-		name   string
-		cursor string
+		name    string
+		cursor  string
+		mention string
 	}{
-		{"unused base64 bits set", sloppyTail},
-		{"newline inside", good[:2] + "\n" + good[2:]},
-		{"carriage return at the end", good + "\r"},
-		{"zero origins", withCRC(header(0))},
-		{"origins out of order", withCRC(append(append(append(header(2), id2...), 1), append(id1, 1)...))},
-		{"overlong varint", withCRC(append(append(header(1), id1...), 0x81, 0x00))},
+		{"unused base64 bits set", sloppyTail, "malformed"},
+		{"newline inside", good[:2] + "\n" + good[2:], "canonical"},
+		{"carriage return at the end", good + "\r", "canonical"},
+		// Sealed with the key: only the check of the spelling refuses them.
+		{"zero origins", seal(lobby, header(0)), "canonical"},
+		{"origins out of order", seal(lobby, append(append(append(header(2), id2...), 1), append(id1, 1)...)), "canonical"},
+		{"overlong varint", seal(lobby, append(append(header(1), id1...), 0x81, 0x00)), "canonical"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -214,9 +237,12 @@ func TestCursorCanonical(t *testing.T) {
 				t.Fatalf("test setup: %q is the canonical cursor", tc.cursor)
 			}
 			v, err := DecodeCursor(lobby, tc.cursor)
-			if err == nil && EncodeCursor(lobby, v) != tc.cursor {
-				t.Errorf("DecodeCursor(%q) = %v, accepted; but that vector encodes as %q: a non-canonical cursor must be refused",
+			if err == nil {
+				t.Fatalf("DecodeCursor(%q) = %v, accepted; but that vector encodes as %q: a non-canonical cursor must be refused",
 					tc.cursor, v, EncodeCursor(lobby, v))
+			}
+			if !strings.Contains(err.Message, tc.mention) {
+				t.Errorf("refused as %q, want a reason that mentions %q", err.Message, tc.mention)
 			}
 		})
 	}
@@ -226,13 +252,83 @@ func TestCursorCanonical(t *testing.T) {
 // the same CRC-32. A cursor of one must not decode in the other, or a client
 // that reuses a cursor across rooms silently skips messages of the second.
 func TestCursorRoomScopeCollision(t *testing.T) {
-	a := CursorScope{Cluster: "chatr", Room: "room29685295"}
-	b := CursorScope{Cluster: "chatr", Room: "room32060020"}
+	a := CursorScope{Cluster: "chatr", Room: "room29685295", Key: testKey}
+	b := CursorScope{Cluster: "chatr", Room: "room32060020", Key: testKey}
 	if crc32.ChecksumIEEE([]byte(a.Room)) != crc32.ChecksumIEEE([]byte(b.Room)) {
 		t.Fatal("test setup: the two room names no longer collide")
 	}
 	s := EncodeCursor(a, Vector{"0123456789ab": 10})
 	if v, err := DecodeCursor(b, s); err == nil {
 		t.Errorf("a cursor of room %s decoded in room %s as %v", a.Room, b.Room, v)
+	}
+}
+
+// TestCursorKeyed: a cursor decodes only under the key that made it (any
+// copy of it); under a key that differs in any one bit, it is refused.
+func TestCursorKeyed(t *testing.T) {
+	v := Vector{"0123456789ab": 300, "aaaaaaaaaaaa": 1}
+	good := EncodeCursor(lobby, v)
+	same := lobby
+	same.Key = append([]byte(nil), testKey...)
+	if got, err := DecodeCursor(same, good); err != nil || !reflect.DeepEqual(got, v) {
+		t.Fatalf("DecodeCursor under a copy of the key = %v, %v", got, err)
+	}
+	for i := range len(testKey) * 8 {
+		other := lobby
+		other.Key = append([]byte(nil), testKey...)
+		other.Key[i/8] ^= 1 << (i % 8)
+		if got, err := DecodeCursor(other, good); err == nil {
+			t.Fatalf("a cursor decoded under a key with bit %d flipped: %v", i, got)
+		}
+		if EncodeCursor(other, v) == good {
+			t.Fatalf("keys differing in bit %d make the same cursor", i)
+		}
+	}
+}
+
+// TestCursorWithoutKey: a scope without a key makes no cursor and takes
+// none, but "" (a room with no messages) is still valid.
+func TestCursorWithoutKey(t *testing.T) {
+	noKey := CursorScope{Cluster: "chatr", Room: "lobby"}
+	if _, err := DecodeCursor(noKey, EncodeCursor(lobby, Vector{"0123456789ab": 1})); err == nil {
+		t.Error("a scope without a key took a cursor")
+	}
+	if v, err := DecodeCursor(noKey, ""); err != nil || len(v) != 0 {
+		t.Errorf(`DecodeCursor(no key, "") = %v, %v`, v, err)
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("EncodeCursor without a key made a cursor")
+		}
+	}()
+	EncodeCursor(noKey, Vector{"0123456789ab": 1})
+}
+
+// TestCursorOfTheLastRelease: a cursor the release before keyed cursors
+// handed out is refused with the bad_request every refused cursor gets, so
+// a client joins with history instead.
+func TestCursorOfTheLastRelease(t *testing.T) {
+	v, err := DecodeCursor(lobby, lastRelease)
+	if err == nil {
+		t.Fatalf("the last release's cursor decoded to %v", v)
+	}
+	if err.Code != CodeBadRequest || !strings.HasPrefix(err.Message, "cursor is not valid here: ") {
+		t.Errorf("refused with %s %q, want bad_request \"cursor is not valid here: ...\"", err.Code, err.Message)
+	}
+}
+
+func BenchmarkEncodeCursor(b *testing.B) {
+	v := Vector{"0123456789ab": 300, "aaaaaaaaaaaa": 1, "ffffffffffff": 1 << 40}
+	for b.Loop() {
+		EncodeCursor(lobby, v)
+	}
+}
+
+func BenchmarkDecodeCursor(b *testing.B) {
+	s := EncodeCursor(lobby, Vector{"0123456789ab": 300, "aaaaaaaaaaaa": 1, "ffffffffffff": 1 << 40})
+	for b.Loop() {
+		if _, err := DecodeCursor(lobby, s); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package proto
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -90,10 +91,13 @@ func FuzzDecodeInbound(f *testing.F) {
 
 // FuzzDecodeCursor feeds arbitrary cursors and scopes to the decoder. It must
 // never panic; a cursor it accepts is exactly the one EncodeCursor makes for
-// that vector and scope, and it never decodes under another room.
+// that vector and scope, and it never decodes under another room or key.
+// Since no mutation gets past the MAC, each input is also tried sealed with
+// the key (as if its holder had made it), so the parser behind the MAC is
+// fuzzed too.
 func FuzzDecodeCursor(f *testing.F) {
 	add := func(cluster, room string, v Vector) {
-		f.Add(cluster, room, room+"x", EncodeCursor(CursorScope{cluster, room}, v))
+		f.Add(cluster, room, room+"x", EncodeCursor(CursorScope{cluster, room, testKey}, v))
 	}
 	add("chatr", "lobby", Vector{"0123456789ab": 1})
 	add("chatr", "lobby", Vector{"0123456789ab": 300, "aaaaaaaaaaaa": 1, "ffffffffffff": 1 << 40})
@@ -103,24 +107,36 @@ func FuzzDecodeCursor(f *testing.F) {
 	f.Add("chatr", "lobby", "lobby", "")
 	f.Add("chatr", "lobby", "other", "AQ")
 	f.Add("chatr", "lobby", "other", "!!!")
-	f.Add("chatr", "lobby", "other", "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+	f.Add("chatr", "lobby", "other", "AwAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+	f.Add("chatr", "lobby", "other", lastRelease)
+	otherKey := append([]byte(nil), testKey...)
+	otherKey[0] ^= 0x80
 	f.Fuzz(func(t *testing.T, cluster, room, otherRoom, s string) {
-		scope := CursorScope{Cluster: cluster, Room: room}
-		v, err := DecodeCursor(scope, s)
-		if err != nil {
-			if v != nil || err.Code != CodeBadRequest {
-				t.Fatalf("refused cursor gave %v, %+v", v, err)
+		scope := CursorScope{Cluster: cluster, Room: room, Key: testKey}
+		check := func(s string) {
+			v, err := DecodeCursor(scope, s)
+			if err != nil {
+				if v != nil || err.Code != CodeBadRequest {
+					t.Fatalf("refused cursor gave %v, %+v", v, err)
+				}
+				return
 			}
-			return
+			if got := EncodeCursor(scope, v); got != s {
+				t.Fatalf("DecodeCursor(%q) = %v, which encodes as %q", s, v, got)
+			}
+			if s == "" {
+				return
+			}
+			if w, err := DecodeCursor(CursorScope{Cluster: cluster, Room: otherRoom, Key: testKey}, s); err == nil && otherRoom != room {
+				t.Fatalf("cursor of room %q decoded in room %q as %v", room, otherRoom, w)
+			}
+			if w, err := DecodeCursor(CursorScope{Cluster: cluster, Room: room, Key: otherKey}, s); err == nil {
+				t.Fatalf("cursor decoded under another key as %v", w)
+			}
 		}
-		if got := EncodeCursor(scope, v); got != s {
-			t.Fatalf("DecodeCursor(%q) = %v, which encodes as %q", s, v, got)
-		}
-		if s == "" || otherRoom == room {
-			return
-		}
-		if w, err := DecodeCursor(CursorScope{Cluster: cluster, Room: otherRoom}, s); err == nil {
-			t.Fatalf("cursor of room %q decoded in room %q as %v", room, otherRoom, w)
+		check(s)
+		if b, err := base64.RawURLEncoding.DecodeString(s); err == nil && len(b) > cursorMACLen {
+			check(seal(scope, b[:len(b)-cursorMACLen]))
 		}
 	})
 }

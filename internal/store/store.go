@@ -4,6 +4,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"database/sql"
@@ -65,10 +66,11 @@ var ErrConflict = errors.New("another message is held under the same id")
 
 // Store is the durable message log of one node.
 type Store struct {
-	dir    string
-	nodeID string
-	log    *slog.Logger
-	opts   Options
+	dir       string
+	nodeID    string
+	cursorKey []byte
+	log       *slog.Logger
+	opts      Options
 
 	wdb *sql.DB // one connection, used only by the writer goroutine
 	rdb *sql.DB // readers
@@ -124,7 +126,9 @@ type writeRes struct {
 }
 
 // Open opens or creates the store in dir. A directory whose database is not
-// a chatr store, or is corrupt, is an error; it is never reset.
+// a chatr store, or is corrupt, is an error; it is never reset. So is one
+// that breaks the on-disk rules (files.go): a link, a directory others may
+// write to.
 func Open(dir string, opts Options) (*Store, error) {
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = 2048
@@ -135,13 +139,25 @@ func Open(dir string, opts Options) (*Store, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, fmt.Errorf("create data directory %s: %w", dir, err)
+	dir = filepath.Clean(dir) // "data/" would follow a link named data
+	if err := prepareDir(dir); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
 	}
 	path := filepath.Join(dir, FileName)
+	if err := checkFiles(dir); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
 	fresh, schema, err := inspect(dir, path)
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	if err := tightenModes(dir, opts.Log); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+		if err := createDB(path); err != nil {
+			return nil, fmt.Errorf("create store %s: %w", path, err)
+		}
 	}
 	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_txlock=immediate"
 	wdb, err := sql.Open("sqlite", dsn)
@@ -230,6 +246,9 @@ func inspect(dir, path string) (fresh bool, schema string, err error) {
 	}
 	if !proto.ValidNodeID(meta["node_id"]) {
 		return false, "", fmt.Errorf("store node id %q is malformed", meta["node_id"])
+	}
+	if k, ok := meta[cursorKeyName]; ok && !validCursorKey(k) {
+		return false, "", fmt.Errorf("store cursor key is malformed (%d characters; chatr makes %d lowercase hex digits)", len(k), 2*cursorKeyLen)
 	}
 	return false, meta["schema"], nil
 }
@@ -362,7 +381,44 @@ func (s *Store) init(fresh bool, version string) error {
 	if err := s.wdb.QueryRow(`SELECT value FROM meta WHERE key = 'node_id'`).Scan(&s.nodeID); err != nil {
 		return fmt.Errorf("read node id: %w", err)
 	}
+	if err := s.initCursorKey(); err != nil {
+		return err
+	}
 	return s.load()
+}
+
+// cursorKeyName is the meta row of the node's own cursor key, made at the
+// first Open of this release (stores of older ones get it then, with no
+// schema change: they ignore a row they do not read).
+const cursorKeyName = "cursor_key"
+
+// cursorKeyLen is the size of the node's own cursor key: 32 bytes, the
+// size of an HMAC-SHA256 key that RFC 2104 advises.
+const cursorKeyLen = 32
+
+func validCursorKey(k string) bool {
+	b, err := hex.DecodeString(k)
+	return err == nil && len(b) == cursorKeyLen && hex.EncodeToString(b) == k
+}
+
+// initCursorKey reads the node's cursor key, made once.
+func (s *Store) initCursorKey() error {
+	k := make([]byte, cursorKeyLen)
+	if _, err := rand.Read(k); err != nil {
+		return err
+	}
+	if _, err := s.wdb.Exec(`INSERT OR IGNORE INTO meta(key, value) VALUES(?, ?)`, cursorKeyName, hex.EncodeToString(k)); err != nil {
+		return fmt.Errorf("make cursor key: %w", err)
+	}
+	var v string
+	if err := s.wdb.QueryRow(`SELECT value FROM meta WHERE key = ?`, cursorKeyName).Scan(&v); err != nil {
+		return fmt.Errorf("read cursor key: %w", err)
+	}
+	if !validCursorKey(v) {
+		return errors.New("store cursor key is malformed")
+	}
+	s.cursorKey, _ = hex.DecodeString(v)
+	return nil
 }
 
 // load reads the room heads and the version vector into memory.
@@ -453,6 +509,12 @@ func (s *Store) loadRefs(now time.Time) error {
 
 // NodeID is this node's id, made once and kept in the store.
 func (s *Store) NodeID() string { return s.nodeID }
+
+// CursorKey is this node's own cursor key (32 random bytes, made once and
+// kept in the store, so a single node's cursors survive a restart). A node
+// of a cluster keys its cursors from the cluster secret instead, so that
+// every node accepts them. Each call returns a new copy.
+func (s *Store) CursorKey() []byte { return bytes.Clone(s.cursorKey) }
 
 // Dir is the data directory.
 func (s *Store) Dir() string { return s.dir }

@@ -80,3 +80,28 @@ func TestGapIsFilledFromTheAPI(t *testing.T) {
 		return nil
 	})
 }
+
+// A page whose cursor the node refuses (here the node restarts on a new
+// data directory, so under another cursor key: what every page open during
+// an upgrade to keyed cursors meets) joins again with the recent history,
+// keeps what it shows, shows no error, and gets new messages.
+func TestRefusedCursorJoinsWithHistory(t *testing.T) {
+	requireBrowser(t)
+	srv := startServer(t)
+	browser := newBrowser(t, 45*time.Second) // two server starts on top of the usual
+	ada := openPage(t, browser, srv.url("/chatr/chatr.html?room=rekey"), "Ada")
+	postText(t, srv, "rekey", "bob", "under the old key")
+	ada.waitTexts("under the old key")
+
+	srv.stop(t)
+	srv.data = t.TempDir()
+	srv.start(t)
+	postText(t, srv, "rekey", "bob", "under the new key")
+	ada.waitStatus("reconnected to ")
+	ada.waitTexts("under the old key", "under the new key")
+	if e := ada.text("error"); e != "" {
+		t.Errorf("the page shows the error %q", e)
+	}
+	ada.send("after the rejoin")
+	ada.waitTexts("under the old key", "under the new key", "after the rejoin")
+}
