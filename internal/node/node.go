@@ -50,6 +50,10 @@ type Node struct {
 	ln      net.Listener
 	reg     *prometheus.Registry
 	cert    *certificate // nil without --tls-cert-file
+	// secret is the cluster secret (nil for one node, or without one);
+	// secretKept says this node made it and keeps it in its store.
+	secret     []byte
+	secretKept bool
 
 	// Cluster mode only.
 	cluster *cluster.Cluster
@@ -72,7 +76,10 @@ func NewWithHooks(cfg config.Config, log *slog.Logger, console io.Writer, hooks 
 		return nil, err
 	}
 	n := &Node{cfg: cfg, log: log, console: console, store: st, reg: reg}
-	n.hub = hub.New(hub.Options{NodeID: st.NodeID(), Cluster: cfg.ClusterName, CursorKey: cursorKey(cfg, st), Metrics: reg})
+	if cfg.Clustered() {
+		n.secret, n.secretKept = clusterSecret(cfg, st)
+	}
+	n.hub = hub.New(hub.Options{NodeID: st.NodeID(), Cluster: cfg.ClusterName, CursorKey: cursorKey(cfg, n.secret, st), Metrics: reg})
 	n.ln, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		st.Close()
@@ -106,16 +113,9 @@ func NewWithHooks(cfg config.Config, log *slog.Logger, console io.Writer, hooks 
 // newCluster sets up membership and replication and plugs them into the
 // gateway's options.
 func (n *Node) newCluster(gw *gateway.Options, hooks Hooks) error {
-	cfg := n.cfg
-	sec, kept, err := n.clusterSecret()
-	if err != nil {
-		return err
-	}
-	seed, err := n.store.Key("identity")
-	if err != nil {
-		return fmt.Errorf("identity key: %w", err)
-	}
-	id := ed25519.NewKeyFromSeed(seed)
+	cfg, sec, kept := n.cfg, n.secret, n.secretKept
+	id := ed25519.NewKeyFromSeed(n.store.Key("identity"))
+	var err error
 	n.repl, err = replication.New(replication.Options{Store: n.store, Hub: n.hub, NodeID: n.store.NodeID(),
 		Cluster: cfg.ClusterName, Identity: id, Secret: sec, AckReplicas: cfg.AckReplicas, Dial: hooks.Dial,
 		Log: n.log.With("part", "replication"), Metrics: n.reg})
@@ -175,18 +175,14 @@ func (n *Node) newCluster(gw *gateway.Options, hooks Hooks) error {
 // clusterSecret is the secret of the cluster: the one given (--secret,
 // --secret-file), else the one this node keeps in its store, made at its
 // first start (kept is true then); nil with --insecure-no-secret.
-func (n *Node) clusterSecret() (sec []byte, kept bool, err error) {
+func clusterSecret(cfg config.Config, st *store.Store) (sec []byte, kept bool) {
 	switch {
-	case n.cfg.Secret != nil:
-		return n.cfg.Secret, false, nil
-	case n.cfg.InsecureNoSecret:
-		return nil, false, nil
+	case cfg.Secret != nil:
+		return cfg.Secret, false
+	case cfg.InsecureNoSecret:
+		return nil, false
 	}
-	sec, err = n.store.Key("cluster_secret")
-	if err != nil {
-		return nil, false, fmt.Errorf("cluster secret: %w", err)
-	}
-	return sec, true, nil
+	return st.Key("cluster_secret"), true
 }
 
 // peerHTTP is the HTTP address to reach member m at: its advertised one,

@@ -62,6 +62,9 @@ func ParseFile(data []byte) ([]byte, error) {
 // from the cluster secret, with HKDF-SHA256: keys of different purposes are
 // independent, so one leaking or being misused does not give another.
 func Derive(secret []byte, purpose string) []byte {
+	if len(secret) == 0 {
+		panic("secret: Derive with an empty secret: a key derived from nothing is known to everyone")
+	}
 	k, err := hkdf.Key(sha256.New, secret, nil, purpose, 32)
 	if err != nil {
 		panic("secret: derive " + purpose + ": " + err.Error()) // only for lengths HKDF cannot give

@@ -287,19 +287,19 @@ func snapshotLinks(t *testing.T, dir string) map[string]string {
 func TestCursorKeyKept(t *testing.T) {
 	dir := t.TempDir()
 	s := openStore(t, dir)
-	key := bytes.Clone(s.CursorKey())
+	key := bytes.Clone(s.Key("cursor"))
 	if len(key) != 32 {
 		t.Fatalf("cursor key of %d bytes, want 32", len(key))
 	}
 	if bytes.Equal(key, make([]byte, 32)) {
 		t.Fatal("cursor key is all zeros")
 	}
-	s.CursorKey()[0] ^= 1 // a caller cannot change it
+	s.Key("cursor")[0] ^= 1 // a caller cannot change it
 	s.Close()
-	if again := openStore(t, dir).CursorKey(); !bytes.Equal(again, key) {
+	if again := openStore(t, dir).Key("cursor"); !bytes.Equal(again, key) {
 		t.Errorf("cursor key after a restart %x, was %x", again, key)
 	}
-	if other := openStore(t, t.TempDir()).CursorKey(); bytes.Equal(other, key) {
+	if other := openStore(t, t.TempDir()).Key("cursor"); bytes.Equal(other, key) {
 		t.Error("two stores have the same cursor key")
 	}
 
@@ -309,14 +309,14 @@ func TestCursorKeyKept(t *testing.T) {
 	if n := rawCount(t, old, "1"); n != 1 {
 		t.Fatalf("test setup: %d messages", n)
 	}
-	execRaw(t, old, `DELETE FROM meta WHERE key = 'cursor_key'`)
+	execRaw(t, old, `DELETE FROM meta WHERE key = 'key_cursor'`)
 	first := openStore(t, old)
-	k1 := bytes.Clone(first.CursorKey())
+	k1 := bytes.Clone(first.Key("cursor"))
 	first.Close()
 	if len(k1) != 32 {
 		t.Fatalf("a store without a key got one of %d bytes", len(k1))
 	}
-	if k2 := openStore(t, old).CursorKey(); !bytes.Equal(k1, k2) {
+	if k2 := openStore(t, old).Key("cursor"); !bytes.Equal(k1, k2) {
 		t.Error("the key made for an older store was not kept")
 	}
 }
@@ -335,7 +335,7 @@ func TestBadCursorKeyRefused(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			makeStore(t, dir)
-			execRaw(t, dir, `UPDATE meta SET value = ? WHERE key = 'cursor_key'`, tc.value)
+			execRaw(t, dir, `UPDATE meta SET value = ? WHERE key = 'key_cursor'`, tc.value)
 			// The read-only look at a WAL database may leave an empty
 			// -wal and -shm; the database itself must not change.
 			db := filepath.Join(dir, FileName)

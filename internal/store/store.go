@@ -66,11 +66,11 @@ var ErrConflict = errors.New("another message is held under the same id")
 
 // Store is the durable message log of one node.
 type Store struct {
-	dir       string
-	nodeID    string
-	cursorKey []byte
-	log       *slog.Logger
-	opts      Options
+	dir    string
+	nodeID string
+	keys   map[string][]byte // kept keys by name (initKeys)
+	log    *slog.Logger
+	opts   Options
 
 	wdb *sql.DB // one connection, used only by the writer goroutine
 	rdb *sql.DB // readers
@@ -247,8 +247,10 @@ func inspect(dir, path string) (fresh bool, schema string, err error) {
 	if !proto.ValidNodeID(meta["node_id"]) {
 		return false, "", fmt.Errorf("store node id %q is malformed", meta["node_id"])
 	}
-	if k, ok := meta[cursorKeyName]; ok && !validCursorKey(k) {
-		return false, "", fmt.Errorf("store cursor key is malformed (%d characters; chatr makes %d lowercase hex digits)", len(k), 2*cursorKeyLen)
+	for _, name := range keyNames {
+		if k, ok := meta[keyRow(name)]; ok && !validKey(k) {
+			return false, "", fmt.Errorf("store %s key is malformed (%d characters; chatr makes %d lowercase hex digits)", name, len(k), 2*keyLen)
+		}
 	}
 	return false, meta["schema"], nil
 }
@@ -381,43 +383,53 @@ func (s *Store) init(fresh bool, version string) error {
 	if err := s.wdb.QueryRow(`SELECT value FROM meta WHERE key = 'node_id'`).Scan(&s.nodeID); err != nil {
 		return fmt.Errorf("read node id: %w", err)
 	}
-	if err := s.initCursorKey(); err != nil {
+	if err := s.initKeys(); err != nil {
 		return err
 	}
 	return s.load()
 }
 
-// cursorKeyName is the meta row of the node's own cursor key, made at the
-// first Open of this release (stores of older ones get it then, with no
-// schema change: they ignore a row they do not read).
-const cursorKeyName = "cursor_key"
+// Keys the node keeps, each 32 random bytes made at its first Open (stores
+// of older releases get them then, with no schema change: they ignore rows
+// they do not read), in meta rows key_<name>:
+//   - cursor: the MAC key of a single node's cursors, so they survive a
+//     restart;
+//   - identity: the seed of its Ed25519 identity key (peer links);
+//   - cluster_secret: the secret of a cluster this node started without
+//     one given (it prints the line that adds a node).
+var keyNames = []string{"cursor", "identity", "cluster_secret"}
 
-// cursorKeyLen is the size of the node's own cursor key: 32 bytes, the
-// size of an HMAC-SHA256 key that RFC 2104 advises.
-const cursorKeyLen = 32
+// keyLen is the size of a kept key: 32 bytes, the size of an HMAC-SHA256
+// key RFC 2104 advises, of an Ed25519 seed, and of a generated secret.
+const keyLen = 32
 
-func validCursorKey(k string) bool {
+func keyRow(name string) string { return "key_" + name }
+
+func validKey(k string) bool {
 	b, err := hex.DecodeString(k)
-	return err == nil && len(b) == cursorKeyLen && hex.EncodeToString(b) == k
+	return err == nil && len(b) == keyLen && hex.EncodeToString(b) == k
 }
 
-// initCursorKey reads the node's cursor key, made once.
-func (s *Store) initCursorKey() error {
-	k := make([]byte, cursorKeyLen)
-	if _, err := rand.Read(k); err != nil {
-		return err
+// initKeys reads the node's kept keys, making those it lacks.
+func (s *Store) initKeys() error {
+	s.keys = map[string][]byte{}
+	for _, name := range keyNames {
+		k := make([]byte, keyLen)
+		if _, err := rand.Read(k); err != nil {
+			return err
+		}
+		if _, err := s.wdb.Exec(`INSERT OR IGNORE INTO meta(key, value) VALUES(?, ?)`, keyRow(name), hex.EncodeToString(k)); err != nil {
+			return fmt.Errorf("make %s key: %w", name, err)
+		}
+		var v string
+		if err := s.wdb.QueryRow(`SELECT value FROM meta WHERE key = ?`, keyRow(name)).Scan(&v); err != nil {
+			return fmt.Errorf("read %s key: %w", name, err)
+		}
+		if !validKey(v) {
+			return fmt.Errorf("store %s key is malformed", name)
+		}
+		s.keys[name], _ = hex.DecodeString(v)
 	}
-	if _, err := s.wdb.Exec(`INSERT OR IGNORE INTO meta(key, value) VALUES(?, ?)`, cursorKeyName, hex.EncodeToString(k)); err != nil {
-		return fmt.Errorf("make cursor key: %w", err)
-	}
-	var v string
-	if err := s.wdb.QueryRow(`SELECT value FROM meta WHERE key = ?`, cursorKeyName).Scan(&v); err != nil {
-		return fmt.Errorf("read cursor key: %w", err)
-	}
-	if !validCursorKey(v) {
-		return errors.New("store cursor key is malformed")
-	}
-	s.cursorKey, _ = hex.DecodeString(v)
 	return nil
 }
 
@@ -510,41 +522,17 @@ func (s *Store) loadRefs(now time.Time) error {
 // NodeID is this node's id, made once and kept in the store.
 func (s *Store) NodeID() string { return s.nodeID }
 
-// CursorKey is this node's own cursor key (32 random bytes, made once and
-// kept in the store, so a single node's cursors survive a restart). A node
-// of a cluster keys its cursors from the cluster secret instead, so that
-// every node accepts them. Each call returns a new copy.
-func (s *Store) CursorKey() []byte { return bytes.Clone(s.cursorKey) }
-
 // Dir is the data directory.
 func (s *Store) Dir() string { return s.dir }
 
-// Key returns the node's own random 32-byte key named name (e.g. its
-// identity key, or the cluster secret it made), made at the first call and
-// kept in the store, so it is the same after a restart. Call it before
-// writing: it uses the writer's connection.
-func (s *Store) Key(name string) ([]byte, error) {
-	row := "key_" + name
-	var hexKey string
-	err := s.wdb.QueryRow(`SELECT value FROM meta WHERE key = ?`, row).Scan(&hexKey)
-	if err == sql.ErrNoRows {
-		k := make([]byte, 32)
-		if _, err := rand.Read(k); err != nil {
-			return nil, err
-		}
-		if _, err := s.wdb.Exec(`INSERT INTO meta(key, value) VALUES(?, ?)`, row, hex.EncodeToString(k)); err != nil {
-			return nil, fmt.Errorf("keep key %s: %w", name, err)
-		}
-		return k, nil
+// Key returns a copy of the kept key name (see keyNames), the same after
+// every restart. It panics on a name it does not keep: a programming error.
+func (s *Store) Key(name string) []byte {
+	k, ok := s.keys[name]
+	if !ok {
+		panic("store: no kept key " + name)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("read key %s: %w", name, err)
-	}
-	k, err := hex.DecodeString(hexKey)
-	if err != nil || len(k) != 32 {
-		return nil, fmt.Errorf("key %s in the store is damaged", name)
-	}
-	return k, nil
+	return bytes.Clone(k)
 }
 
 // Vector returns the highest sequence held per origin. Sequences are stored
