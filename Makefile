@@ -41,12 +41,14 @@ unit:
 	$(GO) test -race -count=1 -timeout 12m ./...
 
 # fuzz runs each fuzz target briefly: the WebSocket frame decoder, cursors,
-# the HTTP message body and the binary batches of peer links.
+# the HTTP message body, the binary batches of peer links and the frames
+# and hello of a link's handshake.
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeInbound$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./internal/proto
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeCursor$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./internal/proto
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodePost$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./internal/gateway
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeBatch$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./internal/replication/wire
+	$(GO) test -run '^$$' -fuzz '^FuzzLinkHandshake$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./internal/replication/wire
 
 # chaos-short is the one seed of the fault-injection suite (test/chaos: real
 # nodes in network namespaces, as root) that make test runs. It is a step of

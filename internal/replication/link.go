@@ -10,16 +10,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math/big"
 	"net"
 	"time"
 
-	"chatr/internal/proto"
+	"chatr/internal/replication/wire"
 )
 
 // A peer link is TLS 1.3 inside a WebSocket on the HTTP listener, so it
@@ -38,10 +36,10 @@ const linkExporterLabel = "EXPORTER-chatr-peer-link-v1"
 // handshakeTimeout bounds the TLS handshake and the hello exchange.
 const handshakeTimeout = 5 * time.Second
 
-// Frame types on a link.
+// Frame types on a link (see wire.ReadFrame).
 const (
-	frameJSON  = 1 // a wire.Record (presence, heartbeat, ack) or a hello
-	frameBatch = 2 // a binary batch of messages (wire.AppendBatch)
+	frameJSON  = wire.FrameJSON
+	frameBatch = wire.FrameBatch
 )
 
 // Frame size limits: a leader's batches may be large; a follower sends
@@ -87,15 +85,8 @@ func peerKey(cs tls.ConnectionState) (ed25519.PublicKey, error) {
 	return k, nil
 }
 
-// hello is the first record each way: the follower's says who it is and
-// what it wants, the leader's answers with its own proof.
-type hello struct {
-	Node    string       `json:"node"`
-	Cluster string       `json:"cluster"`
-	Proof   []byte       `json:"proof,omitempty"` // absent without a secret
-	Since   proto.Vector `json:"since,omitempty"` // follower: what it holds
-	Skip    []string     `json:"skip,omitempty"`  // follower: origins to leave out
-}
+// hello is the first record each way.
+type hello = wire.Hello
 
 // proof is the HMAC that shows the holder of the link key is on this TLS
 // session (ekm), as role, from one node to the other.
@@ -122,7 +113,7 @@ func newLinkConn(tc *tls.Conn) *linkConn {
 
 // write sends one frame within timeout. One goroutine writes at a time.
 func (c *linkConn) write(typ byte, payload []byte, timeout time.Duration) error {
-	c.buf = binary.BigEndian.AppendUint32(append(c.buf[:0], typ), uint32(len(payload)))
+	c.buf = wire.AppendFrameHeader(c.buf[:0], typ, len(payload))
 	c.tls.SetWriteDeadline(time.Now().Add(timeout))
 	if _, err := (&net.Buffers{c.buf, payload}).WriteTo(c.tls); err != nil {
 		return err
@@ -147,22 +138,7 @@ func (c *linkConn) read(limit int, timeout time.Duration) (byte, []byte, error) 
 		deadline = time.Now().Add(timeout)
 	}
 	c.tls.SetReadDeadline(deadline)
-	var hdr [5]byte
-	if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
-		return 0, nil, err
-	}
-	n := binary.BigEndian.Uint32(hdr[1:])
-	switch {
-	case hdr[0] != frameJSON && hdr[0] != frameBatch:
-		return 0, nil, fmt.Errorf("unknown frame type %d", hdr[0])
-	case int64(n) > int64(limit):
-		return 0, nil, fmt.Errorf("frame of %d bytes is over the limit of %d", n, limit)
-	}
-	p := make([]byte, n)
-	if _, err := io.ReadFull(c.br, p); err != nil {
-		return 0, nil, err
-	}
-	return hdr[0], p, nil
+	return wire.ReadFrame(c.br, limit)
 }
 
 // readHello reads the hello record.
@@ -171,21 +147,7 @@ func (c *linkConn) readHello(limit int) (hello, error) {
 	if err != nil {
 		return hello{}, err
 	}
-	var h hello
-	if typ != frameJSON || json.Unmarshal(b, &h) != nil {
-		return hello{}, errors.New("no hello")
-	}
-	for o := range h.Since {
-		if !proto.ValidNodeID(o) {
-			return hello{}, fmt.Errorf("bad origin %q in hello", o)
-		}
-	}
-	for _, o := range h.Skip {
-		if !proto.ValidNodeID(o) {
-			return hello{}, fmt.Errorf("bad origin %q in hello", o)
-		}
-	}
-	return h, nil
+	return wire.DecodeHello(typ, b)
 }
 
 func (c *linkConn) Close() error { return c.tls.Close() }
