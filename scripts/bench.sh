@@ -171,7 +171,7 @@ if want catchup; then
 	total=$(count 5321)
 	t0=$(date +%s%N)
 	"$bin" serve --http 127.0.0.1:5323 --data "$work/k3" --node k3 "${open_flags[@]}" \
-		--cluster-addr 127.0.0.1:7323 --join 127.0.0.1:7321 >"$work/k3.out" 2>"$work/k3.err" &
+		--cluster-addr 127.0.0.1:7323 --join 127.0.0.1:7321 --secret "$secret" >"$work/k3.out" 2>"$work/k3.err" &
 	pids+=($!)
 	disown
 	for _ in $(seq 1200); do
