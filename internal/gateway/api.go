@@ -283,6 +283,9 @@ func (s *Server) getMessages(w http.ResponseWriter, r *http.Request) {
 	default:
 		page, err = s.store.Latest(r.Context(), room, limit)
 	}
+	if err != nil && r.Context().Err() != nil {
+		return // the client went away mid-read: nothing to answer, nothing wrong here
+	}
 	if err != nil {
 		s.log.Error("read messages failed", "room", room, "err", err)
 		writeError(w, http.StatusInternalServerError, proto.Errorf(proto.CodeInternal, "could not read the room"))

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -20,6 +21,7 @@ import (
 	"chatr/internal/client/clienttest"
 	"chatr/internal/config"
 	"chatr/internal/hub"
+	"chatr/internal/proctest"
 	"chatr/internal/proto"
 	"chatr/internal/store"
 	"chatr/web"
@@ -41,6 +43,8 @@ type testServer struct {
 	http *httptest.Server
 	url  string // http://host:port
 	ws   string // ws://host:port/chatr/ws
+	// logs holds what the server logged, every level, as text lines.
+	logs *proctest.Buffer
 }
 
 // newTestServer starts a gateway configured by the flags args (on top of a
@@ -73,8 +77,10 @@ func startTestServerWith(t testing.TB, tweak func(*Options), onAccept func(net.C
 	h := hub.New(hub.Options{NodeID: st.NodeID(), Cluster: cfg.ClusterName, Metrics: reg})
 	st.OnCommit(h.Publish)
 	hs := httptest.NewUnstartedServer(nil) // binds its listener now
+	logs := &proctest.Buffer{}
 	opts := Options{Config: cfg, NodeID: st.NodeID(), HTTPAddr: hs.Listener.Addr().String(), Store: st, Hub: h,
-		Poster: StorePoster{Store: st}, Web: web.FS, Metrics: reg}
+		Poster: StorePoster{Store: st}, Web: web.FS, Metrics: reg,
+		Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	if tweak != nil {
 		tweak(&opts)
 	}
@@ -87,7 +93,7 @@ func startTestServerWith(t testing.TB, tweak func(*Options), onAccept func(net.C
 	runCtx, stopRun := context.WithCancel(context.Background())
 	ran := make(chan struct{})
 	go func() { defer close(ran); srv.Run(runCtx) }()
-	ts := &testServer{cfg: cfg, srv: srv, st: st, hub: h, http: hs, url: hs.URL,
+	ts := &testServer{cfg: cfg, srv: srv, st: st, hub: h, http: hs, url: hs.URL, logs: logs,
 		ws: "ws" + strings.TrimPrefix(hs.URL, "http") + "/chatr/ws"}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -263,4 +269,16 @@ func (ts *testServer) metric(t testing.TB, name string) float64 {
 		}
 	}
 	return -1
+}
+
+// logLines returns the lines the server logged at level (DEBUG, INFO,
+// WARN, ERROR).
+func (ts *testServer) logLines(level string) []string {
+	var out []string
+	for _, line := range strings.Split(ts.logs.String(), "\n") {
+		if strings.Contains(line, " level="+level+" ") {
+			out = append(out, line)
+		}
+	}
+	return out
 }
