@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 	"golang.org/x/time/rate"
@@ -215,8 +216,7 @@ func (s *session) readOne() bool {
 		s.enqueue(outItem{ctrl: ws.OpPong, frame: f.payload})
 	case ws.OpPong:
 	case ws.OpClose:
-		code, _ := ws.ParseCloseFrameData(f.payload)
-		s.clientClosed(int(code))
+		s.clientClosed(closeAnswer(f.payload))
 		return false
 	case ws.OpBinary:
 		s.sendError("", proto.Errorf(proto.CodeBadRequest, "frames must be text (JSON), not binary"))
@@ -502,12 +502,34 @@ func (s *session) close(code int, reason string) {
 	}
 }
 
-// clientClosed handles the client's close frame: the answer to ours ends
-// the connection at once; a close of its own is answered with the same code.
-func (s *session) clientClosed(code int) {
-	if code == 0 || code == int(ws.StatusNoStatusRcvd) {
-		code = int(ws.StatusNormalClosure)
+// closeAnswer is the code that answers a client's close frame body: its
+// own code when a client may send it (RFC 6455 7.4.1 and 7.4.2:
+// 1000-1003, 1007-1011, 3000-4999), 1000 for an empty body, 1002 for
+// anything else (a one-byte body, a reserved code, 1005, 1006 and 1015,
+// which are never sent) and 1007 for a reason that is not UTF-8.
+func closeAnswer(payload []byte) int {
+	if len(payload) == 0 {
+		return int(ws.StatusNormalClosure)
 	}
+	if len(payload) < 2 {
+		return int(ws.StatusProtocolError)
+	}
+	code, reason := ws.ParseCloseFrameData(payload)
+	switch {
+	case 1000 <= code && code <= 1003, 1007 <= code && code <= 1011, 3000 <= code && code <= 4999:
+	default:
+		return int(ws.StatusProtocolError)
+	}
+	if !utf8.ValidString(reason) {
+		return int(ws.StatusInvalidFramePayloadData)
+	}
+	return int(code)
+}
+
+// clientClosed handles the client's close frame, answered with code (see
+// closeAnswer): the answer to ours ends the connection at once; a close of
+// its own is answered.
+func (s *session) clientClosed(code int) {
 	s.mu.Lock()
 	s.closeRcv = true
 	answer := s.closed && s.closeSent
