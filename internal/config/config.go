@@ -24,7 +24,7 @@ type Config struct {
 	LogFormat string // --log-format: text or json
 	LogLevel  string // --log-level: debug, info, warn, error
 
-	AllowedOrigins []string      // --allowed-origins: extra Origin hosts for WebSocket (same host is always allowed; "*" allows any)
+	AllowedOrigins []string      // --allowed-origins: extra Origin hosts for WebSocket (this node's own pages always are; "*" allows any)
 	ReadLimit      int64         // --read-limit: largest WebSocket frame accepted, bytes
 	SendRate       float64       // --send-rate: messages per second per session (and per IP over HTTP)
 	SendBurst      int           // --send-burst: messages a session may send at once before the rate applies
@@ -46,6 +46,8 @@ type Config struct {
 	AckReplicas int      // --ack-replicas: peers that must store a message before its ack
 
 	Secret []byte // read from SecretFile by Parse
+
+	Limits // caps and checks against strangers (limits.go)
 }
 
 // Clustered reports whether the node runs in cluster mode.
@@ -69,7 +71,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	fs.StringVar(&c.DataDir, "data", "./chatr-data", "data `directory`; made when missing, refused when it holds something else")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	fs.StringVar(&origins, "allowed-origins", "", "comma-separated `hosts` (host or host:port, * for any) whose pages may open WebSockets, besides this host")
+	fs.StringVar(&origins, "allowed-origins", "", "comma-separated `hosts` (host or host:port, * for any) whose pages may open WebSockets, besides this node's own (--public-url)")
 	fs.Int64Var(&c.ReadLimit, "read-limit", 32<<10, "largest WebSocket frame accepted, in `bytes`; a larger one closes the session with 1009")
 	fs.Float64Var(&c.SendRate, "send-rate", 20, "messages per second one session (or one IP over HTTP) may send")
 	fs.IntVar(&c.SendBurst, "send-burst", 40, "messages one session may send in a burst before --send-rate applies")
@@ -89,6 +91,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	fs.StringVar(&c.ClusterName, "cluster", "chatr", "cluster `name`; nodes of other clusters are refused")
 	fs.StringVar(&c.SecretFile, "secret-file", "", "`file` holding a 16, 24 or 32 byte key that encrypts gossip and authenticates peers")
 	fs.IntVar(&c.AckReplicas, "ack-replicas", 0, "peers that must store a message before the sender's ack")
+	c.Limits.addFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(out, "Usage: chatr [serve] [flags]\n\nStarts a chatr node. Every flag can also be set with CHATR_<FLAG>, e.g. CHATR_HTTP=:8080.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -230,5 +233,6 @@ func (c *Config) validate() error {
 			c.Secret = key
 		}
 	}
+	c.Limits.validate(add)
 	return errors.Join(errs...)
 }

@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -109,6 +108,8 @@ type Server struct {
 	stop context.CancelFunc
 	// started is when this node came up, as a single node reports it.
 	started time.Time
+	// pageOrigins are the origins of this node's own pages (origin.go).
+	pageOrigins []origin
 }
 
 // New makes a Server. It starts nothing: serve Handler on a listener and
@@ -123,6 +124,7 @@ func New(opts Options) *Server {
 	s.metrics = newMetrics(opts.Metrics, s)
 	s.unGreeted = map[*session]time.Time{}
 	s.started = time.Now()
+	s.pageOrigins = pageOrigins(opts.Config.PublicURLs, opts.HTTPAddr)
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	if !opts.ReaderPerSession {
 		p, err := netpoll.New()
@@ -207,62 +209,6 @@ func clientIP(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
-}
-
-// originAllowed checks the Origin header: none (a program), the same host,
-// or one of --allowed-origins.
-func (s *Server) originAllowed(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return true
-	}
-	host := origin
-	if i := strings.Index(host, "://"); i >= 0 {
-		host = host[i+3:]
-	}
-	if sameHost(host, r.Host) {
-		return true
-	}
-	if s.opts.KnownHTTP != nil {
-		for _, m := range s.opts.KnownHTTP() {
-			if sameHost(host, m) {
-				return true
-			}
-		}
-	}
-	for _, a := range s.cfg.AllowedOrigins {
-		if a == "*" || strings.EqualFold(a, host) || !strings.Contains(a, ":") && strings.EqualFold(a, hostOnly(host)) {
-			return true
-		}
-	}
-	return false
-}
-
-// sameHost compares two host:port addresses; loopback names (localhost,
-// 127.0.0.0/8, ::1) are one host, since a page on localhost reaches a node
-// on 127.0.0.1.
-func sameHost(a, b string) bool {
-	if strings.EqualFold(a, b) {
-		return true
-	}
-	ah, ap, err1 := net.SplitHostPort(a)
-	bh, bp, err2 := net.SplitHostPort(b)
-	return err1 == nil && err2 == nil && ap == bp && isLoopback(ah) && isLoopback(bh)
-}
-
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(strings.Trim(host, "[]"))
-	return ip != nil && ip.IsLoopback()
-}
-
-func hostOnly(hostport string) string {
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		return h
-	}
-	return hostport
 }
 
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
