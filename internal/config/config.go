@@ -28,8 +28,8 @@ type Config struct {
 	ReadLimit      int64         // --read-limit: largest WebSocket frame accepted, bytes
 	SendRate       float64       // --send-rate: messages per second per session (and per IP over HTTP)
 	SendBurst      int           // --send-burst: messages a session may send at once before the rate applies
-	MaxConns       int           // --max-conns: WebSocket sessions in total (0: no limit)
-	MaxConnsPerIP  int           // --max-conns-per-ip: WebSocket sessions per client IP (0: no limit)
+	MaxConns       int           // --max-conns: HTTP connections in total, WebSockets included (0: no limit)
+	MaxConnsPerIP  int           // --max-conns-per-ip: HTTP connections per client IP (IPv6: per /64), WebSockets included (0: no limit)
 	SendQueue      int           // --send-queue: frames queued for one session before it is closed as too slow
 	WriteDelay     time.Duration // --write-delay: how long a session's first queued frame waits for others before a write
 	ReplayMax      int           // --replay-max: most messages replayed by a join with since
@@ -75,8 +75,8 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	fs.Int64Var(&c.ReadLimit, "read-limit", 32<<10, "largest WebSocket frame accepted, in `bytes`; a larger one closes the session with 1009")
 	fs.Float64Var(&c.SendRate, "send-rate", 20, "messages per second one session (or one IP over HTTP) may send")
 	fs.IntVar(&c.SendBurst, "send-burst", 40, "messages one session may send in a burst before --send-rate applies")
-	fs.IntVar(&c.MaxConns, "max-conns", 50000, "WebSocket sessions in total (0: no limit)")
-	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", 1000, "WebSocket sessions per client IP (0: no limit)")
+	fs.IntVar(&c.MaxConns, "max-conns", defaultMaxConns(openFileLimit()), "open HTTP connections in total, plain and WebSocket alike; more are answered 503 and closed (0: no limit; default: the lower of 50000 and the open-file limit less a reserve)")
+	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", 1000, "open HTTP connections per client IP (IPv6: per /64), plain and WebSocket alike; more are answered 429 and closed (0: no limit)")
 	fs.IntVar(&c.SendQueue, "send-queue", 1024, "`frames` waiting for a session whose socket takes nothing for 1s (or 64 times as many at all) before it is closed as too slow (4000)")
 	fs.DurationVar(&c.WriteDelay, "write-delay", 0, "wait this long after a frame is queued for a session before writing, so one write carries more frames (e.g. 2ms for big rooms under load)")
 	fs.IntVar(&c.ReplayMax, "replay-max", 10000, "most messages a join with since replays; past it the client is told of a gap")

@@ -34,7 +34,7 @@ func TestDefaults(t *testing.T) {
 	}
 	want := Config{
 		HTTPAddr: ":5080", DataDir: "./chatr-data", LogFormat: "text", LogLevel: "info",
-		ReadLimit: 32 << 10, SendRate: 20, SendBurst: 40, MaxConns: 50000, MaxConnsPerIP: 1000,
+		ReadLimit: 32 << 10, SendRate: 20, SendBurst: 40, MaxConns: defaultMaxConns(openFileLimit()), MaxConnsPerIP: 1000,
 		SendQueue: 1024, ReplayMax: 10000, Shutdown: 10 * time.Second,
 		NodeName: host, ClusterName: "chatr",
 	}
@@ -139,6 +139,9 @@ func TestValidationErrors(t *testing.T) {
 		{[]string{"--cluster", ""}, "--cluster: must not be empty"},
 		{[]string{"--ack-replicas", "-1"}, "--ack-replicas -1: must be 0 or more"},
 		{[]string{"--secret-file", "/nonexistent/key"}, "--secret-file:"},
+		{[]string{"--http-read-timeout", "0s"}, "--http-read-timeout 0s: must be at least 100ms"},
+		{[]string{"--http-write-timeout", "50ms"}, "--http-write-timeout 50ms: must be at least 100ms"},
+		{[]string{"--http-idle-timeout", "-1s"}, "--http-idle-timeout -1s: must be at least 100ms"},
 		{[]string{"--public-url", "chat.example.com"}, `--public-url "chat.example.com": want an http:// or https:// URL`},
 		{[]string{"--public-url", "ftp://chat.example.com"}, `--public-url "ftp://chat.example.com": want an http:// or https:// URL`},
 		{[]string{"--public-url", "https://"}, `--public-url "https://": want scheme://host[:port]`},
@@ -217,7 +220,8 @@ func TestHelp(t *testing.T) {
 		if !errors.Is(err, flag.ErrHelp) {
 			t.Fatalf("%s: error %v, want flag.ErrHelp", arg, err)
 		}
-		for _, want := range []string{"Usage: chatr", "CHATR_", "-http", "-data", "-send-rate", "-allowed-origins", "-cluster-addr", "-secret-file"} {
+		for _, want := range []string{"Usage: chatr", "CHATR_", "-http", "-data", "-send-rate", "-allowed-origins", "-cluster-addr", "-secret-file",
+			"-public-url", "-max-conns", "open-file limit", "-http-read-timeout", "-http-write-timeout", "-http-idle-timeout"} {
 			if !strings.Contains(out.String(), want) {
 				t.Errorf("%s output lacks %q:\n%s", arg, want, out.String())
 			}
@@ -270,5 +274,56 @@ func TestSecretFile(t *testing.T) {
 		case !ok && !strings.Contains(err.Error(), "want exactly 16, 24 or 32"):
 			t.Errorf("%d-byte key: error %q does not say the sizes", n, err)
 		}
+	}
+}
+
+// The default --max-conns leaves the node files to spare: with 20,000
+// files, 2,000 stay for the store, peers and refusals, so a flood of
+// connections is refused rather than starving the node of files.
+func TestDefaultMaxConns(t *testing.T) {
+	for _, tc := range []struct {
+		files uint64
+		want  int
+	}{
+		{0, 50000}, // unknown
+		{256, 128},
+		{1024, 768},
+		{4096, 3687},
+		{20000, 18000},
+		{60000, 50000},
+		{1 << 20, 50000},
+		{1 << 62, 50000},
+	} {
+		if got := defaultMaxConns(tc.files); got != tc.want {
+			t.Errorf("defaultMaxConns(%d) = %d, want %d", tc.files, got, tc.want)
+		}
+	}
+	// The default of this process follows its open-file limit.
+	c, err := Parse(nil, noEnv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if files := openFileLimit(); files > 0 && uint64(c.MaxConns) >= files {
+		t.Fatalf("--max-conns defaults to %d with an open-file limit of %d", c.MaxConns, files)
+	}
+}
+
+func TestLimitDefaults(t *testing.T) {
+	c, err := Parse(nil, noEnv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTPReadTimeout != 10*time.Second || c.HTTPWriteTimeout != 30*time.Second || c.HTTPIdleTimeout != time.Minute {
+		t.Errorf("HTTP timeouts %v %v %v, want 10s 30s 1m", c.HTTPReadTimeout, c.HTTPWriteTimeout, c.HTTPIdleTimeout)
+	}
+	if c.PublicURLs != nil {
+		t.Errorf("PublicURLs %v, want none", c.PublicURLs)
+	}
+	c, err = Parse(nil, env("CHATR_PUBLIC_URL", "https://a.example, http://b.example:8080", "CHATR_HTTP_IDLE_TIMEOUT", "5s"), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(c.PublicURLs, []string{"https://a.example", "http://b.example:8080"}) || c.HTTPIdleTimeout != 5*time.Second {
+		t.Errorf("from env: PublicURLs %v, idle timeout %v", c.PublicURLs, c.HTTPIdleTimeout)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"time"
 )
 
 // Limits are the settings that keep strangers from exhausting a node: who
@@ -17,10 +18,36 @@ type Limits struct {
 	// must match one, scheme and host:port. Without them, the names of the
 	// listener's own address, over http.
 	PublicURLs []string
+
+	HTTPReadTimeout  time.Duration // --http-read-timeout: a whole request, header and body
+	HTTPWriteTimeout time.Duration // --http-write-timeout: the answer to a plain request
+	HTTPIdleTimeout  time.Duration // --http-idle-timeout: a kept-alive connection between requests
+}
+
+// maxConnsCeiling is the default of --max-conns where the open-file limit
+// is higher or unknown.
+const maxConnsCeiling = 50000
+
+// defaultMaxConns is the default of --max-conns for a process that may
+// open fileLimit files (0: unknown): the lower of maxConnsCeiling and the
+// limit less a reserve for the store, peer links, gossip and the answers
+// to refused connections (a tenth, at least 256, at most half). A node
+// that ran out of files would stop accepting anyone; over --max-conns it
+// refuses new connections and serves the rest.
+func defaultMaxConns(fileLimit uint64) int {
+	if fileLimit == 0 || fileLimit > 2*maxConnsCeiling {
+		return maxConnsCeiling
+	}
+	n := int(fileLimit)
+	reserve := min(max(n/10, 256), n/2)
+	return min(maxConnsCeiling, n-reserve)
 }
 
 // addFlags defines the flags of l on fs.
 func (l *Limits) addFlags(fs *flag.FlagSet) {
+	fs.DurationVar(&l.HTTPReadTimeout, "http-read-timeout", 10*time.Second, "longest read of one HTTP request, header and body (a WebSocket then sets its own deadlines)")
+	fs.DurationVar(&l.HTTPWriteTimeout, "http-write-timeout", 30*time.Second, "longest write of the answer to one HTTP request (not WebSockets or profiles)")
+	fs.DurationVar(&l.HTTPIdleTimeout, "http-idle-timeout", 60*time.Second, "how long a kept-alive HTTP connection may wait for its next request before it is closed")
 	fs.Var((*listFlag)(&l.PublicURLs), "public-url", "comma-separated `URLs` the web client is served under (e.g. https://chat.example.com); a page may open WebSockets when its Origin has the scheme and host:port of one (default: http and the listener's own addresses)")
 }
 
@@ -28,6 +55,14 @@ func (l *Limits) addFlags(fs *flag.FlagSet) {
 func (l *Limits) validate(add func(error)) {
 	for _, u := range l.PublicURLs {
 		add(checkPublicURL(u))
+	}
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"http-read-timeout", l.HTTPReadTimeout}, {"http-write-timeout", l.HTTPWriteTimeout}, {"http-idle-timeout", l.HTTPIdleTimeout}} {
+		if d.v < 100*time.Millisecond {
+			add(fmt.Errorf("--%s %v: must be at least 100ms", d.flag, d.v))
+		}
 	}
 }
 

@@ -200,7 +200,7 @@ func (s *Server) postMessage(w http.ResponseWriter, r *http.Request) {
 	}
 	if ok, wait := s.ipLimits.allow(clientIP(r)); !ok {
 		s.metrics.rateLimited.Inc()
-		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+		w.Header().Set("Retry-After", retryAfter(wait))
 		writeError(w, http.StatusTooManyRequests, proto.Errorf(proto.CodeRateLimited, "over %v messages per second from your address; slow down", s.cfg.SendRate))
 		return
 	}

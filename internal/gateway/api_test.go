@@ -390,7 +390,7 @@ func TestGetCluster(t *testing.T) {
 		t.Fatalf("cluster %s", data)
 	}
 	m := body.Members[0]
-	if m["id"] != body.Self || m["name"] != "testnode" || m["state"] != "alive" || m["http"] != ts.http.Listener.Addr().String() {
+	if m["id"] != body.Self || m["name"] != "testnode" || m["state"] != "alive" || m["http"] != ts.addr {
 		t.Fatalf("member %v", m)
 	}
 	checkCreated(t, m["since"])

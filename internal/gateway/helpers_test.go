@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"regexp"
 	"strconv"
 	"strings"
@@ -40,7 +39,7 @@ type testServer struct {
 	srv  *Server
 	st   *store.Store
 	hub  *hub.Hub
-	http *httptest.Server
+	addr string // host:port of the listener
 	url  string // http://host:port
 	ws   string // ws://host:port/chatr/ws
 	// logs holds what the server logged, every level, as text lines.
@@ -76,32 +75,38 @@ func startTestServerWith(t testing.TB, tweak func(*Options), onAccept func(net.C
 	}
 	h := hub.New(hub.Options{NodeID: st.NodeID(), Cluster: cfg.ClusterName, Metrics: reg})
 	st.OnCommit(h.Publish)
-	hs := httptest.NewUnstartedServer(nil) // binds its listener now
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
 	logs := &proctest.Buffer{}
-	opts := Options{Config: cfg, NodeID: st.NodeID(), HTTPAddr: hs.Listener.Addr().String(), Store: st, Hub: h,
+	opts := Options{Config: cfg, NodeID: st.NodeID(), HTTPAddr: ln.Addr().String(), Store: st, Hub: h,
 		Poster: StorePoster{Store: st}, Web: web.FS, Metrics: reg,
 		Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	if tweak != nil {
 		tweak(&opts)
 	}
 	srv := New(opts)
-	hs.Config.Handler = srv.Handler()
+	var served net.Listener = ln
 	if onAccept != nil {
-		hs.Listener = hookListener{hs.Listener, onAccept}
+		served = hookListener{ln, onAccept}
 	}
-	hs.Start()
+	serving := make(chan struct{})
+	go func() { defer close(serving); srv.Serve(served) }()
 	runCtx, stopRun := context.WithCancel(context.Background())
 	ran := make(chan struct{})
 	go func() { defer close(ran); srv.Run(runCtx) }()
-	ts := &testServer{cfg: cfg, srv: srv, st: st, hub: h, http: hs, url: hs.URL, logs: logs,
-		ws: "ws" + strings.TrimPrefix(hs.URL, "http") + "/chatr/ws"}
+	url := "http://" + ln.Addr().String()
+	ts := &testServer{cfg: cfg, srv: srv, st: st, hub: h, addr: ln.Addr().String(), url: url, logs: logs,
+		ws: "ws" + strings.TrimPrefix(url, "http") + "/chatr/ws"}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Drain(ctx)
 		stopRun()
 		<-ran
-		hs.Close()
+		srv.Shutdown(ctx)
+		<-serving
 		st.Close()
 	})
 	return ts

@@ -86,10 +86,20 @@ type Server struct {
 
 	mu       sync.Mutex
 	sessions map[*session]struct{}
-	perIP    map[string]int
-	open     int // connections holding a slot, upgraded or being upgraded
 	draining bool
-	wg       sync.WaitGroup
+	wg       sync.WaitGroup // sessions, upgraded or being upgraded
+
+	// http serves the listener (Serve); conns counts its connections
+	// against --max-conns and --max-conns-per-ip.
+	http  *http.Server
+	conns conns
+	// refusing holds a token per refused connection being answered, and
+	// refusals tracks their goroutines (refuseConn).
+	refusing                chan struct{}
+	refusals                sync.WaitGroup
+	refuseFull, refusePerIP []byte
+	// logLimit bounds the log lines that clients can cause (logLimited).
+	logLimit *rate.Limiter
 
 	ipLimits *ipLimiter
 	metrics  *metrics
@@ -119,8 +129,15 @@ func New(opts Options) *Server {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{opts: opts, cfg: opts.Config, hub: opts.Hub, store: opts.Store, post: opts.Poster,
-		log: opts.Log, mux: http.NewServeMux(), sessions: map[*session]struct{}{}, perIP: map[string]int{},
-		ipLimits: newIPLimiter(rate.Limit(opts.Config.SendRate), opts.Config.SendBurst)}
+		log: opts.Log, mux: http.NewServeMux(), sessions: map[*session]struct{}{},
+		ipLimits: newIPLimiter(rate.Limit(opts.Config.SendRate), opts.Config.SendBurst),
+		conns:    conns{max: opts.Config.MaxConns, maxPerIP: opts.Config.MaxConnsPerIP, perIP: map[string]int{}},
+		refusing: make(chan struct{}, maxRefusing),
+		refuseFull: refusal(http.StatusServiceUnavailable, retryFull,
+			proto.Errorf(proto.CodeUnavailable, "the node is full; try another node")),
+		refusePerIP: refusal(http.StatusTooManyRequests, retryPerIP,
+			proto.Errorf(proto.CodeRateLimited, "too many connections from your address")),
+		logLimit: rate.NewLimiter(logRate, logBurst)}
 	s.metrics = newMetrics(opts.Metrics, s)
 	s.unGreeted = map[*session]time.Time{}
 	s.started = time.Now()
@@ -134,7 +151,23 @@ func New(opts Options) *Server {
 		s.poller = p // nil on error: each session reads in a goroutine of its own
 	}
 	s.routes()
+	s.http = s.newHTTPServer()
 	return s
+}
+
+const (
+	// logRate and logBurst bound the log lines clients can cause (bad
+	// input, refused connections): a flood of them is counted in /metrics,
+	// not written to the log.
+	logRate  = 10
+	logBurst = 20
+)
+
+// logLimited logs a line a client can cause, within logRate a second.
+func (s *Server) logLimited(level slog.Level, msg string, args ...any) {
+	if s.log.Enabled(context.Background(), level) && s.logLimit.Allow() {
+		s.log.Log(context.Background(), level, msg, args...)
+	}
 }
 
 // Run does the server's background work until ctx ends or the server is
@@ -151,8 +184,8 @@ func (s *Server) Run(ctx context.Context) {
 	s.sweepHellos(ctx)
 }
 
-// Handler is the HTTP handler of every route.
-func (s *Server) Handler() http.Handler { return s.mux }
+// Handler is the HTTP handler of every route, as Serve serves it.
+func (s *Server) Handler() http.Handler { return s.http.Handler }
 
 func (s *Server) routes() {
 	s.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
@@ -211,43 +244,33 @@ func clientIP(r *http.Request) string {
 	return host
 }
 
+// serveWS upgrades a WebSocket. Its connection was admitted by the
+// listener, within --max-conns and --max-conns-per-ip, and keeps its slot
+// until the session closes it.
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	ip := clientIP(r)
 	s.mu.Lock()
-	switch {
-	case s.draining:
+	if s.draining {
 		s.mu.Unlock()
 		writeError(w, http.StatusServiceUnavailable, s.shuttingDown())
 		return
-	case s.cfg.MaxConns > 0 && s.open >= s.cfg.MaxConns:
-		s.mu.Unlock()
-		s.metrics.refused.WithLabelValues("max_conns").Inc()
-		writeError(w, http.StatusServiceUnavailable, proto.Errorf(proto.CodeUnavailable, "the node is full; try another node"))
-		return
-	case s.cfg.MaxConnsPerIP > 0 && s.perIP[ip] >= s.cfg.MaxConnsPerIP:
-		s.mu.Unlock()
-		s.metrics.refused.WithLabelValues("max_conns_per_ip").Inc()
-		w.Header().Set("Retry-After", "10")
-		writeError(w, http.StatusTooManyRequests, proto.Errorf(proto.CodeRateLimited, "too many connections from your address"))
-		return
 	}
-	// The slot is taken before the upgrade, so concurrent dials cannot
-	// overshoot the limits.
-	s.perIP[ip]++
-	s.open++
 	s.wg.Add(1)
 	s.mu.Unlock()
 
 	originOK := s.originAllowed(r)
 	conn, rw, _, err := ws.HTTPUpgrader{}.Upgrade(r, w)
 	if err != nil {
-		s.log.Debug("websocket upgrade failed", "ip", ip, "err", err)
+		s.logLimited(slog.LevelDebug, "websocket upgrade failed", "ip", ip, "err", err)
 		if conn != nil {
 			conn.Close()
 		}
-		s.ended(nil, ip)
+		s.ended(nil)
 		return
 	}
+	// No deadline of the HTTP request stays on the connection; the
+	// session sets its own.
+	conn.SetDeadline(time.Time{})
 	sess := &session{srv: s, ws: wsConn{conn: conn, br: rw.Reader}, id: newSessionID(), ip: ip}
 	s.mu.Lock()
 	s.sessions[sess] = struct{}{}
@@ -300,14 +323,10 @@ func (s *Server) sweepHellos(ctx context.Context) {
 	}
 }
 
-// ended forgets a connection from ip that is over, and its session.
-func (s *Server) ended(sess *session, ip string) {
+// ended forgets a WebSocket connection that is over, and its session.
+func (s *Server) ended(sess *session) {
 	s.mu.Lock()
 	delete(s.sessions, sess)
-	s.open--
-	if s.perIP[ip]--; s.perIP[ip] <= 0 {
-		delete(s.perIP, ip)
-	}
 	s.mu.Unlock()
 	s.wg.Done()
 }

@@ -739,6 +739,6 @@ func (s *session) teardown() {
 		for _, room := range joined {
 			s.srv.hub.Leave(room, s)
 		}
-		s.srv.ended(s, s.ip)
+		s.srv.ended(s)
 	})
 }

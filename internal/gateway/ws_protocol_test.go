@@ -28,7 +28,7 @@ func TestWelcome(t *testing.T) {
 	if w.Session == "" {
 		t.Error("welcome has no session")
 	}
-	if len(w.Nodes) != 1 || w.Nodes[0].ID != ts.st.NodeID() || w.Nodes[0].Name != "testnode" || w.Nodes[0].HTTP != ts.http.Listener.Addr().String() {
+	if len(w.Nodes) != 1 || w.Nodes[0].ID != ts.st.NodeID() || w.Nodes[0].Name != "testnode" || w.Nodes[0].HTTP != ts.addr {
 		t.Errorf("welcome nodes %+v, want this node alone", w.Nodes)
 	}
 	if got, want := w.Keys(), []string{"name", "node", "nodes", "session", "type"}; !slices.Equal(got, want) {

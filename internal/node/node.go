@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"sync"
 	"time"
 
@@ -43,7 +42,6 @@ type Node struct {
 	store   *store.Store
 	hub     *hub.Hub
 	gw      *gateway.Server
-	http    *http.Server
 	ln      net.Listener
 	reg     *prometheus.Registry
 
@@ -86,8 +84,6 @@ func NewWithHooks(cfg config.Config, log *slog.Logger, console io.Writer, hooks 
 		st.OnCommit(n.hub.Publish)
 	}
 	n.gw = gateway.New(gw)
-	n.http = &http.Server{Handler: n.gw.Handler(), ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	return n, nil
 }
 
@@ -200,7 +196,7 @@ func (n *Node) Run(ctx context.Context) error {
 	fmt.Fprintf(n.console, "chatr node %s (%s) serving http://%s/chatr/chatr.html, data in %s\n",
 		n.ID(), n.cfg.NodeName, browseAddr(n.HTTPAddr()), n.cfg.DataDir)
 	errc := make(chan error, 2)
-	go func() { errc <- n.http.Serve(n.ln) }() // ends with http.Shutdown
+	go func() { errc <- n.gw.Serve(n.ln) }() // ends with gw.Shutdown
 	bgCtx, stopBG := context.WithCancel(context.Background())
 	var bg sync.WaitGroup
 	start := func(f func()) {
@@ -257,11 +253,7 @@ func (n *Node) shutdown() error {
 	if n.repl != nil {
 		n.repl.Close()
 	}
-	err := n.http.Shutdown(ctx)
-	if errors.Is(err, context.DeadlineExceeded) {
-		n.http.Close()
-		err = nil
-	}
+	err := n.gw.Shutdown(ctx)
 	return errors.Join(append(errs, err, n.store.Close())...)
 }
 
