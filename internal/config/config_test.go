@@ -140,6 +140,8 @@ func TestValidationErrors(t *testing.T) {
 		{[]string{"--ack-replicas", "-1"}, "--ack-replicas -1: must be 0 or more"},
 		{[]string{"--secret-file", "/nonexistent/key"}, "--secret-file:"},
 		{[]string{"--http-read-timeout", "0s"}, "--http-read-timeout 0s: must be at least 100ms"},
+		{[]string{"--frame-rate", "0"}, "--frame-rate 0: must be above 0"},
+		{[]string{"--frame-burst", "0"}, "--frame-burst 0: must be at least 1"},
 		{[]string{"--http-write-timeout", "50ms"}, "--http-write-timeout 50ms: must be at least 100ms"},
 		{[]string{"--http-idle-timeout", "-1s"}, "--http-idle-timeout -1s: must be at least 100ms"},
 		{[]string{"--public-url", "chat.example.com"}, `--public-url "chat.example.com": want an http:// or https:// URL`},
@@ -315,6 +317,9 @@ func TestLimitDefaults(t *testing.T) {
 	}
 	if c.HTTPReadTimeout != 10*time.Second || c.HTTPWriteTimeout != 30*time.Second || c.HTTPIdleTimeout != time.Minute {
 		t.Errorf("HTTP timeouts %v %v %v, want 10s 30s 1m", c.HTTPReadTimeout, c.HTTPWriteTimeout, c.HTTPIdleTimeout)
+	}
+	if c.FrameRate != 5 || c.FrameBurst != 50 {
+		t.Errorf("frame rate %v burst %d, want 5 and 50", c.FrameRate, c.FrameBurst)
 	}
 	if c.PublicURLs != nil {
 		t.Errorf("PublicURLs %v, want none", c.PublicURLs)

@@ -22,6 +22,13 @@ type Limits struct {
 	HTTPReadTimeout  time.Duration // --http-read-timeout: a whole request, header and body
 	HTTPWriteTimeout time.Duration // --http-write-timeout: the answer to a plain request
 	HTTPIdleTimeout  time.Duration // --http-idle-timeout: a kept-alive connection between requests
+
+	// FrameRate and FrameBurst (--frame-rate, --frame-burst) bound the
+	// frames of one session other than sends (which have --send-rate):
+	// hello, join, leave, ping, WebSocket pings and bad frames. A web
+	// client sends a hello, a join and a ping every 25 s.
+	FrameRate  float64
+	FrameBurst int
 }
 
 // maxConnsCeiling is the default of --max-conns where the open-file limit
@@ -47,6 +54,8 @@ func defaultMaxConns(fileLimit uint64) int {
 func (l *Limits) addFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&l.HTTPReadTimeout, "http-read-timeout", 10*time.Second, "longest read of one HTTP request, header and body (a WebSocket then sets its own deadlines)")
 	fs.DurationVar(&l.HTTPWriteTimeout, "http-write-timeout", 30*time.Second, "longest write of the answer to one HTTP request (not WebSockets or profiles)")
+	fs.Float64Var(&l.FrameRate, "frame-rate", 5, "frames per second one session may send besides messages (join, leave, ping, ...); more are answered rate_limited, and 50 in a row close it with 1008")
+	fs.IntVar(&l.FrameBurst, "frame-burst", 50, "frames besides messages one session may send at once before --frame-rate applies")
 	fs.DurationVar(&l.HTTPIdleTimeout, "http-idle-timeout", 60*time.Second, "how long a kept-alive HTTP connection may wait for its next request before it is closed")
 	fs.Var((*listFlag)(&l.PublicURLs), "public-url", "comma-separated `URLs` the web client is served under (e.g. https://chat.example.com); a page may open WebSockets when its Origin has the scheme and host:port of one (default: http and the listener's own addresses)")
 }
@@ -55,6 +64,12 @@ func (l *Limits) addFlags(fs *flag.FlagSet) {
 func (l *Limits) validate(add func(error)) {
 	for _, u := range l.PublicURLs {
 		add(checkPublicURL(u))
+	}
+	if l.FrameRate <= 0 {
+		add(fmt.Errorf("--frame-rate %v: must be above 0", l.FrameRate))
+	}
+	if l.FrameBurst < 1 {
+		add(fmt.Errorf("--frame-burst %d: must be at least 1", l.FrameBurst))
 	}
 	for _, d := range []struct {
 		flag string

@@ -198,8 +198,9 @@ func (s *Server) postMessage(w http.ResponseWriter, r *http.Request) {
 		writeError(w, status, perr)
 		return
 	}
-	if ok, wait := s.ipLimits.allow(clientIP(r)); !ok {
+	if ok, wait := s.ipLimits.allow(ipKey(r.RemoteAddr)); !ok {
 		s.metrics.rateLimited.Inc()
+		s.metrics.limitRefused.WithLabelValues(limitSendRate).Inc()
 		w.Header().Set("Retry-After", retryAfter(wait))
 		writeError(w, http.StatusTooManyRequests, proto.Errorf(proto.CodeRateLimited, "over %v messages per second from your address; slow down", s.cfg.SendRate))
 		return

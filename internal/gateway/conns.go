@@ -38,6 +38,8 @@ const (
 const (
 	limitMaxConns      = "max_conns"
 	limitMaxConnsPerIP = "max_conns_per_ip"
+	limitSendRate      = "send_rate"  // --send-rate: a session's sends, an address's posts
+	limitFrameRate     = "frame_rate" // --frame-rate: a session's other frames
 )
 
 // conns counts the open connections of the HTTP listener, plain HTTP and

@@ -37,8 +37,8 @@ const (
 	// stallTimeout is how long a client's socket may take nothing while
 	// --send-queue frames wait, before the client is cut off as too slow.
 	stallTimeout = time.Second
-	// maxRateBreaches is how many sends over the rate limit, in a row,
-	// close the session as abusive.
+	// maxRateBreaches is how many frames over a rate limit (--send-rate,
+	// --frame-rate), in a row, close the session as abusive.
 	maxRateBreaches = 50
 )
 
@@ -58,9 +58,10 @@ type session struct {
 	// detector, which cannot see through epoll.)
 	readMu    sync.Mutex
 	name      string
-	limiter   *rate.Limiter // made at the first send
-	breaches  int
-	fragments []byte // a fragmented message being put together
+	limiter   *rate.Limiter // --send-rate; made at the first send
+	frames    *rate.Limiter // --frame-rate: every other frame
+	breaches  int           // frames over a rate limit in a row
+	fragments []byte        // a fragmented message being put together
 	greeted   atomic.Bool
 
 	mu       sync.Mutex
@@ -213,13 +214,17 @@ func (s *session) readOne() bool {
 	}
 	switch f.op {
 	case ws.OpPing:
-		s.enqueue(outItem{ctrl: ws.OpPong, frame: f.payload})
+		if s.allowFrame("", false) {
+			s.enqueue(outItem{ctrl: ws.OpPong, frame: f.payload})
+		}
 	case ws.OpPong:
 	case ws.OpClose:
 		s.clientClosed(closeAnswer(f.payload))
 		return false
 	case ws.OpBinary:
-		s.sendError("", proto.Errorf(proto.CodeBadRequest, "frames must be text (JSON), not binary"))
+		if s.allowFrame("", true) {
+			s.sendError("", proto.Errorf(proto.CodeBadRequest, "frames must be text (JSON), not binary"))
+		}
 	case ws.OpText, ws.OpContinuation:
 		if s.isClosed() {
 			return true // closing: only the client's close frame matters
@@ -273,6 +278,9 @@ func (s *session) readFailed(err error) {
 func (s *session) handleText(data []byte) {
 	s.srv.metrics.framesIn.Inc()
 	in, perr := proto.DecodeInbound(data)
+	if (perr != nil || in.Type != proto.TypeSend) && !s.allowFrame(in.Ref, true) {
+		return
+	}
 	switch {
 	case perr != nil:
 		s.sendError(in.Ref, perr)
@@ -286,6 +294,37 @@ func (s *session) handleText(data []byte) {
 			Name: s.name, Nodes: s.srv.members()}))
 	default:
 		s.handle(in)
+	}
+}
+
+// allowFrame takes a frame from the session's --frame-rate budget. Over
+// it, the frame is dropped, answered rate_limited when answer is set, and
+// maxRateBreaches of them in a row close the session with 1008.
+func (s *session) allowFrame(ref string, answer bool) bool {
+	if s.frames == nil {
+		s.frames = rate.NewLimiter(rate.Limit(s.srv.cfg.FrameRate), s.srv.cfg.FrameBurst)
+	}
+	if s.frames.Allow() {
+		s.breaches = 0
+		return true
+	}
+	s.overLimit(limitFrameRate, ref, answer, proto.Errorf(proto.CodeRateLimited,
+		"over %v frames per second besides messages; slow down", s.srv.cfg.FrameRate))
+	return false
+}
+
+// overLimit counts a frame refused by the rate limit named limit, answers
+// it with e when answer is set, and closes the session with 1008 once
+// maxRateBreaches came in a row.
+func (s *session) overLimit(limit, ref string, answer bool, e *proto.Error) {
+	s.breaches++
+	s.srv.metrics.limitRefused.WithLabelValues(limit).Inc()
+	if s.breaches >= maxRateBreaches {
+		s.close(proto.ClosePolicy, "too many frames over the rate limit")
+		return
+	}
+	if answer {
+		s.sendError(ref, e)
 	}
 }
 
@@ -392,13 +431,8 @@ func (s *session) post(in proto.Inbound) {
 		s.limiter = rate.NewLimiter(rate.Limit(s.srv.cfg.SendRate), s.srv.cfg.SendBurst)
 	}
 	if !s.limiter.Allow() {
-		s.breaches++
 		s.srv.metrics.rateLimited.Inc()
-		if s.breaches >= maxRateBreaches {
-			s.close(proto.ClosePolicy, "too many messages over the rate limit")
-			return
-		}
-		s.sendError(in.Ref, proto.Errorf(proto.CodeRateLimited, "over %v messages per second; slow down", s.srv.cfg.SendRate))
+		s.overLimit(limitSendRate, in.Ref, true, proto.Errorf(proto.CodeRateLimited, "over %v messages per second; slow down", s.srv.cfg.SendRate))
 		return
 	}
 	s.breaches = 0

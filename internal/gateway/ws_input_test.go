@@ -19,7 +19,7 @@ import (
 // ref when it had one), and the connection keeps working.
 func TestBadFramesAnswerAndKeepTheConnection(t *testing.T) {
 	t.Parallel()
-	ts := newTestServer(t)
+	ts := newTestServer(t, unlimited()...)
 	otherRoom := proto.EncodeCursor(proto.CursorScope{Cluster: ts.cfg.ClusterName, Room: "other"}, proto.Vector{ts.st.NodeID(): 1})
 	otherCluster := proto.EncodeCursor(proto.CursorScope{Cluster: "elsewhere", Room: "lobby"}, proto.Vector{ts.st.NodeID(): 1})
 	good := proto.EncodeCursor(proto.CursorScope{Cluster: ts.cfg.ClusterName, Room: "lobby"}, proto.Vector{ts.st.NodeID(): 1})

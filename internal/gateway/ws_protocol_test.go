@@ -352,7 +352,7 @@ func msgs0Cursor(t *testing.T, ts *testServer, id string) string {
 // leaves and joins again with since while another sends 200 messages.
 func TestJoinRacesLiveMessages(t *testing.T) {
 	t.Parallel()
-	ts := newTestServer(t, "--send-rate", "100000", "--send-burst", "100000")
+	ts := newTestServer(t, unlimited("--send-rate", "100000", "--send-burst", "100000")...)
 	const total = 200
 	sender := ts.hello(t, "sender")
 	sender.Join("lobby", nil)
