@@ -142,6 +142,9 @@ func TestValidationErrors(t *testing.T) {
 		{[]string{"--http-read-timeout", "0s"}, "--http-read-timeout 0s: must be at least 100ms"},
 		{[]string{"--frame-rate", "0"}, "--frame-rate 0: must be above 0"},
 		{[]string{"--frame-burst", "0"}, "--frame-burst 0: must be at least 1"},
+		{[]string{"--replay-rate", "0"}, "--replay-rate 0: must be above 0"},
+		{[]string{"--replay-bytes-rate", "-1"}, "--replay-bytes-rate -1: must be above 0"},
+		{[]string{"--replay-bytes-burst", "1000"}, "--replay-bytes-burst 1000: must be at least 65536"},
 		{[]string{"--http-write-timeout", "50ms"}, "--http-write-timeout 50ms: must be at least 100ms"},
 		{[]string{"--http-idle-timeout", "-1s"}, "--http-idle-timeout -1s: must be at least 100ms"},
 		{[]string{"--public-url", "chat.example.com"}, `--public-url "chat.example.com": want an http:// or https:// URL`},
@@ -320,6 +323,9 @@ func TestLimitDefaults(t *testing.T) {
 	}
 	if c.FrameRate != 5 || c.FrameBurst != 50 {
 		t.Errorf("frame rate %v burst %d, want 5 and 50", c.FrameRate, c.FrameBurst)
+	}
+	if c.ReplayRate != 1000 || c.ReplayBytesRate != 1<<20 || c.ReplayBytesBurst != 8<<20 {
+		t.Errorf("replay rate %v, bytes %v burst %d, want 1000, 1 MiB and 8 MiB", c.ReplayRate, c.ReplayBytesRate, c.ReplayBytesBurst)
 	}
 	if c.PublicURLs != nil {
 		t.Errorf("PublicURLs %v, want none", c.PublicURLs)

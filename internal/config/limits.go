@@ -29,6 +29,15 @@ type Limits struct {
 	// client sends a hello, a join and a ping every 25 s.
 	FrameRate  float64
 	FrameBurst int
+
+	// ReplayRate (--replay-rate) is the messages a second that one
+	// session's joins may replay; the bucket holds --replay-max, one full
+	// resume. ReplayBytesRate and ReplayBytesBurst (--replay-bytes-rate,
+	// --replay-bytes-burst) bound their bytes the same way. A join over
+	// either is refused with rate_limited before anything is read.
+	ReplayRate       float64
+	ReplayBytesRate  float64
+	ReplayBytesBurst int
 }
 
 // maxConnsCeiling is the default of --max-conns where the open-file limit
@@ -56,6 +65,9 @@ func (l *Limits) addFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&l.HTTPWriteTimeout, "http-write-timeout", 30*time.Second, "longest write of the answer to one HTTP request (not WebSockets or profiles)")
 	fs.Float64Var(&l.FrameRate, "frame-rate", 5, "frames per second one session may send besides messages (join, leave, ping, ...); more are answered rate_limited, and 50 in a row close it with 1008")
 	fs.IntVar(&l.FrameBurst, "frame-burst", 50, "frames besides messages one session may send at once before --frame-rate applies")
+	fs.Float64Var(&l.ReplayRate, "replay-rate", 1000, "messages per second one session's joins may replay (history and resumes), after a first --replay-max; a join over it is refused with rate_limited")
+	fs.Float64Var(&l.ReplayBytesRate, "replay-bytes-rate", 1<<20, "`bytes` per second one session's joins may replay, after a first --replay-bytes-burst; a join while they are spent is refused with rate_limited")
+	fs.IntVar(&l.ReplayBytesBurst, "replay-bytes-burst", 8<<20, "`bytes` one session's joins may replay at once before --replay-bytes-rate applies")
 	fs.DurationVar(&l.HTTPIdleTimeout, "http-idle-timeout", 60*time.Second, "how long a kept-alive HTTP connection may wait for its next request before it is closed")
 	fs.Var((*listFlag)(&l.PublicURLs), "public-url", "comma-separated `URLs` the web client is served under (e.g. https://chat.example.com); a page may open WebSockets when its Origin has the scheme and host:port of one (default: http and the listener's own addresses)")
 }
@@ -70,6 +82,15 @@ func (l *Limits) validate(add func(error)) {
 	}
 	if l.FrameBurst < 1 {
 		add(fmt.Errorf("--frame-burst %d: must be at least 1", l.FrameBurst))
+	}
+	if l.ReplayRate <= 0 {
+		add(fmt.Errorf("--replay-rate %v: must be above 0", l.ReplayRate))
+	}
+	if l.ReplayBytesRate <= 0 {
+		add(fmt.Errorf("--replay-bytes-rate %v: must be above 0", l.ReplayBytesRate))
+	}
+	if l.ReplayBytesBurst < 64<<10 {
+		add(fmt.Errorf("--replay-bytes-burst %d: must be at least 65536, so a history of a few long messages fits", l.ReplayBytesBurst))
 	}
 	for _, d := range []struct {
 		flag string

@@ -38,8 +38,10 @@ const (
 const (
 	limitMaxConns      = "max_conns"
 	limitMaxConnsPerIP = "max_conns_per_ip"
-	limitSendRate      = "send_rate"  // --send-rate: a session's sends, an address's posts
-	limitFrameRate     = "frame_rate" // --frame-rate: a session's other frames
+	limitSendRate      = "send_rate"    // --send-rate: a session's sends, an address's posts
+	limitFrameRate     = "frame_rate"   // --frame-rate: a session's other frames
+	limitReplayRate    = "replay_rate"  // --replay-rate: messages a session's joins replay
+	limitReplayBytes   = "replay_bytes" // --replay-bytes-rate: their bytes
 )
 
 // conns counts the open connections of the HTTP listener, plain HTTP and

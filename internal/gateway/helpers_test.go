@@ -32,11 +32,12 @@ const readTimeout = clienttest.DefaultTimeout
 
 func noEnv(string) string { return "" }
 
-// unlimited lifts the per-session caps on frames, for tests that drive one
-// session through hundreds of joins or bad frames on purpose. Its flags
-// come first, so a test's own flags win.
+// unlimited lifts the per-session caps on frames and replays, for tests
+// that drive one session through hundreds of joins or bad frames on
+// purpose. Its flags come first, so a test's own flags win.
 func unlimited(args ...string) []string {
-	return append([]string{"--frame-rate", "1e9", "--frame-burst", "1000000000"}, args...)
+	return append([]string{"--frame-rate", "1e9", "--frame-burst", "1000000000",
+		"--replay-rate", "1e9", "--replay-bytes-rate", "1e12"}, args...)
 }
 
 // testServer is one gateway with a real store and hub behind an

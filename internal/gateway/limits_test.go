@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/coder/websocket"
@@ -42,4 +43,68 @@ func TestFrameRateLimit(t *testing.T) {
 		}
 	}
 	c.ExpectClose(websocket.StatusPolicyViolation)
+}
+
+// A session's joins replay at most --replay-rate messages a second after
+// a first --replay-max (a re-join loop with history 1000 made a node send
+// 857 MB in 5 s): a join over the budget is refused with rate_limited and
+// joins nothing; a resume the budget would cut short is refused rather
+// than shown a gap.
+func TestReplayBudgetMessages(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, "--replay-max", "2000", "--replay-rate", "0.001", "--frame-burst", "1000")
+	ts.appendN(t, "lobby", 1000)
+	c := ts.hello(t, "rejoiner")
+	for i := range 2 {
+		if _, msgs, _ := c.Join("lobby", map[string]any{"history": 1000}); len(msgs) != 1000 {
+			t.Fatalf("join %d replayed %d messages, want 1000", i, len(msgs))
+		}
+	}
+	c.Send(`{"type":"join","room":"lobby","history":1,"ref":"j3"}`)
+	c.ExpectError(proto.CodeRateLimited, "j3")
+	// The refused join re-joined nothing; the session was in the room
+	// before it, and is still.
+	c.Say("lobby", "still in", "s1")
+	if got := ts.metric(t, `chatr_limit_refused_total{limit="replay_rate"}`); got != 1 {
+		t.Fatalf(`chatr_limit_refused_total{limit="replay_rate"} = %v, want 1`, got)
+	}
+
+	// Resumes: the room holds 1,001 messages; a history of 1,000 takes
+	// half the budget of 2,000 and a resume from its first message 999
+	// more; the next resume would be cut at what is left, so it is
+	// refused, with no gap shown.
+	r := ts.hello(t, "resumer")
+	_, msgs, _ := r.Join("lobby", map[string]any{"history": 1000})
+	from := msgs[0].Cursor
+	if _, msgs, synced := r.Join("lobby", map[string]any{"since": from}); len(msgs) != 999 || synced.Truncated {
+		t.Fatalf("resume replayed %d messages (truncated %v), want 999", len(msgs), synced.Truncated)
+	}
+	r.Send(`{"type":"leave","room":"lobby"}`)
+	r.Expect("left")
+	r.Send(map[string]any{"type": "join", "room": "lobby", "since": from, "ref": "r3"})
+	r.ExpectError(proto.CodeRateLimited, "r3")
+	r.Send(`{"type":"send","room":"lobby","text":"x","ref":"s"}`)
+	r.ExpectError(proto.CodeNotJoined, "s")
+}
+
+// The bytes of a session's replays are bounded too: a join may overdraw
+// --replay-bytes-burst once, and the next waits until it is paid back.
+func TestReplayBudgetBytes(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, "--replay-bytes-burst", "65536", "--replay-bytes-rate", "1")
+	long := strings.Repeat("x", proto.MaxTextBytes)
+	for range 20 {
+		if status, data := ts.post(t, "lobby", `{"sender":"bot","text":"`+long+`"}`); status != 201 {
+			t.Fatalf("post: %d %s", status, data)
+		}
+	}
+	c := ts.hello(t, "reader")
+	if _, msgs, _ := c.Join("lobby", map[string]any{"history": 20}); len(msgs) != 20 {
+		t.Fatalf("first join replayed %d messages, want 20", len(msgs))
+	}
+	c.Send(`{"type":"join","room":"lobby","history":1,"ref":"j2"}`)
+	c.ExpectError(proto.CodeRateLimited, "j2")
+	if got := ts.metric(t, `chatr_limit_refused_total{limit="replay_bytes"}`); got != 1 {
+		t.Fatalf(`chatr_limit_refused_total{limit="replay_bytes"} = %v, want 1`, got)
+	}
 }

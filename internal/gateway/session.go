@@ -56,13 +56,16 @@ type session struct {
 	// Reader side: held by the one reader at a time. (The poller already
 	// runs one reader at a time; the mutex makes that visible to the race
 	// detector, which cannot see through epoll.)
-	readMu    sync.Mutex
-	name      string
-	limiter   *rate.Limiter // --send-rate; made at the first send
-	frames    *rate.Limiter // --frame-rate: every other frame
-	breaches  int           // frames over a rate limit in a row
-	fragments []byte        // a fragmented message being put together
-	greeted   atomic.Bool
+	readMu   sync.Mutex
+	name     string
+	limiter  *rate.Limiter // --send-rate; made at the first send
+	frames   *rate.Limiter // --frame-rate: every other frame
+	breaches int           // frames over a rate limit in a row
+	// replayed and replayedBytes are the replay budget of the session's
+	// joins (--replay-rate, --replay-bytes-rate); made at the first join.
+	replayed, replayedBytes *budget
+	fragments               []byte // a fragmented message being put together
+	greeted                 atomic.Bool
 
 	mu       sync.Mutex
 	joined   []string  // rooms joined (a few: a slice is smaller than a map)
@@ -387,6 +390,33 @@ func (s *session) join(in proto.Inbound) {
 			return
 		}
 	}
+	n := proto.DefaultHistory // what the replay reads at most
+	if in.History != nil {
+		n = *in.History
+	}
+	if in.Since != "" {
+		n = s.srv.cfg.ReplayMax
+	}
+	// The replay budget: a join reads no more than the session may be
+	// sent. A resume reads what is left of it (and is refused below if
+	// that cuts it short, while a full bucket would not); a history must
+	// fit whole.
+	now := time.Now()
+	if s.replayed == nil {
+		// It holds a full resume, or the longest history.
+		s.replayed = newBudget(s.srv.cfg.ReplayRate, float64(max(s.srv.cfg.ReplayMax, proto.MaxHistory)), now)
+		s.replayedBytes = newBudget(s.srv.cfg.ReplayBytesRate, float64(s.srv.cfg.ReplayBytesBurst), now)
+	}
+	left := int(s.replayed.available(now))
+	switch {
+	case s.replayedBytes.available(now) <= 0 && n > 0:
+		s.replayRefused(in, limitReplayBytes)
+		return
+	case in.Since != "" && left < 1, in.Since == "" && left < n:
+		s.replayRefused(in, limitReplayRate)
+		return
+	}
+	n = min(n, left)
 	if s.isJoined(in.Room) {
 		s.leave(in.Room, true) // a second join of a room starts it over
 	}
@@ -401,13 +431,9 @@ func (s *session) join(in proto.Inbound) {
 	var page store.Page
 	var err error
 	if in.Since != "" {
-		page, err = s.srv.store.Since(s.srv.ctx, in.Room, cursor, s.srv.cfg.ReplayMax, true)
+		page, err = s.srv.store.Since(s.srv.ctx, in.Room, cursor, n, true)
 		page.Vector.Merge(cursor)
 	} else {
-		n := proto.DefaultHistory
-		if in.History != nil {
-			n = *in.History
-		}
 		page, err = s.srv.store.Latest(s.srv.ctx, in.Room, n)
 	}
 	if err != nil {
@@ -418,8 +444,39 @@ func (s *session) join(in proto.Inbound) {
 		s.leave(in.Room, true)
 		return
 	}
+	s.replayed.take(float64(len(page.Messages)), now)
+	s.replayedBytes.take(float64(replayBytes(page)), now)
+	if in.Since != "" && page.Truncated && n < s.srv.cfg.ReplayMax {
+		// Cut short by the budget, not by --replay-max: no gap for the
+		// client, which joins again once the budget has refilled.
+		s.leave(in.Room, true)
+		s.replayRefused(in, limitReplayRate)
+		return
+	}
 	s.enqueue(outItem{sync: &syncItem{room: in.Room, page: page,
 		joined: proto.Encode(proto.Joined{Type: "joined", Room: in.Room, Presence: people})}})
+}
+
+// replayRefused answers a join over the replay budget named limit.
+func (s *session) replayRefused(in proto.Inbound, limit string) {
+	s.srv.metrics.limitRefused.WithLabelValues(limit).Inc()
+	s.sendError(in.Ref, proto.Errorf(proto.CodeRateLimited,
+		"joins replayed more than %v messages or %d bytes a second; join %s again in a few seconds",
+		s.srv.cfg.ReplayRate, int64(s.srv.cfg.ReplayBytesRate), in.Room))
+}
+
+// replayOverhead is about what a message frame adds to its sender and
+// text: type, room, id, created, node and cursor.
+const replayOverhead = 200
+
+// replayBytes is about how many bytes the replay of page sends.
+func replayBytes(page store.Page) int {
+	n := 0
+	for i := range page.Messages {
+		m := &page.Messages[i]
+		n += len(m.Sender) + len(m.Text) + len(m.Room) + replayOverhead
+	}
+	return n
 }
 
 func (s *session) post(in proto.Inbound) {
