@@ -143,6 +143,8 @@ func TestValidationErrors(t *testing.T) {
 		{[]string{"--frame-rate", "0"}, "--frame-rate 0: must be above 0"},
 		{[]string{"--frame-burst", "0"}, "--frame-burst 0: must be at least 1"},
 		{[]string{"--replay-rate", "0"}, "--replay-rate 0: must be above 0"},
+		{[]string{"--presence-interval", "-1ms"}, "--presence-interval -1ms: must be from 0 to 10s"},
+		{[]string{"--presence-interval", "1m"}, "--presence-interval 1m0s: must be from 0 to 10s"},
 		{[]string{"--replay-bytes-rate", "-1"}, "--replay-bytes-rate -1: must be above 0"},
 		{[]string{"--replay-bytes-burst", "1000"}, "--replay-bytes-burst 1000: must be at least 65536"},
 		{[]string{"--http-write-timeout", "50ms"}, "--http-write-timeout 50ms: must be at least 100ms"},
@@ -326,6 +328,9 @@ func TestLimitDefaults(t *testing.T) {
 	}
 	if c.ReplayRate != 1000 || c.ReplayBytesRate != 1<<20 || c.ReplayBytesBurst != 8<<20 {
 		t.Errorf("replay rate %v, bytes %v burst %d, want 1000, 1 MiB and 8 MiB", c.ReplayRate, c.ReplayBytesRate, c.ReplayBytesBurst)
+	}
+	if c.PresenceInterval != 200*time.Millisecond {
+		t.Errorf("presence interval %v, want 200ms", c.PresenceInterval)
 	}
 	if c.PublicURLs != nil {
 		t.Errorf("PublicURLs %v, want none", c.PublicURLs)

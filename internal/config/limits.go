@@ -38,6 +38,11 @@ type Limits struct {
 	ReplayRate       float64
 	ReplayBytesRate  float64
 	ReplayBytesBurst int
+
+	// PresenceInterval (--presence-interval) coalesces a room's presence
+	// changes into one frame per interval, so a join/leave loop costs the
+	// room's members little.
+	PresenceInterval time.Duration
 }
 
 // maxConnsCeiling is the default of --max-conns where the open-file limit
@@ -68,6 +73,7 @@ func (l *Limits) addFlags(fs *flag.FlagSet) {
 	fs.Float64Var(&l.ReplayRate, "replay-rate", 1000, "messages per second one session's joins may replay (history and resumes), after a first --replay-max; a join over it is refused with rate_limited")
 	fs.Float64Var(&l.ReplayBytesRate, "replay-bytes-rate", 1<<20, "`bytes` per second one session's joins may replay, after a first --replay-bytes-burst; a join while they are spent is refused with rate_limited")
 	fs.IntVar(&l.ReplayBytesBurst, "replay-bytes-burst", 8<<20, "`bytes` one session's joins may replay at once before --replay-bytes-rate applies")
+	fs.DurationVar(&l.PresenceInterval, "presence-interval", 200*time.Millisecond, "a room's presence changes within this interval go out as one presence frame, and a person who came and went within it not at all (0: each at once)")
 	fs.DurationVar(&l.HTTPIdleTimeout, "http-idle-timeout", 60*time.Second, "how long a kept-alive HTTP connection may wait for its next request before it is closed")
 	fs.Var((*listFlag)(&l.PublicURLs), "public-url", "comma-separated `URLs` the web client is served under (e.g. https://chat.example.com); a page may open WebSockets when its Origin has the scheme and host:port of one (default: http and the listener's own addresses)")
 }
@@ -91,6 +97,9 @@ func (l *Limits) validate(add func(error)) {
 	}
 	if l.ReplayBytesBurst < 64<<10 {
 		add(fmt.Errorf("--replay-bytes-burst %d: must be at least 65536, so a history of a few long messages fits", l.ReplayBytesBurst))
+	}
+	if l.PresenceInterval < 0 || l.PresenceInterval > 10*time.Second {
+		add(fmt.Errorf("--presence-interval %v: must be from 0 to 10s", l.PresenceInterval))
 	}
 	for _, d := range []struct {
 		flag string

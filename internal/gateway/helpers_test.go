@@ -81,7 +81,7 @@ func startTestServerWith(t testing.TB, tweak func(*Options), onAccept func(net.C
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
-	h := hub.New(hub.Options{NodeID: st.NodeID(), Cluster: cfg.ClusterName, Metrics: reg})
+	h := hub.New(hub.Options{NodeID: st.NodeID(), Cluster: cfg.ClusterName, Metrics: reg, PresenceInterval: cfg.PresenceInterval})
 	st.OnCommit(h.Publish)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

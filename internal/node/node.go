@@ -66,7 +66,7 @@ func NewWithHooks(cfg config.Config, log *slog.Logger, console io.Writer, hooks 
 		return nil, err
 	}
 	n := &Node{cfg: cfg, log: log, console: console, store: st, reg: reg}
-	n.hub = hub.New(hub.Options{NodeID: st.NodeID(), Cluster: cfg.ClusterName, Metrics: reg})
+	n.hub = hub.New(hub.Options{NodeID: st.NodeID(), Cluster: cfg.ClusterName, Metrics: reg, PresenceInterval: cfg.PresenceInterval})
 	n.ln, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		st.Close()
