@@ -143,6 +143,8 @@ func TestValidationErrors(t *testing.T) {
 		{[]string{"--frame-rate", "0"}, "--frame-rate 0: must be above 0"},
 		{[]string{"--frame-burst", "0"}, "--frame-burst 0: must be at least 1"},
 		{[]string{"--replay-rate", "0"}, "--replay-rate 0: must be above 0"},
+		{[]string{"--max-rooms-per-session", "0"}, "--max-rooms-per-session 0: must be at least 1"},
+		{[]string{"--new-rooms-per-minute", "0"}, "--new-rooms-per-minute 0: must be at least 1"},
 		{[]string{"--presence-interval", "-1ms"}, "--presence-interval -1ms: must be from 0 to 10s"},
 		{[]string{"--presence-interval", "1m"}, "--presence-interval 1m0s: must be from 0 to 10s"},
 		{[]string{"--replay-bytes-rate", "-1"}, "--replay-bytes-rate -1: must be above 0"},
@@ -331,6 +333,9 @@ func TestLimitDefaults(t *testing.T) {
 	}
 	if c.PresenceInterval != 200*time.Millisecond {
 		t.Errorf("presence interval %v, want 200ms", c.PresenceInterval)
+	}
+	if c.MaxRoomsPerSession != 100 || c.NewRoomsPerMinute != 30 {
+		t.Errorf("rooms per session %d, new rooms per minute %d, want 100 and 30", c.MaxRoomsPerSession, c.NewRoomsPerMinute)
 	}
 	if c.PublicURLs != nil {
 		t.Errorf("PublicURLs %v, want none", c.PublicURLs)

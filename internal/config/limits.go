@@ -39,6 +39,13 @@ type Limits struct {
 	ReplayBytesRate  float64
 	ReplayBytesBurst int
 
+	// MaxRoomsPerSession (--max-rooms-per-session) caps the rooms one
+	// session is in; NewRoomsPerMinute (--new-rooms-per-minute) the rooms
+	// one address brings into being (a room is new while it has no message
+	// and no one in it).
+	MaxRoomsPerSession int
+	NewRoomsPerMinute  int
+
 	// PresenceInterval (--presence-interval) coalesces a room's presence
 	// changes into one frame per interval, so a join/leave loop costs the
 	// room's members little.
@@ -73,6 +80,8 @@ func (l *Limits) addFlags(fs *flag.FlagSet) {
 	fs.Float64Var(&l.ReplayRate, "replay-rate", 1000, "messages per second one session's joins may replay (history and resumes), after a first --replay-max; a join over it is refused with rate_limited")
 	fs.Float64Var(&l.ReplayBytesRate, "replay-bytes-rate", 1<<20, "`bytes` per second one session's joins may replay, after a first --replay-bytes-burst; a join while they are spent is refused with rate_limited")
 	fs.IntVar(&l.ReplayBytesBurst, "replay-bytes-burst", 8<<20, "`bytes` one session's joins may replay at once before --replay-bytes-rate applies")
+	fs.IntVar(&l.MaxRoomsPerSession, "max-rooms-per-session", 100, "rooms one session may be in at once; a join past it is answered too_many_rooms")
+	fs.IntVar(&l.NewRoomsPerMinute, "new-rooms-per-minute", 30, "rooms (with no message and no one in them yet) one client IP may join or post to first, a minute; past it too_many_new_rooms (HTTP 429)")
 	fs.DurationVar(&l.PresenceInterval, "presence-interval", 200*time.Millisecond, "a room's presence changes within this interval go out as one presence frame, and a person who came and went within it not at all (0: each at once)")
 	fs.DurationVar(&l.HTTPIdleTimeout, "http-idle-timeout", 60*time.Second, "how long a kept-alive HTTP connection may wait for its next request before it is closed")
 	fs.Var((*listFlag)(&l.PublicURLs), "public-url", "comma-separated `URLs` the web client is served under (e.g. https://chat.example.com); a page may open WebSockets when its Origin has the scheme and host:port of one (default: http and the listener's own addresses)")
@@ -97,6 +106,12 @@ func (l *Limits) validate(add func(error)) {
 	}
 	if l.ReplayBytesBurst < 64<<10 {
 		add(fmt.Errorf("--replay-bytes-burst %d: must be at least 65536, so a history of a few long messages fits", l.ReplayBytesBurst))
+	}
+	if l.MaxRoomsPerSession < 1 {
+		add(fmt.Errorf("--max-rooms-per-session %d: must be at least 1", l.MaxRoomsPerSession))
+	}
+	if l.NewRoomsPerMinute < 1 {
+		add(fmt.Errorf("--new-rooms-per-minute %d: must be at least 1", l.NewRoomsPerMinute))
 	}
 	if l.PresenceInterval < 0 || l.PresenceInterval > 10*time.Second {
 		add(fmt.Errorf("--presence-interval %v: must be from 0 to 10s", l.PresenceInterval))

@@ -63,7 +63,7 @@ func statusOf(e *proto.Error) int {
 	switch e.Code {
 	case proto.CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
-	case proto.CodeRateLimited:
+	case proto.CodeRateLimited, proto.CodeTooManyNewRooms:
 		return http.StatusTooManyRequests
 	case proto.CodeUnauthorized:
 		return http.StatusUnauthorized
@@ -203,6 +203,11 @@ func (s *Server) postMessage(w http.ResponseWriter, r *http.Request) {
 		s.metrics.limitRefused.WithLabelValues(limitSendRate).Inc()
 		w.Header().Set("Retry-After", retryAfter(wait))
 		writeError(w, http.StatusTooManyRequests, proto.Errorf(proto.CodeRateLimited, "over %v messages per second from your address; slow down", s.cfg.SendRate))
+		return
+	}
+	if perr, wait := s.admitNewRoom(room, ipKey(r.RemoteAddr)); perr != nil {
+		w.Header().Set("Retry-After", retryAfter(wait))
+		writeError(w, http.StatusTooManyRequests, perr)
 		return
 	}
 	type result struct {

@@ -42,6 +42,8 @@ const (
 	limitFrameRate     = "frame_rate"   // --frame-rate: a session's other frames
 	limitReplayRate    = "replay_rate"  // --replay-rate: messages a session's joins replay
 	limitReplayBytes   = "replay_bytes" // --replay-bytes-rate: their bytes
+	limitRoomsPerSess  = "rooms_per_session"
+	limitNewRooms      = "new_rooms" // --new-rooms-per-minute, per address
 )
 
 // conns counts the open connections of the HTTP listener, plain HTTP and

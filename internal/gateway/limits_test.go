@@ -108,3 +108,58 @@ func TestReplayBudgetBytes(t *testing.T) {
 		t.Fatalf(`chatr_limit_refused_total{limit="replay_bytes"} = %v, want 1`, got)
 	}
 }
+
+// --max-rooms-per-session caps the rooms one session is in (one joined
+// 20,000, each join slower than the last): a join past it is answered
+// too_many_rooms and joins nothing; leaving one makes room.
+func TestMaxRoomsPerSession(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, unlimited("--max-rooms-per-session", "3")...)
+	c := ts.hello(t, "hopper")
+	for _, room := range []string{"a", "b", "c"} {
+		c.Join(room, nil)
+	}
+	c.Join("b", nil) // a second join of a joined room is no new room
+	c.Send(`{"type":"join","room":"d","ref":"d"}`)
+	c.ExpectError(proto.CodeTooManyRooms, "d")
+	c.Send(`{"type":"send","room":"d","text":"x","ref":"s"}`)
+	c.ExpectError(proto.CodeNotJoined, "s")
+	c.Send(`{"type":"leave","room":"a"}`)
+	c.Expect("left")
+	c.Join("d", nil)
+	if got := ts.metric(t, `chatr_limit_refused_total{limit="rooms_per_session"}`); got != 1 {
+		t.Fatalf(`chatr_limit_refused_total{limit="rooms_per_session"} = %v, want 1`, got)
+	}
+}
+
+// --new-rooms-per-minute caps the rooms one address brings into being (one
+// made 20,000 permanent rooms in 4 s): a room is new while it has no
+// message and no one in it. Joining or posting to a room that exists is
+// never refused.
+func TestNewRoomsPerMinute(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, unlimited("--new-rooms-per-minute", "2")...)
+	ts.appendN(t, "old", 1)
+	c := ts.hello(t, "maker")
+	c.Join("new1", nil)
+	if status, data := ts.post(t, "new2", `{"sender":"maker","text":"hi"}`); status != 201 {
+		t.Fatalf("first new rooms: post %d %s", status, data)
+	}
+	c.Send(`{"type":"join","room":"new3","ref":"n3"}`)
+	c.ExpectError(proto.CodeTooManyNewRooms, "n3")
+	status, hdr, data := ts.do(t, "POST", "/chatr/api/rooms/new4/messages", "application/json", []byte(`{"sender":"maker","text":"hi"}`))
+	if status != 429 || hdr.Get("Retry-After") == "" || checkErrorBody(t, data) != proto.CodeTooManyNewRooms {
+		t.Fatalf("a post to a new room over the cap: %d %v %s, want 429 too_many_new_rooms with Retry-After", status, hdr, data)
+	}
+	// Rooms that exist: one with messages, one with someone in it.
+	c.Join("old", nil)
+	c.Join("new2", nil)
+	other := ts.hello(t, "other")
+	other.Join("new1", nil)
+	if status, data := ts.post(t, "old", `{"sender":"maker","text":"hi"}`); status != 201 {
+		t.Fatalf("a post to an old room: %d %s", status, data)
+	}
+	if got := ts.metric(t, `chatr_limit_refused_total{limit="new_rooms"}`); got != 2 {
+		t.Fatalf(`chatr_limit_refused_total{limit="new_rooms"} = %v, want 2`, got)
+	}
+}

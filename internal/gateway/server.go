@@ -101,7 +101,8 @@ type Server struct {
 	// logLimit bounds the log lines that clients can cause (logLimited).
 	logLimit *rate.Limiter
 
-	ipLimits *ipLimiter
+	ipLimits *ipLimiter // --send-rate of HTTP posts, per address
+	newRooms *ipLimiter // --new-rooms-per-minute, per address
 	metrics  *metrics
 	// queuedFrames is the frames waiting in every session's queue, kept by
 	// the sessions so the gauge takes no lock.
@@ -131,6 +132,7 @@ func New(opts Options) *Server {
 	s := &Server{opts: opts, cfg: opts.Config, hub: opts.Hub, store: opts.Store, post: opts.Poster,
 		log: opts.Log, mux: http.NewServeMux(), sessions: map[*session]struct{}{},
 		ipLimits: newIPLimiter(rate.Limit(opts.Config.SendRate), opts.Config.SendBurst),
+		newRooms: newIPLimiter(rate.Limit(float64(opts.Config.NewRoomsPerMinute)/60), opts.Config.NewRoomsPerMinute),
 		conns:    conns{max: opts.Config.MaxConns, maxPerIP: opts.Config.MaxConnsPerIP, perIP: map[string]int{}},
 		refusing: make(chan struct{}, maxRefusing),
 		refuseFull: refusal(http.StatusServiceUnavailable, retryFull,
@@ -271,7 +273,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// No deadline of the HTTP request stays on the connection; the
 	// session sets its own.
 	conn.SetDeadline(time.Time{})
-	sess := &session{srv: s, ws: wsConn{conn: conn, br: rw.Reader}, id: newSessionID(), ip: ip}
+	sess := &session{srv: s, ws: wsConn{conn: conn, br: rw.Reader}, id: newSessionID(), ip: ip, key: ipKey(r.RemoteAddr)}
 	s.mu.Lock()
 	s.sessions[sess] = struct{}{}
 	s.unGreeted[sess] = time.Now().Add(helloTimeout)
@@ -287,6 +289,21 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		sess.close(proto.CloseGoingAway, "the node is shutting down")
 	}
 	sess.start(rw.Reader.Buffered() > 0)
+}
+
+// admitNewRoom checks --new-rooms-per-minute for a join or post of room
+// from the address key: a room with no message and no one in it is new,
+// and takes one from the address's budget. It returns the error to answer
+// and how long to wait, or nil.
+func (s *Server) admitNewRoom(room, key string) (*proto.Error, time.Duration) {
+	if s.store.HasRoom(room) || !s.hub.Empty(room) {
+		return nil, 0
+	}
+	if ok, wait := s.newRooms.allow(key); !ok {
+		s.metrics.limitRefused.WithLabelValues(limitNewRooms).Inc()
+		return proto.Errorf(proto.CodeTooManyNewRooms, "your address made %d new rooms in the last minute; use a room that exists, or wait", s.cfg.NewRoomsPerMinute), wait
+	}
+	return nil, 0
 }
 
 // greeted forgets the hello deadline of sess.

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,6 +51,7 @@ type session struct {
 	desc *netpoll.Desc // nil when the connection cannot be polled
 	id   string
 	ip   string
+	key  string // the address per-address limits count it under (ipKey)
 
 	// Reader side: held by the one reader at a time. (The poller already
 	// runs one reader at a time; the mutex makes that visible to the race
@@ -68,10 +68,10 @@ type session struct {
 	greeted                 atomic.Bool
 
 	mu       sync.Mutex
-	joined   []string  // rooms joined (a few: a slice is smaller than a map)
-	queue    []outItem // what the flusher sends next, in order
-	queued   int       // frames in queue (a join's replay counts each message)
-	writing  time.Time // when the write in progress began; zero when none
+	joined   map[string]struct{} // rooms joined, at most --max-rooms-per-session
+	queue    []outItem           // what the flusher sends next, in order
+	queued   int                 // frames in queue (a join's replay counts each message)
+	writing  time.Time           // when the write in progress began; zero when none
 	flushing bool
 	closed   bool // nothing more is queued; the close frame comes next
 	torn     bool // the connection is gone
@@ -79,7 +79,7 @@ type session struct {
 	reason   string
 
 	// Flusher side: touched only by the one flusher at a time.
-	rooms     []*roomState
+	rooms     map[string]*roomState
 	closeRcv  bool // the client sent its close frame
 	closeSent bool // our close frame is written
 
@@ -353,27 +353,31 @@ func (s *session) handle(in proto.Inbound) {
 func (s *session) isJoined(room string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return slices.Contains(s.joined, room)
+	_, ok := s.joined[room]
+	return ok
+}
+
+func (s *session) joinedRooms() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.joined)
 }
 
 func (s *session) setJoined(room string, on bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.joined = slices.DeleteFunc(s.joined, func(r string) bool { return r == room })
-	if on {
-		s.joined = append(s.joined, room)
+	switch {
+	case on && s.joined == nil:
+		s.joined = map[string]struct{}{room: {}}
+	case on:
+		s.joined[room] = struct{}{}
+	default:
+		delete(s.joined, room)
 	}
 }
 
 // room is the flusher's state of a joined room, or nil.
-func (s *session) room(name string) *roomState {
-	for _, rs := range s.rooms {
-		if rs.name == name {
-			return rs
-		}
-	}
-	return nil
-}
+func (s *session) room(name string) *roomState { return s.rooms[name] }
 
 func (s *session) leave(room string, quiet bool) {
 	s.setJoined(room, false)
@@ -389,6 +393,11 @@ func (s *session) join(in proto.Inbound) {
 			s.sendError(in.Ref, perr)
 			return
 		}
+	}
+	if !s.isJoined(in.Room) && s.joinedRooms() >= s.srv.cfg.MaxRoomsPerSession {
+		s.srv.metrics.limitRefused.WithLabelValues(limitRoomsPerSess).Inc()
+		s.sendError(in.Ref, proto.Errorf(proto.CodeTooManyRooms, "a session may be in %d rooms at once; leave one first", s.srv.cfg.MaxRoomsPerSession))
+		return
 	}
 	n := proto.DefaultHistory // what the replay reads at most
 	if in.History != nil {
@@ -417,6 +426,10 @@ func (s *session) join(in proto.Inbound) {
 		return
 	}
 	n = min(n, left)
+	if perr, _ := s.srv.admitNewRoom(in.Room, s.key); perr != nil {
+		s.sendError(in.Ref, perr)
+		return
+	}
 	if s.isJoined(in.Room) {
 		s.leave(in.Room, true) // a second join of a room starts it over
 	}
@@ -693,9 +706,12 @@ func (s *session) process(frames []outFrame, it outItem) []outFrame {
 	text := func(b []byte) { frames = append(frames, outFrame{op: ws.OpText, payload: b}) }
 	switch {
 	case it.begin != "":
-		s.rooms = append(s.dropRoom(it.begin), &roomState{name: it.begin, syncing: true})
+		if s.rooms == nil {
+			s.rooms = map[string]*roomState{}
+		}
+		s.rooms[it.begin] = &roomState{name: it.begin, syncing: true}
 	case it.left != "":
-		s.rooms = s.dropRoom(it.left)
+		delete(s.rooms, it.left)
 		if !it.quiet {
 			text(proto.Encode(proto.Left{Type: "left", Room: it.left}))
 		}
@@ -722,10 +738,6 @@ func (s *session) process(frames []outFrame, it outItem) []outFrame {
 		text(it.frame)
 	}
 	return frames
-}
-
-func (s *session) dropRoom(name string) []*roomState {
-	return slices.DeleteFunc(s.rooms, func(rs *roomState) bool { return rs.name == name })
 }
 
 func (s *session) processSync(frames []outFrame, sy *syncItem) []outFrame {
@@ -827,7 +839,7 @@ func (s *session) teardown() {
 			desc.Remove()
 		}
 		s.ws.conn.Close()
-		for _, room := range joined {
+		for room := range joined {
 			s.srv.hub.Leave(room, s)
 		}
 		s.srv.ended(s)

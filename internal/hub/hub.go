@@ -372,6 +372,14 @@ func (h *Hub) LocalChanged() <-chan struct{} {
 	return h.changed
 }
 
+// Empty reports whether no one is in room, on this node or a peer.
+func (h *Hub) Empty(roomName string) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	r := h.rooms[roomName]
+	return r == nil || len(r.subs) == 0 && len(r.people) == 0
+}
+
 // Presence lists who is present in room.
 func (h *Hub) Presence(roomName string) []proto.Person {
 	h.mu.RLock()

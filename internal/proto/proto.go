@@ -44,6 +44,13 @@ const (
 	// CodeConflict answers a send whose ref names an earlier message of the
 	// same sender and room with another text (HTTP 422).
 	CodeConflict = "conflict"
+	// CodeTooManyRooms answers a join past the rooms one session may be in
+	// (--max-rooms-per-session).
+	CodeTooManyRooms = "too_many_rooms"
+	// CodeTooManyNewRooms answers a join or post that would bring a room
+	// into being past what one address may make a minute
+	// (--new-rooms-per-minute; HTTP 429).
+	CodeTooManyNewRooms = "too_many_new_rooms"
 )
 
 // Close codes of docs/protocol.md.
