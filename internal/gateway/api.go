@@ -312,17 +312,52 @@ func (s *Server) getMessages(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, answer)
 }
 
+// Pages of GET /chatr/api/rooms: a node may hold many thousands of rooms.
+const (
+	defaultRoomsPage = 100
+	maxRoomsPage     = 1000
+)
+
+// getRooms lists the rooms with messages, by name, a page at a time:
+// limit rooms after the room named by after; next names the last room
+// listed while more follow.
 func (s *Server) getRooms(w http.ResponseWriter, r *http.Request) {
 	type roomJSON struct {
 		Room     string `json:"room"`
 		Messages int64  `json:"messages"`
 		Last     string `json:"last"`
 	}
-	rooms := []roomJSON{}
-	for _, ri := range s.store.Rooms() {
+	q := r.URL.Query()
+	limit := defaultRoomsPage
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			writeError(w, http.StatusBadRequest, proto.Errorf(proto.CodeBadRequest, "limit must be a whole number from 1 to %d", maxRoomsPage))
+			return
+		}
+		limit = min(n, maxRoomsPage)
+	}
+	after := q.Get("after")
+	if after != "" {
+		if perr := proto.CheckRoom(after); perr != nil {
+			perr.Message = "after: " + perr.Message
+			writeError(w, http.StatusBadRequest, perr)
+			return
+		}
+	}
+	page, more := s.store.RoomsAfter(after, limit)
+	rooms := make([]roomJSON, 0, len(page))
+	for _, ri := range page {
 		rooms = append(rooms, roomJSON{Room: ri.Room, Messages: ri.Messages, Last: proto.FormatTime(ri.Last)})
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"rooms": rooms})
+	answer := struct {
+		Rooms []roomJSON `json:"rooms"`
+		Next  string     `json:"next,omitempty"`
+	}{Rooms: rooms}
+	if more {
+		answer.Next = rooms[len(rooms)-1].Room
+	}
+	writeJSON(w, http.StatusOK, answer)
 }
 
 func (s *Server) getCluster(w http.ResponseWriter, r *http.Request) {
