@@ -144,6 +144,8 @@ func TestValidationErrors(t *testing.T) {
 		{[]string{"--frame-burst", "0"}, "--frame-burst 0: must be at least 1"},
 		{[]string{"--replay-rate", "0"}, "--replay-rate 0: must be above 0"},
 		{[]string{"--max-rooms-per-session", "0"}, "--max-rooms-per-session 0: must be at least 1"},
+		{[]string{"--get-rate", "0"}, "--get-rate 0: must be above 0"},
+		{[]string{"--get-burst", "0"}, "--get-burst 0: must be at least 1"},
 		{[]string{"--new-rooms-per-minute", "0"}, "--new-rooms-per-minute 0: must be at least 1"},
 		{[]string{"--presence-interval", "-1ms"}, "--presence-interval -1ms: must be from 0 to 10s"},
 		{[]string{"--presence-interval", "1m"}, "--presence-interval 1m0s: must be from 0 to 10s"},
@@ -336,6 +338,9 @@ func TestLimitDefaults(t *testing.T) {
 	}
 	if c.MaxRoomsPerSession != 100 || c.NewRoomsPerMinute != 30 {
 		t.Errorf("rooms per session %d, new rooms per minute %d, want 100 and 30", c.MaxRoomsPerSession, c.NewRoomsPerMinute)
+	}
+	if c.GetRate != 20 || c.GetBurst != 100 {
+		t.Errorf("GET rate %v burst %d, want 20 and 100", c.GetRate, c.GetBurst)
 	}
 	if c.PublicURLs != nil {
 		t.Errorf("PublicURLs %v, want none", c.PublicURLs)

@@ -46,6 +46,12 @@ type Limits struct {
 	MaxRoomsPerSession int
 	NewRoomsPerMinute  int
 
+	// GetRate and GetBurst (--get-rate, --get-burst) bound the GET
+	// requests of one client address, WebSocket upgrades included (peer
+	// links excepted).
+	GetRate  float64
+	GetBurst int
+
 	// PresenceInterval (--presence-interval) coalesces a room's presence
 	// changes into one frame per interval, so a join/leave loop costs the
 	// room's members little.
@@ -82,6 +88,8 @@ func (l *Limits) addFlags(fs *flag.FlagSet) {
 	fs.IntVar(&l.ReplayBytesBurst, "replay-bytes-burst", 8<<20, "`bytes` one session's joins may replay at once before --replay-bytes-rate applies")
 	fs.IntVar(&l.MaxRoomsPerSession, "max-rooms-per-session", 100, "rooms one session may be in at once; a join past it is answered too_many_rooms")
 	fs.IntVar(&l.NewRoomsPerMinute, "new-rooms-per-minute", 30, "rooms (with no message and no one in them yet) one client IP may join or post to first, a minute; past it too_many_new_rooms (HTTP 429)")
+	fs.Float64Var(&l.GetRate, "get-rate", 20, "GET requests per second one client IP may make (pages, API, probes, WebSocket upgrades); more are answered 429 with Retry-After")
+	fs.IntVar(&l.GetBurst, "get-burst", 100, "GET requests one client IP may make at once before --get-rate applies")
 	fs.DurationVar(&l.PresenceInterval, "presence-interval", 200*time.Millisecond, "a room's presence changes within this interval go out as one presence frame, and a person who came and went within it not at all (0: each at once)")
 	fs.DurationVar(&l.HTTPIdleTimeout, "http-idle-timeout", 60*time.Second, "how long a kept-alive HTTP connection may wait for its next request before it is closed")
 	fs.Var((*listFlag)(&l.PublicURLs), "public-url", "comma-separated `URLs` the web client is served under (e.g. https://chat.example.com); a page may open WebSockets when its Origin has the scheme and host:port of one (default: http and the listener's own addresses)")
@@ -112,6 +120,12 @@ func (l *Limits) validate(add func(error)) {
 	}
 	if l.NewRoomsPerMinute < 1 {
 		add(fmt.Errorf("--new-rooms-per-minute %d: must be at least 1", l.NewRoomsPerMinute))
+	}
+	if l.GetRate <= 0 {
+		add(fmt.Errorf("--get-rate %v: must be above 0", l.GetRate))
+	}
+	if l.GetBurst < 1 {
+		add(fmt.Errorf("--get-burst %d: must be at least 1", l.GetBurst))
 	}
 	if l.PresenceInterval < 0 || l.PresenceInterval > 10*time.Second {
 		add(fmt.Errorf("--presence-interval %v: must be from 0 to 10s", l.PresenceInterval))

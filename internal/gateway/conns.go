@@ -44,6 +44,7 @@ const (
 	limitReplayBytes   = "replay_bytes" // --replay-bytes-rate: their bytes
 	limitRoomsPerSess  = "rooms_per_session"
 	limitNewRooms      = "new_rooms" // --new-rooms-per-minute, per address
+	limitGetRate       = "get_rate"  // --get-rate, per address
 )
 
 // conns counts the open connections of the HTTP listener, plain HTTP and
@@ -233,7 +234,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // withDeadlines, since WebSockets and profiles need none.
 func (s *Server) newHTTPServer() *http.Server {
 	return &http.Server{
-		Handler:     s.withDeadlines(s.mux),
+		Handler:     s.withDeadlines(s.limitGets(s.mux)),
 		ReadTimeout: s.cfg.HTTPReadTimeout,
 		IdleTimeout: s.cfg.HTTPIdleTimeout,
 		ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
@@ -253,6 +254,23 @@ func (s *Server) withDeadlines(h http.Handler) http.Handler {
 			rc.SetWriteDeadline(time.Time{})
 		} else if d := s.cfg.HTTPWriteTimeout; d > 0 {
 			rc.SetWriteDeadline(time.Now().Add(d))
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// limitGets answers the GETs of an address past --get-rate with 429 and
+// Retry-After. Peer links are the cluster's own and not limited.
+func (s *Server) limitGets(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if (r.Method == http.MethodGet || r.Method == http.MethodHead) && !strings.HasPrefix(r.URL.Path, "/chatr/peer/") {
+			if ok, wait := s.gets.allow(ipKey(r.RemoteAddr)); !ok {
+				s.metrics.limitRefused.WithLabelValues(limitGetRate).Inc()
+				w.Header().Set("Retry-After", retryAfter(wait))
+				writeError(w, http.StatusTooManyRequests, proto.Errorf(proto.CodeRateLimited,
+					"over %v requests per second from your address; slow down", s.cfg.GetRate))
+				return
+			}
 		}
 		h.ServeHTTP(w, r)
 	})

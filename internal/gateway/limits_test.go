@@ -2,6 +2,9 @@ package gateway
 
 import (
 	"context"
+	"io"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -161,5 +164,46 @@ func TestNewRoomsPerMinute(t *testing.T) {
 	}
 	if got := ts.metric(t, `chatr_limit_refused_total{limit="new_rooms"}`); got != 2 {
 		t.Fatalf(`chatr_limit_refused_total{limit="new_rooms"} = %v, want 2`, got)
+	}
+}
+
+// GETs are limited per address (--get-rate, --get-burst): past the burst,
+// any GET route is answered 429 with Retry-After, and other addresses are
+// served as before.
+func TestGetRateLimit(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, "--get-rate", "0.001", "--get-burst", "3")
+	for i := range 3 {
+		if status, _, data := ts.do(t, "GET", "/chatr/api/rooms", "", nil); status != 200 {
+			t.Fatalf("GET %d within the burst: %d %s", i, status, data)
+		}
+	}
+	for _, path := range []string{"/chatr/api/rooms", "/chatr/api/rooms/lobby/messages", "/chatr/chatr.html", "/healthz"} {
+		status, hdr, data := ts.do(t, "GET", path, "", nil)
+		if status != 429 || hdr.Get("Retry-After") == "" || checkErrorBody(t, data) != proto.CodeRateLimited {
+			t.Fatalf("GET %s past the burst: %d %v %s, want 429 rate_limited with Retry-After", path, status, hdr, data)
+		}
+	}
+	// Posts have their own limit; another address its own budget.
+	if status, data := ts.post(t, "lobby", `{"sender":"ann","text":"hi"}`); status != 201 {
+		t.Fatalf("post: %d %s", status, data)
+	}
+	other := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}).DialContext}}
+	resp, err := other.Get(ts.url + "/chatr/api/rooms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET from another address: %s", resp.Status)
+	}
+	resp, err = other.Get(ts.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `chatr_limit_refused_total{limit="get_rate"} 4`) {
+		t.Fatalf(`/metrics lacks chatr_limit_refused_total{limit="get_rate"} 4`)
 	}
 }

@@ -103,6 +103,7 @@ type Server struct {
 
 	ipLimits *ipLimiter // --send-rate of HTTP posts, per address
 	newRooms *ipLimiter // --new-rooms-per-minute, per address
+	gets     *ipLimiter // --get-rate, per address
 	metrics  *metrics
 	// queuedFrames is the frames waiting in every session's queue, kept by
 	// the sessions so the gauge takes no lock.
@@ -133,6 +134,7 @@ func New(opts Options) *Server {
 		log: opts.Log, mux: http.NewServeMux(), sessions: map[*session]struct{}{},
 		ipLimits: newIPLimiter(rate.Limit(opts.Config.SendRate), opts.Config.SendBurst),
 		newRooms: newIPLimiter(rate.Limit(float64(opts.Config.NewRoomsPerMinute)/60), opts.Config.NewRoomsPerMinute),
+		gets:     newIPLimiter(rate.Limit(opts.Config.GetRate), opts.Config.GetBurst),
 		conns:    conns{max: opts.Config.MaxConns, maxPerIP: opts.Config.MaxConnsPerIP, perIP: map[string]int{}},
 		refusing: make(chan struct{}, maxRefusing),
 		refuseFull: refusal(http.StatusServiceUnavailable, retryFull,
