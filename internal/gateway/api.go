@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"mime"
 	"net/http"
 	"strconv"
@@ -293,7 +294,7 @@ func (s *Server) getMessages(w http.ResponseWriter, r *http.Request) {
 		return // the client went away mid-read: nothing to answer, nothing wrong here
 	}
 	if err != nil {
-		s.log.Error("read messages failed", "room", room, "err", err)
+		s.logLimited(slog.LevelError, "read messages failed", "room", room, "err", err)
 		writeError(w, http.StatusInternalServerError, proto.Errorf(proto.CodeInternal, "could not read the room"))
 		return
 	}

@@ -47,3 +47,33 @@ func TestBadInputIsNot500AndNotLogged(t *testing.T) {
 		}
 	}
 }
+
+// What clients can make the node log is rate-limited: a bad frame logs at
+// debug, a failure a request meets (here a closed store) at error, and a
+// flood of either writes a few lines and counts the rest.
+func TestClientCausedLogsAreLimited(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, unlimited("--get-rate", "1e6", "--get-burst", "1000000")...)
+	c := ts.hello(t, "flood")
+	for range 200 {
+		c.Send(`{"type":"bogus"}`)
+	}
+	for range 200 {
+		c.Expect("error")
+	}
+	ts.st.Close() // every read fails from here on
+	for range 200 {
+		if status, _, _ := ts.do(t, "GET", "/chatr/api/rooms/lobby/messages", "", nil); status != 500 {
+			t.Fatalf("a read of a closed store: %d, want 500", status)
+		}
+	}
+	if n := len(ts.logLines("DEBUG")); n == 0 || n > 2*logBurst {
+		t.Errorf("200 bad frames logged %d debug lines, want 1 to %d", n, 2*logBurst)
+	}
+	if n := len(ts.logLines("ERROR")); n == 0 || n > 2*logBurst {
+		t.Errorf("200 failed reads logged %d error lines, want 1 to %d", n, 2*logBurst)
+	}
+	if got := ts.metric(t, "chatr_log_lines_dropped_total"); got < 300 {
+		t.Errorf("chatr_log_lines_dropped_total = %v, want most of the 400 lines", got)
+	}
+}

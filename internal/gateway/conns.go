@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -237,7 +238,7 @@ func (s *Server) newHTTPServer() *http.Server {
 		Handler:     s.withDeadlines(s.limitGets(s.mux)),
 		ReadTimeout: s.cfg.HTTPReadTimeout,
 		IdleTimeout: s.cfg.HTTPIdleTimeout,
-		ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ErrorLog:    log.New(limitedLog{s}, "", 0),
 	}
 }
 

@@ -14,6 +14,7 @@ type metrics struct {
 	// limitRefused counts what a cap refused, by the cap's name.
 	limitRefused *prometheus.CounterVec
 	acceptErrors prometheus.Counter
+	logDropped   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
@@ -28,10 +29,11 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		limitRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chatr_limit_refused_total",
 			Help: "Connections, frames, joins and requests refused by a cap, by the cap (max_conns, max_conns_per_ip, ...)."}, []string{"limit"}),
 		acceptErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "chatr_http_accept_errors_total", Help: "Failed accepts of the HTTP listener (out of files, most often)."}),
+		logDropped:   prometheus.NewCounter(prometheus.CounterOpts{Name: "chatr_log_lines_dropped_total", Help: "Log lines clients caused past the log's rate limit, not written."}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.framesIn, m.framesOut, m.writes, m.errors, m.refused, m.slowClosed, m.rateLimited,
-			m.limitRefused, m.acceptErrors,
+			m.limitRefused, m.acceptErrors, m.logDropped,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "chatr_http_conns", Help: "Open connections of the HTTP listener, WebSockets included (--max-conns)."},
 				func() float64 { return float64(s.conns.count()) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "chatr_ws_sessions", Help: "Open WebSocket sessions."},

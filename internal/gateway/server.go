@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -98,8 +99,10 @@ type Server struct {
 	refusing                chan struct{}
 	refusals                sync.WaitGroup
 	refuseFull, refusePerIP []byte
-	// logLimit bounds the log lines that clients can cause (logLimited).
-	logLimit *rate.Limiter
+	// debugLog and errorLog bound the log lines that clients can cause
+	// (logLimited): bad input at debug, failures they trigger at warn and
+	// error, each with its own budget so a flood of one hides no other.
+	debugLog, errorLog *rate.Limiter
 
 	ipLimits *ipLimiter // --send-rate of HTTP posts, per address
 	newRooms *ipLimiter // --new-rooms-per-minute, per address
@@ -141,7 +144,8 @@ func New(opts Options) *Server {
 			proto.Errorf(proto.CodeUnavailable, "the node is full; try another node")),
 		refusePerIP: refusal(http.StatusTooManyRequests, retryPerIP,
 			proto.Errorf(proto.CodeRateLimited, "too many connections from your address")),
-		logLimit: rate.NewLimiter(logRate, logBurst)}
+		debugLog: rate.NewLimiter(logRate, logBurst),
+		errorLog: rate.NewLimiter(logRate, logBurst)}
 	s.metrics = newMetrics(opts.Metrics, s)
 	s.unGreeted = map[*session]time.Time{}
 	s.started = time.Now()
@@ -161,17 +165,37 @@ func New(opts Options) *Server {
 
 const (
 	// logRate and logBurst bound the log lines clients can cause (bad
-	// input, refused connections): a flood of them is counted in /metrics,
-	// not written to the log.
+	// input, refused connections, failures of their requests), per level
+	// class: past them, lines are counted in chatr_log_lines_dropped_total,
+	// not written.
 	logRate  = 10
 	logBurst = 20
 )
 
-// logLimited logs a line a client can cause, within logRate a second.
+// logLimited logs a line a client can cause, within logRate a second. Log
+// bad input at debug, never higher.
 func (s *Server) logLimited(level slog.Level, msg string, args ...any) {
-	if s.log.Enabled(context.Background(), level) && s.logLimit.Allow() {
-		s.log.Log(context.Background(), level, msg, args...)
+	if !s.log.Enabled(context.Background(), level) {
+		return
 	}
+	lim := s.errorLog
+	if level < slog.LevelWarn {
+		lim = s.debugLog
+	}
+	if !lim.Allow() {
+		s.metrics.logDropped.Inc()
+		return
+	}
+	s.log.Log(context.Background(), level, msg, args...)
+}
+
+// limitedLog is the http.Server's error log: its lines (a client's TLS
+// or protocol errors, failed accepts) at debug, within logLimited.
+type limitedLog struct{ s *Server }
+
+func (l limitedLog) Write(p []byte) (int, error) {
+	l.s.logLimited(slog.LevelDebug, strings.TrimSpace(string(p)), "part", "http")
+	return len(p), nil
 }
 
 // Run does the server's background work until ctx ends or the server is

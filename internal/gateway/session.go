@@ -136,10 +136,6 @@ func newSessionID() string {
 	return hex.EncodeToString(b)
 }
 
-func (s *session) logger() *slog.Logger {
-	return s.srv.log.With("session", s.id, "ip", s.ip, "name", s.name)
-}
-
 // start begins serving the session: reads are driven by the poller, or by
 // a goroutine when the connection cannot be polled.
 func (s *session) start(buffered bool) {
@@ -451,7 +447,7 @@ func (s *session) join(in proto.Inbound) {
 	}
 	if err != nil {
 		if s.srv.ctx.Err() == nil {
-			s.logger().Error("join replay failed", "room", in.Room, "err", err)
+			s.srv.logLimited(slog.LevelError, "join replay failed", "session", s.id, "ip", s.ip, "room", in.Room, "err", err)
 		}
 		s.sendError(in.Ref, proto.Errorf(proto.CodeInternal, "could not read the room's history"))
 		s.leave(in.Room, true)
@@ -516,7 +512,7 @@ func (s *session) post(in proto.Inbound) {
 	err := s.srv.post.Post(s.srv.ctx, proto.Message{Room: room, Sender: s.name, Text: text, Ref: ref}, func(m proto.Message, err error) {
 		if err != nil {
 			if s.srv.ctx.Err() == nil {
-				s.logger().Error("send failed", "room", room, "err", err)
+				s.srv.logLimited(slog.LevelError, "send failed", "session", s.id, "ip", s.ip, "room", room, "err", err)
 			}
 			s.sendError(ref, s.srv.postError(err))
 			return
@@ -540,6 +536,9 @@ func (s *session) send(frame []byte) bool { return s.enqueue(outItem{frame: fram
 
 func (s *session) sendError(ref string, e *proto.Error) {
 	s.srv.metrics.errors.WithLabelValues(e.Code).Inc()
+	if e.Code == proto.CodeBadRequest || e.Code == proto.CodeTooLarge {
+		s.srv.logLimited(slog.LevelDebug, "bad frame", "session", s.id, "ip", s.ip, "err", e.Message)
+	}
 	s.send(proto.EncodeError(ref, e))
 }
 
