@@ -46,9 +46,9 @@ type Options struct {
 	Cluster string // the cluster name, which scopes cursors
 	Metrics prometheus.Registerer
 	// PresenceInterval coalesces the presence changes of a room: the first
-	// change after a quiet interval is sent at once, later ones together at
-	// the end of the interval, as one presence frame, and a person who came
-	// and went within it not at all. So a loop of joins and leaves costs a
+	// change an interval after the room's last presence frame is sent at
+	// once, later ones together at the end of the interval, as one
+	// presence frame, and a person who came and went within it not at all. So a loop of joins and leaves costs a
 	// room one frame per interval, not one per change. 0 sends every
 	// change at once.
 	PresenceInterval time.Duration
@@ -274,7 +274,6 @@ func (h *Hub) changedPresence(roomName string, r *room) {
 // subscriber that joined since is told what changed after its joined
 // list. The caller holds h.mu.
 func (h *Hub) flush(roomName string, r *room) {
-	r.lastFlush = time.Now()
 	h.localChanged(r.localChanged)
 	r.localChanged = false
 	told, fresh := r.told, r.fresh
@@ -309,6 +308,9 @@ func (h *Hub) flush(roomName string, r *room) {
 		if evs != nil {
 			sub.Deliver(evs)
 			h.deliveries.Inc()
+			// The interval runs from a frame sent: a change that told no
+			// one (the first person in a room) holds back nothing.
+			r.lastFlush = time.Now()
 		}
 	}
 }

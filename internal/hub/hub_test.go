@@ -541,11 +541,13 @@ func TestPresenceCoalesced(t *testing.T) {
 func TestPresenceNetsOut(t *testing.T) {
 	h := New(Options{NodeID: local, Cluster: "test", PresenceInterval: 500 * time.Millisecond})
 	watcher := &recorder{}
-	h.Join("lobby", watcher, "watcher") // flushes at once: the room was quiet
+	h.Join("lobby", watcher, "watcher")
+	h.Join("lobby", &recorder{}, "early")                                     // the room was quiet: told at once
+	wantPresence(t, watcher, "lobby", []proto.Person{p("early", local)}, nil) // and the interval begins
 	dave := &recorder{}
 	h.Join("lobby", dave, "dave")
 	newcomer := &recorder{}
-	if got := names(h.Join("lobby", newcomer, "newcomer")); !slices.Equal(got, []string{"dave", "newcomer", "watcher"}) {
+	if got := names(h.Join("lobby", newcomer, "newcomer")); !slices.Equal(got, []string{"dave", "early", "newcomer", "watcher"}) {
 		t.Fatalf("the newcomer joined with %v", got)
 	}
 	h.Leave("lobby", dave)
@@ -569,16 +571,23 @@ func TestPresenceNetsOut(t *testing.T) {
 // who left is never a ghost on the peers.
 func TestLocalChangedCoalesced(t *testing.T) {
 	h := New(Options{NodeID: local, Cluster: "test", PresenceInterval: 500 * time.Millisecond})
-	a := &recorder{}
+	a, b := &recorder{}, &recorder{}
 	ch := h.LocalChanged()
 	h.Join("solo", a, "a")
+	h.Join("solo", b, "b") // told to a at once: the interval begins
 	select {
 	case <-ch:
 	default:
 		t.Fatal("the first change of a quiet room did not signal at once")
 	}
 	ch = h.LocalChanged()
-	h.Leave("solo", a) // within the interval: it would wait, but the room is gone
+	h.Leave("solo", a) // within the interval: it waits
+	select {
+	case <-ch:
+		t.Fatal("a change within the interval signalled before its flush")
+	default:
+	}
+	h.Leave("solo", b) // it would wait too, but the room is gone
 	select {
 	case <-ch:
 	default:
