@@ -232,7 +232,9 @@ func TestHelp(t *testing.T) {
 			t.Fatalf("%s: error %v, want flag.ErrHelp", arg, err)
 		}
 		for _, want := range []string{"Usage: chatr", "CHATR_", "-http", "-data", "-send-rate", "-allowed-origins", "-cluster-addr", "-secret-file",
-			"-public-url", "-max-conns", "open-file limit", "-http-read-timeout", "-http-write-timeout", "-http-idle-timeout"} {
+			"-public-url", "-max-conns", "open-file limit", "-http-read-timeout", "-http-write-timeout", "-http-idle-timeout",
+			"-frame-rate", "-frame-burst", "-replay-rate", "-replay-bytes-rate", "-replay-bytes-burst",
+			"-max-rooms-per-session", "-new-rooms-per-minute", "-get-rate", "-get-burst", "-presence-interval"} {
 			if !strings.Contains(out.String(), want) {
 				t.Errorf("%s output lacks %q:\n%s", arg, want, out.String())
 			}

@@ -142,12 +142,13 @@ func (c *countedConn) SyscallConn() (syscall.RawConn, error) {
 	return sc.SyscallConn()
 }
 
-// CloseWrite lets http.Server close its side gracefully.
+// CloseWrite lets http.Server close its side gracefully; the slot goes
+// with Close.
 func (c *countedConn) CloseWrite() error {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
-	return c.Conn.Close()
+	return nil
 }
 
 // refusal is the canned answer of a connection over a limit.

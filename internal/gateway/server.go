@@ -127,7 +127,7 @@ type Server struct {
 	pageOrigins []origin
 }
 
-// New makes a Server. It starts nothing: serve Handler on a listener and
+// New makes a Server. It starts nothing: Serve a listener with it and
 // call Run for the background work.
 func New(opts Options) *Server {
 	if opts.Log == nil {
@@ -211,9 +211,6 @@ func (s *Server) Run(ctx context.Context) {
 	}
 	s.sweepHellos(ctx)
 }
-
-// Handler is the HTTP handler of every route, as Serve serves it.
-func (s *Server) Handler() http.Handler { return s.http.Handler }
 
 func (s *Server) routes() {
 	s.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
