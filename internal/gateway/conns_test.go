@@ -181,3 +181,22 @@ func TestHTTPTimeouts(t *testing.T) {
 		})
 	}
 }
+
+// Per-address limits count an IPv4 client by its address and an IPv6 one
+// by its /64, a subscriber's network; an IPv4-mapped address is IPv4.
+func TestIPKey(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"127.0.0.1:5080", "127.0.0.1"},
+		{"10.1.2.3:1", "10.1.2.3"},
+		{"[::ffff:10.1.2.3]:1", "10.1.2.3"},
+		{"[2001:db8:1:2:3:4:5:6]:443", "2001:db8:1:2::/64"},
+		{"[2001:db8:1:2:ffff::1]:443", "2001:db8:1:2::/64"},
+		{"[fe80::1%eth0]:80", "fe80::/64"},
+		{"[::1]:80", "::/64"},
+		{"not an address", "not an address"},
+	} {
+		if got := ipKey(tc.in); got != tc.want {
+			t.Errorf("ipKey(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
