@@ -59,10 +59,16 @@ start_cluster() {
 pid_of() { pgrep -f -- "--data $work/$1 " | head -1; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
-# count PORT: messages the node holds, all rooms.
+# count PORT: messages the node holds, all rooms (the list comes in pages).
 count() {
-	{ curl -s "http://127.0.0.1:$1/chatr/api/rooms" 2>/dev/null || true; } |
-		{ grep -o '"messages":[0-9]*' || true; } | awk -F: '{s+=$2} END {print s+0}'
+	local after="" total=0 page
+	while :; do
+		page=$(curl -s "http://127.0.0.1:$1/chatr/api/rooms?limit=1000&after=$after" 2>/dev/null || true)
+		total=$((total + $(printf '%s' "$page" | { grep -o '"messages":[0-9]*' || true; } | awk -F: '{s+=$2} END {print s+0}')))
+		after=$(printf '%s' "$page" | { grep -o '"next":"[^"]*"' || true; } | cut -d'"' -f4)
+		[ -n "$after" ] || break
+	done
+	echo "$total"
 }
 stop_all() {
 	for p in "${pids[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done

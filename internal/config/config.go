@@ -26,12 +26,12 @@ type Config struct {
 	LogFormat string // --log-format: text or json
 	LogLevel  string // --log-level: debug, info, warn, error
 
-	AllowedOrigins []string      // --allowed-origins: extra Origin hosts for WebSocket (same host is always allowed; "*" allows any)
+	AllowedOrigins []string      // --allowed-origins: extra Origin hosts for WebSocket (this node's own pages always are; "*" allows any)
 	ReadLimit      int64         // --read-limit: largest WebSocket frame accepted, bytes
 	SendRate       float64       // --send-rate: messages per second per session (and per IP over HTTP)
 	SendBurst      int           // --send-burst: messages a session may send at once before the rate applies
-	MaxConns       int           // --max-conns: WebSocket sessions in total (0: no limit)
-	MaxConnsPerIP  int           // --max-conns-per-ip: WebSocket sessions per client IP (0: no limit)
+	MaxConns       int           // --max-conns: HTTP connections in total, WebSockets included (0: no limit)
+	MaxConnsPerIP  int           // --max-conns-per-ip: HTTP connections per client IP (IPv6: per /64), WebSockets included (0: no limit)
 	SendQueue      int           // --send-queue: frames queued for one session before it is closed as too slow
 	WriteDelay     time.Duration // --write-delay: how long a session's first queued frame waits for others before a write
 	ReplayMax      int           // --replay-max: most messages replayed by a join with since
@@ -57,6 +57,8 @@ type Config struct {
 	// neither is given: a cluster node then uses the one kept in its data
 	// directory, made at its first start).
 	Secret []byte
+
+	Limits // caps and checks against strangers (limits.go)
 }
 
 // TLS reports whether the HTTP listener serves TLS.
@@ -83,12 +85,12 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	fs.StringVar(&c.DataDir, "data", "./chatr-data", "data `directory`; made when missing, refused when it holds something else")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	fs.StringVar(&origins, "allowed-origins", "", "comma-separated `hosts` (host or host:port, * for any) whose pages may open WebSockets, besides this host")
+	fs.StringVar(&origins, "allowed-origins", "", "comma-separated `hosts` (host or host:port, * for any) whose pages may open WebSockets, besides this node's own (--public-url)")
 	fs.Int64Var(&c.ReadLimit, "read-limit", 32<<10, "largest WebSocket frame accepted, in `bytes`; a larger one closes the session with 1009")
 	fs.Float64Var(&c.SendRate, "send-rate", 20, "messages per second one session (or one IP over HTTP) may send")
 	fs.IntVar(&c.SendBurst, "send-burst", 40, "messages one session may send in a burst before --send-rate applies")
-	fs.IntVar(&c.MaxConns, "max-conns", 50000, "WebSocket sessions in total (0: no limit)")
-	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", 1000, "WebSocket sessions per client IP (0: no limit)")
+	fs.IntVar(&c.MaxConns, "max-conns", defaultMaxConns(openFileLimit()), "open HTTP connections in total, plain and WebSocket alike; more are answered 503 and closed (0: no limit; default: the lower of 50000 and the open-file limit less a reserve)")
+	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", 1000, "open HTTP connections per client IP (IPv6: per /64), plain and WebSocket alike; more are answered 429 and closed (0: no limit)")
 	fs.IntVar(&c.SendQueue, "send-queue", 1024, "`frames` waiting for a session whose socket takes nothing for 1s (or 64 times as many at all) before it is closed as too slow (4000)")
 	fs.DurationVar(&c.WriteDelay, "write-delay", 0, "wait this long after a frame is queued for a session before writing, so one write carries more frames (e.g. 2ms for big rooms under load)")
 	fs.IntVar(&c.ReplayMax, "replay-max", 10000, "most messages a join with since replays; past it the client is told of a gap")
@@ -107,6 +109,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	fs.StringVar(&c.SecretFile, "secret-file", "", "`file` holding the cluster secret (the key as chatr secret prints it, or 16, 24 or 32 raw bytes)")
 	fs.BoolVar(&c.InsecureNoSecret, "insecure-no-secret", false, "run a cluster node with no secret at all: anyone who reaches its ports can join, read and write the cluster (for tests only)")
 	fs.IntVar(&c.AckReplicas, "ack-replicas", 0, "peers that must store a message before the sender's ack")
+	c.Limits.addFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(out, "Usage: chatr [serve] [flags]\n\nStarts a chatr node. Every flag can also be set with CHATR_<FLAG>, e.g. CHATR_HTTP=:8080.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -275,5 +278,6 @@ func (c *Config) validate() error {
 			add(fmt.Errorf("--tls-cert-file %s / --tls-key-file %s: %w", c.TLSCertFile, c.TLSKeyFile, err))
 		}
 	}
+	c.Limits.validate(add)
 	return errors.Join(errs...)
 }

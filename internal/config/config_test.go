@@ -36,7 +36,7 @@ func TestDefaults(t *testing.T) {
 	}
 	want := Config{
 		HTTPAddr: ":5080", DataDir: "./chatr-data", LogFormat: "text", LogLevel: "info",
-		ReadLimit: 32 << 10, SendRate: 20, SendBurst: 40, MaxConns: 50000, MaxConnsPerIP: 1000,
+		ReadLimit: 32 << 10, SendRate: 20, SendBurst: 40, MaxConns: defaultMaxConns(openFileLimit()), MaxConnsPerIP: 1000,
 		SendQueue: 1024, ReplayMax: 10000, Shutdown: 10 * time.Second,
 		NodeName: host, ClusterName: "chatr",
 	}
@@ -143,6 +143,23 @@ func TestValidationErrors(t *testing.T) {
 		{[]string{"--cluster", ""}, "--cluster: must not be empty"},
 		{[]string{"--ack-replicas", "-1"}, "--ack-replicas -1: must be 0 or more"},
 		{[]string{"--secret-file", "/nonexistent/key"}, "--secret-file:"},
+		{[]string{"--http-read-timeout", "0s"}, "--http-read-timeout 0s: must be at least 100ms"},
+		{[]string{"--frame-rate", "0"}, "--frame-rate 0: must be above 0"},
+		{[]string{"--frame-burst", "0"}, "--frame-burst 0: must be at least 1"},
+		{[]string{"--replay-rate", "0"}, "--replay-rate 0: must be above 0"},
+		{[]string{"--max-rooms-per-session", "0"}, "--max-rooms-per-session 0: must be at least 1"},
+		{[]string{"--get-rate", "0"}, "--get-rate 0: must be above 0"},
+		{[]string{"--get-burst", "0"}, "--get-burst 0: must be at least 1"},
+		{[]string{"--new-rooms-per-minute", "0"}, "--new-rooms-per-minute 0: must be at least 1"},
+		{[]string{"--presence-interval", "-1ms"}, "--presence-interval -1ms: must be from 0 to 10s"},
+		{[]string{"--presence-interval", "1m"}, "--presence-interval 1m0s: must be from 0 to 10s"},
+		{[]string{"--replay-bytes-rate", "-1"}, "--replay-bytes-rate -1: must be above 0"},
+		{[]string{"--replay-bytes-burst", "1000"}, "--replay-bytes-burst 1000: must be at least 65536"},
+		{[]string{"--http-write-timeout", "50ms"}, "--http-write-timeout 50ms: must be at least 100ms"},
+		{[]string{"--http-idle-timeout", "-1s"}, "--http-idle-timeout -1s: must be at least 100ms"},
+		{[]string{"--public-url", "chat.example.com"}, `--public-url "chat.example.com": want an http:// or https:// URL`},
+		{[]string{"--public-url", "ftp://chat.example.com"}, `--public-url "ftp://chat.example.com": want an http:// or https:// URL`},
+		{[]string{"--public-url", "https://"}, `--public-url "https://": want scheme://host[:port]`},
 		{[]string{"serve"}, `unexpected argument "serve"`},
 		{[]string{"--bogus"}, "flag provided but not defined: -bogus"},
 		{[]string{"--send-rate", "fast"}, `invalid value "fast" for flag -send-rate`},
@@ -218,7 +235,10 @@ func TestHelp(t *testing.T) {
 		if !errors.Is(err, flag.ErrHelp) {
 			t.Fatalf("%s: error %v, want flag.ErrHelp", arg, err)
 		}
-		for _, want := range []string{"Usage: chatr", "CHATR_", "-http", "-data", "-send-rate", "-allowed-origins", "-cluster-addr", "-secret-file"} {
+		for _, want := range []string{"Usage: chatr", "CHATR_", "-http", "-data", "-send-rate", "-allowed-origins", "-cluster-addr", "-secret-file",
+			"-public-url", "-max-conns", "open-file limit", "-http-read-timeout", "-http-write-timeout", "-http-idle-timeout",
+			"-frame-rate", "-frame-burst", "-replay-rate", "-replay-bytes-rate", "-replay-bytes-burst",
+			"-max-rooms-per-session", "-new-rooms-per-minute", "-get-rate", "-get-burst", "-presence-interval"} {
 			if !strings.Contains(out.String(), want) {
 				t.Errorf("%s output lacks %q:\n%s", arg, want, out.String())
 			}
@@ -313,5 +333,71 @@ func TestSecretFlags(t *testing.T) {
 	}
 	if c, err := Parse([]string{"--insecure-no-secret", "--cluster-addr", "127.0.0.1:7947", "--join", "127.0.0.1:7946"}, noEnv, io.Discard); err != nil || !c.InsecureNoSecret {
 		t.Errorf("--insecure-no-secret: %+v, %v", c.InsecureNoSecret, err)
+	}
+}
+
+// The default --max-conns leaves the node files to spare: with 20,000
+// files, 2,000 stay for the store, peers and refusals, so a flood of
+// connections is refused rather than starving the node of files.
+func TestDefaultMaxConns(t *testing.T) {
+	for _, tc := range []struct {
+		files uint64
+		want  int
+	}{
+		{0, 50000}, // unknown
+		{256, 128},
+		{1024, 768},
+		{4096, 3687},
+		{20000, 18000},
+		{60000, 50000},
+		{1 << 20, 50000},
+		{1 << 62, 50000},
+	} {
+		if got := defaultMaxConns(tc.files); got != tc.want {
+			t.Errorf("defaultMaxConns(%d) = %d, want %d", tc.files, got, tc.want)
+		}
+	}
+	// The default of this process follows its open-file limit.
+	c, err := Parse(nil, noEnv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if files := openFileLimit(); files > 0 && uint64(c.MaxConns) >= files {
+		t.Fatalf("--max-conns defaults to %d with an open-file limit of %d", c.MaxConns, files)
+	}
+}
+
+func TestLimitDefaults(t *testing.T) {
+	c, err := Parse(nil, noEnv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTPReadTimeout != 10*time.Second || c.HTTPWriteTimeout != 30*time.Second || c.HTTPIdleTimeout != time.Minute {
+		t.Errorf("HTTP timeouts %v %v %v, want 10s 30s 1m", c.HTTPReadTimeout, c.HTTPWriteTimeout, c.HTTPIdleTimeout)
+	}
+	if c.FrameRate != 5 || c.FrameBurst != 50 {
+		t.Errorf("frame rate %v burst %d, want 5 and 50", c.FrameRate, c.FrameBurst)
+	}
+	if c.ReplayRate != 1000 || c.ReplayBytesRate != 1<<20 || c.ReplayBytesBurst != 8<<20 {
+		t.Errorf("replay rate %v, bytes %v burst %d, want 1000, 1 MiB and 8 MiB", c.ReplayRate, c.ReplayBytesRate, c.ReplayBytesBurst)
+	}
+	if c.PresenceInterval != 200*time.Millisecond {
+		t.Errorf("presence interval %v, want 200ms", c.PresenceInterval)
+	}
+	if c.MaxRoomsPerSession != 100 || c.NewRoomsPerMinute != 30 {
+		t.Errorf("rooms per session %d, new rooms per minute %d, want 100 and 30", c.MaxRoomsPerSession, c.NewRoomsPerMinute)
+	}
+	if c.GetRate != 20 || c.GetBurst != 100 {
+		t.Errorf("GET rate %v burst %d, want 20 and 100", c.GetRate, c.GetBurst)
+	}
+	if c.PublicURLs != nil {
+		t.Errorf("PublicURLs %v, want none", c.PublicURLs)
+	}
+	c, err = Parse(nil, env("CHATR_PUBLIC_URL", "https://a.example, http://b.example:8080", "CHATR_HTTP_IDLE_TIMEOUT", "5s"), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(c.PublicURLs, []string{"https://a.example", "http://b.example:8080"}) || c.HTTPIdleTimeout != 5*time.Second {
+		t.Errorf("from env: PublicURLs %v, idle timeout %v", c.PublicURLs, c.HTTPIdleTimeout)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"mime"
 	"net/http"
 	"strconv"
@@ -63,7 +64,7 @@ func statusOf(e *proto.Error) int {
 	switch e.Code {
 	case proto.CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
-	case proto.CodeRateLimited:
+	case proto.CodeRateLimited, proto.CodeTooManyNewRooms:
 		return http.StatusTooManyRequests
 	case proto.CodeUnauthorized:
 		return http.StatusUnauthorized
@@ -198,10 +199,16 @@ func (s *Server) postMessage(w http.ResponseWriter, r *http.Request) {
 		writeError(w, status, perr)
 		return
 	}
-	if ok, wait := s.ipLimits.allow(clientIP(r)); !ok {
+	if ok, wait := s.ipLimits.allow(ipKey(r.RemoteAddr)); !ok {
 		s.metrics.rateLimited.Inc()
-		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+		s.metrics.limitRefused.WithLabelValues(limitSendRate).Inc()
+		w.Header().Set("Retry-After", retryAfter(wait))
 		writeError(w, http.StatusTooManyRequests, proto.Errorf(proto.CodeRateLimited, "over %v messages per second from your address; slow down", s.cfg.SendRate))
+		return
+	}
+	if perr, wait := s.admitNewRoom(room, ipKey(r.RemoteAddr)); perr != nil {
+		w.Header().Set("Retry-After", retryAfter(wait))
+		writeError(w, http.StatusTooManyRequests, perr)
 		return
 	}
 	type result struct {
@@ -283,8 +290,11 @@ func (s *Server) getMessages(w http.ResponseWriter, r *http.Request) {
 	default:
 		page, err = s.store.Latest(r.Context(), room, limit)
 	}
+	if err != nil && r.Context().Err() != nil {
+		return // the client went away mid-read: nothing to answer, nothing wrong here
+	}
 	if err != nil {
-		s.log.Error("read messages failed", "room", room, "err", err)
+		s.logLimited(slog.LevelError, "read messages failed", "room", room, "err", err)
 		writeError(w, http.StatusInternalServerError, proto.Errorf(proto.CodeInternal, "could not read the room"))
 		return
 	}
@@ -303,17 +313,52 @@ func (s *Server) getMessages(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, answer)
 }
 
+// Pages of GET /chatr/api/rooms: a node may hold many thousands of rooms.
+const (
+	defaultRoomsPage = 100
+	maxRoomsPage     = 1000
+)
+
+// getRooms lists the rooms with messages, by name, a page at a time:
+// limit rooms after the room named by after; next names the last room
+// listed while more follow.
 func (s *Server) getRooms(w http.ResponseWriter, r *http.Request) {
 	type roomJSON struct {
 		Room     string `json:"room"`
 		Messages int64  `json:"messages"`
 		Last     string `json:"last"`
 	}
-	rooms := []roomJSON{}
-	for _, ri := range s.store.Rooms() {
+	q := r.URL.Query()
+	limit := defaultRoomsPage
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			writeError(w, http.StatusBadRequest, proto.Errorf(proto.CodeBadRequest, "limit must be a whole number from 1 to %d", maxRoomsPage))
+			return
+		}
+		limit = min(n, maxRoomsPage)
+	}
+	after := q.Get("after")
+	if after != "" {
+		if perr := proto.CheckRoom(after); perr != nil {
+			perr.Message = "after: " + perr.Message
+			writeError(w, http.StatusBadRequest, perr)
+			return
+		}
+	}
+	page, more := s.store.RoomsAfter(after, limit)
+	rooms := make([]roomJSON, 0, len(page))
+	for _, ri := range page {
 		rooms = append(rooms, roomJSON{Room: ri.Room, Messages: ri.Messages, Last: proto.FormatTime(ri.Last)})
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"rooms": rooms})
+	answer := struct {
+		Rooms []roomJSON `json:"rooms"`
+		Next  string     `json:"next,omitempty"`
+	}{Rooms: rooms}
+	if more {
+		answer.Next = rooms[len(rooms)-1].Room
+	}
+	writeJSON(w, http.StatusOK, answer)
 }
 
 func (s *Server) getCluster(w http.ResponseWriter, r *http.Request) {

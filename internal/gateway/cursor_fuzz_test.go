@@ -33,7 +33,7 @@ type sinceFixture struct {
 // the cursors a client of each room is given.
 func newSinceFixture(tb testing.TB) *sinceFixture {
 	tb.Helper()
-	ts := newTestServer(tb)
+	ts := newTestServer(tb, unlimited()...)
 	fx := &sinceFixture{ts: ts, inA: map[string]bool{}, inB: map[string]bool{}}
 	for _, batch := range []struct {
 		room string

@@ -5,9 +5,9 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"regexp"
 	"strconv"
 	"strings"
@@ -20,6 +20,7 @@ import (
 	"chatr/internal/client/clienttest"
 	"chatr/internal/config"
 	"chatr/internal/hub"
+	"chatr/internal/proctest"
 	"chatr/internal/proto"
 	"chatr/internal/store"
 	"chatr/web"
@@ -31,6 +32,14 @@ const readTimeout = clienttest.DefaultTimeout
 
 func noEnv(string) string { return "" }
 
+// unlimited lifts the per-session caps on frames and replays, for tests
+// that drive one session through hundreds of joins or bad frames on
+// purpose. Its flags come first, so a test's own flags win.
+func unlimited(args ...string) []string {
+	return append([]string{"--frame-rate", "1e9", "--frame-burst", "1000000000",
+		"--replay-rate", "1e9", "--replay-bytes-rate", "1e12"}, args...)
+}
+
 // testServer is one gateway with a real store and hub behind an
 // httptest.Server.
 type testServer struct {
@@ -38,9 +47,11 @@ type testServer struct {
 	srv  *Server
 	st   *store.Store
 	hub  *hub.Hub
-	http *httptest.Server
+	addr string // host:port of the listener
 	url  string // http://host:port
 	ws   string // ws://host:port/chatr/ws
+	// logs holds what the server logged, every level, as text lines.
+	logs *proctest.Buffer
 }
 
 // newTestServer starts a gateway configured by the flags args (on top of a
@@ -70,32 +81,40 @@ func startTestServerWith(t testing.TB, tweak func(*Options), onAccept func(net.C
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
-	h := hub.New(hub.Options{NodeID: st.NodeID(), Cluster: cfg.ClusterName, Metrics: reg})
+	h := hub.New(hub.Options{NodeID: st.NodeID(), Cluster: cfg.ClusterName, Metrics: reg, PresenceInterval: cfg.PresenceInterval})
 	st.OnCommit(h.Publish)
-	hs := httptest.NewUnstartedServer(nil) // binds its listener now
-	opts := Options{Config: cfg, NodeID: st.NodeID(), HTTPAddr: hs.Listener.Addr().String(), Store: st, Hub: h,
-		Poster: StorePoster{Store: st}, Web: web.FS, Metrics: reg}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	logs := &proctest.Buffer{}
+	opts := Options{Config: cfg, NodeID: st.NodeID(), HTTPAddr: ln.Addr().String(), Store: st, Hub: h,
+		Poster: StorePoster{Store: st}, Web: web.FS, Metrics: reg,
+		Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	if tweak != nil {
 		tweak(&opts)
 	}
 	srv := New(opts)
-	hs.Config.Handler = srv.Handler()
+	var served net.Listener = ln
 	if onAccept != nil {
-		hs.Listener = hookListener{hs.Listener, onAccept}
+		served = hookListener{ln, onAccept}
 	}
-	hs.Start()
+	serving := make(chan struct{})
+	go func() { defer close(serving); srv.Serve(served) }()
 	runCtx, stopRun := context.WithCancel(context.Background())
 	ran := make(chan struct{})
 	go func() { defer close(ran); srv.Run(runCtx) }()
-	ts := &testServer{cfg: cfg, srv: srv, st: st, hub: h, http: hs, url: hs.URL,
-		ws: "ws" + strings.TrimPrefix(hs.URL, "http") + "/chatr/ws"}
+	url := "http://" + ln.Addr().String()
+	ts := &testServer{cfg: cfg, srv: srv, st: st, hub: h, addr: ln.Addr().String(), url: url, logs: logs,
+		ws: "ws" + strings.TrimPrefix(url, "http") + "/chatr/ws"}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Drain(ctx)
 		stopRun()
 		<-ran
-		hs.Close()
+		srv.Shutdown(ctx)
+		<-serving
 		st.Close()
 	})
 	return ts
@@ -263,4 +282,16 @@ func (ts *testServer) metric(t testing.TB, name string) float64 {
 		}
 	}
 	return -1
+}
+
+// logLines returns the lines the server logged at level (DEBUG, INFO,
+// WARN, ERROR).
+func (ts *testServer) logLines(level string) []string {
+	var out []string
+	for _, line := range strings.Split(ts.logs.String(), "\n") {
+		if strings.Contains(line, " level="+level+" ") {
+			out = append(out, line)
+		}
+	}
+	return out
 }

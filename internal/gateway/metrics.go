@@ -11,6 +11,10 @@ type metrics struct {
 	refused             *prometheus.CounterVec
 	slowClosed          prometheus.Counter
 	rateLimited         prometheus.Counter
+	// limitRefused counts what a cap refused, by the cap's name.
+	limitRefused *prometheus.CounterVec
+	acceptErrors prometheus.Counter
+	logDropped   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
@@ -19,12 +23,19 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		framesOut:   prometheus.NewCounter(prometheus.CounterOpts{Name: "chatr_ws_frames_out_total", Help: "WebSocket frames written to clients."}),
 		writes:      prometheus.NewCounter(prometheus.CounterOpts{Name: "chatr_ws_writes_total", Help: "Vectored writes to clients (frames out / writes = frames per system call)."}),
 		errors:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chatr_client_errors_total", Help: "Errors answered to clients, by code."}, []string{"code"}),
-		refused:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chatr_ws_refused_total", Help: "WebSocket connections refused, by reason."}, []string{"reason"}),
+		refused:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chatr_ws_refused_total", Help: "WebSocket sessions refused, by reason (origin)."}, []string{"reason"}),
 		slowClosed:  prometheus.NewCounter(prometheus.CounterOpts{Name: "chatr_ws_slow_closed_total", Help: "Sessions closed with 4000 because their queue was full."}),
 		rateLimited: prometheus.NewCounter(prometheus.CounterOpts{Name: "chatr_rate_limited_total", Help: "Sends refused by a rate limit."}),
+		limitRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chatr_limit_refused_total",
+			Help: "Connections, frames, joins and requests refused by a cap, by the cap (max_conns, max_conns_per_ip, ...)."}, []string{"limit"}),
+		acceptErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "chatr_http_accept_errors_total", Help: "Failed accepts of the HTTP listener (out of files, most often)."}),
+		logDropped:   prometheus.NewCounter(prometheus.CounterOpts{Name: "chatr_log_lines_dropped_total", Help: "Log lines clients caused past the log's rate limit, not written."}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.framesIn, m.framesOut, m.writes, m.errors, m.refused, m.slowClosed, m.rateLimited,
+			m.limitRefused, m.acceptErrors, m.logDropped,
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "chatr_http_conns", Help: "Open connections of the HTTP listener, WebSockets included (--max-conns)."},
+				func() float64 { return float64(s.conns.count()) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "chatr_ws_sessions", Help: "Open WebSocket sessions."},
 				func() float64 { return float64(s.Sessions()) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "chatr_ws_queued_frames", Help: "Frames waiting in session queues, all sessions."},

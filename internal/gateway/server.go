@@ -6,6 +6,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -62,9 +63,14 @@ type Options struct {
 	// where epoll is not available, instead of waking readers from one
 	// poller (tests run the fallback with it).
 	ReaderPerSession bool
-	// KnownHTTP lists the HTTP addresses of every member ever seen, alive or
-	// not: their pages may open WebSockets here, so a client fails over from
-	// a dead node to this one without --allowed-origins.
+	// TLS, when set, makes Serve speak TLS (HTTPS and WSS) on its
+	// listener, after the connection caps (a refused flood costs no
+	// handshake).
+	TLS *tls.Config
+	// KnownHTTP lists the page origins of the members alive now, as URLs
+	// (or host:port, served over http): their pages may open WebSockets
+	// here, so a client fails over from a node to this one without
+	// --allowed-origins.
 	KnownHTTP func() []string
 }
 
@@ -87,12 +93,26 @@ type Server struct {
 
 	mu       sync.Mutex
 	sessions map[*session]struct{}
-	perIP    map[string]int
-	open     int // connections holding a slot, upgraded or being upgraded
 	draining bool
-	wg       sync.WaitGroup
+	wg       sync.WaitGroup // sessions, upgraded or being upgraded
 
-	ipLimits *ipLimiter
+	// http serves the listener (Serve); conns counts its connections
+	// against --max-conns and --max-conns-per-ip.
+	http  *http.Server
+	conns conns
+	// refusing holds a token per refused connection being answered, and
+	// refusals tracks their goroutines (refuseConn).
+	refusing                chan struct{}
+	refusals                sync.WaitGroup
+	refuseFull, refusePerIP []byte
+	// debugLog and errorLog bound the log lines that clients can cause
+	// (logLimited): bad input at debug, failures they trigger at warn and
+	// error, each with its own budget so a flood of one hides no other.
+	debugLog, errorLog *rate.Limiter
+
+	ipLimits *ipLimiter // --send-rate of HTTP posts, per address
+	newRooms *ipLimiter // --new-rooms-per-minute, per address
+	gets     *ipLimiter // --get-rate, per address
 	metrics  *metrics
 	// queuedFrames is the frames waiting in every session's queue, kept by
 	// the sessions so the gauge takes no lock.
@@ -109,20 +129,37 @@ type Server struct {
 	stop context.CancelFunc
 	// started is when this node came up, as a single node reports it.
 	started time.Time
+	// pageOrigins are the origins of this node's own pages (origin.go).
+	pageOrigins []origin
 }
 
-// New makes a Server. It starts nothing: serve Handler on a listener and
+// New makes a Server. It starts nothing: Serve a listener with it and
 // call Run for the background work.
 func New(opts Options) *Server {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{opts: opts, cfg: opts.Config, hub: opts.Hub, store: opts.Store, post: opts.Poster,
-		log: opts.Log, mux: http.NewServeMux(), sessions: map[*session]struct{}{}, perIP: map[string]int{},
-		ipLimits: newIPLimiter(rate.Limit(opts.Config.SendRate), opts.Config.SendBurst)}
+		log: opts.Log, mux: http.NewServeMux(), sessions: map[*session]struct{}{},
+		ipLimits: newIPLimiter(rate.Limit(opts.Config.SendRate), opts.Config.SendBurst),
+		newRooms: newIPLimiter(rate.Limit(float64(opts.Config.NewRoomsPerMinute)/60), opts.Config.NewRoomsPerMinute),
+		gets:     newIPLimiter(rate.Limit(opts.Config.GetRate), opts.Config.GetBurst),
+		conns:    conns{max: opts.Config.MaxConns, maxPerIP: opts.Config.MaxConnsPerIP, perIP: map[string]int{}},
+		refusing: make(chan struct{}, maxRefusing),
+		refuseFull: refusal(http.StatusServiceUnavailable, retryFull,
+			proto.Errorf(proto.CodeUnavailable, "the node is full; try another node")),
+		refusePerIP: refusal(http.StatusTooManyRequests, retryPerIP,
+			proto.Errorf(proto.CodeRateLimited, "too many connections from your address")),
+		debugLog: rate.NewLimiter(logRate, logBurst),
+		errorLog: rate.NewLimiter(logRate, logBurst)}
 	s.metrics = newMetrics(opts.Metrics, s)
 	s.unGreeted = map[*session]time.Time{}
 	s.started = time.Now()
+	scheme := "http"
+	if opts.TLS != nil {
+		scheme = "https"
+	}
+	s.pageOrigins = pageOrigins(opts.Config.PublicURLs, opts.HTTPAddr, scheme)
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	if !opts.ReaderPerSession {
 		p, err := netpoll.New()
@@ -132,7 +169,43 @@ func New(opts Options) *Server {
 		s.poller = p // nil on error: each session reads in a goroutine of its own
 	}
 	s.routes()
+	s.http = s.newHTTPServer()
 	return s
+}
+
+const (
+	// logRate and logBurst bound the log lines clients can cause (bad
+	// input, refused connections, failures of their requests), per level
+	// class: past them, lines are counted in chatr_log_lines_dropped_total,
+	// not written.
+	logRate  = 10
+	logBurst = 20
+)
+
+// logLimited logs a line a client can cause, within logRate a second. Log
+// bad input at debug, never higher.
+func (s *Server) logLimited(level slog.Level, msg string, args ...any) {
+	if !s.log.Enabled(context.Background(), level) {
+		return
+	}
+	lim := s.errorLog
+	if level < slog.LevelWarn {
+		lim = s.debugLog
+	}
+	if !lim.Allow() {
+		s.metrics.logDropped.Inc()
+		return
+	}
+	s.log.Log(context.Background(), level, msg, args...)
+}
+
+// limitedLog is the http.Server's error log: its lines (a client's TLS
+// or protocol errors, failed accepts) at debug, within logLimited.
+type limitedLog struct{ s *Server }
+
+func (l limitedLog) Write(p []byte) (int, error) {
+	l.s.logLimited(slog.LevelDebug, strings.TrimSpace(string(p)), "part", "http")
+	return len(p), nil
 }
 
 // Run does the server's background work until ctx ends or the server is
@@ -148,9 +221,6 @@ func (s *Server) Run(ctx context.Context) {
 	}
 	s.sweepHellos(ctx)
 }
-
-// Handler is the HTTP handler of every route.
-func (s *Server) Handler() http.Handler { return s.mux }
 
 func (s *Server) routes() {
 	s.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
@@ -209,100 +279,34 @@ func clientIP(r *http.Request) string {
 	return host
 }
 
-// originAllowed checks the Origin header: none (a program), the same host,
-// or one of --allowed-origins.
-func (s *Server) originAllowed(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return true
-	}
-	host := origin
-	if i := strings.Index(host, "://"); i >= 0 {
-		host = host[i+3:]
-	}
-	if sameHost(host, r.Host) {
-		return true
-	}
-	if s.opts.KnownHTTP != nil {
-		for _, m := range s.opts.KnownHTTP() {
-			if sameHost(host, m) {
-				return true
-			}
-		}
-	}
-	for _, a := range s.cfg.AllowedOrigins {
-		if a == "*" || strings.EqualFold(a, host) || !strings.Contains(a, ":") && strings.EqualFold(a, hostOnly(host)) {
-			return true
-		}
-	}
-	return false
-}
-
-// sameHost compares two host:port addresses; loopback names (localhost,
-// 127.0.0.0/8, ::1) are one host, since a page on localhost reaches a node
-// on 127.0.0.1.
-func sameHost(a, b string) bool {
-	if strings.EqualFold(a, b) {
-		return true
-	}
-	ah, ap, err1 := net.SplitHostPort(a)
-	bh, bp, err2 := net.SplitHostPort(b)
-	return err1 == nil && err2 == nil && ap == bp && isLoopback(ah) && isLoopback(bh)
-}
-
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(strings.Trim(host, "[]"))
-	return ip != nil && ip.IsLoopback()
-}
-
-func hostOnly(hostport string) string {
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		return h
-	}
-	return hostport
-}
-
+// serveWS upgrades a WebSocket. Its connection was admitted by the
+// listener, within --max-conns and --max-conns-per-ip, and keeps its slot
+// until the session closes it.
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	ip := clientIP(r)
 	s.mu.Lock()
-	switch {
-	case s.draining:
+	if s.draining {
 		s.mu.Unlock()
 		writeError(w, http.StatusServiceUnavailable, s.shuttingDown())
 		return
-	case s.cfg.MaxConns > 0 && s.open >= s.cfg.MaxConns:
-		s.mu.Unlock()
-		s.metrics.refused.WithLabelValues("max_conns").Inc()
-		writeError(w, http.StatusServiceUnavailable, proto.Errorf(proto.CodeUnavailable, "the node is full; try another node"))
-		return
-	case s.cfg.MaxConnsPerIP > 0 && s.perIP[ip] >= s.cfg.MaxConnsPerIP:
-		s.mu.Unlock()
-		s.metrics.refused.WithLabelValues("max_conns_per_ip").Inc()
-		w.Header().Set("Retry-After", "10")
-		writeError(w, http.StatusTooManyRequests, proto.Errorf(proto.CodeRateLimited, "too many connections from your address"))
-		return
 	}
-	// The slot is taken before the upgrade, so concurrent dials cannot
-	// overshoot the limits.
-	s.perIP[ip]++
-	s.open++
 	s.wg.Add(1)
 	s.mu.Unlock()
 
 	originOK := s.originAllowed(r)
 	conn, rw, _, err := ws.HTTPUpgrader{}.Upgrade(r, w)
 	if err != nil {
-		s.log.Debug("websocket upgrade failed", "ip", ip, "err", err)
+		s.logLimited(slog.LevelDebug, "websocket upgrade failed", "ip", ip, "err", err)
 		if conn != nil {
 			conn.Close()
 		}
-		s.ended(nil, ip)
+		s.ended(nil)
 		return
 	}
-	sess := &session{srv: s, ws: wsConn{conn: conn, br: rw.Reader}, id: newSessionID(), ip: ip}
+	// No deadline of the HTTP request stays on the connection; the
+	// session sets its own.
+	conn.SetDeadline(time.Time{})
+	sess := &session{srv: s, ws: wsConn{conn: conn, br: rw.Reader}, id: newSessionID(), ip: ip, key: ipKey(r.RemoteAddr)}
 	s.mu.Lock()
 	s.sessions[sess] = struct{}{}
 	s.unGreeted[sess] = time.Now().Add(helloTimeout)
@@ -318,6 +322,21 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		sess.close(proto.CloseGoingAway, "the node is shutting down")
 	}
 	sess.start(rw.Reader.Buffered() > 0)
+}
+
+// admitNewRoom checks --new-rooms-per-minute for a join or post of room
+// from the address key: a room with no message and no one in it is new,
+// and takes one from the address's budget. It returns the error to answer
+// and how long to wait, or nil.
+func (s *Server) admitNewRoom(room, key string) (*proto.Error, time.Duration) {
+	if s.store.HasRoom(room) || !s.hub.Empty(room) {
+		return nil, 0
+	}
+	if ok, wait := s.newRooms.allow(key); !ok {
+		s.metrics.limitRefused.WithLabelValues(limitNewRooms).Inc()
+		return proto.Errorf(proto.CodeTooManyNewRooms, "your address made %d new rooms in the last minute; use a room that exists, or wait", s.cfg.NewRoomsPerMinute), wait
+	}
+	return nil, 0
 }
 
 // greeted forgets the hello deadline of sess.
@@ -354,14 +373,10 @@ func (s *Server) sweepHellos(ctx context.Context) {
 	}
 }
 
-// ended forgets a connection from ip that is over, and its session.
-func (s *Server) ended(sess *session, ip string) {
+// ended forgets a WebSocket connection that is over, and its session.
+func (s *Server) ended(sess *session) {
 	s.mu.Lock()
 	delete(s.sessions, sess)
-	s.open--
-	if s.perIP[ip]--; s.perIP[ip] <= 0 {
-		delete(s.perIP, ip)
-	}
 	s.mu.Unlock()
 	s.wg.Done()
 }

@@ -7,10 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 	"golang.org/x/time/rate"
@@ -36,8 +36,8 @@ const (
 	// stallTimeout is how long a client's socket may take nothing while
 	// --send-queue frames wait, before the client is cut off as too slow.
 	stallTimeout = time.Second
-	// maxRateBreaches is how many sends over the rate limit, in a row,
-	// close the session as abusive.
+	// maxRateBreaches is how many frames over a rate limit (--send-rate,
+	// --frame-rate), in a row, close the session as abusive.
 	maxRateBreaches = 50
 )
 
@@ -51,22 +51,27 @@ type session struct {
 	desc *netpoll.Desc // nil when the connection cannot be polled
 	id   string
 	ip   string
+	key  string // the address per-address limits count it under (ipKey)
 
 	// Reader side: held by the one reader at a time. (The poller already
 	// runs one reader at a time; the mutex makes that visible to the race
 	// detector, which cannot see through epoll.)
-	readMu    sync.Mutex
-	name      string
-	limiter   *rate.Limiter // made at the first send
-	breaches  int
-	fragments []byte // a fragmented message being put together
-	greeted   atomic.Bool
+	readMu   sync.Mutex
+	name     string
+	limiter  *rate.Limiter // --send-rate; made at the first send
+	frames   *rate.Limiter // --frame-rate: every other frame
+	breaches int           // frames over a rate limit in a row
+	// replayed and replayedBytes are the replay budget of the session's
+	// joins (--replay-rate, --replay-bytes-rate); made at the first join.
+	replayed, replayedBytes *budget
+	fragments               []byte // a fragmented message being put together
+	greeted                 atomic.Bool
 
 	mu       sync.Mutex
-	joined   []string  // rooms joined (a few: a slice is smaller than a map)
-	queue    []outItem // what the flusher sends next, in order
-	queued   int       // frames in queue (a join's replay counts each message)
-	writing  time.Time // when the write in progress began; zero when none
+	joined   map[string]struct{} // rooms joined, at most --max-rooms-per-session
+	queue    []outItem           // what the flusher sends next, in order
+	queued   int                 // frames in queue (a join's replay counts each message)
+	writing  time.Time           // when the write in progress began; zero when none
 	flushing bool
 	closed   bool // nothing more is queued; the close frame comes next
 	torn     bool // the connection is gone
@@ -74,7 +79,7 @@ type session struct {
 	reason   string
 
 	// Flusher side: touched only by the one flusher at a time.
-	rooms     []*roomState
+	rooms     map[string]*roomState
 	closeRcv  bool // the client sent its close frame
 	closeSent bool // our close frame is written
 
@@ -129,10 +134,6 @@ func newSessionID() string {
 	b := make([]byte, 8)
 	rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-func (s *session) logger() *slog.Logger {
-	return s.srv.log.With("session", s.id, "ip", s.ip, "name", s.name)
 }
 
 // start begins serving the session: reads are driven by the poller, or by
@@ -212,14 +213,17 @@ func (s *session) readOne() bool {
 	}
 	switch f.op {
 	case ws.OpPing:
-		s.enqueue(outItem{ctrl: ws.OpPong, frame: f.payload})
+		if s.allowFrame("", false) {
+			s.enqueue(outItem{ctrl: ws.OpPong, frame: f.payload})
+		}
 	case ws.OpPong:
 	case ws.OpClose:
-		code, _ := ws.ParseCloseFrameData(f.payload)
-		s.clientClosed(int(code))
+		s.clientClosed(closeAnswer(f.payload))
 		return false
 	case ws.OpBinary:
-		s.sendError("", proto.Errorf(proto.CodeBadRequest, "frames must be text (JSON), not binary"))
+		if s.allowFrame("", true) {
+			s.sendError("", proto.Errorf(proto.CodeBadRequest, "frames must be text (JSON), not binary"))
+		}
 	case ws.OpText, ws.OpContinuation:
 		if s.isClosed() {
 			return true // closing: only the client's close frame matters
@@ -273,6 +277,9 @@ func (s *session) readFailed(err error) {
 func (s *session) handleText(data []byte) {
 	s.srv.metrics.framesIn.Inc()
 	in, perr := proto.DecodeInbound(data)
+	if (perr != nil || in.Type != proto.TypeSend) && !s.allowFrame(in.Ref, true) {
+		return
+	}
 	switch {
 	case perr != nil:
 		s.sendError(in.Ref, perr)
@@ -286,6 +293,37 @@ func (s *session) handleText(data []byte) {
 			Name: s.name, Nodes: s.srv.members()}))
 	default:
 		s.handle(in)
+	}
+}
+
+// allowFrame takes a frame from the session's --frame-rate budget. Over
+// it, the frame is dropped, answered rate_limited when answer is set, and
+// maxRateBreaches of them in a row close the session with 1008.
+func (s *session) allowFrame(ref string, answer bool) bool {
+	if s.frames == nil {
+		s.frames = rate.NewLimiter(rate.Limit(s.srv.cfg.FrameRate), s.srv.cfg.FrameBurst)
+	}
+	if s.frames.Allow() {
+		s.breaches = 0
+		return true
+	}
+	s.overLimit(limitFrameRate, ref, answer, proto.Errorf(proto.CodeRateLimited,
+		"over %v frames per second besides messages; slow down", s.srv.cfg.FrameRate))
+	return false
+}
+
+// overLimit counts a frame refused by the rate limit named limit, answers
+// it with e when answer is set, and closes the session with 1008 once
+// maxRateBreaches came in a row.
+func (s *session) overLimit(limit, ref string, answer bool, e *proto.Error) {
+	s.breaches++
+	s.srv.metrics.limitRefused.WithLabelValues(limit).Inc()
+	if s.breaches >= maxRateBreaches {
+		s.close(proto.ClosePolicy, "too many frames over the rate limit")
+		return
+	}
+	if answer {
+		s.sendError(ref, e)
 	}
 }
 
@@ -311,27 +349,31 @@ func (s *session) handle(in proto.Inbound) {
 func (s *session) isJoined(room string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return slices.Contains(s.joined, room)
+	_, ok := s.joined[room]
+	return ok
+}
+
+func (s *session) joinedRooms() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.joined)
 }
 
 func (s *session) setJoined(room string, on bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.joined = slices.DeleteFunc(s.joined, func(r string) bool { return r == room })
-	if on {
-		s.joined = append(s.joined, room)
+	switch {
+	case on && s.joined == nil:
+		s.joined = map[string]struct{}{room: {}}
+	case on:
+		s.joined[room] = struct{}{}
+	default:
+		delete(s.joined, room)
 	}
 }
 
 // room is the flusher's state of a joined room, or nil.
-func (s *session) room(name string) *roomState {
-	for _, rs := range s.rooms {
-		if rs.name == name {
-			return rs
-		}
-	}
-	return nil
-}
+func (s *session) room(name string) *roomState { return s.rooms[name] }
 
 func (s *session) leave(room string, quiet bool) {
 	s.setJoined(room, false)
@@ -348,6 +390,42 @@ func (s *session) join(in proto.Inbound) {
 			return
 		}
 	}
+	if !s.isJoined(in.Room) && s.joinedRooms() >= s.srv.cfg.MaxRoomsPerSession {
+		s.srv.metrics.limitRefused.WithLabelValues(limitRoomsPerSess).Inc()
+		s.sendError(in.Ref, proto.Errorf(proto.CodeTooManyRooms, "a session may be in %d rooms at once; leave one first", s.srv.cfg.MaxRoomsPerSession))
+		return
+	}
+	n := proto.DefaultHistory // what the replay reads at most
+	if in.History != nil {
+		n = *in.History
+	}
+	if in.Since != "" {
+		n = s.srv.cfg.ReplayMax
+	}
+	// The replay budget: a join reads no more than the session may be
+	// sent. A resume reads what is left of it (and is refused below if
+	// that cuts it short, while a full bucket would not); a history must
+	// fit whole.
+	now := time.Now()
+	if s.replayed == nil {
+		// It holds a full resume, or the longest history.
+		s.replayed = newBudget(s.srv.cfg.ReplayRate, float64(max(s.srv.cfg.ReplayMax, proto.MaxHistory)), now)
+		s.replayedBytes = newBudget(s.srv.cfg.ReplayBytesRate, float64(s.srv.cfg.ReplayBytesBurst), now)
+	}
+	left := int(s.replayed.available(now))
+	switch {
+	case s.replayedBytes.available(now) <= 0 && n > 0:
+		s.replayRefused(in, limitReplayBytes)
+		return
+	case in.Since != "" && left < 1, in.Since == "" && left < n:
+		s.replayRefused(in, limitReplayRate)
+		return
+	}
+	n = min(n, left)
+	if perr, _ := s.srv.admitNewRoom(in.Room, s.key); perr != nil {
+		s.sendError(in.Ref, perr)
+		return
+	}
 	if s.isJoined(in.Room) {
 		s.leave(in.Room, true) // a second join of a room starts it over
 	}
@@ -362,25 +440,52 @@ func (s *session) join(in proto.Inbound) {
 	var page store.Page
 	var err error
 	if in.Since != "" {
-		page, err = s.srv.store.Since(s.srv.ctx, in.Room, cursor, s.srv.cfg.ReplayMax, true)
+		page, err = s.srv.store.Since(s.srv.ctx, in.Room, cursor, n, true)
 		page.Vector.Merge(cursor)
 	} else {
-		n := proto.DefaultHistory
-		if in.History != nil {
-			n = *in.History
-		}
 		page, err = s.srv.store.Latest(s.srv.ctx, in.Room, n)
 	}
 	if err != nil {
 		if s.srv.ctx.Err() == nil {
-			s.logger().Error("join replay failed", "room", in.Room, "err", err)
+			s.srv.logLimited(slog.LevelError, "join replay failed", "session", s.id, "ip", s.ip, "room", in.Room, "err", err)
 		}
 		s.sendError(in.Ref, proto.Errorf(proto.CodeInternal, "could not read the room's history"))
 		s.leave(in.Room, true)
 		return
 	}
+	s.replayed.take(float64(len(page.Messages)), now)
+	s.replayedBytes.take(float64(replayBytes(page)), now)
+	if in.Since != "" && page.Truncated && n < s.srv.cfg.ReplayMax {
+		// Cut short by the budget, not by --replay-max: no gap for the
+		// client, which joins again once the budget has refilled.
+		s.leave(in.Room, true)
+		s.replayRefused(in, limitReplayRate)
+		return
+	}
 	s.enqueue(outItem{sync: &syncItem{room: in.Room, page: page,
 		joined: proto.Encode(proto.Joined{Type: "joined", Room: in.Room, Presence: people})}})
+}
+
+// replayRefused answers a join over the replay budget named limit.
+func (s *session) replayRefused(in proto.Inbound, limit string) {
+	s.srv.metrics.limitRefused.WithLabelValues(limit).Inc()
+	s.sendError(in.Ref, proto.Errorf(proto.CodeRateLimited,
+		"joins replayed more than %v messages or %d bytes a second; join %s again in a few seconds",
+		s.srv.cfg.ReplayRate, int64(s.srv.cfg.ReplayBytesRate), in.Room))
+}
+
+// replayOverhead is about what a message frame adds to its sender and
+// text: type, room, id, created, node and cursor.
+const replayOverhead = 200
+
+// replayBytes is about how many bytes the replay of page sends.
+func replayBytes(page store.Page) int {
+	n := 0
+	for i := range page.Messages {
+		m := &page.Messages[i]
+		n += len(m.Sender) + len(m.Text) + len(m.Room) + replayOverhead
+	}
+	return n
 }
 
 func (s *session) post(in proto.Inbound) {
@@ -392,13 +497,8 @@ func (s *session) post(in proto.Inbound) {
 		s.limiter = rate.NewLimiter(rate.Limit(s.srv.cfg.SendRate), s.srv.cfg.SendBurst)
 	}
 	if !s.limiter.Allow() {
-		s.breaches++
 		s.srv.metrics.rateLimited.Inc()
-		if s.breaches >= maxRateBreaches {
-			s.close(proto.ClosePolicy, "too many messages over the rate limit")
-			return
-		}
-		s.sendError(in.Ref, proto.Errorf(proto.CodeRateLimited, "over %v messages per second; slow down", s.srv.cfg.SendRate))
+		s.overLimit(limitSendRate, in.Ref, true, proto.Errorf(proto.CodeRateLimited, "over %v messages per second; slow down", s.srv.cfg.SendRate))
 		return
 	}
 	s.breaches = 0
@@ -412,7 +512,7 @@ func (s *session) post(in proto.Inbound) {
 	err := s.srv.post.Post(s.srv.ctx, proto.Message{Room: room, Sender: s.name, Text: text, Ref: ref}, func(m proto.Message, err error) {
 		if err != nil {
 			if s.srv.ctx.Err() == nil {
-				s.logger().Error("send failed", "room", room, "err", err)
+				s.srv.logLimited(slog.LevelError, "send failed", "session", s.id, "ip", s.ip, "room", room, "err", err)
 			}
 			s.sendError(ref, s.srv.postError(err))
 			return
@@ -436,6 +536,9 @@ func (s *session) send(frame []byte) bool { return s.enqueue(outItem{frame: fram
 
 func (s *session) sendError(ref string, e *proto.Error) {
 	s.srv.metrics.errors.WithLabelValues(e.Code).Inc()
+	if e.Code == proto.CodeBadRequest || e.Code == proto.CodeTooLarge {
+		s.srv.logLimited(slog.LevelDebug, "bad frame", "session", s.id, "ip", s.ip, "err", e.Message)
+	}
 	s.send(proto.EncodeError(ref, e))
 }
 
@@ -502,12 +605,34 @@ func (s *session) close(code int, reason string) {
 	}
 }
 
-// clientClosed handles the client's close frame: the answer to ours ends
-// the connection at once; a close of its own is answered with the same code.
-func (s *session) clientClosed(code int) {
-	if code == 0 || code == int(ws.StatusNoStatusRcvd) {
-		code = int(ws.StatusNormalClosure)
+// closeAnswer is the code that answers a client's close frame body: its
+// own code when a client may send it (RFC 6455 7.4.1 and 7.4.2:
+// 1000-1003, 1007-1011, 3000-4999), 1000 for an empty body, 1002 for
+// anything else (a one-byte body, a reserved code, 1005, 1006 and 1015,
+// which are never sent) and 1007 for a reason that is not UTF-8.
+func closeAnswer(payload []byte) int {
+	if len(payload) == 0 {
+		return int(ws.StatusNormalClosure)
 	}
+	if len(payload) < 2 {
+		return int(ws.StatusProtocolError)
+	}
+	code, reason := ws.ParseCloseFrameData(payload)
+	switch {
+	case 1000 <= code && code <= 1003, 1007 <= code && code <= 1011, 3000 <= code && code <= 4999:
+	default:
+		return int(ws.StatusProtocolError)
+	}
+	if !utf8.ValidString(reason) {
+		return int(ws.StatusInvalidFramePayloadData)
+	}
+	return int(code)
+}
+
+// clientClosed handles the client's close frame, answered with code (see
+// closeAnswer): the answer to ours ends the connection at once; a close of
+// its own is answered.
+func (s *session) clientClosed(code int) {
 	s.mu.Lock()
 	s.closeRcv = true
 	answer := s.closed && s.closeSent
@@ -580,9 +705,12 @@ func (s *session) process(frames []outFrame, it outItem) []outFrame {
 	text := func(b []byte) { frames = append(frames, outFrame{op: ws.OpText, payload: b}) }
 	switch {
 	case it.begin != "":
-		s.rooms = append(s.dropRoom(it.begin), &roomState{name: it.begin, syncing: true})
+		if s.rooms == nil {
+			s.rooms = map[string]*roomState{}
+		}
+		s.rooms[it.begin] = &roomState{name: it.begin, syncing: true}
 	case it.left != "":
-		s.rooms = s.dropRoom(it.left)
+		delete(s.rooms, it.left)
 		if !it.quiet {
 			text(proto.Encode(proto.Left{Type: "left", Room: it.left}))
 		}
@@ -609,10 +737,6 @@ func (s *session) process(frames []outFrame, it outItem) []outFrame {
 		text(it.frame)
 	}
 	return frames
-}
-
-func (s *session) dropRoom(name string) []*roomState {
-	return slices.DeleteFunc(s.rooms, func(rs *roomState) bool { return rs.name == name })
 }
 
 func (s *session) processSync(frames []outFrame, sy *syncItem) []outFrame {
@@ -714,9 +838,9 @@ func (s *session) teardown() {
 			desc.Remove()
 		}
 		s.ws.conn.Close()
-		for _, room := range joined {
+		for room := range joined {
 			s.srv.hub.Leave(room, s)
 		}
-		s.srv.ended(s, s.ip)
+		s.srv.ended(s)
 	})
 }

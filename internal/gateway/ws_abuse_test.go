@@ -77,13 +77,20 @@ func TestRateLimitThenClose(t *testing.T) {
 	}
 }
 
-// The Origin check: none and the same host are accepted, another host is
-// closed with 1008 unless --allowed-origins names it.
+// The Origin check: none, this node's own pages (over http, by the
+// listener's address; loopback names are one host) and --allowed-origins
+// are accepted; anything else, the https scheme of an http page included,
+// is closed with 1008.
 func TestOrigin(t *testing.T) {
 	t.Parallel()
 	plain := newTestServer(t)
 	wide := newTestServer(t, "--allowed-origins", "evil.example,other.example:8443")
+	public := newTestServer(t, "--public-url", "https://chat.example.com,http://alt.example:8080/chatr/")
+	member := startTestServerWith(t, func(o *Options) {
+		o.KnownHTTP = func() []string { return []string{"peer.example:5081", "https://tls.example"} }
+	}, nil)
 	host := func(ts *testServer) string { return strings.TrimPrefix(ts.url, "http://") }
+	port := func(ts *testServer) string { _, p, _ := net.SplitHostPort(host(ts)); return p }
 	cases := []struct {
 		name   string
 		ts     *testServer
@@ -92,7 +99,9 @@ func TestOrigin(t *testing.T) {
 	}{
 		{"no origin", plain, "", true},
 		{"same host", plain, "http://" + host(plain), true},
-		{"same host, https", plain, "https://" + host(plain), true},
+		{"localhost for 127.0.0.1", plain, "http://localhost:" + port(plain), true},
+		{"same host, https", plain, "https://" + host(plain), false},
+		{"same host, with a path", plain, "http://" + host(plain) + "/x", false},
 		{"foreign host", plain, "http://evil.example", false},
 		{"same IP, other port", plain, "http://127.0.0.1:1", false},
 		{"host as prefix", plain, "http://" + host(plain) + ".evil.example", false},
@@ -103,6 +112,17 @@ func TestOrigin(t *testing.T) {
 		{"allowed host, other port", wide, "https://other.example:9000", false},
 		{"not allowed", wide, "http://bad.example", false},
 		{"wide still allows same host", wide, "http://" + host(wide), true},
+		{"public URL", public, "https://chat.example.com", true},
+		{"public URL, default port spelled", public, "https://chat.example.com:443", true},
+		{"public URL, upper case", public, "https://Chat.Example.COM", true},
+		{"public URL, http", public, "http://chat.example.com", false},
+		{"public URL, other port", public, "https://chat.example.com:8443", false},
+		{"second public URL", public, "http://alt.example:8080", true},
+		{"public URLs replace the listener's names", public, "http://" + host(public), false},
+		{"a member's page", member, "http://peer.example:5081", true},
+		{"a member's page, https", member, "https://peer.example:5081", false},
+		{"a member's URL", member, "https://tls.example", true},
+		{"a member still allows its own host", member, "http://" + host(member), true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -113,12 +133,51 @@ func TestOrigin(t *testing.T) {
 			}
 			c := tc.ts.dialHeader(t, hdr)
 			if !tc.ok {
-				c.ExpectClose(websocket.StatusPolicyViolation)
+				// Closed at once: not even a hello is answered.
+				c.Send(`{"type":"hello","name":"o"}`)
+				if f, err := c.Read(); err == nil {
+					t.Fatalf("a session of origin %q was served: %s", tc.origin, f)
+				} else if got := websocket.CloseStatus(err); got != websocket.StatusPolicyViolation {
+					t.Fatalf("origin %q: closed with %d (%v), want 1008", tc.origin, got, err)
+				}
 				return
 			}
 			c.Hello("o")
 			c.Quiet()
 		})
+	}
+}
+
+// DNS rebinding: a page of evil.example, whose name now resolves to this
+// node, sends Origin and Host both evil.example. The Host header says
+// nothing about which pages this node serves, so the origin is refused.
+func TestOriginIgnoresHostHeader(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t)
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(ts.url, "http://"))
+	rebound := "evil.example:" + port
+	client := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, strings.TrimPrefix(ts.url, "http://"))
+		}}}
+	c := clienttest.DialRaw(t, "ws://"+rebound+"/chatr/ws", &clienttest.RawOptions{
+		HTTPClient: client, Header: http.Header{"Origin": {"http://" + rebound}}})
+	c.Send(`{"type":"hello","name":"rebound"}`)
+	if f, err := c.Read(); err == nil {
+		t.Fatalf("a rebound page's session was served: %s", f)
+	} else if got := websocket.CloseStatus(err); got != websocket.StatusPolicyViolation {
+		t.Fatalf("a rebound page's session ended with %d (%v), want 1008", got, err)
+	}
+	// Nor may such a page read the API from script.
+	req, _ := http.NewRequest("GET", "http://"+rebound+"/chatr/api/rooms", nil)
+	req.Header.Set("Origin", "http://"+rebound)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Get("Access-Control-Allow-Origin"); got != "" {
+		t.Fatalf("a rebound page may read the API: Access-Control-Allow-Origin %q", got)
 	}
 }
 
@@ -226,7 +285,8 @@ func TestSlowConsumerClosed4000(t *testing.T) {
 	// Small socket buffers, so that a client that does not read fills them
 	// after a few dozen messages rather than megabytes.
 	ts := startTestServer(t, func(c net.Conn) { c.(*net.TCPConn).SetWriteBuffer(32 << 10) },
-		"--send-queue", "16", "--send-rate", "100000", "--send-burst", "100000")
+		"--send-queue", "16", "--send-rate", "100000", "--send-burst", "100000",
+		"--get-rate", "100000", "--get-burst", "100000") // it reads /metrics after every 4 sends
 	slow := clienttest.DialRaw(t, ts.ws, &clienttest.RawOptions{HTTPClient: smallReadsClient()})
 	slow.Hello("slow")
 	slow.Join("lobby", nil)

@@ -1,11 +1,16 @@
 package gateway
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
+	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
+	"github.com/gobwas/ws"
 
 	"chatr/internal/proto"
 )
@@ -14,7 +19,7 @@ import (
 // ref when it had one), and the connection keeps working.
 func TestBadFramesAnswerAndKeepTheConnection(t *testing.T) {
 	t.Parallel()
-	ts := newTestServer(t)
+	ts := newTestServer(t, unlimited()...)
 	elsewhere := ts.hub.Scope("lobby")
 	elsewhere.Cluster = "elsewhere"
 	otherRoom := proto.EncodeCursor(ts.hub.Scope("other"), proto.Vector{ts.st.NodeID(): 1})
@@ -183,4 +188,72 @@ func TestNoHelloCloses1008(t *testing.T) {
 	c.ExpectClose(websocket.StatusPolicyViolation)
 	// A session that said hello is not cut off by the timer.
 	greeted.Quiet()
+}
+
+// A client's close frame is answered with its own code when that code may
+// be sent (RFC 6455 7.4: 1000-1003, 1007-1011, 3000-4999), and with 1002
+// (protocol error) when it may not: reserved codes, codes only endpoints
+// report locally (1005, 1006, 1015), a one-byte body, out of range.
+func TestClientCloseCodes(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t)
+	for _, tc := range []struct {
+		name string
+		body []byte
+		want ws.StatusCode
+	}{
+		{"no body", nil, 1000},
+		{"1000", ws.NewCloseFrameBody(1000, "bye"), 1000},
+		{"1001", ws.NewCloseFrameBody(1001, ""), 1001},
+		{"1003", ws.NewCloseFrameBody(1003, ""), 1003},
+		{"1007", ws.NewCloseFrameBody(1007, ""), 1007},
+		{"1011", ws.NewCloseFrameBody(1011, ""), 1011},
+		{"3000", ws.NewCloseFrameBody(3000, ""), 3000},
+		{"4999", ws.NewCloseFrameBody(4999, ""), 4999},
+		{"one byte", []byte{3}, 1002},
+		{"0", ws.NewCloseFrameBody(0, ""), 1002},
+		{"999", ws.NewCloseFrameBody(999, ""), 1002},
+		{"1004", ws.NewCloseFrameBody(1004, ""), 1002},
+		{"1005", ws.NewCloseFrameBody(1005, ""), 1002},
+		{"1006", ws.NewCloseFrameBody(1006, ""), 1002},
+		{"1012", ws.NewCloseFrameBody(1012, ""), 1002},
+		{"1015", ws.NewCloseFrameBody(1015, ""), 1002},
+		{"2999", ws.NewCloseFrameBody(2999, ""), 1002},
+		{"5000", ws.NewCloseFrameBody(5000, ""), 1002},
+		{"65535", ws.NewCloseFrameBody(65535, ""), 1002},
+		{"reason not UTF-8", append(ws.NewCloseFrameBody(1000, ""), 0xff, 0xfe), 1007},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
+			defer cancel()
+			conn, _, _, err := ws.Dial(ctx, ts.ws)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(readTimeout))
+			if err := ws.WriteFrame(conn, ws.MaskFrameInPlace(ws.NewFrame(ws.OpClose, true, bytes.Clone(tc.body)))); err != nil {
+				t.Fatal(err)
+			}
+			for {
+				h, err := ws.ReadHeader(conn)
+				if err != nil || h.Length > 125 {
+					t.Fatalf("no close frame came back: %v (header %+v)", err, h)
+				}
+				payload := make([]byte, h.Length)
+				if _, err := io.ReadFull(conn, payload); err != nil {
+					t.Fatalf("no close frame came back: %v", err)
+				}
+				if h.OpCode != ws.OpClose {
+					continue
+				}
+				code, _ := ws.ParseCloseFrameData(payload)
+				if code != tc.want {
+					t.Fatalf("close %x answered with %d, want %d", tc.body, code, tc.want)
+				}
+				return
+			}
+		})
+	}
 }

@@ -28,7 +28,7 @@ func TestWelcome(t *testing.T) {
 	if w.Session == "" {
 		t.Error("welcome has no session")
 	}
-	if len(w.Nodes) != 1 || w.Nodes[0].ID != ts.st.NodeID() || w.Nodes[0].Name != "testnode" || w.Nodes[0].HTTP != ts.http.Listener.Addr().String() {
+	if len(w.Nodes) != 1 || w.Nodes[0].ID != ts.st.NodeID() || w.Nodes[0].Name != "testnode" || w.Nodes[0].HTTP != ts.addr {
 		t.Errorf("welcome nodes %+v, want this node alone", w.Nodes)
 	}
 	if got, want := w.Keys(), []string{"name", "node", "nodes", "session", "type"}; !slices.Equal(got, want) {
@@ -352,7 +352,7 @@ func msgs0Cursor(t *testing.T, ts *testServer, id string) string {
 // leaves and joins again with since while another sends 200 messages.
 func TestJoinRacesLiveMessages(t *testing.T) {
 	t.Parallel()
-	ts := newTestServer(t, "--send-rate", "100000", "--send-burst", "100000")
+	ts := newTestServer(t, unlimited("--send-rate", "100000", "--send-burst", "100000")...)
 	const total = 200
 	sender := ts.hello(t, "sender")
 	sender.Join("lobby", nil)

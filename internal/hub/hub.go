@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -52,6 +53,13 @@ type Options struct {
 	// hub lives.
 	CursorKey []byte
 	Metrics   prometheus.Registerer
+	// PresenceInterval coalesces the presence changes of a room: the first
+	// change an interval after the room's last presence frame is sent at
+	// once, later ones together at the end of the interval, as one
+	// presence frame, and a person who came and went within it not at all.
+	// So a loop of joins and leaves costs a room one frame per interval, not
+	// one per change. 0 sends every change at once.
+	PresenceInterval time.Duration
 }
 
 // Hub is the set of rooms of one node. Its methods are safe for concurrent use.
@@ -72,6 +80,43 @@ type room struct {
 	// people is name -> node -> sessions there. A name is present while any
 	// node has a session of it, and is listed once.
 	people map[string]map[string]int
+
+	// Presence changes not told yet (see flush). told holds, for each
+	// person whose presence changed since the last flush, what the room's
+	// subscribers were last told of them; fresh holds, for each subscriber
+	// that joined since, what its joined list said of the people in told
+	// then (for the others, it was told what told says).
+	told  map[string]seen
+	fresh map[Subscriber]map[string]seen
+	// localChanged is set when a change since the last flush changed this
+	// node's own presence, which peers are then told of.
+	localChanged bool
+	lastFlush    time.Time
+	timer        *time.Timer // a flush at the end of the interval, when one waits
+}
+
+// seen is what a subscriber was told of a person: present or not, and on
+// which node.
+type seen struct {
+	present bool
+	node    string
+}
+
+// seenOf is the presence of name now.
+func (r *room) seenOf(name string) seen {
+	nodes := r.people[name]
+	return seen{present: len(nodes) > 0, node: firstNode(nodes)}
+}
+
+// touch records what subscribers know of name before its presence
+// changes; the first change since the last flush decides it.
+func (r *room) touch(name string) {
+	if r.told == nil {
+		r.told = map[string]seen{}
+	}
+	if _, ok := r.told[name]; !ok {
+		r.told[name] = r.seenOf(name)
+	}
 }
 
 // New makes an empty hub.
@@ -119,11 +164,22 @@ func (h *Hub) Join(roomName string, sub Subscriber, name string) []proto.Person 
 		return r.list()
 	}
 	r.subs[sub] = name
-	h.localChanged(r.people[name][h.opts.NodeID] == 0)
-	if came := r.add(name, h.opts.NodeID, 1); came {
-		h.broadcast(roomName, r, []proto.Person{{Name: name, Node: h.opts.NodeID}}, nil, sub)
+	r.localChanged = r.localChanged || r.people[name][h.opts.NodeID] == 0
+	r.touch(name)
+	r.add(name, h.opts.NodeID, 1)
+	// What the joined list tells the new subscriber of the people whose
+	// change is not told yet, so the flush tells it the rest exactly.
+	know := make(map[string]seen, len(r.told))
+	for n := range r.told {
+		know[n] = r.seenOf(n)
 	}
-	return r.list()
+	if r.fresh == nil {
+		r.fresh = map[Subscriber]map[string]seen{}
+	}
+	r.fresh[sub] = know
+	people := r.list()
+	h.changedPresence(roomName, r)
+	return people
 }
 
 // Leave removes a local session from room. It reports whether the session
@@ -140,16 +196,18 @@ func (h *Hub) Leave(roomName string, sub Subscriber) bool {
 		return false
 	}
 	delete(r.subs, sub)
-	h.localChanged(r.people[name][h.opts.NodeID] == 1)
-	if went := r.add(name, h.opts.NodeID, -1); went {
-		h.broadcast(roomName, r, nil, []proto.Person{{Name: name, Node: h.opts.NodeID}}, nil)
-	}
+	delete(r.fresh, sub)
+	r.localChanged = r.localChanged || r.people[name][h.opts.NodeID] == 1
+	r.touch(name)
+	r.add(name, h.opts.NodeID, -1)
+	h.changedPresence(roomName, r)
 	h.gc(roomName, r)
 	return true
 }
 
 // add changes the session count of name on node by delta and reports
 // whether the person came (first session anywhere) or went (last one).
+// Call touch first, so the change is told.
 func (r *room) add(name, node string, delta int) bool {
 	nodes := r.people[name]
 	before := len(nodes) > 0
@@ -189,29 +247,85 @@ func firstNode(nodes map[string]int) string {
 	return best
 }
 
+// gc forgets a room with no one in it; a change of local presence that
+// waited for its flush is signalled now. The caller holds h.mu.
 func (h *Hub) gc(name string, r *room) {
 	if len(r.subs) == 0 && len(r.people) == 0 {
 		delete(h.rooms, name)
+		if r.timer != nil {
+			r.timer.Stop()
+			r.timer = nil
+		}
+		h.localChanged(r.localChanged)
+		r.localChanged = false
 	}
 }
 
-// broadcast sends a presence frame to the room's sessions but skip. The
-// caller holds h.mu.
-func (h *Hub) broadcast(roomName string, r *room, joined, left []proto.Person, skip Subscriber) {
-	if len(r.subs) == 0 || len(joined)+len(left) == 0 {
+// changedPresence sends the room's presence changes now, or at the end of
+// the interval since its last flush. The caller holds h.mu.
+func (h *Hub) changedPresence(roomName string, r *room) {
+	if r.timer != nil {
+		return // a flush waits already
+	}
+	wait := time.Until(r.lastFlush.Add(h.opts.PresenceInterval))
+	if h.opts.PresenceInterval <= 0 || wait <= 0 {
+		h.flush(roomName, r)
 		return
 	}
-	if joined == nil {
-		joined = []proto.Person{}
+	// The timer's goroutine ends with the flush; a room forgotten
+	// meanwhile (gc) stops it.
+	r.timer = time.AfterFunc(wait, func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if r.timer != nil && h.rooms[roomName] == r {
+			r.timer = nil
+			h.flush(roomName, r)
+		}
+	})
+}
+
+// flush tells the room's subscribers how presence changed since the last
+// flush: who came and who went, netting out whoever came and went. A
+// subscriber that joined since is told what changed after its joined
+// list. The caller holds h.mu.
+func (h *Hub) flush(roomName string, r *room) {
+	h.localChanged(r.localChanged)
+	r.localChanged = false
+	told, fresh := r.told, r.fresh
+	r.told, r.fresh = nil, nil
+	if len(told) == 0 {
+		return
 	}
-	if left == nil {
-		left = []proto.Person{}
+	frame := func(know map[string]seen) []*Event {
+		joined, left := []proto.Person{}, []proto.Person{}
+		for name, was := range told {
+			if k, ok := know[name]; ok {
+				was = k
+			}
+			switch now := r.seenOf(name); {
+			case now.present && !was.present:
+				joined = append(joined, proto.Person{Name: name, Node: now.node})
+			case was.present && !now.present:
+				left = append(left, proto.Person{Name: name, Node: was.node})
+			}
+		}
+		if len(joined)+len(left) == 0 {
+			return nil
+		}
+		return []*Event{{Room: roomName, Frame: proto.Encode(proto.Presence{Type: "presence", Room: roomName, Joined: joined, Left: left})}}
 	}
-	evs := []*Event{{Room: roomName, Frame: proto.Encode(proto.Presence{Type: "presence", Room: roomName, Joined: joined, Left: left})}}
+	all := frame(nil) // encoded once for every subscriber but the fresh ones
 	for sub := range r.subs {
-		if sub != skip {
+		evs := all
+		if know, ok := fresh[sub]; ok {
+			evs = frame(know)
+		}
+		if evs != nil {
 			sub.Deliver(evs)
 			h.deliveries.Inc()
+			// The interval runs from a frame sent: a change that told no
+			// one (the first person in a room) holds back nothing.
+			r.lastFlush = time.Now()
 		}
 	}
 }
@@ -275,6 +389,14 @@ func (h *Hub) LocalChanged() <-chan struct{} {
 	return h.changed
 }
 
+// Empty reports whether no one is in room, on this node or a peer.
+func (h *Hub) Empty(roomName string) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	r := h.rooms[roomName]
+	return r == nil || len(r.subs) == 0 && len(r.people) == 0
+}
+
 // Presence lists who is present in room.
 func (h *Hub) Presence(roomName string) []proto.Person {
 	h.mu.RLock()
@@ -322,20 +444,24 @@ func (h *Hub) SetRemote(node string, snapshot map[string][]string) {
 		h.room(roomName)
 	}
 	for roomName, r := range h.rooms {
-		var joined, left []proto.Person
+		changed := false
 		for person, nodes := range r.people {
 			if nodes[node] > 0 && !want[roomName][person] {
-				if r.add(person, node, -nodes[node]) {
-					left = append(left, proto.Person{Name: person, Node: node})
-				}
+				r.touch(person)
+				r.add(person, node, -nodes[node])
+				changed = true
 			}
 		}
 		for person := range want[roomName] {
-			if r.people[person][node] == 0 && r.add(person, node, 1) {
-				joined = append(joined, proto.Person{Name: person, Node: node})
+			if r.people[person][node] == 0 {
+				r.touch(person)
+				r.add(person, node, 1)
+				changed = true
 			}
 		}
-		h.broadcast(roomName, r, joined, left, nil)
+		if changed {
+			h.changedPresence(roomName, r)
+		}
 		h.gc(roomName, r)
 	}
 }

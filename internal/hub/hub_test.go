@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"chatr/internal/proctest"
 	"chatr/internal/proto"
 	"chatr/internal/store"
 )
@@ -480,5 +482,145 @@ func TestScopeKey(t *testing.T) {
 	}
 	if mine := proto.EncodeCursor(own1.Scope("lobby"), v); mine == proto.EncodeCursor(own2.Scope("lobby"), v) {
 		t.Error("two hubs without a CursorKey made the same cursor: their keys are not random")
+	}
+}
+
+// presenceView applies presence frames to a joined list, keyed by name as
+// a client does.
+func presenceView(t *testing.T, start []proto.Person, evs []*Event) []string {
+	t.Helper()
+	view := map[string]bool{}
+	for _, p := range start {
+		view[p.Name] = true
+	}
+	for _, pr := range presenceOf(t, evs) {
+		for _, p := range pr.Joined {
+			view[p.Name] = true
+		}
+		for _, p := range pr.Left {
+			delete(view, p.Name)
+		}
+	}
+	var out []string
+	for name := range view {
+		out = append(out, name)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func names(ps []proto.Person) []string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.Name)
+	}
+	return out
+}
+
+// waitFrames waits until r has been delivered a presence frame that
+// names who, and returns everything delivered until then.
+func waitFrames(t *testing.T, r *recorder, who string) []*Event {
+	t.Helper()
+	var evs []*Event
+	proctest.Eventually(t, 10*time.Second, func() error {
+		evs = append(evs, r.take()...)
+		for _, ev := range evs {
+			if strings.Contains(string(ev.Frame), `"`+who+`"`) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no presence frame names %s yet (%d frames)", who, len(evs))
+	})
+	return evs
+}
+
+// A loop of joins and leaves costs the room's other members one presence
+// frame per interval, not one per change (it sent 17,600 a second), and
+// what they are told still adds up to who is there.
+func TestPresenceCoalesced(t *testing.T) {
+	const interval = 50 * time.Millisecond
+	h := New(Options{NodeID: local, Cluster: "test", PresenceInterval: interval})
+	watcher := &recorder{}
+	start := h.Join("lobby", watcher, "watcher")
+	began := time.Now()
+	const cycles = 1000
+	for i := range cycles {
+		flood := &recorder{}
+		h.Join("lobby", flood, fmt.Sprint("flood", i%3))
+		h.Leave("lobby", flood)
+	}
+	stayer := &recorder{}
+	h.Join("lobby", stayer, "stayer")
+	evs := waitFrames(t, watcher, "stayer")
+	elapsed := time.Since(began)
+	if most := 2 + int(elapsed/interval); len(evs) > most {
+		t.Fatalf("%d presence frames for %d joins and leaves in %v, want at most %d (one per %v)", len(evs), 2*cycles, elapsed, most, interval)
+	}
+	if got, want := presenceView(t, start, evs), names(h.Presence("lobby")); !slices.Equal(got, want) {
+		t.Fatalf("the watcher's view %v, want %v", got, want)
+	}
+	t.Logf("%d joins and leaves in %v: %d presence frames", 2*cycles, elapsed, len(evs))
+}
+
+// Within an interval, a person who came and went is not told at all; a
+// subscriber that joined meanwhile, whose joined list named that person,
+// is told they left; a person with two sessions shows once.
+func TestPresenceNetsOut(t *testing.T) {
+	h := New(Options{NodeID: local, Cluster: "test", PresenceInterval: 500 * time.Millisecond})
+	watcher := &recorder{}
+	h.Join("lobby", watcher, "watcher")
+	h.Join("lobby", &recorder{}, "early")                                     // the room was quiet: told at once
+	wantPresence(t, watcher, "lobby", []proto.Person{p("early", local)}, nil) // and the interval begins
+	dave := &recorder{}
+	h.Join("lobby", dave, "dave")
+	newcomer := &recorder{}
+	if got := names(h.Join("lobby", newcomer, "newcomer")); !slices.Equal(got, []string{"dave", "early", "newcomer", "watcher"}) {
+		t.Fatalf("the newcomer joined with %v", got)
+	}
+	h.Leave("lobby", dave)
+	tab1, tab2 := &recorder{}, &recorder{}
+	h.Join("lobby", tab1, "carol")
+	h.Join("lobby", tab2, "carol")
+	h.Leave("lobby", tab1)
+	wantNothing(t, watcher) // nothing yet: it waits for the interval
+	evs := waitFrames(t, watcher, "carol")
+	if pr := presenceOf(t, evs); len(pr) != 1 || !slices.Equal(names(pr[0].Joined), []string{"carol", "newcomer"}) || len(pr[0].Left) != 0 {
+		t.Fatalf("the watcher was told %+v, want one frame: carol and the newcomer joined", pr)
+	}
+	evs = waitFrames(t, newcomer, "carol")
+	if pr := presenceOf(t, evs); len(pr) != 1 || !slices.Equal(names(pr[0].Joined), []string{"carol"}) || !slices.Equal(names(pr[0].Left), []string{"dave"}) {
+		t.Fatalf("the newcomer was told %+v, want one frame: carol joined, dave left", pr)
+	}
+}
+
+// This node's own presence changes reach peers (LocalChanged) with the
+// flush; a room forgotten before its flush signals at once, so a person
+// who left is never a ghost on the peers.
+func TestLocalChangedCoalesced(t *testing.T) {
+	h := New(Options{NodeID: local, Cluster: "test", PresenceInterval: 500 * time.Millisecond})
+	a, b := &recorder{}, &recorder{}
+	ch := h.LocalChanged()
+	h.Join("solo", a, "a")
+	h.Join("solo", b, "b") // told to a at once: the interval begins
+	select {
+	case <-ch:
+	default:
+		t.Fatal("the first change of a quiet room did not signal at once")
+	}
+	ch = h.LocalChanged()
+	h.Leave("solo", a) // within the interval: it waits
+	select {
+	case <-ch:
+		t.Fatal("a change within the interval signalled before its flush")
+	default:
+	}
+	h.Leave("solo", b) // it would wait too, but the room is gone
+	select {
+	case <-ch:
+	default:
+		t.Fatal("the room went with its last person, and peers were not told")
+	}
+	if lp := h.LocalPresence(); len(lp) != 0 {
+		t.Fatalf("local presence %v", lp)
 	}
 }

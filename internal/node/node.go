@@ -12,7 +12,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"sync"
 	"time"
 
@@ -46,7 +45,6 @@ type Node struct {
 	store   *store.Store
 	hub     *hub.Hub
 	gw      *gateway.Server
-	http    *http.Server
 	ln      net.Listener
 	reg     *prometheus.Registry
 	cert    *certificate // nil without --tls-cert-file
@@ -79,7 +77,8 @@ func NewWithHooks(cfg config.Config, log *slog.Logger, console io.Writer, hooks 
 	if cfg.Clustered() {
 		n.secret, n.secretKept = clusterSecret(cfg, st)
 	}
-	n.hub = hub.New(hub.Options{NodeID: st.NodeID(), Cluster: cfg.ClusterName, CursorKey: cursorKey(cfg, n.secret, st), Metrics: reg})
+	n.hub = hub.New(hub.Options{NodeID: st.NodeID(), Cluster: cfg.ClusterName, CursorKey: cursorKey(cfg, n.secret, st),
+		Metrics: reg, PresenceInterval: cfg.PresenceInterval})
 	n.ln, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		st.Close()
@@ -91,9 +90,8 @@ func NewWithHooks(cfg config.Config, log *slog.Logger, console io.Writer, hooks 
 			st.Close()
 			return nil, err
 		}
-		n.ln = tls.NewListener(n.ln, n.cert.config())
 	}
-	gw := gateway.Options{Config: cfg, NodeID: st.NodeID(), HTTPAddr: n.ln.Addr().String(), Store: st, Hub: n.hub,
+	gw := gateway.Options{Config: cfg, TLS: n.tlsConfig(), NodeID: st.NodeID(), HTTPAddr: n.ln.Addr().String(), Store: st, Hub: n.hub,
 		Poster: gateway.StorePoster{Store: st}, Web: web.FS, Log: log, Metrics: reg}
 	if cfg.Clustered() {
 		if err := n.newCluster(&gw, hooks); err != nil {
@@ -105,8 +103,6 @@ func NewWithHooks(cfg config.Config, log *slog.Logger, console io.Writer, hooks 
 		st.OnCommit(n.hub.Publish)
 	}
 	n.gw = gateway.New(gw)
-	n.http = &http.Server{Handler: n.gw.Handler(), ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	return n, nil
 }
 
@@ -164,8 +160,14 @@ func (n *Node) newCluster(gw *gateway.Options, hooks Hooks) error {
 		// Only members alive now, whose gossip proved the secret: a page of a
 		// node that is gone, or was never one, may not open sessions here.
 		var out []string
-		for _, m := range n.aliveMembers() {
-			out = append(out, m.HTTP)
+		for _, m := range c.Members() {
+			if m.State == cluster.StateAlive {
+				scheme := "http://"
+				if m.TLS {
+					scheme = "https://"
+				}
+				out = append(out, scheme+peerHTTP(m))
+			}
 		}
 		return out
 	}
@@ -243,6 +245,14 @@ func (n *Node) followMembers(ctx context.Context) {
 	}
 }
 
+// tlsConfig is the HTTP listener's TLS configuration, nil without TLS.
+func (n *Node) tlsConfig() *tls.Config {
+	if n.cert == nil {
+		return nil
+	}
+	return n.cert.config()
+}
+
 // ReloadTLS reads the TLS certificate and key files again (SIGHUP): new
 // connections get the new certificate, open ones stay. Without TLS it does
 // nothing.
@@ -277,7 +287,7 @@ func (n *Node) Run(ctx context.Context) error {
 	fmt.Fprintf(n.console, "chatr node %s (%s) serving %s://%s/chatr/chatr.html, data in %s\n",
 		n.ID(), n.cfg.NodeName, scheme, browseAddr(n.HTTPAddr()), n.cfg.DataDir)
 	errc := make(chan error, 2)
-	go func() { errc <- n.http.Serve(n.ln) }() // ends with http.Shutdown
+	go func() { errc <- n.gw.Serve(n.ln) }() // ends with gw.Shutdown
 	bgCtx, stopBG := context.WithCancel(context.Background())
 	var bg sync.WaitGroup
 	start := func(f func()) {
@@ -334,11 +344,7 @@ func (n *Node) shutdown() error {
 	if n.repl != nil {
 		n.repl.Close()
 	}
-	err := n.http.Shutdown(ctx)
-	if errors.Is(err, context.DeadlineExceeded) {
-		n.http.Close()
-		err = nil
-	}
+	err := n.gw.Shutdown(ctx)
 	return errors.Join(append(errs, err, n.store.Close())...)
 }
 

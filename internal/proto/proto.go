@@ -6,6 +6,7 @@ package proto
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -25,6 +26,9 @@ const (
 	DefaultHistory = 50   // messages replayed by a join without since/history
 	MaxHistory     = 1000 // most messages a join or an HTTP page returns
 	DefaultRoom    = "lobby"
+	// MaxSeq is the highest message sequence number: the store keeps
+	// sequences as SQLite integers, which are signed 64-bit.
+	MaxSeq = math.MaxInt64
 )
 
 // Error codes of docs/protocol.md.
@@ -40,6 +44,13 @@ const (
 	// CodeConflict answers a send whose ref names an earlier message of the
 	// same sender and room with another text (HTTP 422).
 	CodeConflict = "conflict"
+	// CodeTooManyRooms answers a join past the rooms one session may be in
+	// (--max-rooms-per-session).
+	CodeTooManyRooms = "too_many_rooms"
+	// CodeTooManyNewRooms answers a join or post that would bring a room
+	// into being past what one address may make a minute
+	// (--new-rooms-per-minute; HTTP 429).
+	CodeTooManyNewRooms = "too_many_new_rooms"
 )
 
 // Close codes of docs/protocol.md.
@@ -103,7 +114,8 @@ func MessageID(origin string, seq uint64) string {
 	return origin + "-" + strconv.FormatUint(seq, 10)
 }
 
-// ParseMessageID splits a message id into origin and sequence.
+// ParseMessageID splits a message id into origin and sequence, from 1 to
+// MaxSeq.
 func ParseMessageID(id string) (origin string, seq uint64, err *Error) {
 	i := strings.LastIndexByte(id, '-')
 	if i <= 0 {
@@ -111,7 +123,7 @@ func ParseMessageID(id string) (origin string, seq uint64, err *Error) {
 	}
 	origin = id[:i]
 	seq, perr := strconv.ParseUint(id[i+1:], 10, 64)
-	if perr != nil || seq == 0 || !ValidNodeID(origin) {
+	if perr != nil || seq == 0 || seq > MaxSeq || !ValidNodeID(origin) {
 		return "", 0, Errorf(CodeBadRequest, "message id %q is not <node>-<seq>", id)
 	}
 	return origin, seq, nil

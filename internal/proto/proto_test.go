@@ -3,7 +3,6 @@ package proto
 import (
 	"encoding/json"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -128,11 +127,11 @@ func TestMessageID(t *testing.T) {
 	if got := m.ID(); got != "0123456789ab-42" {
 		t.Errorf("Message.ID = %q", got)
 	}
-	// Property: every (node id, seq >= 1) survives a format and parse.
+	// Property: every (node id, 1 <= seq <= MaxSeq) survives a format and parse.
 	r := rand.New(rand.NewPCG(1, 2))
 	for i := 0; i < 2000; i++ {
 		origin := randomNodeID(r)
-		seq := r.Uint64N(math.MaxUint64) + 1
+		seq := r.Uint64N(MaxSeq) + 1
 		if i%4 == 0 {
 			seq = r.Uint64N(1000) + 1
 		}
@@ -158,6 +157,7 @@ func TestParseMessageIDBad(t *testing.T) {
 		"0123456789ab-1.0",
 		"0123456789ab- 1",
 		"0123456789ab-18446744073709551616", // over uint64
+		"0123456789ab-9223372036854775808",  // over MaxSeq (2^63)
 		"0123456789AB-1",                    // node ids are lowercase
 		"0123456789a-1",                     // 11 digits
 		"0123456789abc-1",                   // 13 digits

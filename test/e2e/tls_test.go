@@ -102,6 +102,18 @@ func TestTLS(t *testing.T) {
 	}
 	defer conn.CloseNow()
 
+	// The node's own pages are https: an http page of the same address may
+	// not open a session.
+	for origin, ok := range map[string]bool{"https://" + a.http: true, "http://" + a.http: false} {
+		c, err := client.Dial(ctx, "wss://"+a.http, "page", &client.Options{HTTPClient: hc, Header: http.Header{"Origin": {origin}}})
+		if (err == nil) != ok {
+			t.Errorf("a page of %s: %v, want allowed=%v", origin, err, ok)
+		}
+		if c != nil {
+			c.CloseNow()
+		}
+	}
+
 	second := writeCert(t, certFile, keyFile, 2)
 	if err := a.proc.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
