@@ -58,16 +58,17 @@ type Options struct {
 
 // Server frame types (the client frame types are in package proto).
 const (
-	TypeWelcome  = "welcome"
-	TypeJoined   = "joined"
-	TypeMessage  = "message"
-	TypeSynced   = "synced"
-	TypePresence = "presence"
-	TypeLeft     = "left"
-	TypeHidden   = "hidden" // ID names a hidden copy of a re-sent message: drop it
-	TypeAck      = "ack"
-	TypeError    = "error"
-	TypePong     = "pong"
+	TypeWelcome   = "welcome"
+	TypeJoined    = "joined"
+	TypeMessage   = "message"
+	TypeSynced    = "synced"
+	TypePresence  = "presence"
+	TypeLeft      = "left"
+	TypeHidden    = "hidden" // ID names a hidden copy of a re-sent message: drop it
+	TypeAck       = "ack"
+	TypeError     = "error"
+	TypePong      = "pong"
+	TypeRefreshed = "refreshed"
 )
 
 // Frame is any server frame, decoded. Only the fields of its Type are set.
@@ -75,10 +76,14 @@ type Frame struct {
 	Type string `json:"type"`
 
 	// welcome: Node is this node's id; message: Node is the origin node.
-	Node    string         `json:"node,omitempty"`
-	Session string         `json:"session,omitempty"` // welcome
-	Name    string         `json:"name,omitempty"`    // welcome
-	Nodes   []proto.Member `json:"nodes,omitempty"`   // welcome
+	Node    string `json:"node,omitempty"`
+	Session string `json:"session,omitempty"` // welcome
+	Name    string `json:"name,omitempty"`    // welcome
+	// welcome and message: the user id when auth is on
+	User string `json:"user,omitempty"`
+	// welcome, refreshed: when the session's token expires
+	Expires string         `json:"expires,omitempty"`
+	Nodes   []proto.Member `json:"nodes,omitempty"` // welcome
 
 	// joined, message, synced, presence, left
 	Room     string         `json:"room,omitempty"`

@@ -74,6 +74,10 @@ func statusOf(e *proto.Error) int {
 		return http.StatusInternalServerError
 	case proto.CodeConflict:
 		return http.StatusUnprocessableEntity
+	case proto.CodeForbidden:
+		return http.StatusForbidden
+	case proto.CodeTokenExpired:
+		return http.StatusUnauthorized
 	default:
 		return http.StatusBadRequest
 	}
@@ -86,6 +90,35 @@ type PostBody struct {
 	// Ref is the idempotency key of the post, like a WebSocket send's ref;
 	// the Idempotency-Key header may carry it instead.
 	Ref string `json:"ref,omitempty"`
+
+	user string // who posts, with auth on (postAs)
+}
+
+// postAs settles who a post is from. With auth off, the body's sender.
+// With a user's token, that user, under the token's name (a sender in the
+// body must be it). With an API key, a program: any sender, and the user
+// id "key:<name of the key>".
+func (s *Server) postAs(who *caller, room string, body *PostBody) (int, *proto.Error) {
+	switch {
+	case who == nil || who.Key != "":
+		if body.Sender == "" {
+			return http.StatusBadRequest, proto.Errorf(proto.CodeBadRequest, "sender: name is empty")
+		}
+		if who != nil {
+			body.user = "key:" + who.Key
+		}
+	case body.Sender != "" && body.Sender != who.ID.Name:
+		return http.StatusBadRequest, proto.Errorf(proto.CodeBadRequest, "sender %q is not your token's name %q: leave it out", body.Sender, who.ID.Name)
+	case !who.ID.canSend(room):
+		return http.StatusForbidden, proto.Errorf(proto.CodeForbidden, "your token does not let you send to room %q", room)
+	default:
+		name, perr := proto.CleanName(who.ID.Name)
+		if perr != nil {
+			return http.StatusUnauthorized, proto.Errorf(proto.CodeUnauthorized, "the token's name cannot be shown: %s", perr.Message)
+		}
+		body.Sender, body.user = name, who.ID.User
+	}
+	return 0, nil
 }
 
 // decodePost reads and checks a POST body. It is the HTTP twin of
@@ -116,7 +149,9 @@ func decodePost(contentType string, body io.Reader) (PostBody, int, *proto.Error
 		return p, http.StatusBadRequest, proto.Errorf(proto.CodeBadRequest, "body holds more than one JSON value")
 	}
 	var perr *proto.Error
-	if p.Sender, perr = proto.CleanName(p.Sender); perr != nil {
+	if strings.TrimSpace(p.Sender) == "" {
+		p.Sender = "" // the token's name, with auth on; postMessage decides
+	} else if p.Sender, perr = proto.CleanName(p.Sender); perr != nil {
 		perr.Message = "sender: " + perr.Message
 		return p, statusOf(perr), perr
 	}
@@ -181,7 +216,14 @@ func (s *Server) postMessage(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, perr)
 		return
 	}
+	who, ok := s.authorize(w, r)
+	if !ok {
+		return
+	}
 	body, status, perr := decodePost(r.Header.Get("Content-Type"), r.Body)
+	if perr == nil {
+		status, perr = s.postAs(who, room, &body)
+	}
 	if perr == nil {
 		var key string
 		key, perr = idempotencyKey(r.Header)
@@ -221,7 +263,7 @@ func (s *Server) postMessage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ch := make(chan result, 1)
-	err := s.post.Post(r.Context(), proto.Message{Room: room, Sender: body.Sender, Text: body.Text, Ref: body.Ref}, func(m proto.Message, err error) {
+	err := s.post.Post(r.Context(), proto.Message{Room: room, Sender: body.Sender, User: body.user, Text: body.Text, Ref: body.Ref}, func(m proto.Message, err error) {
 		ch <- result{m, err}
 	})
 	s.sendGate.RUnlock()
@@ -249,6 +291,14 @@ func (s *Server) getMessages(w http.ResponseWriter, r *http.Request) {
 	room := r.PathValue("room")
 	if perr := proto.CheckRoom(room); perr != nil {
 		writeError(w, http.StatusBadRequest, perr)
+		return
+	}
+	who, ok := s.authorize(w, r)
+	if !ok {
+		return
+	}
+	if who != nil && who.ID != nil && !who.ID.canJoin(room) {
+		writeError(w, http.StatusForbidden, proto.Errorf(proto.CodeForbidden, "your token does not let you into room %q", room))
 		return
 	}
 	q := r.URL.Query()
@@ -323,6 +373,10 @@ const (
 // limit rooms after the room named by after; next names the last room
 // listed while more follow.
 func (s *Server) getRooms(w http.ResponseWriter, r *http.Request) {
+	who, ok := s.authorize(w, r)
+	if !ok {
+		return
+	}
 	type roomJSON struct {
 		Room     string `json:"room"`
 		Messages int64  `json:"messages"`
@@ -349,14 +403,18 @@ func (s *Server) getRooms(w http.ResponseWriter, r *http.Request) {
 	page, more := s.store.RoomsAfter(after, limit)
 	rooms := make([]roomJSON, 0, len(page))
 	for _, ri := range page {
-		rooms = append(rooms, roomJSON{Room: ri.Room, Messages: ri.Messages, Last: proto.FormatTime(ri.Last)})
+		// A user sees the rooms their token lets them into (the page may then
+		// be short; next still goes on from where it ended).
+		if who == nil || who.ID.canJoin(ri.Room) {
+			rooms = append(rooms, roomJSON{Room: ri.Room, Messages: ri.Messages, Last: proto.FormatTime(ri.Last)})
+		}
 	}
 	answer := struct {
 		Rooms []roomJSON `json:"rooms"`
 		Next  string     `json:"next,omitempty"`
 	}{Rooms: rooms}
 	if more {
-		answer.Next = rooms[len(rooms)-1].Room
+		answer.Next = page[len(page)-1].Room
 	}
 	writeJSON(w, http.StatusOK, answer)
 }

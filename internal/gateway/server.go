@@ -63,6 +63,16 @@ type Options struct {
 	// where epoll is not available, instead of waking readers from one
 	// poller (tests run the fallback with it).
 	ReaderPerSession bool
+	// Tokens checks client tokens: set, auth is on (a hello needs a token,
+	// and the HTTP API a bearer token or API key); nil, anyone may use any
+	// name.
+	Tokens Tokens
+	// APIKey, with auth on, names the program an HTTP API key is for; ok
+	// false for a key it does not know. Compare in constant time.
+	APIKey func(presented string) (name string, ok bool)
+	// ExpiredGrace is how long a session whose token expired may take to
+	// send a refresh before it is closed with 4001 (--auth-expired-grace).
+	ExpiredGrace time.Duration
 	// TLS, when set, makes Serve speak TLS (HTTPS and WSS) on its
 	// listener, after the connection caps (a refused flood costs no
 	// handshake).
@@ -124,6 +134,9 @@ type Server struct {
 	// unGreeted holds the hello deadline of sessions that have not said
 	// hello; one sweeper closes the late ones (no timer per session).
 	unGreeted map[*session]time.Time
+	// tokens holds, with auth on, when each session's token expires (the
+	// same sweeper tells and closes them).
+	tokens map[*session]*tokenDeadline
 	// ctx ends when the server is drained; it bounds store calls of sessions.
 	ctx  context.Context
 	stop context.CancelFunc
@@ -346,7 +359,8 @@ func (s *Server) greeted(sess *session) {
 	s.mu.Unlock()
 }
 
-// sweepHellos closes, with 1008, sessions that said no hello in time.
+// sweepHellos closes, with 1008, sessions that said no hello in time, and
+// (sweepTokens) tells and closes those whose token expired.
 func (s *Server) sweepHellos(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -369,6 +383,7 @@ func (s *Server) sweepHellos(ctx context.Context) {
 			for _, sess := range late {
 				sess.close(proto.ClosePolicy, "no hello within 10s")
 			}
+			s.sweepTokens(now)
 		}
 	}
 }
@@ -377,6 +392,7 @@ func (s *Server) sweepHellos(ctx context.Context) {
 func (s *Server) ended(sess *session) {
 	s.mu.Lock()
 	delete(s.sessions, sess)
+	delete(s.tokens, sess)
 	s.mu.Unlock()
 	s.wg.Done()
 }

@@ -58,6 +58,8 @@ type session struct {
 	// detector, which cannot see through epoll.)
 	readMu   sync.Mutex
 	name     string
+	user     string        // with auth on, the token's sub
+	ident    *Identity     // with auth on, who the token says the client is
 	limiter  *rate.Limiter // --send-rate; made at the first send
 	frames   *rate.Limiter // --frame-rate: every other frame
 	breaches int           // frames over a rate limit in a row
@@ -286,14 +288,80 @@ func (s *session) handleText(data []byte) {
 	case !s.greeted.Load() && in.Type != proto.TypeHello:
 		s.sendError(in.Ref, proto.Errorf(proto.CodeHelloRequired, "say hello first"))
 	case !s.greeted.Load():
-		s.name = in.Name
-		s.greeted.Store(true)
-		s.srv.greeted(s)
-		s.send(proto.Encode(proto.Welcome{Type: "welcome", Node: s.srv.opts.NodeID, Session: s.id,
-			Name: s.name, Nodes: s.srv.members()}))
+		s.hello(in)
 	default:
 		s.handle(in)
 	}
+}
+
+// hello admits the client: with auth on by its token (the token names it;
+// a missing or bad token closes with 1008, an expired one with 4001 so the
+// client fetches a new one), else by the name it says.
+func (s *session) hello(in proto.Inbound) {
+	w := proto.Welcome{Type: "welcome", Node: s.srv.opts.NodeID, Session: s.id, Name: in.Name, Nodes: s.srv.members()}
+	if s.srv.opts.Tokens != nil {
+		id, perr := s.verify(in.Token)
+		if perr != nil {
+			s.sendError(in.Ref, perr)
+			code := proto.ClosePolicy
+			if perr.Code == proto.CodeTokenExpired {
+				code = proto.CloseTokenExpired
+			}
+			s.closeAfterQueued(code, perr.Code)
+			return
+		}
+		s.ident = id
+		w.Name, w.User, w.Expires = id.Name, id.User, proto.FormatTime(id.Expires.UnixMicro())
+		s.srv.watchToken(s, id.Expires)
+	}
+	s.name, s.user = w.Name, w.User
+	s.greeted.Store(true)
+	s.srv.greeted(s)
+	s.send(proto.Encode(w))
+}
+
+// verify checks a token of a hello or refresh: a user chatr can show.
+func (s *session) verify(token string) (*Identity, *proto.Error) {
+	if token == "" {
+		return nil, proto.Errorf(proto.CodeUnauthorized, "sign-in required: this node takes a token in hello")
+	}
+	id, err := s.srv.opts.Tokens.Verify(token)
+	if err != nil {
+		return nil, tokenError(err)
+	}
+	name, perr := proto.CleanName(id.Name)
+	if perr != nil {
+		return nil, proto.Errorf(proto.CodeUnauthorized, "the token's name cannot be shown: %s", perr.Message)
+	}
+	id.Name = name
+	return &id, nil
+}
+
+// refresh moves the session onto a new token of the same user, before or
+// after the old one expired (until the session is closed for it).
+func (s *session) refresh(in proto.Inbound) {
+	if s.ident == nil {
+		s.sendError(in.Ref, proto.Errorf(proto.CodeBadRequest, "this node takes no tokens: nothing to refresh"))
+		return
+	}
+	id, perr := s.verify(in.Token)
+	switch {
+	case perr != nil:
+		s.sendError(in.Ref, perr)
+		return
+	case id.User != s.ident.User:
+		s.sendError(in.Ref, proto.Errorf(proto.CodeUnauthorized, "a refresh cannot change who you are (%s)", s.ident.User))
+		return
+	}
+	s.ident = id
+	s.srv.watchToken(s, id.Expires)
+	// Rooms the new token does not allow are left.
+	for _, room := range s.joinedList() {
+		if !id.canJoin(room) {
+			s.leave(room, false)
+		}
+	}
+	s.send(proto.Encode(proto.Refreshed{Type: "refreshed", Ref: in.Ref, Expires: proto.FormatTime(id.Expires.UnixMicro())}))
 }
 
 // allowFrame takes a frame from the session's --frame-rate budget. Over
@@ -343,6 +411,8 @@ func (s *session) handle(in proto.Inbound) {
 		s.leave(in.Room, false)
 	case proto.TypeSend:
 		s.post(in)
+	case proto.TypeRefresh:
+		s.refresh(in)
 	}
 }
 
@@ -357,6 +427,17 @@ func (s *session) joinedRooms() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.joined)
+}
+
+// joinedList is the rooms joined.
+func (s *session) joinedList() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.joined))
+	for r := range s.joined {
+		out = append(out, r)
+	}
+	return out
 }
 
 func (s *session) setJoined(room string, on bool) {
@@ -389,6 +470,10 @@ func (s *session) join(in proto.Inbound) {
 			s.sendError(in.Ref, perr)
 			return
 		}
+	}
+	if !s.ident.canJoin(in.Room) {
+		s.sendError(in.Ref, proto.Errorf(proto.CodeForbidden, "your token does not let you into room %q", in.Room))
+		return
 	}
 	if !s.isJoined(in.Room) && s.joinedRooms() >= s.srv.cfg.MaxRoomsPerSession {
 		s.srv.metrics.limitRefused.WithLabelValues(limitRoomsPerSess).Inc()
@@ -436,7 +521,7 @@ func (s *session) join(in proto.Inbound) {
 	if !s.enqueue(outItem{begin: in.Room}) {
 		return
 	}
-	people := s.srv.hub.Join(in.Room, s, s.name)
+	people := s.srv.hub.Join(in.Room, s, s.name, s.user)
 	var page store.Page
 	var err error
 	if in.Since != "" {
@@ -493,6 +578,10 @@ func (s *session) post(in proto.Inbound) {
 		s.sendError(in.Ref, proto.Errorf(proto.CodeNotJoined, "join room %q before sending to it", in.Room))
 		return
 	}
+	if !s.ident.canSend(in.Room) {
+		s.sendError(in.Ref, proto.Errorf(proto.CodeForbidden, "your token lets you read room %q, not send to it", in.Room))
+		return
+	}
 	if s.limiter == nil {
 		s.limiter = rate.NewLimiter(rate.Limit(s.srv.cfg.SendRate), s.srv.cfg.SendBurst)
 	}
@@ -509,7 +598,7 @@ func (s *session) post(in proto.Inbound) {
 	}
 	defer s.srv.sendGate.RUnlock()
 	text := in.Text
-	err := s.srv.post.Post(s.srv.ctx, proto.Message{Room: room, Sender: s.name, Text: text, Ref: ref}, func(m proto.Message, err error) {
+	err := s.srv.post.Post(s.srv.ctx, proto.Message{Room: room, Sender: s.name, User: s.user, Text: text, Ref: ref}, func(m proto.Message, err error) {
 		if err != nil {
 			if s.srv.ctx.Err() == nil {
 				s.srv.logLimited(slog.LevelError, "send failed", "session", s.id, "ip", s.ip, "room", room, "err", err)
@@ -589,14 +678,22 @@ func (s *session) slow() {
 // close ends the session with code: what is queued is dropped, the close
 // frame is sent, and the connection is dropped once the client answers or
 // after closeTimeout. The first call wins.
-func (s *session) close(code int, reason string) {
+func (s *session) close(code int, reason string) { s.closeWith(code, reason, false) }
+
+// closeAfterQueued is close that first writes what is queued (the error
+// frame that says why, say).
+func (s *session) closeAfterQueued(code int, reason string) { s.closeWith(code, reason, true) }
+
+func (s *session) closeWith(code int, reason string, keepQueue bool) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return
 	}
 	s.closed, s.code, s.reason = true, code, reason
-	s.takeQueue()
+	if !keepQueue {
+		s.takeQueue()
+	}
 	start := !s.flushing
 	s.flushing = true
 	s.mu.Unlock()

@@ -75,19 +75,23 @@ type Hub struct {
 	deliveries prometheus.Counter
 }
 
+// person is who is present: a user (auth on: two people may share a
+// name) or, with auth off, a name.
+type person struct{ name, user string }
+
 type room struct {
-	subs map[Subscriber]string // subscriber -> its person's name
-	// people is name -> node -> sessions there. A name is present while any
-	// node has a session of it, and is listed once.
-	people map[string]map[string]int
+	subs map[Subscriber]person // subscriber -> its person
+	// people is person -> node -> sessions there. A person is present while
+	// any node has a session of theirs, and is listed once.
+	people map[person]map[string]int
 
 	// Presence changes not told yet (see flush). told holds, for each
 	// person whose presence changed since the last flush, what the room's
 	// subscribers were last told of them; fresh holds, for each subscriber
 	// that joined since, what its joined list said of the people in told
 	// then (for the others, it was told what told says).
-	told  map[string]seen
-	fresh map[Subscriber]map[string]seen
+	told  map[person]seen
+	fresh map[Subscriber]map[person]seen
 	// localChanged is set when a change since the last flush changed this
 	// node's own presence, which peers are then told of.
 	localChanged bool
@@ -102,20 +106,20 @@ type seen struct {
 	node    string
 }
 
-// seenOf is the presence of name now.
-func (r *room) seenOf(name string) seen {
-	nodes := r.people[name]
+// seenOf is the presence of p now.
+func (r *room) seenOf(p person) seen {
+	nodes := r.people[p]
 	return seen{present: len(nodes) > 0, node: firstNode(nodes)}
 }
 
-// touch records what subscribers know of name before its presence
+// touch records what subscribers know of p before their presence
 // changes; the first change since the last flush decides it.
-func (r *room) touch(name string) {
+func (r *room) touch(p person) {
 	if r.told == nil {
-		r.told = map[string]seen{}
+		r.told = map[person]seen{}
 	}
-	if _, ok := r.told[name]; !ok {
-		r.told[name] = r.seenOf(name)
+	if _, ok := r.told[p]; !ok {
+		r.told[p] = r.seenOf(p)
 	}
 }
 
@@ -147,34 +151,36 @@ func (h *Hub) Scope(room string) proto.CursorScope {
 func (h *Hub) room(name string) *room {
 	r := h.rooms[name]
 	if r == nil {
-		r = &room{subs: map[Subscriber]string{}, people: map[string]map[string]int{}}
+		r = &room{subs: map[Subscriber]person{}, people: map[person]map[string]int{}}
 		h.rooms[name] = r
 	}
 	return r
 }
 
-// Join adds a local session of person name to room and returns who is
-// present, the session's own person included. Others in the room learn of a
-// newly present person with a presence frame.
-func (h *Hub) Join(roomName string, sub Subscriber, name string) []proto.Person {
+// Join adds a local session of the person named name (and, with auth on,
+// user) to room and returns who is present, the session's own person
+// included. Others in the room learn of a newly present person with a
+// presence frame.
+func (h *Hub) Join(roomName string, sub Subscriber, name, user string) []proto.Person {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	r := h.room(roomName)
 	if _, ok := r.subs[sub]; ok {
 		return r.list()
 	}
-	r.subs[sub] = name
-	r.localChanged = r.localChanged || r.people[name][h.opts.NodeID] == 0
-	r.touch(name)
-	r.add(name, h.opts.NodeID, 1)
+	p := person{name: name, user: user}
+	r.subs[sub] = p
+	r.localChanged = r.localChanged || r.people[p][h.opts.NodeID] == 0
+	r.touch(p)
+	r.add(p, h.opts.NodeID, 1)
 	// What the joined list tells the new subscriber of the people whose
 	// change is not told yet, so the flush tells it the rest exactly.
-	know := make(map[string]seen, len(r.told))
+	know := make(map[person]seen, len(r.told))
 	for n := range r.told {
 		know[n] = r.seenOf(n)
 	}
 	if r.fresh == nil {
-		r.fresh = map[Subscriber]map[string]seen{}
+		r.fresh = map[Subscriber]map[person]seen{}
 	}
 	r.fresh[sub] = know
 	people := r.list()
@@ -191,29 +197,29 @@ func (h *Hub) Leave(roomName string, sub Subscriber) bool {
 	if r == nil {
 		return false
 	}
-	name, ok := r.subs[sub]
+	p, ok := r.subs[sub]
 	if !ok {
 		return false
 	}
 	delete(r.subs, sub)
 	delete(r.fresh, sub)
-	r.localChanged = r.localChanged || r.people[name][h.opts.NodeID] == 1
-	r.touch(name)
-	r.add(name, h.opts.NodeID, -1)
+	r.localChanged = r.localChanged || r.people[p][h.opts.NodeID] == 1
+	r.touch(p)
+	r.add(p, h.opts.NodeID, -1)
 	h.changedPresence(roomName, r)
 	h.gc(roomName, r)
 	return true
 }
 
-// add changes the session count of name on node by delta and reports
+// add changes the session count of p on node by delta and reports
 // whether the person came (first session anywhere) or went (last one).
 // Call touch first, so the change is told.
-func (r *room) add(name, node string, delta int) bool {
-	nodes := r.people[name]
+func (r *room) add(p person, node string, delta int) bool {
+	nodes := r.people[p]
 	before := len(nodes) > 0
 	if nodes == nil {
 		nodes = map[string]int{}
-		r.people[name] = nodes
+		r.people[p] = nodes
 	}
 	nodes[node] += delta
 	if nodes[node] <= 0 {
@@ -221,18 +227,28 @@ func (r *room) add(name, node string, delta int) bool {
 	}
 	after := len(nodes) > 0
 	if !after {
-		delete(r.people, name)
+		delete(r.people, p)
 	}
 	return before != after
 }
 
 func (r *room) list() []proto.Person {
 	out := make([]proto.Person, 0, len(r.people))
-	for name, nodes := range r.people {
-		out = append(out, proto.Person{Name: name, Node: firstNode(nodes)})
+	for p, nodes := range r.people {
+		out = append(out, proto.Person{Name: p.name, Node: firstNode(nodes), User: p.user})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	sortPeople(out)
 	return out
+}
+
+// sortPeople orders a presence list by name, then user id.
+func sortPeople(ps []proto.Person) {
+	sort.Slice(ps, func(i, j int) bool {
+		if ps[i].Name != ps[j].Name {
+			return ps[i].Name < ps[j].Name
+		}
+		return ps[i].User < ps[j].User
+	})
 }
 
 // firstNode picks one node of a person deterministically, so every node
@@ -296,19 +312,21 @@ func (h *Hub) flush(roomName string, r *room) {
 	if len(told) == 0 {
 		return
 	}
-	frame := func(know map[string]seen) []*Event {
+	frame := func(know map[person]seen) []*Event {
 		joined, left := []proto.Person{}, []proto.Person{}
-		for name, was := range told {
-			if k, ok := know[name]; ok {
+		for p, was := range told {
+			if k, ok := know[p]; ok {
 				was = k
 			}
-			switch now := r.seenOf(name); {
+			switch now := r.seenOf(p); {
 			case now.present && !was.present:
-				joined = append(joined, proto.Person{Name: name, Node: now.node})
+				joined = append(joined, proto.Person{Name: p.name, Node: now.node, User: p.user})
 			case was.present && !now.present:
-				left = append(left, proto.Person{Name: name, Node: was.node})
+				left = append(left, proto.Person{Name: p.name, Node: was.node, User: p.user})
 			}
 		}
+		sortPeople(joined)
+		sortPeople(left)
 		if len(joined)+len(left) == 0 {
 			return nil
 		}
@@ -407,16 +425,17 @@ func (h *Hub) Presence(roomName string) []proto.Person {
 	return []proto.Person{}
 }
 
-// LocalPresence is the presence of this node's own sessions: room -> names.
-// Peers receive it to list this node's people.
-func (h *Hub) LocalPresence() map[string][]string {
+// LocalPresence is the presence of this node's own sessions: room ->
+// people (name and user; Node is left empty). Peers receive it to list
+// this node's people.
+func (h *Hub) LocalPresence() map[string][]proto.Person {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	out := map[string][]string{}
+	out := map[string][]proto.Person{}
 	for name, r := range h.rooms {
-		for person, nodes := range r.people {
+		for p, nodes := range r.people {
 			if nodes[h.opts.NodeID] > 0 {
-				out[name] = append(out[name], person)
+				out[name] = append(out[name], proto.Person{Name: p.name, User: p.user})
 			}
 		}
 	}
@@ -424,19 +443,20 @@ func (h *Hub) LocalPresence() map[string][]string {
 }
 
 // SetRemote replaces what node contributes to presence with snapshot
-// (room -> names); an empty snapshot drops the node's people, as when it
-// died or left. Local sessions hear of each change.
-func (h *Hub) SetRemote(node string, snapshot map[string][]string) {
+// (room -> people; their Node is ignored: they are node's); an empty
+// snapshot drops the node's people, as when it died or left. Local
+// sessions hear of each change.
+func (h *Hub) SetRemote(node string, snapshot map[string][]proto.Person) {
 	if node == h.opts.NodeID {
 		return
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	want := map[string]map[string]bool{}
-	for roomName, names := range snapshot {
-		set := map[string]bool{}
-		for _, n := range names {
-			set[n] = true
+	want := map[string]map[person]bool{}
+	for roomName, people := range snapshot {
+		set := map[person]bool{}
+		for _, p := range people {
+			set[person{name: p.Name, user: p.User}] = true
 		}
 		want[roomName] = set
 	}
@@ -445,17 +465,17 @@ func (h *Hub) SetRemote(node string, snapshot map[string][]string) {
 	}
 	for roomName, r := range h.rooms {
 		changed := false
-		for person, nodes := range r.people {
-			if nodes[node] > 0 && !want[roomName][person] {
-				r.touch(person)
-				r.add(person, node, -nodes[node])
+		for p, nodes := range r.people {
+			if nodes[node] > 0 && !want[roomName][p] {
+				r.touch(p)
+				r.add(p, node, -nodes[node])
 				changed = true
 			}
 		}
-		for person := range want[roomName] {
-			if r.people[person][node] == 0 {
-				r.touch(person)
-				r.add(person, node, 1)
+		for p := range want[roomName] {
+			if r.people[p][node] == 0 {
+				r.touch(p)
+				r.add(p, node, 1)
 				changed = true
 			}
 		}

@@ -114,19 +114,19 @@ func TestJoinLeavePresence(t *testing.T) {
 	h := newHub()
 	alice, bob := &recorder{}, &recorder{}
 
-	if got := h.Join("lobby", alice, "alice"); !slices.Equal(got, []proto.Person{p("alice", local)}) {
+	if got := h.Join("lobby", alice, "alice", ""); !slices.Equal(got, []proto.Person{p("alice", local)}) {
 		t.Fatalf("alice joined with %+v", got)
 	}
 	wantNothing(t, alice) // no presence frame about oneself
 
-	if got := h.Join("lobby", bob, "bob"); !slices.Equal(got, []proto.Person{p("alice", local), p("bob", local)}) {
+	if got := h.Join("lobby", bob, "bob", ""); !slices.Equal(got, []proto.Person{p("alice", local), p("bob", local)}) {
 		t.Fatalf("bob joined with %+v", got)
 	}
 	wantPresence(t, alice, "lobby", []proto.Person{p("bob", local)}, nil)
 	wantNothing(t, bob)
 
 	// Joining twice with the same subscriber changes nothing.
-	h.Join("lobby", bob, "bob")
+	h.Join("lobby", bob, "bob", "")
 	wantNothing(t, alice)
 
 	if !h.Leave("lobby", bob) {
@@ -162,10 +162,10 @@ func TestJoinLeavePresence(t *testing.T) {
 func TestTwoSessionsOneName(t *testing.T) {
 	h := newHub()
 	watcher, tab1, tab2 := &recorder{}, &recorder{}, &recorder{}
-	h.Join("lobby", watcher, "watcher")
-	h.Join("lobby", tab1, "carol")
+	h.Join("lobby", watcher, "watcher", "")
+	h.Join("lobby", tab1, "carol", "")
 	wantPresence(t, watcher, "lobby", []proto.Person{p("carol", local)}, nil)
-	got := h.Join("lobby", tab2, "carol")
+	got := h.Join("lobby", tab2, "carol", "")
 	if !slices.Equal(got, []proto.Person{p("carol", local), p("watcher", local)}) {
 		t.Fatalf("second tab joined with %+v", got)
 	}
@@ -180,7 +180,7 @@ func TestTwoSessionsOneName(t *testing.T) {
 	h.Leave("lobby", tab2)
 	wantPresence(t, watcher, "lobby", nil, []proto.Person{p("carol", local)})
 
-	if lp := h.LocalPresence(); !slices.Equal(lp["lobby"], []string{"watcher"}) {
+	if lp := h.LocalPresence(); !slices.Equal(localNames(lp["lobby"]), []string{"watcher"}) {
 		t.Fatalf("local presence %v", lp)
 	}
 }
@@ -189,16 +189,15 @@ func TestTwoSessionsOneName(t *testing.T) {
 func TestRoomsAreSeparate(t *testing.T) {
 	h := newHub()
 	a, b := &recorder{}, &recorder{}
-	h.Join("lobby", a, "a")
-	h.Join("dev", b, "b")
+	h.Join("lobby", a, "a", "")
+	h.Join("dev", b, "b", "")
 	wantNothing(t, a)
-	h.Join("dev", a, "a")
+	h.Join("dev", a, "a", "")
 	wantPresence(t, b, "dev", []proto.Person{p("a", local)}, nil)
 	h.Leave("lobby", a)
 	wantNothing(t, b)
 	lp := h.LocalPresence()
-	slices.Sort(lp["dev"])
-	if len(lp) != 1 || !slices.Equal(lp["dev"], []string{"a", "b"}) {
+	if len(lp) != 1 || !slices.Equal(localNames(lp["dev"]), []string{"a", "b"}) {
 		t.Fatalf("local presence %v", lp)
 	}
 }
@@ -208,9 +207,9 @@ func TestRoomsAreSeparate(t *testing.T) {
 func TestSetRemote(t *testing.T) {
 	h := newHub()
 	me := &recorder{}
-	h.Join("lobby", me, "me")
+	h.Join("lobby", me, "me", "")
 
-	h.SetRemote(remote, map[string][]string{"lobby": {"carol"}, "dev": {"dan"}})
+	h.SetRemote(remote, snapshot(map[string][]string{"lobby": {"carol"}, "dev": {"dan"}}))
 	wantPresence(t, me, "lobby", []proto.Person{p("carol", remote)}, nil)
 	if got := h.Presence("lobby"); !slices.Equal(got, []proto.Person{p("carol", remote), p("me", local)}) {
 		t.Fatalf("presence %+v", got)
@@ -219,20 +218,20 @@ func TestSetRemote(t *testing.T) {
 		t.Fatalf("presence of a room with no local session %+v", got)
 	}
 	// Only this node's people go to peers.
-	if lp := h.LocalPresence(); len(lp) != 1 || !slices.Equal(lp["lobby"], []string{"me"}) {
+	if lp := h.LocalPresence(); len(lp) != 1 || !slices.Equal(localNames(lp["lobby"]), []string{"me"}) {
 		t.Fatalf("local presence %v", lp)
 	}
 
 	// The same snapshot again changes nothing.
-	h.SetRemote(remote, map[string][]string{"lobby": {"carol"}, "dev": {"dan"}})
+	h.SetRemote(remote, snapshot(map[string][]string{"lobby": {"carol"}, "dev": {"dan"}}))
 	wantNothing(t, me)
 
 	// A person added and one removed, in one frame.
-	h.SetRemote(remote, map[string][]string{"lobby": {"erin"}, "dev": {"dan"}})
+	h.SetRemote(remote, snapshot(map[string][]string{"lobby": {"erin"}, "dev": {"dan"}}))
 	wantPresence(t, me, "lobby", []proto.Person{p("erin", remote)}, []proto.Person{p("carol", remote)})
 
 	// Another peer's people are its own.
-	h.SetRemote(third, map[string][]string{"lobby": {"erin", "me", "fay"}})
+	h.SetRemote(third, snapshot(map[string][]string{"lobby": {"erin", "me", "fay"}}))
 	wantPresence(t, me, "lobby", []proto.Person{p("fay", third)}, nil) // erin and me were present already
 	if got := h.Presence("lobby"); !slices.Equal(got, []proto.Person{p("erin", remote), p("fay", third), p("me", local)}) {
 		t.Fatalf("presence %+v (each person once, on the first of their nodes)", got)
@@ -244,14 +243,14 @@ func TestSetRemote(t *testing.T) {
 	if got := h.Presence("dev"); len(got) != 0 {
 		t.Fatalf("dev presence %+v after its only node went", got)
 	}
-	h.SetRemote(third, map[string][]string{})
+	h.SetRemote(third, snapshot(map[string][]string{}))
 	wantPresence(t, me, "lobby", nil, []proto.Person{p("erin", third), p("fay", third)})
 	if got := h.Presence("lobby"); !slices.Equal(got, []proto.Person{p("me", local)}) {
 		t.Fatalf("presence %+v", got)
 	}
 
 	// A snapshot naming this node is ignored: local presence is local.
-	h.SetRemote(local, map[string][]string{})
+	h.SetRemote(local, snapshot(map[string][]string{}))
 	wantNothing(t, me)
 	if got := h.Presence("lobby"); len(got) != 1 {
 		t.Fatalf("presence %+v", got)
@@ -259,10 +258,10 @@ func TestSetRemote(t *testing.T) {
 
 	// A local person who is also remote stays when the remote goes, and
 	// stays when the local session goes while the remote is there.
-	h.SetRemote(remote, map[string][]string{"lobby": {"me"}})
+	h.SetRemote(remote, snapshot(map[string][]string{"lobby": {"me"}}))
 	wantNothing(t, me)
 	other := &recorder{}
-	h.Join("lobby", other, "other")
+	h.Join("lobby", other, "other", "")
 	wantPresence(t, me, "lobby", []proto.Person{p("other", local)}, nil)
 	h.Leave("lobby", me)
 	wantNothing(t, other) // "me" is still on the remote node
@@ -283,13 +282,13 @@ func TestLocalChanged(t *testing.T) {
 	}
 	ch := h.LocalChanged()
 	a := &recorder{}
-	h.Join("lobby", a, "a")
+	h.Join("lobby", a, "a", "")
 	if !fired(ch) {
 		t.Fatal("a local join did not signal")
 	}
 	ch = h.LocalChanged()
-	h.Join("lobby", &recorder{}, "a") // a second session of a
-	h.SetRemote(remote, map[string][]string{"lobby": {"z"}})
+	h.Join("lobby", &recorder{}, "a", "") // a second session of a
+	h.SetRemote(remote, snapshot(map[string][]string{"lobby": {"z"}}))
 	if fired(ch) {
 		t.Fatal("a second session or a remote change signalled a local change")
 	}
@@ -312,10 +311,10 @@ func TestPublishEncodesOnce(t *testing.T) {
 	h := newHub()
 	subs := []*recorder{{}, {}, {}}
 	for i, s := range subs {
-		h.Join("lobby", s, fmt.Sprint("u", i))
+		h.Join("lobby", s, fmt.Sprint("u", i), "")
 	}
 	elsewhere := &recorder{}
-	h.Join("dev", elsewhere, "e")
+	h.Join("dev", elsewhere, "e", "")
 	for _, s := range subs {
 		s.take()
 	}
@@ -379,7 +378,7 @@ func TestConcurrentUse(t *testing.T) {
 			r := &recorder{}
 			for i := 0; time.Now().Before(deadline); i++ {
 				room := fmt.Sprint("r", i%3)
-				h.Join(room, r, fmt.Sprint("g", g))
+				h.Join(room, r, fmt.Sprint("g", g), "")
 				h.Presence(room)
 				h.Leave(room, r)
 				r.take()
@@ -396,7 +395,7 @@ func TestConcurrentUse(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		for i := 0; time.Now().Before(deadline); i++ {
-			h.SetRemote(remote, map[string][]string{"r0": {fmt.Sprint("x", i%2)}})
+			h.SetRemote(remote, snapshot(map[string][]string{"r0": {fmt.Sprint("x", i%2)}}))
 			h.LocalPresence()
 		}
 	}()
@@ -421,7 +420,7 @@ func BenchmarkFanout1000(b *testing.B) {
 	subs := make([]*counter, 1000)
 	for i := range subs {
 		subs[i] = &counter{}
-		h.Join("lobby", subs[i], fmt.Sprint("user", i))
+		h.Join("lobby", subs[i], fmt.Sprint("user", i), "")
 	}
 	const batch = 16
 	text := string(make([]byte, 100))
@@ -541,16 +540,16 @@ func TestPresenceCoalesced(t *testing.T) {
 	const interval = 50 * time.Millisecond
 	h := New(Options{NodeID: local, Cluster: "test", PresenceInterval: interval})
 	watcher := &recorder{}
-	start := h.Join("lobby", watcher, "watcher")
+	start := h.Join("lobby", watcher, "watcher", "")
 	began := time.Now()
 	const cycles = 1000
 	for i := range cycles {
 		flood := &recorder{}
-		h.Join("lobby", flood, fmt.Sprint("flood", i%3))
+		h.Join("lobby", flood, fmt.Sprint("flood", i%3), "")
 		h.Leave("lobby", flood)
 	}
 	stayer := &recorder{}
-	h.Join("lobby", stayer, "stayer")
+	h.Join("lobby", stayer, "stayer", "")
 	evs := waitFrames(t, watcher, "stayer")
 	elapsed := time.Since(began)
 	if most := 2 + int(elapsed/interval); len(evs) > most {
@@ -568,19 +567,19 @@ func TestPresenceCoalesced(t *testing.T) {
 func TestPresenceNetsOut(t *testing.T) {
 	h := New(Options{NodeID: local, Cluster: "test", PresenceInterval: 500 * time.Millisecond})
 	watcher := &recorder{}
-	h.Join("lobby", watcher, "watcher")
-	h.Join("lobby", &recorder{}, "early")                                     // the room was quiet: told at once
+	h.Join("lobby", watcher, "watcher", "")
+	h.Join("lobby", &recorder{}, "early", "")                                     // the room was quiet: told at once
 	wantPresence(t, watcher, "lobby", []proto.Person{p("early", local)}, nil) // and the interval begins
 	dave := &recorder{}
-	h.Join("lobby", dave, "dave")
+	h.Join("lobby", dave, "dave", "")
 	newcomer := &recorder{}
-	if got := names(h.Join("lobby", newcomer, "newcomer")); !slices.Equal(got, []string{"dave", "early", "newcomer", "watcher"}) {
+	if got := names(h.Join("lobby", newcomer, "newcomer", "")); !slices.Equal(got, []string{"dave", "early", "newcomer", "watcher"}) {
 		t.Fatalf("the newcomer joined with %v", got)
 	}
 	h.Leave("lobby", dave)
 	tab1, tab2 := &recorder{}, &recorder{}
-	h.Join("lobby", tab1, "carol")
-	h.Join("lobby", tab2, "carol")
+	h.Join("lobby", tab1, "carol", "")
+	h.Join("lobby", tab2, "carol", "")
 	h.Leave("lobby", tab1)
 	wantNothing(t, watcher) // nothing yet: it waits for the interval
 	evs := waitFrames(t, watcher, "carol")
@@ -600,8 +599,8 @@ func TestLocalChangedCoalesced(t *testing.T) {
 	h := New(Options{NodeID: local, Cluster: "test", PresenceInterval: 500 * time.Millisecond})
 	a, b := &recorder{}, &recorder{}
 	ch := h.LocalChanged()
-	h.Join("solo", a, "a")
-	h.Join("solo", b, "b") // told to a at once: the interval begins
+	h.Join("solo", a, "a", "")
+	h.Join("solo", b, "b", "") // told to a at once: the interval begins
 	select {
 	case <-ch:
 	default:
@@ -623,4 +622,30 @@ func TestLocalChangedCoalesced(t *testing.T) {
 	if lp := h.LocalPresence(); len(lp) != 0 {
 		t.Fatalf("local presence %v", lp)
 	}
+}
+
+// snapshot is a peer's presence snapshot of people known by name only
+// (auth off).
+func snapshot(names map[string][]string) map[string][]proto.Person {
+	if names == nil {
+		return nil
+	}
+	out := map[string][]proto.Person{}
+	for room, ns := range names {
+		out[room] = []proto.Person{}
+		for _, n := range ns {
+			out[room] = append(out[room], proto.Person{Name: n})
+		}
+	}
+	return out
+}
+
+// localNames is the sorted names of a local presence list.
+func localNames(ps []proto.Person) []string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.Name)
+	}
+	slices.Sort(out)
+	return out
 }

@@ -3,16 +3,18 @@ package proto
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 	"unicode/utf8"
 )
 
 // Client frame types.
 const (
-	TypeHello = "hello"
-	TypeJoin  = "join"
-	TypeLeave = "leave"
-	TypeSend  = "send"
-	TypePing  = "ping"
+	TypeHello   = "hello"
+	TypeJoin    = "join"
+	TypeLeave   = "leave"
+	TypeSend    = "send"
+	TypePing    = "ping"
+	TypeRefresh = "refresh"
 )
 
 // Inbound is a decoded and validated client frame. Only the fields of its
@@ -91,6 +93,9 @@ func DecodeInbound(data []byte) (Inbound, *Error) {
 		if perr != nil {
 			return in, perr
 		}
+		if in.Token != "" && strings.TrimSpace(in.Name) == "" {
+			break // the token names the person (auth on)
+		}
 		in.Name, perr = CleanName(in.Name)
 	case TypeJoin:
 		str("room", w.Room, &in.Room)
@@ -126,6 +131,11 @@ func DecodeInbound(data []byte) (Inbound, *Error) {
 			return in, perr
 		}
 		perr = CheckText(in.Text)
+	case TypeRefresh:
+		str("token", w.Token, &in.Token)
+		if perr == nil && in.Token == "" {
+			perr = Errorf(CodeBadRequest, "refresh needs a token")
+		}
 	case TypePing:
 	default:
 		return in, Errorf(CodeBadRequest, "unknown frame type %q", in.Type)
@@ -140,19 +150,31 @@ type Member struct {
 	HTTP string `json:"http"`
 }
 
-// Person is one entry of a presence list.
+// Person is one entry of a presence list. With auth on, a person is a user
+// (User, the token's sub) shown by Name; two people may share a name.
 type Person struct {
 	Name string `json:"name"`
 	Node string `json:"node"`
+	User string `json:"user,omitempty"`
 }
 
-// Welcome answers hello.
+// Welcome answers hello. With auth on it names the user and when the
+// token expires (refresh before then).
 type Welcome struct {
 	Type    string   `json:"type"`
 	Node    string   `json:"node"`
 	Session string   `json:"session"`
 	Name    string   `json:"name"`
+	User    string   `json:"user,omitempty"`
+	Expires string   `json:"expires,omitempty"`
 	Nodes   []Member `json:"nodes"`
+}
+
+// Refreshed answers refresh: the session now runs on the new token.
+type Refreshed struct {
+	Type    string `json:"type"`
+	Ref     string `json:"ref,omitempty"`
+	Expires string `json:"expires"`
 }
 
 // Joined answers join.

@@ -44,6 +44,12 @@ const (
 	// CodeConflict answers a send whose ref names an earlier message of the
 	// same sender and room with another text (HTTP 422).
 	CodeConflict = "conflict"
+	// CodeForbidden answers a join or send of a room the token does not
+	// allow (HTTP 403); the session stays.
+	CodeForbidden = "forbidden"
+	// CodeTokenExpired says the token expired: fetch a new one (refresh it
+	// on a session; reconnect with it otherwise).
+	CodeTokenExpired = "token_expired"
 	// CodeTooManyRooms answers a join past the rooms one session may be in
 	// (--max-rooms-per-session).
 	CodeTooManyRooms = "too_many_rooms"
@@ -55,11 +61,12 @@ const (
 
 // Close codes of docs/protocol.md.
 const (
-	CloseGoingAway  = 1001 // node shutting down: reconnect elsewhere
-	ClosePolicy     = 1008 // bad origin, unauthorized, abuse
-	CloseTooLarge   = 1009 // frame over the read limit
-	CloseInternal   = 1011 // internal error
-	CloseSlowClient = 4000 // fell too far behind: reconnect and resume
+	CloseGoingAway    = 1001 // node shutting down: reconnect elsewhere
+	ClosePolicy       = 1008 // bad origin, unauthorized, abuse
+	CloseTooLarge     = 1009 // frame over the read limit
+	CloseInternal     = 1011 // internal error
+	CloseSlowClient   = 4000 // fell too far behind: reconnect and resume
+	CloseTokenExpired = 4001 // the token expired and no refresh came: get a new token, reconnect
 )
 
 // Error is a protocol error: a code for programs and a message for people.
@@ -104,6 +111,9 @@ type Message struct {
 	// Replaces is the id of the copy this message hid, if it hid one that
 	// may have been shown: clients drop that one.
 	Replaces string
+	// User is the sender's user id (the token's sub) when auth is on; ""
+	// when anyone may use any name.
+	User string
 }
 
 // ID is the message id of docs/protocol.md: "<origin>-<seq>".
@@ -142,6 +152,8 @@ type MessageJSON struct {
 	// Replaces names a copy of the same send that clients may have shown
 	// and should drop (see Message.Replaces).
 	Replaces string `json:"replaces,omitempty"`
+	// User is the sender's user id when auth is on (Message.User).
+	User string `json:"user,omitempty"`
 }
 
 // JSON returns the wire shape of m with the given frame type ("" for the
@@ -149,7 +161,7 @@ type MessageJSON struct {
 func (m *Message) JSON(typ, cursor string) MessageJSON {
 	return MessageJSON{
 		Type: typ, Room: m.Room, ID: m.ID(), Sender: m.Sender, Text: m.Text,
-		Created: FormatTime(m.Created), Node: m.Origin, Cursor: cursor, Replaces: m.Replaces,
+		Created: FormatTime(m.Created), Node: m.Origin, Cursor: cursor, Replaces: m.Replaces, User: m.User,
 	}
 }
 
@@ -217,6 +229,26 @@ func CheckRef(ref string) *Error {
 	}
 	if utf8.RuneCountInString(ref) > MaxRefLen {
 		return Errorf(CodeBadRequest, "ref is longer than %d characters", MaxRefLen)
+	}
+	return nil
+}
+
+// MaxUserLen is the most bytes of a user id (a token's sub).
+const MaxUserLen = 128
+
+// CheckUser checks a user id: at most MaxUserLen bytes of valid UTF-8
+// without control characters ("" is none: auth off).
+func CheckUser(user string) *Error {
+	if len(user) > MaxUserLen {
+		return Errorf(CodeBadRequest, "user id is over %d bytes", MaxUserLen)
+	}
+	if !utf8.ValidString(user) {
+		return Errorf(CodeBadRequest, "user id is not valid UTF-8")
+	}
+	for _, r := range user {
+		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
+			return Errorf(CodeBadRequest, "user id holds a control character %q", r)
+		}
 	}
 	return nil
 }

@@ -218,18 +218,21 @@ func (f *follower) violation(reason string, err error) error {
 const maxPresence = 1 << 20
 
 // checkPresence checks a peer's presence snapshot like a client's input.
-func checkPresence(p map[string][]string) error {
+func checkPresence(p map[string][]proto.Person) error {
 	n := 0
-	for room, names := range p {
+	for room, people := range p {
 		if perr := proto.CheckRoom(room); perr != nil {
 			return fmt.Errorf("presence: room %q: %v", room, perr)
 		}
-		for _, name := range names {
-			if clean, perr := proto.CleanName(name); perr != nil || clean != name {
-				return fmt.Errorf("presence: name %q is not one a client could have", name)
+		for _, who := range people {
+			if clean, perr := proto.CleanName(who.Name); perr != nil || clean != who.Name {
+				return fmt.Errorf("presence: name %q is not one a client could have", who.Name)
+			}
+			if perr := proto.CheckUser(who.User); perr != nil {
+				return fmt.Errorf("presence: user %q: %v", who.User, perr)
 			}
 		}
-		if n += len(names); n > maxPresence {
+		if n += len(people); n > maxPresence {
 			return fmt.Errorf("presence: more than %d entries", maxPresence)
 		}
 	}

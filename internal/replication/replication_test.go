@@ -119,7 +119,7 @@ func TestDeadOriginCaughtUpFromPeer(t *testing.T) {
 func TestPresenceGoesWithThePeer(t *testing.T) {
 	a, b := newPeer(t, "c", nil, 0), newPeer(t, "c", nil, 0)
 	sub := &nullSub{}
-	a.hub.Join("lobby", sub, "ann")
+	a.hub.Join("lobby", sub, "ann", "")
 	a.knows(b)
 	b.knows(a)
 	proctest.Eventually(t, 10*time.Second, func() error {
@@ -135,7 +135,7 @@ func TestPresenceGoesWithThePeer(t *testing.T) {
 		}
 		return nil
 	})
-	a.hub.Join("lobby", sub, "ann")
+	a.hub.Join("lobby", sub, "ann", "")
 	proctest.Eventually(t, 10*time.Second, func() error {
 		if len(b.hub.Presence("lobby")) != 1 {
 			return fmt.Errorf("b does not list ann again")

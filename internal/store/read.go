@@ -10,14 +10,14 @@ import (
 	"chatr/internal/proto"
 )
 
-const msgCols = `origin, seq, room, sender, text, created, ref, hidden, replaces`
+const msgCols = `origin, seq, room, sender, text, created, ref, hidden, replaces, user`
 
 func scanMessages(rows *sql.Rows) ([]proto.Message, error) {
 	defer rows.Close()
 	var out []proto.Message
 	for rows.Next() {
 		var m proto.Message
-		if err := rows.Scan(&m.Origin, &m.Seq, &m.Room, &m.Sender, &m.Text, &m.Created, &m.Ref, &m.Hidden, &m.Replaces); err != nil {
+		if err := rows.Scan(&m.Origin, &m.Seq, &m.Room, &m.Sender, &m.Text, &m.Created, &m.Ref, &m.Hidden, &m.Replaces, &m.User); err != nil {
 			return nil, fmt.Errorf("read messages: %w", err)
 		}
 		out = append(out, m)
@@ -176,7 +176,7 @@ func (s *Store) Since(ctx context.Context, room string, cursor proto.Vector, lim
 		defer rows.Close()
 		for rows.Next() {
 			var m proto.Message
-			if err := rows.Scan(&m.Origin, &m.Seq, &m.Room, &m.Sender, &m.Text, &m.Created, &m.Ref, &m.Hidden, &m.Replaces); err != nil {
+			if err := rows.Scan(&m.Origin, &m.Seq, &m.Room, &m.Sender, &m.Text, &m.Created, &m.Ref, &m.Hidden, &m.Replaces, &m.User); err != nil {
 				return fmt.Errorf("read messages: %w", err)
 			}
 			if m.Seq <= cursor[m.Origin] || m.Hidden {

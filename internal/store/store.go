@@ -31,7 +31,7 @@ import (
 const FileName = "chatr.db"
 
 // schemaVersion is kept in meta; a store with another version is refused.
-const schemaVersion = "4"
+const schemaVersion = "5"
 
 // magic marks a database as a chatr store.
 const magic = "chatr-store"
@@ -300,6 +300,7 @@ var schema = []string{
 		origin TEXT NOT NULL, seq INTEGER NOT NULL, room TEXT NOT NULL,
 		sender TEXT NOT NULL, text TEXT NOT NULL, created INTEGER NOT NULL,
 		ref TEXT NOT NULL DEFAULT '', hidden INTEGER NOT NULL DEFAULT 0, replaces TEXT NOT NULL DEFAULT '',
+		user TEXT NOT NULL DEFAULT '',
 		PRIMARY KEY(origin, seq)) WITHOUT ROWID`,
 	`CREATE INDEX messages_room ON messages(room, created, origin, seq)`,
 	`CREATE INDEX messages_ref ON messages(sender, ref, room) WHERE ref != ''`,
@@ -327,6 +328,10 @@ var migrations = map[string][]string{
 	"3": { // 3 -> 4: a resume names the hidden copies its cursor covers
 		hiddenIndex,
 		`UPDATE meta SET value = '4' WHERE key = 'schema'`,
+	},
+	"4": { // 4 -> 5: with auth on, a message names its sender's user id
+		`ALTER TABLE messages ADD COLUMN user TEXT NOT NULL DEFAULT ''`,
+		`UPDATE meta SET value = '5' WHERE key = 'schema'`,
 	},
 }
 
@@ -499,18 +504,17 @@ func (s *Store) loadRefs(now time.Time) error {
 		if newest < s.refs.horizon {
 			continue
 		}
-		rows, err := s.wdb.Query(`SELECT sender, ref, created FROM messages WHERE room = ? AND created >= ? AND ref != ''`, room, s.refs.horizon)
+		rows, err := s.wdb.Query(`SELECT sender, ref, created, user FROM messages WHERE room = ? AND created >= ? AND ref != ''`, room, s.refs.horizon)
 		if err != nil {
 			return err
 		}
 		for rows.Next() {
-			var sender, ref string
-			var created int64
-			if err := rows.Scan(&sender, &ref, &created); err != nil {
+			var m proto.Message
+			if err := rows.Scan(&m.Sender, &m.Ref, &m.Created, &m.User); err != nil {
 				rows.Close()
 				return err
 			}
-			s.refs.add(sender, room, ref, created)
+			s.refs.add(author(&m), room, m.Ref, m.Created)
 		}
 		if err := rows.Close(); err != nil {
 			return err
@@ -587,7 +591,7 @@ func (s *Store) Append(ctx context.Context, room, sender, text string) (proto.Me
 // DedupWindow, on any node, is not stored again: done gets that message.
 // An error return means nothing was queued and done is not called.
 func (s *Store) AppendAsync(ctx context.Context, draft proto.Message, done func(proto.Message, error)) error {
-	m := &proto.Message{Origin: s.nodeID, Room: draft.Room, Sender: draft.Sender, Text: draft.Text, Ref: draft.Ref}
+	m := &proto.Message{Origin: s.nodeID, Room: draft.Room, Sender: draft.Sender, Text: draft.Text, Ref: draft.Ref, User: draft.User}
 	return s.enqueue(ctx, &writeReq{local: m, done: func(r writeRes) {
 		if r.err != nil {
 			done(proto.Message{}, r.err)
@@ -711,7 +715,7 @@ func (s *Store) commit(batch []*writeReq) {
 			if r.local != nil {
 				m := *r.local
 				since := max(time.Now().UnixMicro(), lastUS) - DedupWindow.Microseconds()
-				if m.Ref != "" && s.refs.mayHold(m.Sender, m.Room, m.Ref, since, math.MaxInt64) {
+				if m.Ref != "" && s.refs.mayHold(author(&m), m.Room, m.Ref, since, math.MaxInt64) {
 					if refStmt == nil {
 						refStmt = tx.Stmt(s.findRefStmt)
 					}
@@ -729,12 +733,12 @@ func (s *Store) commit(batch []*writeReq) {
 				if m.Created <= lastUS { // created never goes backwards on one origin
 					m.Created = lastUS + 1
 				}
-				if _, err = stmt.Exec(m.Origin, m.Seq, m.Room, m.Sender, m.Text, m.Created, m.Ref, false, ""); err != nil {
+				if _, err = stmt.Exec(m.Origin, m.Seq, m.Room, m.Sender, m.Text, m.Created, m.Ref, false, "", m.User); err != nil {
 					break
 				}
 				vec[s.nodeID], lastUS = m.Seq, m.Created
 				if m.Ref != "" {
-					s.refs.add(m.Sender, m.Room, m.Ref, m.Created)
+					s.refs.add(author(&m), m.Room, m.Ref, m.Created)
 				}
 				results[i].msgs = []proto.Message{m}
 				stored = append(stored, m)
@@ -770,12 +774,12 @@ func (s *Store) commit(batch []*writeReq) {
 						break
 					}
 				}
-				if _, err = stmt.Exec(m.Origin, m.Seq, m.Room, m.Sender, m.Text, m.Created, m.Ref, m.Hidden, m.Replaces); err != nil {
+				if _, err = stmt.Exec(m.Origin, m.Seq, m.Room, m.Sender, m.Text, m.Created, m.Ref, m.Hidden, m.Replaces, m.User); err != nil {
 					break
 				}
 				vec[m.Origin] = m.Seq
 				if m.Ref != "" {
-					s.refs.add(m.Sender, m.Room, m.Ref, m.Created)
+					s.refs.add(author(&m), m.Room, m.Ref, m.Created)
 				}
 				results[i].msgs = append(results[i].msgs, m)
 				stored = append(stored, m)
@@ -827,8 +831,8 @@ func (s *Store) commit(batch []*writeReq) {
 // commit cost as much as running them.
 func (s *Store) prepare() error {
 	var err error
-	if s.insertStmt, err = s.wdb.Prepare(`INSERT INTO messages(origin, seq, room, sender, text, created, ref, hidden, replaces)
-		VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)`); err != nil {
+	if s.insertStmt, err = s.wdb.Prepare(`INSERT INTO messages(origin, seq, room, sender, text, created, ref, hidden, replaces, user)
+		VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`); err != nil {
 		return err
 	}
 	if s.hideStmt, err = s.wdb.Prepare(`UPDATE messages SET hidden = 1 WHERE origin = ? AND seq = ?`); err != nil {
@@ -842,7 +846,7 @@ func (s *Store) prepare() error {
 		WHERE excluded.seq >= room_heads.seq`); err != nil {
 		return err
 	}
-	if s.heldStmt, err = s.wdb.Prepare(`SELECT room, sender, text, created, ref FROM messages WHERE origin = ? AND seq = ?`); err != nil {
+	if s.heldStmt, err = s.wdb.Prepare(`SELECT room, sender, text, created, ref, user FROM messages WHERE origin = ? AND seq = ?`); err != nil {
 		return err
 	}
 	s.findRefStmt, err = s.wdb.Prepare(findRefQuery)
@@ -853,11 +857,11 @@ func (s *Store) prepare() error {
 // inside tx: ErrConflict when they differ (counted and logged here).
 func (s *Store) checkHeld(tx *sql.Tx, m proto.Message) error {
 	var h proto.Message
-	err := tx.Stmt(s.heldStmt).QueryRow(m.Origin, m.Seq).Scan(&h.Room, &h.Sender, &h.Text, &h.Created, &h.Ref)
+	err := tx.Stmt(s.heldStmt).QueryRow(m.Origin, m.Seq).Scan(&h.Room, &h.Sender, &h.Text, &h.Created, &h.Ref, &h.User)
 	if err != nil {
 		return fmt.Errorf("read held message %s: %w", m.ID(), err)
 	}
-	if h.Room == m.Room && h.Sender == m.Sender && h.Text == m.Text && h.Created == m.Created && h.Ref == m.Ref {
+	if h.Room == m.Room && h.Sender == m.Sender && h.Text == m.Text && h.Created == m.Created && h.Ref == m.Ref && h.User == m.User {
 		return nil
 	}
 	if s.conflicts != nil {
@@ -879,7 +883,7 @@ func (s *Store) checkHeld(tx *sql.Tx, m proto.Message) error {
 // now, so a node catching up on old messages decides as the others did.
 func (s *Store) settleCopies(tx *sql.Tx, refStmt *sql.Stmt, m *proto.Message) error {
 	w := DedupWindow.Microseconds()
-	if !s.refs.mayHold(m.Sender, m.Room, m.Ref, m.Created-w, m.Created+w) {
+	if !s.refs.mayHold(author(m), m.Room, m.Ref, m.Created-w, m.Created+w) {
 		return nil // surely no other copy
 	}
 	shown, err := findRef(refStmt, *m, m.Created-w, m.Created+w)
@@ -914,19 +918,23 @@ func earlier(a, b *proto.Message) bool {
 	return a.Seq < b.Seq
 }
 
+// author is whose refs a message's ref is unique among: its user and the
+// name it was sent under (a user's, or with auth off anyone's who says it).
+func author(m *proto.Message) string { return m.User + "\x00" + m.Sender }
+
 // findRefQuery looks for a message of the same room, sender and ref made
 // after a time. Left to itself, SQLite may walk the room's index from that
 // time instead (a scan of every recent message per send); "ref != ”" makes
 // the partial index usable and INDEXED BY insists on it.
 const findRefQuery = `SELECT ` + msgCols + ` FROM messages INDEXED BY messages_ref
-	WHERE sender = ? AND ref = ? AND room = ? AND ref != '' AND hidden = 0 AND created > ? AND created < ? LIMIT 1`
+	WHERE sender = ? AND ref = ? AND room = ? AND ref != '' AND user = ? AND hidden = 0 AND created > ? AND created < ? LIMIT 1`
 
 // findRef looks inside tx (so earlier messages of the same batch count) for
 // the shown message of the same room, sender and ref created between lo and
 // hi (exclusive). stmt is findRefQuery, prepared once.
 func findRef(stmt *sql.Stmt, m proto.Message, lo, hi int64) (proto.Message, error) {
 	var d proto.Message
-	err := stmt.QueryRow(m.Sender, m.Ref, m.Room, lo, hi).Scan(&d.Origin, &d.Seq, &d.Room, &d.Sender, &d.Text, &d.Created, &d.Ref, &d.Hidden, &d.Replaces)
+	err := stmt.QueryRow(m.Sender, m.Ref, m.Room, m.User, lo, hi).Scan(&d.Origin, &d.Seq, &d.Room, &d.Sender, &d.Text, &d.Created, &d.Ref, &d.Hidden, &d.Replaces, &d.User)
 	if err == sql.ErrNoRows {
 		return proto.Message{}, nil
 	}

@@ -1152,3 +1152,43 @@ func TestOpenStoreOfPreviousSchema(t *testing.T) {
 		t.Errorf("resume after upgrade = %v, %v", ids(p.Messages), err)
 	}
 }
+
+// appendDraft stores draft as a new local message and returns it.
+func appendDraft(t *testing.T, s *Store, d proto.Message) proto.Message {
+	t.Helper()
+	ch := make(chan proto.Message, 1)
+	if err := s.AppendAsync(context.Background(), d, func(m proto.Message, err error) {
+		if err != nil {
+			t.Errorf("append %+v: %v", d, err)
+		}
+		ch <- m
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return <-ch
+}
+
+// With auth on a message keeps its sender's user id, and a ref is unique
+// per user: two people who share a display name and happen to use one ref
+// are two messages, a user's re-send is one; after a restart too.
+func TestUserAndRefsPerUser(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	ann := appendDraft(t, s, proto.Message{Room: "lobby", Sender: "Ann", User: "u-ann", Text: "hi", Ref: "r1"})
+	other := appendDraft(t, s, proto.Message{Room: "lobby", Sender: "Ann", User: "u-other", Text: "hi", Ref: "r1"})
+	if ann.User != "u-ann" || other.User != "u-other" || ann.ID() == other.ID() {
+		t.Fatalf("two users with one name and ref: %+v, %+v; want two messages, each with its user", ann, other)
+	}
+	if again := appendDraft(t, s, proto.Message{Room: "lobby", Sender: "Ann", User: "u-ann", Text: "hi", Ref: "r1"}); again.ID() != ann.ID() {
+		t.Fatalf("a user's re-send was stored again as %s, want %s", again.ID(), ann.ID())
+	}
+	s.Close()
+	s = openStore(t, dir)
+	if again := appendDraft(t, s, proto.Message{Room: "lobby", Sender: "Ann", User: "u-other", Text: "hi", Ref: "r1"}); again.ID() != other.ID() {
+		t.Fatalf("after a restart, a user's re-send was stored again as %s, want %s", again.ID(), other.ID())
+	}
+	p, err := s.Latest(context.Background(), "lobby", 10)
+	if err != nil || len(p.Messages) != 2 || p.Messages[0].User != "u-ann" || p.Messages[1].User != "u-other" {
+		t.Fatalf("history %+v, %v", p.Messages, err)
+	}
+}

@@ -17,7 +17,7 @@ type Record struct {
 	Msgs []Msg `json:"m,omitempty"`
 	// Presence is the leader's own sessions' presence, room -> names. It is
 	// a full snapshot; Presence with Snapshot set and no rooms means none.
-	Presence map[string][]string `json:"p,omitempty"`
+	Presence map[string][]proto.Person `json:"p,omitempty"`
 	Snapshot bool                `json:"ps,omitempty"`
 	// Ack is the follower's vector after storing what it got.
 	Ack proto.Vector `json:"a,omitempty"`
@@ -32,19 +32,21 @@ type Msg struct {
 	Text    string `json:"t"`
 	Created int64  `json:"c"`
 	Ref     string `json:"x,omitempty"`
+	User    string `json:"u,omitempty"`
 }
 
 // FromMessage is m as it travels.
 func FromMessage(m proto.Message) Msg {
-	return Msg{Origin: m.Origin, Seq: m.Seq, Room: m.Room, Sender: m.Sender, Text: m.Text, Created: m.Created, Ref: m.Ref}
+	return Msg{Origin: m.Origin, Seq: m.Seq, Room: m.Room, Sender: m.Sender, Text: m.Text, Created: m.Created, Ref: m.Ref, User: m.User}
 }
 
 // Batches of messages travel in binary frames when the follower asks for
 // them (enc=bin on the link URL; older followers get JSON records): decoding
 // JSON took about a tenth of a follower's CPU. A batch is a version byte,
-// then per message: origin, seq, room, sender, text, created, ref, each a
-// uvarint (created a varint) or a uvarint length and the bytes.
-const BatchVersion = 1
+// then per message: origin, seq, room, sender, text, created, ref, user,
+// each a uvarint (created a varint) or a uvarint length and the bytes.
+// Version 2 added user.
+const BatchVersion = 2
 
 // MaxBatchMsgs bounds the messages of one batch, so a batch of tiny
 // messages cannot make a follower allocate far more than the frame's size.
@@ -63,6 +65,7 @@ func AppendBatch(b []byte, msgs []Msg) []byte {
 		b = appendString(b, m.Text)
 		b = binary.AppendVarint(b, m.Created)
 		b = appendString(b, m.Ref)
+		b = appendString(b, m.User)
 	}
 	return b
 }
@@ -92,6 +95,7 @@ func DecodeBatch(b []byte) ([]Msg, error) {
 		m.Text = d.str("")
 		m.Created = d.varint()
 		m.Ref = d.str("")
+		m.User = d.str(prev.User)
 		msgs = append(msgs, m)
 		prev = m
 	}
@@ -148,7 +152,7 @@ func (d *batchDecoder) str(prev string) string {
 // Message checks a message from a peer as strictly as one from a client: a
 // peer's bytes are input like any other.
 func (w Msg) Message() (proto.Message, error) {
-	m := proto.Message{Origin: w.Origin, Seq: w.Seq, Room: w.Room, Sender: w.Sender, Text: w.Text, Created: w.Created, Ref: w.Ref}
+	m := proto.Message{Origin: w.Origin, Seq: w.Seq, Room: w.Room, Sender: w.Sender, Text: w.Text, Created: w.Created, Ref: w.Ref, User: w.User}
 	if !proto.ValidNodeID(w.Origin) || w.Seq == 0 {
 		return m, fmt.Errorf("bad message id %q-%d", w.Origin, w.Seq)
 	}
@@ -162,6 +166,9 @@ func (w Msg) Message() (proto.Message, error) {
 		return m, err
 	}
 	if err := proto.CheckRef(w.Ref); err != nil {
+		return m, err
+	}
+	if err := proto.CheckUser(w.User); err != nil {
 		return m, err
 	}
 	return m, nil

@@ -29,7 +29,7 @@ func TestBatchRoundTrip(t *testing.T) {
 // error, never a panic, a huge allocation or a message made of garbage.
 func TestBadBatches(t *testing.T) {
 	full := AppendBatch(nil, sampleBatch)
-	for _, b := range [][]byte{nil, {}, {0}, {2}, {BatchVersion, 0xff}, {BatchVersion, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
+	for _, b := range [][]byte{nil, {}, {0}, {1}, {3}, {BatchVersion, 0xff}, {BatchVersion, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
 		append([]byte{BatchVersion}, []byte(`{"m":[]}`)...)} {
 		if msgs, err := DecodeBatch(b); err == nil {
 			t.Errorf("DecodeBatch(%q) = %+v, want an error", b, msgs)
