@@ -4,6 +4,8 @@
 
 (function () {
   const NAME_KEY = 'chatr.name';
+  const TOKEN_KEY = 'chatr.token';  // sessionStorage: a sign-in token, this tab only
+  const REFRESH_EARLY_MS = 60000;   // refresh a token this long before it expires
   const HISTORY = 100;          // messages asked for on a first join
   const PING_MS = 25000;        // below common proxy idle timeouts
   const BACKOFF_MIN_MS = 500;
@@ -46,8 +48,16 @@
     // many sessions and nodes they have, and sends left only when the last
     // one goes, naming the node of that session, which need not be the node
     // it named when the person came (docs/protocol.md, presence).
-    presence: new Set(),
+    presence: new Map(),   // person key (user, or name with auth off) -> {name, user}
     replayFirst: null,     // first message element added during this join's replay
+    // Sign-in (the node says in config.json whether it takes tokens).
+    auth: false,           // the node needs a token: the name comes from it
+    tokenURL: '',          // where the embedding site hands out tokens (--auth-token-url)
+    token: '',             // the token in use
+    user: '',              // welcome.user: who the token says we are
+    signInNeeded: false,   // no usable token: wait for one, do not reconnect
+    refreshTimer: 0,
+    mine: new Set(),       // ids of the messages this page sent (auth off: names prove nothing)
   };
 
   // A ref must be unique per send and survive reconnects, so: random + counter.
@@ -62,14 +72,95 @@
   ui.composer.addEventListener('submit', onSend);
   window.addEventListener('online', () => { if (state.retryTimer) reconnectNow(); });
 
-  const stored = (localStorage.getItem(NAME_KEY) || '').trim();
-  if (stored) {
-    ui.name.value = stored;
-    setName(stored);
-    connect(ownURL.href);
-  } else {
-    setStatus('idle', 'enter a name to join');
-    ui.name.focus();
+  takeFragmentToken();
+  fetch(new URL('config.json', location.href), { cache: 'no-store' })
+    .then((r) => (r.ok ? r.json() : {}))
+    .catch(() => ({}))
+    .then(begin);
+
+  function begin(cfg) {
+    state.auth = !!(cfg && cfg.auth);
+    state.tokenURL = (cfg && cfg.tokenURL) || '';
+    if (state.auth) {
+      // The token says who we are; there is no name to choose.
+      ui.namebox.hidden = true;
+      getToken(false).then((ok) => { if (ok) connect(ownURL.href); });
+      return;
+    }
+    const stored = (localStorage.getItem(NAME_KEY) || '').trim();
+    if (stored) {
+      ui.name.value = stored;
+      setName(stored);
+      connect(ownURL.href);
+    } else {
+      setStatus('idle', 'enter a name to join');
+      ui.name.focus();
+    }
+  }
+
+  // ---- sign-in ----
+
+  // A token in the address (chatr.html#token=...) is kept for this tab and
+  // taken out of the address bar, so it is not bookmarked or shared.
+  function takeFragmentToken() {
+    const m = /(?:^#|&)token=([^&]+)/.exec(location.hash);
+    if (m) {
+      sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(m[1]));
+      history.replaceState(null, '', location.pathname + location.search);
+    }
+    state.token = sessionStorage.getItem(TOKEN_KEY) || '';
+  }
+
+  // getToken makes sure there is a token: from --auth-token-url (with the
+  // site's cookies: the site signs its own users in), else the one the page
+  // was opened with. fresh asks the URL for a new one. It reports whether
+  // a token is there; if not, the page says sign-in is required and why.
+  async function getToken(fresh) {
+    if (state.tokenURL && (fresh || !state.token)) {
+      try {
+        const res = await fetch(state.tokenURL, { credentials: 'include', cache: 'no-store' });
+        if (!res.ok) throw new Error('the sign-in service answered HTTP ' + res.status);
+        const body = await res.json();
+        if (!body || typeof body.token !== 'string' || !body.token) throw new Error('the sign-in service gave no token');
+        state.token = body.token;
+        sessionStorage.setItem(TOKEN_KEY, state.token);
+      } catch (e) {
+        signInRequired(e.message + '.');
+        return false;
+      }
+    }
+    if (!state.token || (fresh && !state.tokenURL)) {
+      signInRequired(fresh ? 'your sign-in has expired; open this page again from the site that signed you in.'
+        : 'this chat takes signed-in users only; open it from the site that signs you in (a link ending in #token=…).');
+      return false;
+    }
+    state.signInNeeded = false;
+    return true;
+  }
+
+  function signInRequired(why) {
+    state.signInNeeded = true;
+    clearTimeout(state.refreshTimer);
+    sessionStorage.removeItem(TOKEN_KEY);
+    state.token = '';
+    disconnect();
+    setStatus('idle', 'sign-in required');
+    showError('Sign-in required: ' + why);
+    ui.text.disabled = true;
+    ui.send.disabled = true;
+  }
+
+  // scheduleRefresh sends the node a new token a minute before this one
+  // expires (a refresh that crosses the expiry is still honoured).
+  function scheduleRefresh(expires) {
+    clearTimeout(state.refreshTimer);
+    if (!state.tokenURL || !expires) return;
+    const wait = Math.max(1000, expires - Date.now() - REFRESH_EARLY_MS);
+    state.refreshTimer = setTimeout(refreshNow, wait);
+  }
+
+  async function refreshNow() {
+    if (await getToken(true)) transmit({ type: 'refresh', token: state.token });
   }
 
   function roomFromURL() {
@@ -139,7 +230,7 @@
     state.ws = ws;
     state.ready = false;
     state.welcomed = false;
-    ws.onopen = () => transmit({ type: 'hello', name: state.name });
+    ws.onopen = () => transmit(state.auth ? { type: 'hello', token: state.token } : { type: 'hello', name: state.name });
     ws.onmessage = (ev) => {
       if (ws !== state.ws) return;
       let f;
@@ -171,7 +262,12 @@
     if (ev.code === 1008 || ev.code === 1009) {
       showError('The server closed the connection' + (ev.reason ? ': ' + ev.reason : '') + '.');
     }
-    if (state.nameRejected) return; // wait for the person to fix the name
+    if (state.nameRejected || state.signInNeeded) return; // wait for the person to fix the name, or sign in
+    if (ev.code === 4001) {
+      // The token expired: get a new one, then come back.
+      getToken(true).then((ok) => { if (ok) scheduleReconnect(true); });
+      return;
+    }
     // 4000: we fell behind; the node is fine, so come back at once and resume
     // from the cursor. 1008 and 1009 were about us, not the node. Any other
     // end of a working connection (1001 the node shuts down, 1006 it crashed
@@ -245,6 +341,7 @@
       case 'presence': return onPresence(f);
       case 'hidden': return onHidden(f);
       case 'ack': return onAck(f);
+      case 'refreshed': return scheduleRefresh(Date.parse(f.expires));
       case 'error': return onError(f);
       default: return; // pong, left, and types from a newer server
     }
@@ -254,6 +351,12 @@
     state.welcomed = true;
     state.nameRejected = false;
     state.me = f.name || state.name;
+    state.user = f.user || '';
+    if (state.auth) {
+      ui.text.disabled = false;
+      ui.send.disabled = false;
+      scheduleRefresh(Date.parse(f.expires));
+    }
     state.nodes = Array.isArray(f.nodes) ? f.nodes : [];
     const me = state.nodes.find((n) => n.id === f.node);
     state.node = { id: f.node, name: (me && me.name) || f.node };
@@ -272,7 +375,7 @@
     if (f.room !== room) return;
     state.replayFirst = null;
     state.presence.clear();
-    for (const p of f.presence || []) state.presence.add(p.name);
+    for (const p of f.presence || []) state.presence.set(personKey(p), p);
     renderPresence();
   }
 
@@ -292,7 +395,7 @@
     const el = messageElement(m.sender, m.text, m.created);
     el.dataset.id = m.id;
     el.key = sortKey(m.created, m.id);
-    if (m.sender === state.me) el.classList.add('mine');
+    if (isMine(m)) el.classList.add('mine');
     const stick = nearEnd();
     insertSorted(el);
     if (!state.ready && !state.replayFirst) state.replayFirst = el;
@@ -345,7 +448,8 @@
       const host = state.ws ? new URL(state.ws.url).host : location.host;
       const scheme = location.protocol === 'https:' ? 'https://' : 'http://';
       const res = await fetch(scheme + host + '/chatr/api/rooms/' + encodeURIComponent(room) +
-        '/messages?limit=' + limit + '&before=' + encodeURIComponent(more.dataset.before));
+        '/messages?limit=' + limit + '&before=' + encodeURIComponent(more.dataset.before),
+        { headers: state.token ? { Authorization: 'Bearer ' + state.token } : {} });
       if (!res.ok) throw new Error('HTTP ' + res.status);
       const page = await res.json();
       const msgs = page.messages || [];
@@ -363,15 +467,30 @@
 
   function onPresence(f) {
     if (f.room !== room) return;
-    for (const p of f.left || []) state.presence.delete(p.name);
-    for (const p of f.joined || []) state.presence.add(p.name);
+    for (const p of f.left || []) state.presence.delete(personKey(p));
+    for (const p of f.joined || []) state.presence.set(personKey(p), p);
     renderPresence();
+  }
+
+  // A person is a user when the node takes tokens (two may share a name),
+  // else a name.
+  function personKey(p) {
+    return p.user ? 'u:' + p.user : 'n:' + p.name;
+  }
+
+  // A message is ours when its user is ours (auth on), or when this page
+  // sent it: with auth off a name is whatever anyone says.
+  function isMine(m) {
+    return state.user ? m.user === state.user : state.mine.has(m.id);
   }
 
   function onAck(f) {
     const p = state.pending.get(f.ref);
     if (!p) return;
     state.pending.delete(f.ref);
+    state.mine.add(f.id);
+    const shown = ui.messages.querySelector('[data-id="' + CSS.escape(f.id) + '"]');
+    if (shown) shown.classList.add('mine');
     p.el.title = '';
     // The ack and our own message frame may come in either order.
     if (state.seen.has(f.id)) p.el.remove();
@@ -379,6 +498,16 @@
   }
 
   function onError(f) {
+    if (f.code === 'token_expired') {
+      // During a session: refresh now (the node closes it after a grace).
+      // At hello: the 4001 close that follows gets a new token.
+      if (state.welcomed) refreshNow();
+      return;
+    }
+    if (f.code === 'unauthorized' && !state.welcomed) {
+      signInRequired(f.message || 'the node did not take the token.');
+      return;
+    }
     // The join's cursor was refused: made under another key (by an earlier
     // release, or before the node joined a cluster) or for another cluster.
     // Join again with the recent history; what the page shows stays.
@@ -475,13 +604,24 @@
     ui.messages.insertBefore(el, after ? after.nextElementSibling : ui.messages.firstElementChild);
   }
 
+  // Two people present under one name are told apart by their user id,
+  // shown in a badge beside the name.
   function renderPresence() {
-    const names = [...state.presence];
-    names.sort((a, b) => a.localeCompare(b));
-    ui.presence.replaceChildren(...names.map((n) => {
+    const people = [...state.presence.values()];
+    people.sort((a, b) => a.name.localeCompare(b.name) || (a.user || '').localeCompare(b.user || ''));
+    const count = new Map();
+    for (const p of people) count.set(p.name, (count.get(p.name) || 0) + 1);
+    ui.presence.replaceChildren(...people.map((p) => {
       const li = document.createElement('li');
-      li.textContent = n;
-      if (n === state.me) li.classList.add('me');
+      li.textContent = p.name;
+      if (p.user && count.get(p.name) > 1) {
+        const badge = document.createElement('span');
+        badge.className = 'who';
+        badge.textContent = p.user;
+        badge.title = 'two people here are called ' + p.name + '; this one is ' + p.user;
+        li.append(' ', badge);
+      }
+      if (state.user ? p.user === state.user : p.name === state.me) li.classList.add('me');
       return li;
     }));
   }

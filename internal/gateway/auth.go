@@ -133,3 +133,13 @@ func (s *Server) sweepTokens(now time.Time) {
 		sess.close(proto.CloseTokenExpired, "token expired")
 	}
 }
+
+// serveClientConfig answers /chatr/config.json: what the web client needs
+// to know before it connects (whether to sign in, and where).
+func (s *Server) serveClientConfig(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, struct {
+		Auth     bool   `json:"auth"`
+		TokenURL string `json:"tokenURL,omitempty"`
+	}{Auth: s.opts.Tokens != nil, TokenURL: s.opts.TokenURL})
+}

@@ -275,3 +275,21 @@ func TestHTTPAPIWithAuth(t *testing.T) {
 		t.Errorf("rooms for the reader: %d %s, want team-a and not lobby", status, list)
 	}
 }
+
+// The web client learns from /chatr/config.json whether to sign in and
+// where to fetch its token.
+func TestClientConfig(t *testing.T) {
+	t.Parallel()
+	open := newTestServer(t)
+	if status, _, v := authDo(t, open, "GET", "/chatr/config.json", "", ""); status != http.StatusOK || v["auth"] != false {
+		t.Errorf("auth off: %d %v", status, v)
+	}
+	ts := startTestServerWith(t, func(o *Options) {
+		o.Tokens = &fakeTokens{m: map[string]fakeToken{}}
+		o.TokenURL = "https://site.example/chat-token"
+	}, nil)
+	if status, h, v := authDo(t, ts, "GET", "/chatr/config.json", "", ""); status != http.StatusOK || v["auth"] != true ||
+		v["tokenURL"] != "https://site.example/chat-token" || h.Get("Cache-Control") != "no-store" {
+		t.Errorf("auth on: %d %v %v", status, v, h)
+	}
+}

@@ -70,6 +70,10 @@ type Options struct {
 	// APIKey, with auth on, names the program an HTTP API key is for; ok
 	// false for a key it does not know. Compare in constant time.
 	APIKey func(presented string) (name string, ok bool)
+	// TokenURL is where the web client fetches its token when auth is on
+	// (--auth-token-url; with the browser's cookies), told to it by
+	// /chatr/config.json.
+	TokenURL string
 	// ExpiredGrace is how long a session whose token expired may take to
 	// send a refresh before it is closed with 4001 (--auth-expired-grace).
 	ExpiredGrace time.Duration
@@ -243,6 +247,7 @@ func (s *Server) routes() {
 		s.mux.Handle("GET /chatr/", http.StripPrefix("/chatr/", http.FileServerFS(s.opts.Web)))
 	}
 	s.mux.HandleFunc("GET /chatr/ws", s.serveWS)
+	s.mux.HandleFunc("GET /chatr/config.json", s.serveClientConfig)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
