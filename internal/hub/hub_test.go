@@ -568,7 +568,7 @@ func TestPresenceNetsOut(t *testing.T) {
 	h := New(Options{NodeID: local, Cluster: "test", PresenceInterval: 500 * time.Millisecond})
 	watcher := &recorder{}
 	h.Join("lobby", watcher, "watcher", "")
-	h.Join("lobby", &recorder{}, "early", "")                                     // the room was quiet: told at once
+	h.Join("lobby", &recorder{}, "early", "")                                 // the room was quiet: told at once
 	wantPresence(t, watcher, "lobby", []proto.Person{p("early", local)}, nil) // and the interval begins
 	dave := &recorder{}
 	h.Join("lobby", dave, "dave", "")

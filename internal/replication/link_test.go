@@ -236,7 +236,9 @@ func TestPeerBelievedOnlyAboutWhatItCanKnow(t *testing.T) {
 		{"bad_message", func() (byte, []byte) {
 			return frameBatch, wire.AppendBatch(nil, []wire.Msg{{Origin: f.st.NodeID(), Seq: 1, Room: "Bad Room", Sender: "x", Text: "t", Created: 1}})
 		}},
-		{"bad_presence", func() (byte, []byte) { return frameJSON, []byte(`{"p":{"lobby":[{"name":"ghost\u0000","node":""}]},"ps":true}`) }},
+		{"bad_presence", func() (byte, []byte) {
+			return frameJSON, []byte(`{"p":{"lobby":[{"name":"ghost\u0000","node":""}]},"ps":true}`)
+		}},
 	}
 	var mu sync.Mutex
 	next := 0

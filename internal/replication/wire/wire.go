@@ -18,7 +18,7 @@ type Record struct {
 	// Presence is the leader's own sessions' presence, room -> names. It is
 	// a full snapshot; Presence with Snapshot set and no rooms means none.
 	Presence map[string][]proto.Person `json:"p,omitempty"`
-	Snapshot bool                `json:"ps,omitempty"`
+	Snapshot bool                      `json:"ps,omitempty"`
 	// Ack is the follower's vector after storing what it got.
 	Ack proto.Vector `json:"a,omitempty"`
 }
