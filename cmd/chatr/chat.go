@@ -41,7 +41,8 @@ func chatMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.Room, "room", proto.DefaultRoom, "`room` to join: 1-64 of a-z 0-9 _ - .")
 	fs.IntVar(&cfg.History, "history", chat.DefaultHistory, "recent messages to show on joining, 0 to 1000")
 	fs.DurationVar(&cfg.AckTimeout, "ack-timeout", chat.DefaultAckTimeout, "at the end of the input, how long to wait for the node to ack the lines sent")
-	fs.StringVar(&cfg.Token, "token", "", "auth `token`, where the node requires one (default $CHATR_TOKEN)")
+	fs.StringVar(&cfg.Token, "token", "", "auth `token`, where the node requires one (default $CHATR_TOKEN); the name then comes from it")
+	fs.StringVar(&cfg.TokenURL, "token-url", "", "`URL` that answers {\"token\": ...}: fetched at each connect and before the token expires")
 	if code, done := parseFlags(fs, args, chatUsage, stdout, stderr); done {
 		return code
 	}

@@ -39,6 +39,7 @@ type Config struct {
 	Name        string        // who we are
 	Room        string        // the room to join
 	Token       string        // for nodes where auth is on
+	TokenURL    string        // or where to fetch one (and fresh ones before it expires)
 	History     int           // messages shown on the first join, 0 to 1000
 	AckTimeout  time.Duration // at the end of the input, how long to wait for acks
 	Interactive bool          // a person types: status to the output, /commands
@@ -65,7 +66,10 @@ func (c *Config) Validate() error {
 	if _, err := client.WebSocketURL(c.URL); err != nil {
 		return fmt.Errorf("--url: %w", err)
 	}
-	if _, perr := proto.CleanName(c.Name); perr != nil {
+	if c.Token != "" && c.TokenURL != "" {
+		return errors.New("--token and --token-url: give one")
+	}
+	if _, perr := proto.CleanName(c.Name); perr != nil && c.Token == "" && c.TokenURL == "" {
 		return fmt.Errorf("--name %q: %s", c.Name, perr.Message)
 	}
 	if perr := proto.CheckRoom(c.Room); perr != nil {
@@ -103,6 +107,8 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out, errOut io.Writer) e
 	}
 	retry := time.NewTimer(0)
 	retry.Stop()
+	c.refresh = time.NewTimer(0)
+	c.refresh.Stop()
 	pause := time.NewTimer(0)
 	pause.Stop()
 	var deadline <-chan time.Time
@@ -151,6 +157,8 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out, errOut io.Writer) e
 			backoff = minBackoff
 		case <-pause.C:
 			c.pausedUntil = time.Time{}
+		case <-c.refresh.C:
+			c.refreshToken(ctx)
 		case <-deadline:
 			return fmt.Errorf("%d lines not acked within %s", len(c.queue)+len(c.pending), cfg.AckTimeout)
 		}
@@ -190,6 +198,7 @@ type chat struct {
 	failed      int
 	pausedUntil time.Time
 	eof         bool
+	refresh     *time.Timer // fires a minute before the token expires (--token-url)
 	// shown is the newest messages printed (id -> "sender: text"), so that
 	// a copy withdrawn later can be named; recent keeps their order.
 	shown  map[string]string
@@ -235,7 +244,14 @@ func (c *chat) connect(ctx context.Context) error {
 	u := c.urls[c.next%len(c.urls)]
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
-	conn, err := client.Dial(dctx, u, c.cfg.Name, &client.Options{Token: c.cfg.Token})
+	token := c.cfg.Token
+	if c.cfg.TokenURL != "" {
+		var err error
+		if token, err = client.FetchToken(dctx, nil, c.cfg.TokenURL); err != nil {
+			return err
+		}
+	}
+	conn, err := client.Dial(dctx, u, c.cfg.Name, &client.Options{Token: token})
 	if err == nil {
 		if c.cursor != "" {
 			err = conn.Join(dctx, c.cfg.Room, c.cursor)
@@ -252,6 +268,7 @@ func (c *chat) connect(ctx context.Context) error {
 	}
 	w := conn.Welcome()
 	c.conn, c.node, c.name, c.synced = conn, w.Node, w.Name, false
+	c.scheduleRefresh(w.Expires)
 	c.learnNodes(u, w.Nodes)
 	c.frames, c.stopReader = make(chan result, 64), make(chan struct{})
 	go func(frames chan<- result, stop <-chan struct{}) {
@@ -333,6 +350,10 @@ func (c *chat) lost(err error) error {
 	switch code {
 	case proto.ClosePolicy, proto.CloseTooLarge:
 		return fmt.Errorf("the node closed the connection (%d): %w", code, err)
+	case proto.CloseTokenExpired:
+		if c.cfg.TokenURL == "" {
+			return fmt.Errorf("the token expired (4001): start again with a new --token, or use --token-url")
+		}
 	case proto.CloseGoingAway:
 		c.next++ // that node is shutting down: try another
 	}
@@ -462,10 +483,45 @@ func (c *chat) handle(ctx context.Context, f client.Frame) error {
 			delete(c.shown, f.ID)
 			c.status("ignore %q: it repeated an earlier copy of the same message", what)
 		}
+	case client.TypeRefreshed:
+		c.scheduleRefresh(f.Expires)
 	case client.TypeError:
+		if f.Code == proto.CodeTokenExpired && f.Ref == "" {
+			c.refreshToken(ctx) // the node closes the session after a grace
+			return nil
+		}
 		return c.refused(ctx, f)
 	}
 	return nil
+}
+
+// refreshEarly is how long before a token expires a fresh one is sent.
+const refreshEarly = time.Minute
+
+// scheduleRefresh sets the refresh of a token that expires at expires
+// (RFC 3339), when there is a --token-url to get fresh ones from.
+func (c *chat) scheduleRefresh(expires string) {
+	t, err := time.Parse(time.RFC3339Nano, expires)
+	if c.cfg.TokenURL == "" || err != nil || c.refresh == nil {
+		return
+	}
+	c.refresh.Reset(max(time.Second, time.Until(t)-refreshEarly))
+}
+
+// refreshToken fetches a fresh token and moves the session onto it.
+func (c *chat) refreshToken(ctx context.Context) {
+	if c.conn == nil || c.cfg.TokenURL == "" {
+		return
+	}
+	fctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	defer cancel()
+	token, err := client.FetchToken(fctx, nil, c.cfg.TokenURL)
+	if err == nil {
+		err = c.conn.Refresh(fctx, token)
+	}
+	if err != nil {
+		c.status("could not refresh the token: %v", err)
+	}
 }
 
 // echo notes that a line of ours came back as a message.

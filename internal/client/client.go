@@ -22,6 +22,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -219,6 +220,40 @@ func (c *Conn) Leave(ctx context.Context, room string) error {
 // so a message not acked before a disconnect can be sent again safely.
 func (c *Conn) Send(ctx context.Context, room, text, ref string) error {
 	return c.write(ctx, proto.Inbound{Type: proto.TypeSend, Room: room, Text: text, Ref: ref})
+}
+
+// Refresh moves the session onto a new token of the same user (auth on);
+// the node answers refreshed, with when it expires, or an error.
+func (c *Conn) Refresh(ctx context.Context, token string) error {
+	return c.write(ctx, proto.Inbound{Type: proto.TypeRefresh, Token: token})
+}
+
+// FetchToken gets a token from a sign-in service that answers GET url with
+// {"token": "..."} (a node's --auth-token-url), the way the web client
+// does. hc nil means http.DefaultClient.
+func FetchToken(ctx context.Context, hc *http.Client, url string) (string, error) {
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", fmt.Errorf("token URL %q: %w", url, err)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("fetch a token: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("fetch a token: %s answered %s", url, resp.Status)
+	}
+	var body struct {
+		Token string `json:"token"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&body); err != nil || body.Token == "" {
+		return "", fmt.Errorf("fetch a token: %s gave no token", url)
+	}
+	return body.Token, nil
 }
 
 // Ping sends a ping frame; the node answers pong.
