@@ -407,8 +407,10 @@
       p.el.title = 'not sent: ' + (f.message || f.code);
     }
     // An error before welcome answers hello: the name is not acceptable, and
-    // retrying with the same one cannot help.
-    if (!state.welcomed && !f.ref && f.code === 'bad_request') {
+    // retrying with the same one cannot help. So does one to a join with
+    // history (one with a cursor was retried above): the name looks like
+    // that of someone already in the room.
+    if (!state.ready && !f.ref && f.code === 'bad_request') {
       state.nameRejected = true;
       setStatus('idle', 'choose another name');
       disconnect();

@@ -286,6 +286,10 @@ func (s *session) handleText(data []byte) {
 	case !s.greeted.Load() && in.Type != proto.TypeHello:
 		s.sendError(in.Ref, proto.Errorf(proto.CodeHelloRequired, "say hello first"))
 	case !s.greeted.Load():
+		if perr := s.srv.reservedName(in.Name); perr != nil {
+			s.sendError(in.Ref, perr)
+			return
+		}
 		s.name = in.Name
 		s.greeted.Store(true)
 		s.srv.greeted(s)
@@ -389,6 +393,10 @@ func (s *session) join(in proto.Inbound) {
 			s.sendError(in.Ref, perr)
 			return
 		}
+	}
+	if perr := s.srv.lookalikeName(in.Room, s.name); perr != nil {
+		s.sendError(in.Ref, perr)
+		return
 	}
 	if !s.isJoined(in.Room) && s.joinedRooms() >= s.srv.cfg.MaxRoomsPerSession {
 		s.srv.metrics.limitRefused.WithLabelValues(limitRoomsPerSess).Inc()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"chatr/internal/names"
 	"chatr/internal/proto"
 	"chatr/internal/store"
 )
@@ -80,6 +81,10 @@ type room struct {
 	// people is name -> node -> sessions there. A name is present while any
 	// node has a session of it, and is listed once.
 	people map[string]map[string]int
+	// looks is names.Keys -> the present names with that key: who a new
+	// name would look like. Built by the room's first Lookalike, so that a
+	// room only peers' people are in costs no skeletons; add keeps it.
+	looks map[string]map[string]struct{}
 
 	// Presence changes not told yet (see flush). told holds, for each
 	// person whose presence changed since the last flush, what the room's
@@ -223,7 +228,65 @@ func (r *room) add(name, node string, delta int) bool {
 	if !after {
 		delete(r.people, name)
 	}
+	if r.looks != nil && before != after {
+		r.index(name, after)
+	}
 	return before != after
+}
+
+// index adds name to looks (present) or takes it out.
+func (r *room) index(name string, present bool) {
+	for _, k := range names.Keys(name) {
+		set := r.looks[k]
+		switch {
+		case present && set == nil:
+			r.looks[k] = map[string]struct{}{name: {}}
+		case present:
+			set[name] = struct{}{}
+		default:
+			delete(set, name)
+			if len(set) == 0 {
+				delete(r.looks, k)
+			}
+		}
+	}
+}
+
+// Lookalike returns the person present in room, on this node or a peer,
+// whose name looks like name (names.Same) but is another name: the
+// session of name must not join. When name is present itself, nothing
+// is: one more session of a person present adds no lookalike to those
+// there (two met after a network split, say). Of several, it returns the
+// first by name.
+//
+// Join does not ask: the caller asks first, so a lookalike that joins
+// between the two calls, or on a peer before its presence arrives, is
+// not refused.
+func (h *Hub) Lookalike(roomName, name string) (string, bool) {
+	h.mu.Lock() // the first call builds the room's index
+	defer h.mu.Unlock()
+	r := h.rooms[roomName]
+	if r == nil {
+		return "", false
+	}
+	if _, here := r.people[name]; here {
+		return "", false
+	}
+	if r.looks == nil {
+		r.looks = map[string]map[string]struct{}{}
+		for person := range r.people {
+			r.index(person, true)
+		}
+	}
+	first := ""
+	for _, k := range names.Keys(name) {
+		for person := range r.looks[k] {
+			if first == "" || person < first {
+				first = person
+			}
+		}
+	}
+	return first, first != ""
 }
 
 func (r *room) list() []proto.Person {
