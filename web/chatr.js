@@ -446,14 +446,27 @@
       time.textContent = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
       time.title = d.toLocaleString();
     }
+    // Names and texts are isolated (dir=auto here, unicode-bidi: isolate in
+    // the CSS): an Arabic name or a bidi control in a text cannot move the
+    // time, or anything else outside its own element.
     const who = document.createElement('span');
     who.className = 'sender';
+    who.dir = 'auto';
     who.textContent = sender;
     const body = document.createElement('span');
     body.className = 'text';
-    body.textContent = text; // never innerHTML: the text is whatever people typed
+    body.dir = 'auto';
+    body.textContent = withoutOverrides(text); // never innerHTML: the text is whatever people typed
     li.append(who, time, body);
     return li;
+  }
+
+  // The bidi overrides LRO and RLO (U+202D, U+202E) reverse even Latin
+  // letters, inside the element too: "invoice_\u202Efdp.exe" would read
+  // "invoice_exe.pdf". They go; the marks and isolates that right-to-left
+  // writers use stay (the terminal client drops them all).
+  function withoutOverrides(text) {
+    return text.replace(/[\u202D\u202E]/g, '');
   }
 
   // Messages sort by (created, id). created is fixed-width RFC 3339, so it
@@ -482,6 +495,7 @@
     names.sort((a, b) => a.localeCompare(b));
     ui.presence.replaceChildren(...names.map((n) => {
       const li = document.createElement('li');
+      li.dir = 'auto'; // isolated, as names are in messages
       li.textContent = n;
       if (n === state.me) li.classList.add('me');
       return li;
