@@ -40,11 +40,12 @@ vet:
 unit:
 	$(GO) test -race -count=1 -timeout 12m ./...
 
-# fuzz runs each fuzz target briefly: the WebSocket frame decoder, cursors,
+# fuzz runs each fuzz target briefly: the WebSocket frame decoder, names, cursors,
 # the HTTP message body, the binary batches of peer links and the frames
 # and hello of a link's handshake.
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeInbound$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./internal/proto
+	$(GO) test -run '^$$' -fuzz '^FuzzClean$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./internal/names
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeCursor$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./internal/proto
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodePost$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./internal/gateway
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeBatch$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./internal/replication/wire

@@ -536,8 +536,10 @@
       p.el.title = 'not sent: ' + (f.message || f.code);
     }
     // An error before welcome answers hello: the name is not acceptable, and
-    // retrying with the same one cannot help.
-    if (!state.welcomed && !f.ref && f.code === 'bad_request') {
+    // retrying with the same one cannot help. So does one to a join with
+    // history (one with a cursor was retried above): the name looks like
+    // that of someone already in the room.
+    if (!state.ready && !f.ref && f.code === 'bad_request') {
       state.nameRejected = true;
       setStatus('idle', 'choose another name');
       disconnect();
@@ -573,14 +575,27 @@
       time.textContent = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
       time.title = d.toLocaleString();
     }
+    // Names and texts are isolated (dir=auto here, unicode-bidi: isolate in
+    // the CSS): an Arabic name or a bidi control in a text cannot move the
+    // time, or anything else outside its own element.
     const who = document.createElement('span');
     who.className = 'sender';
+    who.dir = 'auto';
     who.textContent = sender;
     const body = document.createElement('span');
     body.className = 'text';
-    body.textContent = text; // never innerHTML: the text is whatever people typed
+    body.dir = 'auto';
+    body.textContent = withoutOverrides(text); // never innerHTML: the text is whatever people typed
     li.append(who, time, body);
     return li;
+  }
+
+  // The bidi overrides LRO and RLO (U+202D, U+202E) reverse even Latin
+  // letters, inside the element too: "invoice_\u202Efdp.exe" would read
+  // "invoice_exe.pdf". They go; the marks and isolates that right-to-left
+  // writers use stay (the terminal client drops them all).
+  function withoutOverrides(text) {
+    return text.replace(/[\u202D\u202E]/g, '');
   }
 
   // Messages sort by (created, id). created is fixed-width RFC 3339, so it
@@ -613,10 +628,12 @@
     for (const p of people) count.set(p.name, (count.get(p.name) || 0) + 1);
     ui.presence.replaceChildren(...people.map((p) => {
       const li = document.createElement('li');
+      li.dir = 'auto'; // isolated, as names are in messages
       li.textContent = p.name;
       if (p.user && count.get(p.name) > 1) {
         const badge = document.createElement('span');
         badge.className = 'who';
+        badge.dir = 'auto';
         badge.textContent = p.user;
         badge.title = 'two people here are called ' + p.name + '; this one is ' + p.user;
         li.append(' ', badge);

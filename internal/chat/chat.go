@@ -28,6 +28,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"chatr/internal/client"
 	"chatr/internal/proto"
@@ -653,20 +654,30 @@ func (c *chat) who() string {
 }
 
 // clean replaces control characters, so that a message cannot move the
-// cursor of a terminal, change its colours or fake a line of its own.
+// cursor of a terminal, change its colours or fake a line of its own. It
+// drops the explicit bidi formatting characters (Unicode's Bidi_Control:
+// embeddings, overrides, isolates, LRM, RLM, ALM), paired or not: whether a
+// terminal reorders text at all varies, and where it does, one override
+// makes "invoice_\u202efdp.exe" read "invoice_exe.pdf" whether or not a
+// PDF closes it. Dropped, the text reads as it was typed.
 func clean(s string) string {
-	if !strings.ContainsFunc(s, isControl) {
+	if !strings.ContainsFunc(s, isControl) && !strings.ContainsFunc(s, isBidiControl) {
 		return s
 	}
 	return strings.Map(func(r rune) rune {
-		if isControl(r) {
+		switch {
+		case isControl(r):
 			return ' '
+		case isBidiControl(r):
+			return -1
 		}
 		return r
 	}, s)
 }
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) }
+
+func isBidiControl(r rune) bool { return unicode.Is(unicode.Bidi_Control, r) }
 
 // jitter spreads reconnects of many clients: d plus or minus 20%.
 func jitter(d time.Duration) time.Duration {

@@ -239,8 +239,33 @@ func TestNodeURL(t *testing.T) {
 }
 
 func TestClean(t *testing.T) {
-	if got := clean("hi\x1b[2Jthere\nfake line\u009b"); got != "hi [2Jthere fake line " {
-		t.Fatalf("clean = %q", got)
+	for _, tc := range []struct{ in, want string }{
+		{"hi\x1b[2Jthere\nfake line\u009b", "hi [2Jthere fake line "},
+		// A right-to-left override would show "invoice_exe.pdf".
+		{"invoice_\u202efdp.exe", "invoice_fdp.exe"},
+		{"invoice_\u202efdp\u202c.exe", "invoice_fdp.exe"}, // paired, as misleading
+		{"\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061cx", "x"},
+		{"محمد: سلام", "محمد: سلام"}, // right-to-left text itself stays
+	} {
+		if got := clean(tc.in); got != tc.want {
+			t.Errorf("clean(%+q) = %+q, want %+q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// A message is printed as it was typed: "invoice_\u202efdp.exe" does not
+// read as a PDF in a terminal that reorders text.
+func TestPrintedWithoutBidiControls(t *testing.T) {
+	var out strings.Builder
+	c := &chat{cfg: pipeConfig("ws://x", "ann"), info: io.Discard, out: &out, name: "ann",
+		urls: []string{"ws://x"}, members: map[proto.Person]bool{}}
+	f := client.Frame{Type: client.TypeMessage, Room: "pipes", ID: "b-1", Sender: "rita", Text: "invoice_\u202efdp.exe",
+		Created: "2026-11-24T10:00:00.000000Z"}
+	if err := c.handle(context.Background(), f); err != nil {
+		t.Fatal(err)
+	}
+	if got := out.String(); !strings.HasSuffix(got, " rita: invoice_fdp.exe\n") {
+		t.Fatalf("printed %+q, want the line without the override", got)
 	}
 }
 

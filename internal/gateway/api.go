@@ -236,6 +236,15 @@ func (s *Server) postMessage(w http.ResponseWriter, r *http.Request) {
 			body.Ref = key
 		}
 	}
+	if perr == nil {
+		if perr = s.reservedName(body.Sender); perr == nil {
+			perr = s.lookalikeName(room, body.Sender)
+		}
+		if perr != nil {
+			perr.Message = "sender: " + perr.Message
+			status = http.StatusBadRequest
+		}
+	}
 	if perr != nil {
 		s.metrics.errors.WithLabelValues(perr.Code).Inc()
 		writeError(w, status, perr)

@@ -15,6 +15,9 @@ type metrics struct {
 	limitRefused *prometheus.CounterVec
 	acceptErrors prometheus.Counter
 	logDropped   prometheus.Counter
+	// namesRefused counts names refused for what they look like, by why
+	// (reserved, lookalike).
+	namesRefused *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
@@ -30,10 +33,12 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 			Help: "Connections, frames, joins and requests refused by a cap, by the cap (max_conns, max_conns_per_ip, ...)."}, []string{"limit"}),
 		acceptErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "chatr_http_accept_errors_total", Help: "Failed accepts of the HTTP listener (out of files, most often)."}),
 		logDropped:   prometheus.NewCounter(prometheus.CounterOpts{Name: "chatr_log_lines_dropped_total", Help: "Log lines clients caused past the log's rate limit, not written."}),
+		namesRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chatr_names_refused_total",
+			Help: "Names refused at hello, join or HTTP post for looking like a reserved name or like another person's in the room, by reason (reserved, lookalike)."}, []string{"reason"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.framesIn, m.framesOut, m.writes, m.errors, m.refused, m.slowClosed, m.rateLimited,
-			m.limitRefused, m.acceptErrors, m.logDropped,
+			m.limitRefused, m.acceptErrors, m.logDropped, m.namesRefused,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "chatr_http_conns", Help: "Open connections of the HTTP listener, WebSockets included (--max-conns)."},
 				func() float64 { return float64(s.conns.count()) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "chatr_ws_sessions", Help: "Open WebSocket sessions."},

@@ -313,6 +313,11 @@ func (s *session) hello(in proto.Inbound) {
 		s.ident = id
 		w.Name, w.User, w.Expires = id.Name, id.User, proto.FormatTime(id.Expires.UnixMicro())
 		s.srv.watchToken(s, id.Expires)
+	} else if perr := s.srv.reservedName(in.Name); perr != nil {
+		// With auth off anyone may take any name but the reserved ones;
+		// with auth on the site that signs the token names its users.
+		s.sendError(in.Ref, perr)
+		return
 	}
 	s.name, s.user = w.Name, w.User
 	s.greeted.Store(true)
@@ -473,6 +478,10 @@ func (s *session) join(in proto.Inbound) {
 	}
 	if !s.ident.canJoin(in.Room) {
 		s.sendError(in.Ref, proto.Errorf(proto.CodeForbidden, "your token does not let you into room %q", in.Room))
+		return
+	}
+	if perr := s.srv.lookalikeName(in.Room, s.name); perr != nil {
+		s.sendError(in.Ref, perr)
 		return
 	}
 	if !s.isJoined(in.Room) && s.joinedRooms() >= s.srv.cfg.MaxRoomsPerSession {

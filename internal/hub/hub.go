@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"chatr/internal/names"
 	"chatr/internal/proto"
 	"chatr/internal/store"
 )
@@ -84,6 +85,11 @@ type room struct {
 	// people is person -> node -> sessions there. A person is present while
 	// any node has a session of theirs, and is listed once.
 	people map[person]map[string]int
+	// looks is names.Keys -> the present names with that key, each with
+	// how many present people bear it: who a new name would look like.
+	// Built by the room's first Lookalike, so that a room only peers' people
+	// are in costs no skeletons; add keeps it.
+	looks map[string]map[string]int
 
 	// Presence changes not told yet (see flush). told holds, for each
 	// person whose presence changed since the last flush, what the room's
@@ -229,7 +235,70 @@ func (r *room) add(p person, node string, delta int) bool {
 	if !after {
 		delete(r.people, p)
 	}
+	if r.looks != nil && before != after {
+		r.index(p.name, after)
+	}
 	return before != after
+}
+
+// index adds name to looks (present) or takes it out.
+func (r *room) index(name string, present bool) {
+	for _, k := range names.Keys(name) {
+		set := r.looks[k]
+		switch {
+		case present && set == nil:
+			r.looks[k] = map[string]int{name: 1}
+		case present:
+			set[name]++
+		default:
+			if set[name]--; set[name] <= 0 {
+				delete(set, name)
+			}
+			if len(set) == 0 {
+				delete(r.looks, k)
+			}
+		}
+	}
+}
+
+// Lookalike returns the person present in room, on this node or a peer,
+// whose name looks like name (names.Same) but is another name: the
+// session of name must not join. When name is present itself, nothing
+// is: one more session of a person present adds no lookalike to those
+// there (two met after a network split, say). Of several, it returns the
+// first by name.
+//
+// Join does not ask: the caller asks first, so a lookalike that joins
+// between the two calls, or on a peer before its presence arrives, is
+// not refused.
+func (h *Hub) Lookalike(roomName, name string) (string, bool) {
+	h.mu.Lock() // the first call builds the room's index
+	defer h.mu.Unlock()
+	r := h.rooms[roomName]
+	if r == nil {
+		return "", false
+	}
+	if r.looks == nil {
+		r.looks = map[string]map[string]int{}
+		for p := range r.people {
+			r.index(p.name, true)
+		}
+	}
+	keys := names.Keys(name)
+	for _, k := range keys {
+		if r.looks[k][name] > 0 {
+			return "", false // someone here has this very name
+		}
+	}
+	first := ""
+	for _, k := range keys {
+		for other := range r.looks[k] {
+			if first == "" || other < first {
+				first = other
+			}
+		}
+	}
+	return first, first != ""
 }
 
 func (r *room) list() []proto.Person {

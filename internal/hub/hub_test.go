@@ -508,7 +508,7 @@ func presenceView(t *testing.T, start []proto.Person, evs []*Event) []string {
 	return out
 }
 
-func names(ps []proto.Person) []string {
+func namesOf(ps []proto.Person) []string {
 	var out []string
 	for _, p := range ps {
 		out = append(out, p.Name)
@@ -555,7 +555,7 @@ func TestPresenceCoalesced(t *testing.T) {
 	if most := 2 + int(elapsed/interval); len(evs) > most {
 		t.Fatalf("%d presence frames for %d joins and leaves in %v, want at most %d (one per %v)", len(evs), 2*cycles, elapsed, most, interval)
 	}
-	if got, want := presenceView(t, start, evs), names(h.Presence("lobby")); !slices.Equal(got, want) {
+	if got, want := presenceView(t, start, evs), namesOf(h.Presence("lobby")); !slices.Equal(got, want) {
 		t.Fatalf("the watcher's view %v, want %v", got, want)
 	}
 	t.Logf("%d joins and leaves in %v: %d presence frames", 2*cycles, elapsed, len(evs))
@@ -573,7 +573,7 @@ func TestPresenceNetsOut(t *testing.T) {
 	dave := &recorder{}
 	h.Join("lobby", dave, "dave", "")
 	newcomer := &recorder{}
-	if got := names(h.Join("lobby", newcomer, "newcomer", "")); !slices.Equal(got, []string{"dave", "early", "newcomer", "watcher"}) {
+	if got := namesOf(h.Join("lobby", newcomer, "newcomer", "")); !slices.Equal(got, []string{"dave", "early", "newcomer", "watcher"}) {
 		t.Fatalf("the newcomer joined with %v", got)
 	}
 	h.Leave("lobby", dave)
@@ -583,11 +583,11 @@ func TestPresenceNetsOut(t *testing.T) {
 	h.Leave("lobby", tab1)
 	wantNothing(t, watcher) // nothing yet: it waits for the interval
 	evs := waitFrames(t, watcher, "carol")
-	if pr := presenceOf(t, evs); len(pr) != 1 || !slices.Equal(names(pr[0].Joined), []string{"carol", "newcomer"}) || len(pr[0].Left) != 0 {
+	if pr := presenceOf(t, evs); len(pr) != 1 || !slices.Equal(namesOf(pr[0].Joined), []string{"carol", "newcomer"}) || len(pr[0].Left) != 0 {
 		t.Fatalf("the watcher was told %+v, want one frame: carol and the newcomer joined", pr)
 	}
 	evs = waitFrames(t, newcomer, "carol")
-	if pr := presenceOf(t, evs); len(pr) != 1 || !slices.Equal(names(pr[0].Joined), []string{"carol"}) || !slices.Equal(names(pr[0].Left), []string{"dave"}) {
+	if pr := presenceOf(t, evs); len(pr) != 1 || !slices.Equal(namesOf(pr[0].Joined), []string{"carol"}) || !slices.Equal(namesOf(pr[0].Left), []string{"dave"}) {
 		t.Fatalf("the newcomer was told %+v, want one frame: carol joined, dave left", pr)
 	}
 }
@@ -648,4 +648,47 @@ func localNames(ps []proto.Person) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// Lookalike names the person present, here or on a peer, whose name looks
+// like a newcomer's, and follows presence as people come and go.
+func TestLookalike(t *testing.T) {
+	h := newHub()
+	want := func(room, name, other string) {
+		t.Helper()
+		got, ok := h.Lookalike(room, name)
+		if got != other || ok != (other != "") {
+			t.Fatalf("Lookalike(%q, %q) = %q, %v; want %q", room, name, got, ok, other)
+		}
+	}
+	want("lobby", "alice", "") // no such room
+	alice := &recorder{}
+	h.Join("lobby", alice, "alice", "")
+	want("lobby", "Alice", "alice")
+	want("lobby", "aIice", "alice")
+	want("lobby", "alice", "") // her second tab
+	want("lobby", "bob", "")
+	want("dev", "Alice", "") // another room
+
+	// Built by the calls above, the index follows later arrivals, local
+	// and on peers, and departures.
+	h.Join("lobby", &recorder{}, "dave", "")
+	want("lobby", "DAVE", "dave")
+	h.SetRemote(remote, snapshot(map[string][]string{"lobby": {"carol"}}))
+	want("lobby", "Carol", "carol")
+	h.SetRemote(remote, snapshot(map[string][]string{}))
+	want("lobby", "Carol", "")
+	h.Leave("lobby", alice)
+	want("lobby", "Alice", "")
+
+	// A room built from a peer's people alone is indexed when asked.
+	h.SetRemote(remote, snapshot(map[string][]string{"dev": {"erin"}}))
+	want("dev", "ERIN", "erin")
+
+	// Lookalikes present together (met after a split): either one may
+	// come again; a third is told of the first by name.
+	h.SetRemote(remote, snapshot(map[string][]string{"lobby": {"Frank", "frank"}}))
+	want("lobby", "frank", "")
+	want("lobby", "Frank", "")
+	want("lobby", "FRANK", "Frank")
 }

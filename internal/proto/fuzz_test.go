@@ -62,6 +62,10 @@ func FuzzDecodeInbound(f *testing.F) {
 			if name, e := CleanName(in.Name); e != nil || name != in.Name {
 				t.Fatalf("accepted hello name %q: %v", in.Name, e)
 			}
+			// Peers take what a node stores (CheckName).
+			if e := CheckName(in.Name); e != nil {
+				t.Fatalf("peers would refuse hello name %q: %v", in.Name, e)
+			}
 		case TypeJoin, TypeLeave, TypeSend:
 			if e := CheckRoom(in.Room); e != nil {
 				t.Fatalf("accepted %s room %q: %v", in.Type, in.Room, e)

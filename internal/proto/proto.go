@@ -12,6 +12,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"chatr/internal/names"
 )
 
 // Version is the protocol version this package implements.
@@ -19,12 +21,12 @@ const Version = 1
 
 // Limits from docs/protocol.md.
 const (
-	MaxNameLen     = 32   // characters of a name after trimming
-	MaxRoomLen     = 64   // characters of a room name
-	MaxTextBytes   = 4096 // bytes of a message text
-	MaxRefLen      = 64   // characters of a send ref
-	DefaultHistory = 50   // messages replayed by a join without since/history
-	MaxHistory     = 1000 // most messages a join or an HTTP page returns
+	MaxNameLen     = names.MaxLen // characters of a name once cleaned
+	MaxRoomLen     = 64           // characters of a room name
+	MaxTextBytes   = 4096         // bytes of a message text
+	MaxRefLen      = 64           // characters of a send ref
+	DefaultHistory = 50           // messages replayed by a join without since/history
+	MaxHistory     = 1000         // most messages a join or an HTTP page returns
 	DefaultRoom    = "lobby"
 	// MaxSeq is the highest message sequence number: the store keeps
 	// sequences as SQLite integers, which are signed 64-bit.
@@ -182,25 +184,44 @@ func ValidNodeID(s string) bool {
 	return true
 }
 
-// CleanName trims a person's name and checks it: 1-32 characters of letters,
-// digits, space, '_', '-', '.'.
+// CleanName is the form of a new name that chatr keeps (a hello's name, an
+// HTTP post's sender), or a bad_request saying why it cannot be one: the
+// rules are those of names.Clean (the PRECIS Nickname profile, then 1-32
+// characters of letters, digits, space, '_', '-', '.', a script per word).
+// Whether it looks like someone else's is for the caller to ask.
 func CleanName(name string) (string, *Error) {
-	name = strings.TrimSpace(name)
-	if name == "" {
-		return "", Errorf(CodeBadRequest, "name is empty")
+	clean, err := names.Clean(name)
+	if err != nil {
+		return "", Errorf(CodeBadRequest, "%s", err.Error())
 	}
-	if !utf8.ValidString(name) {
-		return "", Errorf(CodeBadRequest, "name is not valid UTF-8")
+	return clean, nil
+}
+
+// CheckName checks a name that a node cleaned before: a stored message's
+// sender or a peer's presence. It is the looser rule of every release so
+// far (1-32 characters of letters, digits, space, '_', '-', '.', with no
+// space at either end), which every name CleanName makes passes, so the
+// history and the peers of earlier releases are still taken: refusing one
+// of their names would stop the link that carries it, again at every
+// retry.
+func CheckName(name string) *Error {
+	switch {
+	case name == "":
+		return Errorf(CodeBadRequest, "name is empty")
+	case !utf8.ValidString(name):
+		return Errorf(CodeBadRequest, "name is not valid UTF-8")
+	case strings.TrimSpace(name) != name:
+		return Errorf(CodeBadRequest, "name has space at an end")
 	}
 	if n := utf8.RuneCountInString(name); n > MaxNameLen {
-		return "", Errorf(CodeBadRequest, "name has %d characters, at most %d allowed", n, MaxNameLen)
+		return Errorf(CodeBadRequest, "name has %d characters, at most %d allowed", n, MaxNameLen)
 	}
 	for _, r := range name {
 		if !(unicode.IsLetter(r) || unicode.IsDigit(r) || r == ' ' || r == '_' || r == '-' || r == '.') {
-			return "", Errorf(CodeBadRequest, "name may hold letters, digits, space, _ - . only, not %q", r)
+			return Errorf(CodeBadRequest, "name may hold letters, digits, space, _ - . only, not %q", r)
 		}
 	}
-	return name, nil
+	return nil
 }
 
 // CheckRoom checks a room name: 1-64 characters of a-z 0-9 _ - .

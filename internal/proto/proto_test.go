@@ -38,6 +38,10 @@ func TestCleanName(t *testing.T) {
 		{"😀", "", CodeBadRequest},
 		{"a\xffb", "", CodeBadRequest},
 		{"a\u200bb", "", CodeBadRequest}, // zero-width space: invisible impostor names
+		// The rules of names.Clean (tested there), through this one door.
+		{"ａｌｉｃｅ", "alice", ""},
+		{"alice\u3164", "", CodeBadRequest}, // a Hangul filler, a letter to unicode.IsLetter
+		{"\u0430lice", "", CodeBadRequest},  // a Cyrillic а among Latin letters
 	}
 	for _, tc := range tests {
 		got, err := CleanName(tc.in)
@@ -50,6 +54,21 @@ func TestCleanName(t *testing.T) {
 			t.Errorf("CleanName(%q) = %q, want error %s", tc.in, got, tc.code)
 		case tc.code != "" && err.Code != tc.code:
 			t.Errorf("CleanName(%q) code = %s, want %s", tc.in, err.Code, tc.code)
+		}
+	}
+}
+
+// CheckName takes every name a release ever stored and refuses what none
+// did.
+func TestCheckName(t *testing.T) {
+	for _, name := range []string{"Ada", "a  b", "alice\u3164", "ａｌｉｃｅ", "\u0430lice", strings.Repeat("界", MaxNameLen)} {
+		if err := CheckName(name); err != nil {
+			t.Errorf("CheckName(%+q) = %v, want nil", name, err)
+		}
+	}
+	for _, name := range []string{"", " Ada", "Ada\n", "a:b", "a\u200bb", "a\xffb", strings.Repeat("n", MaxNameLen+1)} {
+		if err := CheckName(name); err == nil || err.Code != CodeBadRequest {
+			t.Errorf("CheckName(%+q) = %v, want bad_request", name, err)
 		}
 	}
 }

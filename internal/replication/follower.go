@@ -217,7 +217,9 @@ func (f *follower) violation(reason string, err error) error {
 // maxPresence bounds a peer's presence snapshot (room, name pairs).
 const maxPresence = 1 << 20
 
-// checkPresence checks a peer's presence snapshot like a client's input.
+// checkPresence checks a peer's presence snapshot like a client's input;
+// names by the rule of names some node cleaned (proto.CheckName), which a
+// peer of an earlier release may still have.
 func checkPresence(p map[string][]proto.Person) error {
 	n := 0
 	for room, people := range p {
@@ -225,7 +227,7 @@ func checkPresence(p map[string][]proto.Person) error {
 			return fmt.Errorf("presence: room %q: %v", room, perr)
 		}
 		for _, who := range people {
-			if clean, perr := proto.CleanName(who.Name); perr != nil || clean != who.Name {
+			if perr := proto.CheckName(who.Name); perr != nil {
 				return fmt.Errorf("presence: name %q is not one a client could have", who.Name)
 			}
 			if perr := proto.CheckUser(who.User); perr != nil {

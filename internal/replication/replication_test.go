@@ -286,6 +286,33 @@ func TestBadInputFromPeers(t *testing.T) {
 	}
 }
 
+// Names that earlier releases let clients take, and that a client can no
+// longer take, still come from peers: in stored messages and in the
+// presence of a peer not upgraded yet. Refusing one would stop the link at
+// that message or snapshot, again at every retry.
+func TestPeersNamesOfEarlierReleases(t *testing.T) {
+	for _, name := range []string{"alice\u3164", "ａｌｉｃｅ", "\u0430lice", "a  b"} {
+		if clean, perr := proto.CleanName(name); perr == nil && clean == name {
+			t.Fatalf("CleanName(%+q) keeps it: pick a name a client may no longer take", name)
+		}
+		w := wire.Msg{Origin: "0123456789ab", Seq: 1, Room: "lobby", Sender: name, Text: "t"}
+		if _, err := w.Message(); err != nil {
+			t.Errorf("a peer's message from %+q refused: %v", name, err)
+		}
+		if err := checkPresence(map[string][]proto.Person{"lobby": {{Name: name}}}); err != nil {
+			t.Errorf("a peer's presence of %+q refused: %v", name, err)
+		}
+	}
+	for _, name := range []string{"", " alice", "ghost\u0000", "a:b", strings.Repeat("n", proto.MaxNameLen+1)} {
+		if err := checkPresence(map[string][]proto.Person{"lobby": {{Name: name}}}); err == nil {
+			t.Errorf("a peer's presence of %+q accepted", name)
+		}
+		if _, err := (wire.Msg{Origin: "0123456789ab", Seq: 1, Room: "lobby", Sender: name, Text: "t"}).Message(); err == nil {
+			t.Errorf("a peer's message from %+q accepted", name)
+		}
+	}
+}
+
 // A send posted after Close is answered at once, not left waiting for an
 // expiry loop that has ended.
 func TestPostAfterCloseIsAnswered(t *testing.T) {

@@ -150,7 +150,9 @@ func (d *batchDecoder) str(prev string) string {
 }
 
 // Message checks a message from a peer as strictly as one from a client: a
-// peer's bytes are input like any other.
+// peer's bytes are input like any other. Its sender is checked with the
+// rule of stored names (proto.CheckName): earlier releases stored names
+// that a client can no longer take.
 func (w Msg) Message() (proto.Message, error) {
 	m := proto.Message{Origin: w.Origin, Seq: w.Seq, Room: w.Room, Sender: w.Sender, Text: w.Text, Created: w.Created, Ref: w.Ref, User: w.User}
 	if !proto.ValidNodeID(w.Origin) || w.Seq == 0 {
@@ -159,7 +161,7 @@ func (w Msg) Message() (proto.Message, error) {
 	if err := proto.CheckRoom(w.Room); err != nil {
 		return m, err
 	}
-	if _, err := proto.CleanName(w.Sender); err != nil {
+	if err := proto.CheckName(w.Sender); err != nil {
 		return m, err
 	}
 	if err := proto.CheckText(w.Text); err != nil {
