@@ -155,7 +155,7 @@ func (c *countedConn) CloseWrite() error {
 // refusal is the canned answer of a connection over a limit.
 func refusal(status int, retryAfter time.Duration, e *proto.Error) []byte {
 	body := append(proto.Encode(errorBody{Error: e}), '\n')
-	return fmt.Appendf(nil, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nRetry-After: %d\r\nConnection: close\r\n\r\n%s",
+	return fmt.Appendf(nil, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nX-Content-Type-Options: nosniff\r\nContent-Length: %d\r\nRetry-After: %d\r\nConnection: close\r\n\r\n%s",
 		status, http.StatusText(status), len(body), int(retryAfter.Seconds()), body)
 }
 
@@ -241,7 +241,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // withDeadlines, since WebSockets and profiles need none.
 func (s *Server) newHTTPServer() *http.Server {
 	return &http.Server{
-		Handler:     s.withDeadlines(s.limitGets(s.mux)),
+		Handler:     withHeaders(s.withDeadlines(s.limitGets(s.mux))),
 		ReadTimeout: s.cfg.HTTPReadTimeout,
 		IdleTimeout: s.cfg.HTTPIdleTimeout,
 		ErrorLog:    log.New(limitedLog{s}, "", 0),

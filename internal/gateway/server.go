@@ -70,7 +70,8 @@ type Options struct {
 	// KnownHTTP lists the page origins of the members alive now, as URLs
 	// (or host:port, served over http): their pages may open WebSockets
 	// here, so a client fails over from a node to this one without
-	// --allowed-origins.
+	// --allowed-origins, and this node's pages may connect to them (the
+	// Content-Security-Policy's connect-src).
 	KnownHTTP func() []string
 }
 
@@ -83,6 +84,8 @@ type Server struct {
 	post  Poster
 	log   *slog.Logger
 	mux   *http.ServeMux
+	// frameAncestors is the CSP frame-ancestors of pages (headers.go).
+	frameAncestors string
 
 	// sendGate is held for reading while a send is admitted and handed to
 	// the Poster, and for writing by StopSends, so that no send slips in
@@ -168,6 +171,7 @@ func New(opts Options) *Server {
 		}
 		s.poller = p // nil on error: each session reads in a goroutine of its own
 	}
+	s.frameAncestors = frameAncestors(opts.Config.AllowFraming)
 	s.routes()
 	s.http = s.newHTTPServer()
 	return s
@@ -223,11 +227,9 @@ func (s *Server) Run(ctx context.Context) {
 }
 
 func (s *Server) routes() {
-	s.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		http.Redirect(w, r, "/chatr/chatr.html", http.StatusFound)
-	})
+	s.mux.Handle("GET /{$}", s.page(http.RedirectHandler("/chatr/chatr.html", http.StatusFound)))
 	if s.opts.Web != nil {
-		s.mux.Handle("GET /chatr/", http.StripPrefix("/chatr/", http.FileServerFS(s.opts.Web)))
+		s.mux.Handle("GET /chatr/", s.page(http.StripPrefix("/chatr/", http.FileServerFS(s.opts.Web))))
 	}
 	s.mux.HandleFunc("GET /chatr/ws", s.serveWS)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -294,7 +296,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 
 	originOK := s.originAllowed(r)
-	conn, rw, _, err := ws.HTTPUpgrader{}.Upgrade(r, w)
+	// The handshake's answer, refusal or 101, is written by the upgrader:
+	// it carries the headers of every answer (withHeaders) this way.
+	conn, rw, _, err := ws.HTTPUpgrader{Header: w.Header()}.Upgrade(r, w)
 	if err != nil {
 		s.logLimited(slog.LevelDebug, "websocket upgrade failed", "ip", ip, "err", err)
 		if conn != nil {
