@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,7 +18,6 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/time/rate"
 
 	"chatr/internal/config"
@@ -73,6 +71,13 @@ type Options struct {
 	// --allowed-origins, and this node's pages may connect to them (the
 	// Content-Security-Policy's connect-src).
 	KnownHTTP func() []string
+	// IsAdmin reports whether a request to the public listener comes from
+	// an admin (a token with admin: true, an API key): it then gets what
+	// the admin listener answers, such as the cluster view with every
+	// address. nil: nobody is an admin on the public listener (the admin
+	// listener is trusted by its binding). It is called on the request's
+	// goroutine, concurrently for concurrent requests, and must not block.
+	IsAdmin func(*http.Request) bool
 }
 
 // Server serves one node's HTTP listener.
@@ -84,6 +89,10 @@ type Server struct {
 	post  Poster
 	log   *slog.Logger
 	mux   *http.ServeMux
+	// adminMux holds the admin listener's routes (admin.go), served by
+	// admin.
+	adminMux *http.ServeMux
+	admin    *http.Server
 	// frameAncestors is the CSP frame-ancestors of pages (headers.go).
 	frameAncestors string
 
@@ -143,7 +152,7 @@ func New(opts Options) *Server {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{opts: opts, cfg: opts.Config, hub: opts.Hub, store: opts.Store, post: opts.Poster,
-		log: opts.Log, mux: http.NewServeMux(), sessions: map[*session]struct{}{},
+		log: opts.Log, mux: http.NewServeMux(), adminMux: http.NewServeMux(), sessions: map[*session]struct{}{},
 		ipLimits: newIPLimiter(rate.Limit(opts.Config.SendRate), opts.Config.SendBurst),
 		newRooms: newIPLimiter(rate.Limit(float64(opts.Config.NewRoomsPerMinute)/60), opts.Config.NewRoomsPerMinute),
 		gets:     newIPLimiter(rate.Limit(opts.Config.GetRate), opts.Config.GetBurst),
@@ -173,7 +182,9 @@ func New(opts Options) *Server {
 	}
 	s.frameAncestors = frameAncestors(opts.Config.AllowFraming)
 	s.routes()
+	s.adminRoutes()
 	s.http = s.newHTTPServer()
+	s.admin = s.newAdminServer()
 	return s
 }
 
@@ -226,29 +237,24 @@ func (s *Server) Run(ctx context.Context) {
 	s.sweepHellos(ctx)
 }
 
+// routes are the public listener's: pages, WebSocket, API, probes and
+// peer links. Metrics and profiles are on the admin listener (admin.go).
 func (s *Server) routes() {
 	s.mux.Handle("GET /{$}", s.page(http.RedirectHandler("/chatr/chatr.html", http.StatusFound)))
 	if s.opts.Web != nil {
 		s.mux.Handle("GET /chatr/", s.page(http.StripPrefix("/chatr/", http.FileServerFS(s.opts.Web))))
 	}
 	s.mux.HandleFunc("GET /chatr/ws", s.serveWS)
-	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Write([]byte("ok\n"))
-	})
+	s.mux.HandleFunc("GET /healthz", serveHealth)
 	s.mux.HandleFunc("GET /readyz", s.serveReady)
-	if s.opts.Metrics != nil {
-		s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.opts.Metrics, promhttp.HandlerOpts{}))
-	}
 	s.apiRoutes()
-	if s.cfg.Pprof {
-		s.mux.HandleFunc("/debug/pprof/", pprof.Index)
-		s.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		s.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		s.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	}
 	if s.opts.Peer != nil {
 		s.mux.Handle("GET /chatr/peer/", s.opts.Peer)
 	}
+}
+
+func serveHealth(w http.ResponseWriter, r *http.Request) {
+	w.Write([]byte("ok\n"))
 }
 
 func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {

@@ -92,7 +92,9 @@ func (s *server) url(path string) string { return "http://" + s.addr + path }
 
 func (s *server) start(t *testing.T) {
 	t.Helper()
-	args := append([]string{"serve", "--http", s.addr, "--data", s.data}, s.args...)
+	// The admin listener on any free port: its default, the port + 10, may
+	// be another test's.
+	args := append([]string{"serve", "--http", s.addr, "--data", s.data, "--admin-http", "127.0.0.1:0"}, s.args...)
 	if slices.Contains(s.args, "--cluster-addr") {
 		args = proctest.WithSecret(args)
 	}
