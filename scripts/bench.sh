@@ -58,7 +58,10 @@ start_cluster() {
 }
 pid_of() { pgrep -f -- "--data $work/$1 " | head -1; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
-metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
+# metric HTTPPORT NAME: a sample of the node's /metrics, on its admin
+# listener (the default --admin-http: 127.0.0.1 and the HTTP port + 10;
+# the scenarios run one after the other, so those ports are free).
+metric() { curl -s "http://127.0.0.1:$(($1 + 10))/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
 # count PORT: messages the node holds, all rooms (the list comes in pages).
 count() {
 	local after="" total=0 page
@@ -105,7 +108,7 @@ if want idle; then
 		s=$(metric 5301 chatr_ws_sessions)
 		r1=$(rss_kb "$pid")
 		heap=$(metric 5301 go_memstats_heap_inuse_bytes)
-		curl -s "http://127.0.0.1:5301/debug/pprof/heap?gc=1" >/dev/null
+		curl -s "http://127.0.0.1:5311/debug/pprof/heap?gc=1" >/dev/null # the admin listener of 5301
 		sleep 1
 		r2=$(rss_kb "$pid")
 		heap2=$(metric 5301 go_memstats_heap_inuse_bytes)

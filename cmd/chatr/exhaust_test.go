@@ -85,11 +85,11 @@ func TestIdleConnectionsDoNotExhaust(t *testing.T) {
 		t.Skip("opens 2,000 connections")
 	}
 	const perIP = 200
-	addr := proctest.FreeAddr(t)
+	addr, admin := proctest.FreeAddr(t), proctest.FreeAddr(t)
 	// The GETs of one address are limited too (--get-rate); lifted here,
 	// so that the connections, not their requests, meet the limits.
 	cmd := exec.Command("sh", "-c", `ulimit -n 1024 && exec "$0" "$@"`, chatrBin,
-		"serve", "--http", addr, "--data", t.TempDir(), "--log-level", "warn", "--max-conns-per-ip", fmt.Sprint(perIP),
+		"serve", "--http", addr, "--admin-http", admin, "--data", t.TempDir(), "--log-level", "warn", "--max-conns-per-ip", fmt.Sprint(perIP),
 		"--get-rate", "1000000", "--get-burst", "1000000")
 	cmd.Dir = t.TempDir()
 	p := &proc{Process: proctest.Run(t, "chatr", cmd), t: t, addr: addr}
@@ -133,10 +133,10 @@ func TestIdleConnectionsDoNotExhaust(t *testing.T) {
 		t.Fatalf("a real client's WebSocket hello took %v, want within 1s", took)
 	}
 
-	// The node counted what it refused.
+	// The node counted what it refused (its admin listener says).
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/metrics", nil)
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+admin+"/metrics", nil)
 	resp, err = fresh.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -71,13 +71,14 @@ func startProc(t *testing.T, env []string, args ...string) *proc {
 }
 
 // startNode starts `chatr serve` on a free port with its data in dir and
-// waits until it is ready. A port taken by someone else between the probe
-// and the start is retried with another.
+// waits until it is ready; the admin listener is on any free port (its
+// default, the port + 10, may be another test's). A port taken by someone
+// else between the probe and the start is retried with another.
 func startNode(t *testing.T, dir string, extra ...string) *proc {
 	t.Helper()
 	for attempt := 1; ; attempt++ {
 		addr := proctest.FreeAddr(t)
-		p := startProc(t, nil, append([]string{"serve", "--http", addr, "--data", dir, "--log-level", "warn"}, extra...)...)
+		p := startProc(t, nil, append([]string{"serve", "--http", addr, "--data", dir, "--log-level", "warn", "--admin-http", "127.0.0.1:0"}, extra...)...)
 		p.addr = addr
 		err := p.ready()
 		if err == nil {
@@ -382,7 +383,7 @@ func TestCorruptDataDirRefused(t *testing.T) {
 			dir := t.TempDir()
 			tc.setup(t, dir)
 			before := snapshot(t, dir)
-			p := startProc(t, nil, "serve", "--http", proctest.FreeAddr(t), "--data", dir)
+			p := startProc(t, nil, "serve", "--http", proctest.FreeAddr(t), "--data", dir, "--admin-http", "off")
 			code := p.waitExit()
 			if code == 0 || code == -1 {
 				t.Fatalf("exit code %d, want a non-zero exit", code)
@@ -461,6 +462,8 @@ func TestBadFlags(t *testing.T) {
 	}{
 		{"http not an address", nil, []string{"serve", "--http", "nonsense"}, []string{"--http", "nonsense"}},
 		{"http port out of range", nil, []string{"serve", "--http", "127.0.0.1:70000"}, []string{"--http"}},
+		{"admin-http not an address", nil, []string{"serve", "--admin-http", "nonsense"}, []string{"--admin-http", "nonsense"}},
+		{"allow-framing not an origin", nil, []string{"serve", "--allow-framing", "example.com"}, []string{"--allow-framing", "example.com"}},
 		{"log format xml", nil, []string{"serve", "--log-format", "xml"}, []string{"--log-format", "xml"}},
 		{"send rate zero", nil, []string{"serve", "--send-rate", "0"}, []string{"--send-rate"}},
 		{"send rate not a number", nil, []string{"serve", "--send-rate", "fast"}, []string{"send-rate"}},
@@ -558,7 +561,7 @@ func TestSecretCommand(t *testing.T) {
 func TestEnvironment(t *testing.T) {
 	t.Run("CHATR_HTTP and CHATR_DATA", func(t *testing.T) {
 		addr, dir := proctest.FreeAddr(t), t.TempDir()
-		p := startProc(t, []string{"CHATR_HTTP=" + addr, "CHATR_DATA=" + dir}, "serve")
+		p := startProc(t, []string{"CHATR_HTTP=" + addr, "CHATR_DATA=" + dir, "CHATR_ADMIN_HTTP=127.0.0.1:0"}, "serve")
 		p.addr = addr
 		p.waitReady()
 		p.post("lobby", "env", "hello")
@@ -571,7 +574,7 @@ func TestEnvironment(t *testing.T) {
 	})
 	t.Run("flag wins over variable", func(t *testing.T) {
 		addr := proctest.FreeAddr(t)
-		p := startProc(t, []string{"CHATR_HTTP=nonsense", "CHATR_LOG_FORMAT=json"}, "serve", "--http", addr, "--data", t.TempDir())
+		p := startProc(t, []string{"CHATR_HTTP=nonsense", "CHATR_LOG_FORMAT=json"}, "serve", "--http", addr, "--data", t.TempDir(), "--admin-http", "127.0.0.1:0")
 		p.addr = addr
 		p.waitReady()
 		if code := p.stop(); code != 0 {

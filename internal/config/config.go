@@ -36,9 +36,18 @@ type Config struct {
 	WriteDelay     time.Duration // --write-delay: how long a session's first queued frame waits for others before a write
 	ReplayMax      int           // --replay-max: most messages replayed by a join with since
 	Shutdown       time.Duration
-	Pprof          bool   // --pprof: serve /debug/pprof/ on the HTTP listener
+	Pprof          bool   // --pprof: serve /debug/pprof/ on the admin listener
 	TLSCertFile    string // --tls-cert-file: PEM certificate (chain) to serve HTTPS and WSS with
 	TLSKeyFile     string // --tls-key-file: its PEM private key
+
+	// AdminHTTPAddr (--admin-http) is the admin listener's address: metrics,
+	// profiles, probes and the full cluster view, trusted by its binding.
+	// Parse fills the default (adminDefault: the loopback address with the
+	// --http port + 10); "" when --admin-http is off.
+	AdminHTTPAddr string
+	// AllowFraming (--allow-framing) are the origins whose pages may frame
+	// the web client (CSP frame-ancestors); none may without it.
+	AllowFraming []string
 
 	NodeName    string   // --node: display name
 	ClusterAddr string   // --cluster-addr: gossip listener host:port
@@ -78,10 +87,12 @@ var defaultClusterPort = strconv.Itoa(cluster.DefaultPort)
 // out and returns flag.ErrHelp then.
 func Parse(args []string, getenv func(string) string, out io.Writer) (Config, error) {
 	var c Config
-	var origins, join, logLevel string
+	var origins, join, logLevel, framing string
 	fs := flag.NewFlagSet("chatr serve", flag.ContinueOnError)
 	fs.SetOutput(out)
-	fs.StringVar(&c.HTTPAddr, "http", ":5080", "HTTP listen `address` (web client, WebSocket, API, metrics)")
+	fs.StringVar(&c.HTTPAddr, "http", ":5080", "HTTP listen `address` (web client, WebSocket, API, peer links)")
+	fs.StringVar(&c.AdminHTTPAddr, "admin-http", "", "admin listen `address` (metrics, profiles, probes, the cluster view with every address), or off; trusted by its binding (default: 127.0.0.1 and the --http port + 10, e.g. 127.0.0.1:5090)")
+	fs.StringVar(&framing, "allow-framing", "", "comma-separated `origins` (https://host[:port]) whose pages may show the web client in a frame (default: none may)")
 	fs.StringVar(&c.DataDir, "data", "./chatr-data", "data `directory`; made when missing, refused when it holds something else")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -97,7 +108,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	fs.DurationVar(&c.Shutdown, "shutdown-timeout", 10*time.Second, "how long a SIGTERM drain may take")
 	fs.StringVar(&c.TLSCertFile, "tls-cert-file", "", "PEM certificate `file` (with its chain): --http serves HTTPS and WSS; reloaded on SIGHUP")
 	fs.StringVar(&c.TLSKeyFile, "tls-key-file", "", "PEM private key `file` of --tls-cert-file")
-	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on the HTTP listener (for benchmarks; keep it off in production)")
+	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on the admin listener (--admin-http; for benchmarks)")
 	host, _ := os.Hostname()
 	fs.StringVar(&c.NodeName, "node", host, "node display `name`")
 	fs.StringVar(&c.ClusterAddr, "cluster-addr", "", "gossip listen `host:port` (port "+defaultClusterPort+" when left out); turns on cluster mode")
@@ -139,6 +150,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	}
 	c.AllowedOrigins = splitList(origins)
 	c.Join = splitList(join)
+	c.AllowFraming = splitList(framing)
 	c.LogLevel = logLevel
 	if err := c.validate(); err != nil {
 		return c, err
@@ -202,6 +214,14 @@ func (c *Config) validate() error {
 		}
 	}
 	add(checkHostPort("http", c.HTTPAddr))
+	add(c.adminAddr())
+	if c.Pprof && c.AdminHTTPAddr == "" {
+		add(errors.New("--pprof serves profiles on the admin listener, which --admin-http off turns off: drop one of them"))
+	}
+	for i, o := range c.AllowFraming {
+		add(checkOrigin("allow-framing", o))
+		c.AllowFraming[i] = strings.TrimSuffix(o, "/")
+	}
 	if c.DataDir == "" {
 		add(errors.New("--data: must name a directory"))
 	}

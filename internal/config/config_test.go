@@ -62,14 +62,15 @@ func TestDefaults(t *testing.T) {
 		{"ClusterAddr", c.ClusterAddr, ""},
 		{"Discover", c.Discover, ""},
 		{"AckReplicas", c.AckReplicas, 0},
+		{"AdminHTTPAddr", c.AdminHTTPAddr, "127.0.0.1:5090"},
 	}
 	for _, ch := range checks {
 		if ch.got != ch.want {
 			t.Errorf("%s = %v, want %v", ch.name, ch.got, ch.want)
 		}
 	}
-	if c.AllowedOrigins != nil || c.Join != nil || c.Secret != nil {
-		t.Errorf("lists and secret not empty: %v %v %v", c.AllowedOrigins, c.Join, c.Secret)
+	if c.AllowedOrigins != nil || c.Join != nil || c.Secret != nil || c.AllowFraming != nil {
+		t.Errorf("lists and secret not empty: %v %v %v %v", c.AllowedOrigins, c.Join, c.Secret, c.AllowFraming)
 	}
 	if c.Clustered() {
 		t.Error("default config is clustered")
@@ -160,6 +161,14 @@ func TestValidationErrors(t *testing.T) {
 		{[]string{"--public-url", "chat.example.com"}, `--public-url "chat.example.com": want an http:// or https:// URL`},
 		{[]string{"--public-url", "ftp://chat.example.com"}, `--public-url "ftp://chat.example.com": want an http:// or https:// URL`},
 		{[]string{"--public-url", "https://"}, `--public-url "https://": want scheme://host[:port]`},
+		{[]string{"--admin-http", "nope"}, `--admin-http "nope": want host:port`},
+		{[]string{"--admin-http", "127.0.0.1:70000"}, `--admin-http "127.0.0.1:70000": port must be a number from 0 to 65535`},
+		{[]string{"--http", ":65530"}, "--admin-http: the default, the --http port + 10, is past 65535"},
+		{[]string{"--pprof", "--admin-http", "off"}, "--pprof serves profiles on the admin listener, which --admin-http off turns off"},
+		{[]string{"--allow-framing", "intranet.example.com"}, `--allow-framing "intranet.example.com": want an origin`},
+		{[]string{"--allow-framing", "https://intranet.example.com/chat"}, `--allow-framing "https://intranet.example.com/chat": want an origin`},
+		{[]string{"--allow-framing", "https://a.example;script-src *"}, `--allow-framing "https://a.example;script-src *": want an origin`},
+		{[]string{"--allow-framing", "https://a.example:0"}, `--allow-framing "https://a.example:0": port must be a number from 1 to 65535`},
 		{[]string{"serve"}, `unexpected argument "serve"`},
 		{[]string{"--bogus"}, "flag provided but not defined: -bogus"},
 		{[]string{"--send-rate", "fast"}, `invalid value "fast" for flag -send-rate`},
@@ -228,6 +237,42 @@ func TestEnv(t *testing.T) {
 	}
 }
 
+// --admin-http defaults to the loopback address and the --http port + 10,
+// whatever --http binds; off turns it off; a given address is kept.
+func TestAdminHTTP(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "127.0.0.1:5090"},
+		{[]string{"--http", ":5081"}, "127.0.0.1:5091"},
+		{[]string{"--http", "10.1.2.3:8080"}, "127.0.0.1:8090"},
+		{[]string{"--http", "[::1]:5080"}, "127.0.0.1:5090"},
+		{[]string{"--http", "127.0.0.1:0"}, "127.0.0.1:0"},
+		{[]string{"--http", ":65525"}, "127.0.0.1:65535"},
+		{[]string{"--admin-http", "off"}, ""},
+		{[]string{"--admin-http", "10.1.2.3:9100"}, "10.1.2.3:9100"},
+		{[]string{"--admin-http", ":9100", "--http", ":1"}, ":9100"},
+	} {
+		c, err := Parse(tc.args, noEnv, io.Discard)
+		if err != nil || c.AdminHTTPAddr != tc.want {
+			t.Errorf("%v: --admin-http resolves to %q (%v), want %q", tc.args, c.AdminHTTPAddr, err, tc.want)
+		}
+	}
+	c, err := Parse(nil, env("CHATR_ADMIN_HTTP", "off"), io.Discard)
+	if err != nil || c.AdminHTTPAddr != "" {
+		t.Errorf("CHATR_ADMIN_HTTP=off: %q (%v), want off", c.AdminHTTPAddr, err)
+	}
+}
+
+// --allow-framing takes origins, with a trailing slash or without.
+func TestAllowFraming(t *testing.T) {
+	c, err := Parse([]string{"--allow-framing", "https://a.example, http://b.example:8080/"}, noEnv, io.Discard)
+	if err != nil || !slices.Equal(c.AllowFraming, []string{"https://a.example", "http://b.example:8080"}) {
+		t.Fatalf("--allow-framing: %q (%v)", c.AllowFraming, err)
+	}
+}
+
 func TestHelp(t *testing.T) {
 	for _, arg := range []string{"--help", "-h"} {
 		var out bytes.Buffer
@@ -238,7 +283,8 @@ func TestHelp(t *testing.T) {
 		for _, want := range []string{"Usage: chatr", "CHATR_", "-http", "-data", "-send-rate", "-allowed-origins", "-cluster-addr", "-secret-file",
 			"-public-url", "-max-conns", "open-file limit", "-http-read-timeout", "-http-write-timeout", "-http-idle-timeout",
 			"-frame-rate", "-frame-burst", "-replay-rate", "-replay-bytes-rate", "-replay-bytes-burst",
-			"-max-rooms-per-session", "-new-rooms-per-minute", "-get-rate", "-get-burst", "-presence-interval"} {
+			"-max-rooms-per-session", "-new-rooms-per-minute", "-get-rate", "-get-burst", "-presence-interval",
+			"-admin-http", "-allow-framing"} {
 			if !strings.Contains(out.String(), want) {
 				t.Errorf("%s output lacks %q:\n%s", arg, want, out.String())
 			}

@@ -29,7 +29,7 @@ func (s *Server) apiRoutes() {
 	s.mux.HandleFunc("POST /chatr/api/rooms/{room}/messages", s.postMessage)
 	s.mux.HandleFunc("GET /chatr/api/rooms/{room}/messages", s.readable(s.getMessages))
 	s.mux.HandleFunc("GET /chatr/api/rooms", s.readable(s.getRooms))
-	s.mux.HandleFunc("GET /chatr/api/cluster", s.readable(s.getCluster))
+	s.mux.HandleFunc("GET /chatr/api/cluster", s.readable(s.getCluster(false)))
 }
 
 // readable lets the pages of allowed origins (this node, the cluster's
@@ -428,14 +428,28 @@ func (s *Server) getRooms(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, answer)
 }
 
-func (s *Server) getCluster(w http.ResponseWriter, r *http.Request) {
-	if s.opts.ClusterView != nil {
-		writeJSON(w, http.StatusOK, s.opts.ClusterView())
-		return
+// getCluster answers GET /chatr/api/cluster: the whole view on the admin
+// listener (full) and to an admin (Options.IsAdmin), the public one
+// (proto.ClusterView.Public: no internal address) to everyone else.
+func (s *Server) getCluster(full bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		v := s.clusterView()
+		if !full && (s.opts.IsAdmin == nil || !s.opts.IsAdmin(r)) {
+			v = v.Public()
+		}
+		// The answer depends on who asks: no cache may keep it for another.
+		w.Header().Set("Cache-Control", "no-store")
+		writeJSON(w, http.StatusOK, v)
 	}
-	writeJSON(w, http.StatusOK, proto.ClusterView{Self: s.opts.NodeID, Cluster: s.cfg.ClusterName,
+}
+
+func (s *Server) clusterView() proto.ClusterView {
+	if s.opts.ClusterView != nil {
+		return s.opts.ClusterView()
+	}
+	return proto.ClusterView{Self: s.opts.NodeID, Cluster: s.cfg.ClusterName,
 		Members: []proto.MemberView{{ID: s.opts.NodeID, Name: s.cfg.NodeName, HTTP: s.opts.HTTPAddr,
-			State: "alive", Since: proto.FormatTime(s.started.UnixMicro())}}})
+			State: "alive", Since: proto.FormatTime(s.started.UnixMicro())}}}
 }
 
 // postError turns a failed post into what the client is told.

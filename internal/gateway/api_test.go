@@ -429,10 +429,10 @@ func TestPagesAndProbes(t *testing.T) {
 	if status, _, _ := ts.do(t, "GET", "/readyz", "", nil); status != 200 {
 		t.Errorf("/readyz: %d", status)
 	}
-	// Metrics: the gateway's, the hub's and the store's.
+	// Metrics, on the admin listener: the gateway's, the hub's and the store's.
 	ts.hello(t, "m")
 	ts.appendN(t, "lobby", 1)
-	status, _, data = ts.do(t, "GET", "/metrics", "", nil)
+	status, _, data = ts.adminGet(t, "/metrics")
 	if status != 200 {
 		t.Fatalf("/metrics: %d", status)
 	}

@@ -293,3 +293,16 @@ func TestClientConfig(t *testing.T) {
 		t.Errorf("auth on: %d %v %v", status, v, h)
 	}
 }
+
+// The page's policy lets it fetch its token from --auth-token-url.
+func TestPolicyAllowsTheTokenURL(t *testing.T) {
+	t.Parallel()
+	ts := startTestServerWith(t, func(o *Options) {
+		o.Tokens = &fakeTokens{m: map[string]fakeToken{}}
+		o.TokenURL = "https://site.example:8443/chat-token?x=1"
+	}, nil)
+	_, h, _ := authDo(t, ts, "GET", "/chatr/chatr.html", "", "")
+	if csp := h.Get("Content-Security-Policy"); !strings.Contains(csp, "connect-src 'self' https://site.example:8443") {
+		t.Fatalf("policy %q does not let the page fetch its token", csp)
+	}
+}

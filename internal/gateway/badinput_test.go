@@ -53,7 +53,7 @@ func TestBadInputIsNot500AndNotLogged(t *testing.T) {
 // flood of either writes a few lines and counts the rest.
 func TestClientCausedLogsAreLimited(t *testing.T) {
 	t.Parallel()
-	ts := newTestServer(t, unlimited("--get-rate", "1e6", "--get-burst", "1000000")...)
+	ts := newTestServer(t, unlimited("--get-rate", "1e6", "--get-burst", "1000000")...) // 200 GETs
 	c := ts.hello(t, "flood")
 	for range 200 {
 		c.Send(`{"type":"bogus"}`)

@@ -155,7 +155,7 @@ func (c *countedConn) CloseWrite() error {
 // refusal is the canned answer of a connection over a limit.
 func refusal(status int, retryAfter time.Duration, e *proto.Error) []byte {
 	body := append(proto.Encode(errorBody{Error: e}), '\n')
-	return fmt.Appendf(nil, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nRetry-After: %d\r\nConnection: close\r\n\r\n%s",
+	return fmt.Appendf(nil, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nX-Content-Type-Options: nosniff\r\nContent-Length: %d\r\nRetry-After: %d\r\nConnection: close\r\n\r\n%s",
 		status, http.StatusText(status), len(body), int(retryAfter.Seconds()), body)
 }
 
@@ -221,16 +221,24 @@ func (s *Server) Serve(ln net.Listener) error {
 	return s.http.Serve(l)
 }
 
-// Shutdown stops the listener, closes idle connections and waits for the
-// requests in progress to end, until ctx ends; then it closes what is
-// left. WebSocket sessions are not its business: Drain them first.
+// Shutdown stops the listeners (the admin one, then the public one),
+// closes idle connections and waits for the requests in progress to end,
+// until ctx ends; then it closes what is left. WebSocket sessions are not
+// its business: Drain them first.
 func (s *Server) Shutdown(ctx context.Context) error {
-	err := s.http.Shutdown(ctx)
+	err := errors.Join(shutdownHTTP(ctx, s.admin), shutdownHTTP(ctx, s.http))
+	s.refusals.Wait()
+	return err
+}
+
+// shutdownHTTP shuts hs down gracefully within ctx, and then closes what
+// is left.
+func shutdownHTTP(ctx context.Context, hs *http.Server) error {
+	err := hs.Shutdown(ctx)
 	if errors.Is(err, context.DeadlineExceeded) {
-		s.http.Close()
+		hs.Close()
 		err = nil
 	}
-	s.refusals.Wait()
 	return err
 }
 
@@ -238,10 +246,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // --http-read-timeout (the whole request: header and body) and
 // --http-idle-timeout (a kept-alive connection between requests); the
 // write deadline of --http-write-timeout is set per request by
-// withDeadlines, since WebSockets and profiles need none.
+// withDeadlines, since WebSockets need none.
 func (s *Server) newHTTPServer() *http.Server {
 	return &http.Server{
-		Handler:     s.withDeadlines(s.limitGets(s.mux)),
+		Handler:     withHeaders(s.withDeadlines(s.limitGets(s.mux))),
 		ReadTimeout: s.cfg.HTTPReadTimeout,
 		IdleTimeout: s.cfg.HTTPIdleTimeout,
 		ErrorLog:    log.New(limitedLog{s}, "", 0),
@@ -249,14 +257,13 @@ func (s *Server) newHTTPServer() *http.Server {
 }
 
 // withDeadlines gives each plain request --http-write-timeout to write its
-// answer. A WebSocket upgrade and a profile get no deadline at all: the
-// read deadline of --http-read-timeout would otherwise stay on a hijacked
-// connection and cut every session off after it; a session sets its own.
+// answer. A WebSocket upgrade gets no deadline at all: the read deadline
+// of --http-read-timeout would otherwise stay on a hijacked connection and
+// cut every session off after it; a session sets its own.
 func (s *Server) withDeadlines(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rc := http.NewResponseController(w)
-		if isUpgrade(r) && (r.URL.Path == "/chatr/ws" || strings.HasPrefix(r.URL.Path, "/chatr/peer/")) ||
-			strings.HasPrefix(r.URL.Path, "/debug/pprof/") {
+		if isUpgrade(r) && (r.URL.Path == "/chatr/ws" || strings.HasPrefix(r.URL.Path, "/chatr/peer/")) {
 			rc.SetReadDeadline(time.Time{})
 			rc.SetWriteDeadline(time.Time{})
 		} else if d := s.cfg.HTTPWriteTimeout; d > 0 {

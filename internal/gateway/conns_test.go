@@ -135,22 +135,28 @@ func TestConnCapTotal(t *testing.T) {
 		t.Fatalf("GET /healthz: %v %v", resp, err)
 	}
 	ts.refused(t, http.StatusServiceUnavailable, proto.CodeUnavailable)
+	// The admin listener is not counted: it answers while the node is full.
+	if status, _, body := ts.adminGet(t, "/metrics"); status != 200 || !strings.Contains(string(body), "\nchatr_http_conns 1\n") {
+		t.Fatalf("GET /metrics on the admin listener of a full node: %d, want 200 with chatr_http_conns 1", status)
+	}
 	idle.Close()
 	proctest.Eventually(t, 5*time.Second, func() error {
-		c := ts.dialHTTP(t)
-		defer c.Close()
-		resp, body, err := c.get("/metrics")
-		if err != nil || resp.StatusCode != 200 {
-			return fmt.Errorf("GET /metrics: %v %v", resp, err)
+		status, _, body := ts.adminGet(t, "/metrics")
+		if status != 200 {
+			return fmt.Errorf("GET /metrics: %d", status)
 		}
-		for _, want := range []string{"\nchatr_http_conns 1\n", // the metrics request's own
+		for _, want := range []string{"\nchatr_http_conns 0\n", // the idle one's slot is free again
 			"\n" + `chatr_limit_refused_total{limit="max_conns"} `} { // counted once at least
-			if !strings.Contains(body, want) {
+			if !strings.Contains(string(body), want) {
 				return fmt.Errorf("/metrics lacks %q", want)
 			}
 		}
 		return nil
 	})
+	c := ts.dialHTTP(t)
+	if resp, _, err := c.get("/healthz"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET /healthz once the idle connection closed: %v %v", resp, err)
+	}
 }
 
 // --http-idle-timeout closes a kept-alive connection that asks nothing

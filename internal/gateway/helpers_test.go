@@ -50,6 +50,8 @@ type testServer struct {
 	addr string // host:port of the listener
 	url  string // http://host:port
 	ws   string // ws://host:port/chatr/ws
+	// admin is http://host:port of the admin listener (ServeAdmin).
+	admin string
 	// logs holds what the server logged, every level, as text lines.
 	logs *proctest.Buffer
 }
@@ -87,6 +89,10 @@ func startTestServerWith(t testing.TB, tweak func(*Options), onAccept func(net.C
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}
+	adminLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
 	logs := &proctest.Buffer{}
 	opts := Options{Config: cfg, NodeID: st.NodeID(), HTTPAddr: ln.Addr().String(), Store: st, Hub: h,
 		Poster: StorePoster{Store: st}, Web: web.FS, Metrics: reg,
@@ -101,12 +107,15 @@ func startTestServerWith(t testing.TB, tweak func(*Options), onAccept func(net.C
 	}
 	serving := make(chan struct{})
 	go func() { defer close(serving); srv.Serve(served) }()
+	servingAdmin := make(chan struct{})
+	go func() { defer close(servingAdmin); srv.ServeAdmin(adminLn) }()
 	runCtx, stopRun := context.WithCancel(context.Background())
 	ran := make(chan struct{})
 	go func() { defer close(ran); srv.Run(runCtx) }()
 	url := "http://" + ln.Addr().String()
 	ts := &testServer{cfg: cfg, srv: srv, st: st, hub: h, addr: ln.Addr().String(), url: url, logs: logs,
-		ws: "ws" + strings.TrimPrefix(url, "http") + "/chatr/ws"}
+		admin: "http://" + adminLn.Addr().String(),
+		ws:    "ws" + strings.TrimPrefix(url, "http") + "/chatr/ws"}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -115,6 +124,7 @@ func startTestServerWith(t testing.TB, tweak func(*Options), onAccept func(net.C
 		<-ran
 		srv.Shutdown(ctx)
 		<-serving
+		<-servingAdmin
 		st.Close()
 	})
 	return ts
@@ -242,11 +252,26 @@ func (ts *testServer) do(t testing.TB, method, path, contentType string, body []
 	return status, hdr, data
 }
 
+// adminGet is do of a GET on the admin listener.
+func (ts *testServer) adminGet(t testing.TB, path string) (int, http.Header, []byte) {
+	t.Helper()
+	status, hdr, data, err := ts.requestURL("GET", ts.admin+path, "", nil)
+	if err != nil {
+		t.Fatalf("GET %s on the admin listener: %v", path, err)
+	}
+	return status, hdr, data
+}
+
 // request is do for goroutines other than the test's.
 func (ts *testServer) request(method, path, contentType string, body []byte) (int, http.Header, []byte, error) {
+	return ts.requestURL(method, ts.url+path, contentType, body)
+}
+
+// requestURL is request of a whole URL.
+func (ts *testServer) requestURL(method, url, contentType string, body []byte) (int, http.Header, []byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, ts.url+path, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
 	if err != nil {
 		return 0, nil, nil, err
 	}
@@ -263,10 +288,11 @@ func (ts *testServer) request(method, path, contentType string, body []byte) (in
 	return resp.StatusCode, resp.Header, data, err
 }
 
-// metric reads one unlabelled sample of /metrics, or -1 when absent.
+// metric reads one unlabelled sample of /metrics on the admin listener,
+// or -1 when absent.
 func (ts *testServer) metric(t testing.TB, name string) float64 {
 	t.Helper()
-	status, _, body := ts.do(t, "GET", "/metrics", "", nil)
+	status, _, body := ts.adminGet(t, "/metrics")
 	if status != 200 {
 		t.Fatalf("GET /metrics: %d", status)
 	}

@@ -10,24 +10,25 @@ import (
 	"chatr/internal/proctest"
 )
 
-// Profiles are served only when --pprof asks for them.
+// Profiles are served only when --pprof asks for them, and only on the
+// admin listener.
 func TestPprofOnlyWhenAsked(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		args []string
-		want int
+		args  []string
+		admin int
 	}{
 		{nil, http.StatusNotFound},
 		{[]string{"--pprof"}, http.StatusOK},
 	} {
 		ts := newTestServer(t, tc.args...)
-		resp, err := http.Get(ts.url + "/debug/pprof/")
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != tc.want {
-			t.Errorf("args %v: /debug/pprof/ answered %d, want %d", tc.args, resp.StatusCode, tc.want)
+		for _, path := range []string{"/debug/pprof/", "/debug/pprof/cmdline"} {
+			if status, _, _ := ts.adminGet(t, path); status != tc.admin {
+				t.Errorf("args %v: %s on the admin listener answered %d, want %d", tc.args, path, status, tc.admin)
+			}
+			if status, _, _ := ts.do(t, "GET", path, "", nil); status != http.StatusNotFound {
+				t.Errorf("args %v: %s on the public listener answered %d, want 404", tc.args, path, status)
+			}
 		}
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,7 +18,6 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/time/rate"
 
 	"chatr/internal/config"
@@ -84,8 +82,16 @@ type Options struct {
 	// KnownHTTP lists the page origins of the members alive now, as URLs
 	// (or host:port, served over http): their pages may open WebSockets
 	// here, so a client fails over from a node to this one without
-	// --allowed-origins.
+	// --allowed-origins, and this node's pages may connect to them (the
+	// Content-Security-Policy's connect-src).
 	KnownHTTP func() []string
+	// IsAdmin reports whether a request to the public listener comes from
+	// an admin (a token with admin: true, an API key): it then gets what
+	// the admin listener answers, such as the cluster view with every
+	// address. nil: nobody is an admin on the public listener (the admin
+	// listener is trusted by its binding). It is called on the request's
+	// goroutine, concurrently for concurrent requests, and must not block.
+	IsAdmin func(*http.Request) bool
 }
 
 // Server serves one node's HTTP listener.
@@ -97,6 +103,12 @@ type Server struct {
 	post  Poster
 	log   *slog.Logger
 	mux   *http.ServeMux
+	// adminMux holds the admin listener's routes (admin.go), served by
+	// admin.
+	adminMux *http.ServeMux
+	admin    *http.Server
+	// frameAncestors is the CSP frame-ancestors of pages (headers.go).
+	frameAncestors string
 
 	// sendGate is held for reading while a send is admitted and handed to
 	// the Poster, and for writing by StopSends, so that no send slips in
@@ -157,7 +169,7 @@ func New(opts Options) *Server {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{opts: opts, cfg: opts.Config, hub: opts.Hub, store: opts.Store, post: opts.Poster,
-		log: opts.Log, mux: http.NewServeMux(), sessions: map[*session]struct{}{},
+		log: opts.Log, mux: http.NewServeMux(), adminMux: http.NewServeMux(), sessions: map[*session]struct{}{},
 		ipLimits: newIPLimiter(rate.Limit(opts.Config.SendRate), opts.Config.SendBurst),
 		newRooms: newIPLimiter(rate.Limit(float64(opts.Config.NewRoomsPerMinute)/60), opts.Config.NewRoomsPerMinute),
 		gets:     newIPLimiter(rate.Limit(opts.Config.GetRate), opts.Config.GetBurst),
@@ -185,8 +197,11 @@ func New(opts Options) *Server {
 		}
 		s.poller = p // nil on error: each session reads in a goroutine of its own
 	}
+	s.frameAncestors = frameAncestors(opts.Config.AllowFraming)
 	s.routes()
+	s.adminRoutes()
 	s.http = s.newHTTPServer()
+	s.admin = s.newAdminServer()
 	return s
 }
 
@@ -239,32 +254,25 @@ func (s *Server) Run(ctx context.Context) {
 	s.sweepHellos(ctx)
 }
 
+// routes are the public listener's: pages, WebSocket, API, probes and
+// peer links. Metrics and profiles are on the admin listener (admin.go).
 func (s *Server) routes() {
-	s.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		http.Redirect(w, r, "/chatr/chatr.html", http.StatusFound)
-	})
+	s.mux.Handle("GET /{$}", s.page(http.RedirectHandler("/chatr/chatr.html", http.StatusFound)))
 	if s.opts.Web != nil {
-		s.mux.Handle("GET /chatr/", http.StripPrefix("/chatr/", http.FileServerFS(s.opts.Web)))
+		s.mux.Handle("GET /chatr/", s.page(http.StripPrefix("/chatr/", http.FileServerFS(s.opts.Web))))
 	}
 	s.mux.HandleFunc("GET /chatr/ws", s.serveWS)
 	s.mux.HandleFunc("GET /chatr/config.json", s.serveClientConfig)
-	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Write([]byte("ok\n"))
-	})
+	s.mux.HandleFunc("GET /healthz", serveHealth)
 	s.mux.HandleFunc("GET /readyz", s.serveReady)
-	if s.opts.Metrics != nil {
-		s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.opts.Metrics, promhttp.HandlerOpts{}))
-	}
 	s.apiRoutes()
-	if s.cfg.Pprof {
-		s.mux.HandleFunc("/debug/pprof/", pprof.Index)
-		s.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		s.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		s.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	}
 	if s.opts.Peer != nil {
 		s.mux.Handle("GET /chatr/peer/", s.opts.Peer)
 	}
+}
+
+func serveHealth(w http.ResponseWriter, r *http.Request) {
+	w.Write([]byte("ok\n"))
 }
 
 func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
@@ -312,7 +320,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 
 	originOK := s.originAllowed(r)
-	conn, rw, _, err := ws.HTTPUpgrader{}.Upgrade(r, w)
+	// The handshake's answer, refusal or 101, is written by the upgrader:
+	// it carries the headers of every answer (withHeaders) this way.
+	conn, rw, _, err := ws.HTTPUpgrader{Header: w.Header()}.Upgrade(r, w)
 	if err != nil {
 		s.logLimited(slog.LevelDebug, "websocket upgrade failed", "ip", ip, "err", err)
 		if conn != nil {

@@ -285,8 +285,7 @@ func TestSlowConsumerClosed4000(t *testing.T) {
 	// Small socket buffers, so that a client that does not read fills them
 	// after a few dozen messages rather than megabytes.
 	ts := startTestServer(t, func(c net.Conn) { c.(*net.TCPConn).SetWriteBuffer(32 << 10) },
-		"--send-queue", "16", "--send-rate", "100000", "--send-burst", "100000",
-		"--get-rate", "100000", "--get-burst", "100000") // it reads /metrics after every 4 sends
+		"--send-queue", "16", "--send-rate", "100000", "--send-burst", "100000")
 	slow := clienttest.DialRaw(t, ts.ws, &clienttest.RawOptions{HTTPClient: smallReadsClient()})
 	slow.Hello("slow")
 	slow.Join("lobby", nil)

@@ -46,6 +46,7 @@ type Node struct {
 	hub     *hub.Hub
 	gw      *gateway.Server
 	ln      net.Listener
+	admin   net.Listener // --admin-http; nil when off
 	reg     *prometheus.Registry
 	cert    *certificate // nil without --tls-cert-file
 	// secret is the cluster secret (nil for one node, or without one);
@@ -58,9 +59,9 @@ type Node struct {
 	repl    *replication.Replicator
 }
 
-// New opens the store and binds the HTTP listener (and, in cluster mode,
-// the gossip listener), so that a bad data directory or a busy port fails
-// here, before anything runs.
+// New opens the store and binds the HTTP listener, the admin one (and, in
+// cluster mode, the gossip listener), so that a bad data directory or a
+// busy port fails here, before anything runs.
 func New(cfg config.Config, log *slog.Logger, console io.Writer) (*Node, error) {
 	return NewWithHooks(cfg, log, console, Hooks{})
 }
@@ -91,11 +92,17 @@ func NewWithHooks(cfg config.Config, log *slog.Logger, console io.Writer, hooks 
 			return nil, err
 		}
 	}
+	if n.admin, err = listenAdmin(cfg.AdminHTTPAddr); err != nil {
+		n.ln.Close()
+		st.Close()
+		return nil, err
+	}
 	gw := gateway.Options{Config: cfg, TLS: n.tlsConfig(), NodeID: st.NodeID(), HTTPAddr: n.ln.Addr().String(), Store: st, Hub: n.hub,
 		Poster: gateway.StorePoster{Store: st}, Web: web.FS, Log: log, Metrics: reg}
 	if cfg.Clustered() {
 		if err := n.newCluster(&gw, hooks); err != nil {
 			n.ln.Close()
+			closeAdmin(n.admin)
 			st.Close()
 			return nil, err
 		}
@@ -216,8 +223,8 @@ func (n *Node) aliveMembers() []proto.Member {
 func (n *Node) clusterView() proto.ClusterView {
 	v := proto.ClusterView{Self: n.ID(), Cluster: n.cfg.ClusterName, Members: []proto.MemberView{}}
 	for _, m := range n.cluster.Members() {
-		v.Members = append(v.Members, proto.MemberView{ID: m.ID, Name: m.Name, HTTP: peerHTTP(m), State: string(m.State),
-			Since: proto.FormatTime(m.Since.UnixMicro())})
+		v.Members = append(v.Members, proto.MemberView{ID: m.ID, Name: m.Name, HTTP: peerHTTP(m), Gossip: m.Gossip,
+			State: string(m.State), Since: proto.FormatTime(m.Since.UnixMicro())})
 	}
 	return v
 }
@@ -286,8 +293,12 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	fmt.Fprintf(n.console, "chatr node %s (%s) serving %s://%s/chatr/chatr.html, data in %s\n",
 		n.ID(), n.cfg.NodeName, scheme, browseAddr(n.HTTPAddr()), n.cfg.DataDir)
-	errc := make(chan error, 2)
+	n.printAdmin()
+	errc := make(chan error, 3)
 	go func() { errc <- n.gw.Serve(n.ln) }() // ends with gw.Shutdown
+	if n.admin != nil {
+		go func() { errc <- n.gw.ServeAdmin(n.admin) }() // ends with gw.Shutdown too
+	}
 	bgCtx, stopBG := context.WithCancel(context.Background())
 	var bg sync.WaitGroup
 	start := func(f func()) {

@@ -34,6 +34,7 @@ type running struct {
 	n       *node.Node
 	console *proctest.Buffer // the node's console, read while it writes
 	base    string           // http://host:port
+	admin   string           // http://host:port of the admin listener, "" when off
 	stop    func() error
 }
 
@@ -68,6 +69,9 @@ func start(t *testing.T, dir string, args ...string) *running {
 	}
 	t.Cleanup(func() { stop() })
 	r := &running{n: n, console: console, base: "http://" + n.HTTPAddr(), stop: stop}
+	if a := n.AdminAddr(); a != "" {
+		r.admin = "http://" + a
+	}
 	proctest.Eventually(t, timeout, func() error {
 		resp, err := http.Get(r.base + "/healthz")
 		if err != nil {
@@ -145,8 +149,15 @@ func TestNodeServesAndDrains(t *testing.T) {
 	if status, _ := get(t, r.base+"/readyz"); status != 200 {
 		t.Fatalf("/readyz %d", status)
 	}
-	if status, data := get(t, r.base+"/metrics"); status != 200 || !bytes.Contains(data, []byte("chatr_")) || !bytes.Contains(data, []byte("go_goroutines")) {
-		t.Fatalf("/metrics %d", status)
+	// Metrics are on the admin listener, which the console names.
+	if !strings.Contains(r.console.String(), "admin (metrics, profiles, cluster view) on "+r.admin+"\n") {
+		t.Errorf("the console %q does not say where the admin listener is (%s)", r.console.String(), r.admin)
+	}
+	if status, data := get(t, r.admin+"/metrics"); status != 200 || !bytes.Contains(data, []byte("chatr_")) || !bytes.Contains(data, []byte("go_goroutines")) {
+		t.Fatalf("/metrics on the admin listener %d", status)
+	}
+	if status, _ := get(t, r.base+"/metrics"); status != http.StatusNotFound {
+		t.Errorf("/metrics on the public listener %d, want 404", status)
 	}
 
 	c := r.dial(t)
@@ -363,6 +374,38 @@ func TestBadDataDirRefused(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(path); !bytes.Equal(got, junk) {
 		t.Fatal("the refused chatr.db was modified")
+	}
+}
+
+// A busy admin port fails New with an error naming --admin-http, and
+// leaves the data directory and the HTTP port free; --admin-http off
+// binds nothing, and says so.
+func TestBusyAdminPort(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	httpLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpAddr := httpLn.Addr().String()
+	httpLn.Close()
+	dir := t.TempDir()
+	cfg, err := config.Parse([]string{"--http", httpAddr, "--admin-http", ln.Addr().String(), "--data", dir}, noEnv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = node.New(cfg, slog.New(slog.DiscardHandler), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "--admin-http") || !strings.Contains(err.Error(), ln.Addr().String()) {
+		t.Fatalf("busy admin port: %v, want an error naming --admin-http and %s", err, ln.Addr())
+	}
+	// The store and the HTTP listener were closed: both open again.
+	r := start(t, dir, "--http", httpAddr, "--admin-http", "off")
+	if r.admin != "" || !strings.Contains(r.console.String(), "admin listener off") {
+		t.Errorf("--admin-http off: admin on %q, console %q", r.admin, r.console.String())
 	}
 }
 

@@ -6,7 +6,8 @@ import (
 )
 
 // ClusterView answers GET /chatr/api/cluster: this node, its cluster and
-// every member it knows.
+// every member it knows. The admin listener, and an admin on the public
+// one, get it whole; everyone else gets Public.
 type ClusterView struct {
 	Self    string       `json:"self"`
 	Cluster string       `json:"cluster"`
@@ -17,9 +18,27 @@ type ClusterView struct {
 type MemberView struct {
 	ID    string `json:"id"`
 	Name  string `json:"name"`
-	HTTP  string `json:"http"`
-	State string `json:"state"` // alive, dead or left
-	Since string `json:"since"` // when this node saw the state begin
+	HTTP  string `json:"http,omitempty"` // its HTTP listener, host:port (in Public, alive members only)
+	State string `json:"state"`          // alive, dead or left
+	Since string `json:"since"`          // when this node saw the state begin
+	// Gossip is its gossip address, ip:port: internal, never in Public.
+	Gossip string `json:"gossip,omitempty"`
+}
+
+// Public is the view for anyone: only the addresses that clients are
+// given anyway, in welcome.nodes (the HTTP listeners of the alive
+// members); no gossip address, and no address of a member that is gone.
+func (v ClusterView) Public() ClusterView {
+	out := v
+	out.Members = make([]MemberView, len(v.Members))
+	for i, m := range v.Members {
+		m.Gossip = ""
+		if m.State != "alive" {
+			m.HTTP = ""
+		}
+		out.Members[i] = m
+	}
+	return out
 }
 
 // Alive is the set of ids of the alive members.

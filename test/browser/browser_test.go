@@ -92,7 +92,9 @@ func (s *server) url(path string) string { return "http://" + s.addr + path }
 
 func (s *server) start(t *testing.T) {
 	t.Helper()
-	args := append([]string{"serve", "--http", s.addr, "--data", s.data}, s.args...)
+	// The admin listener on any free port: its default, the port + 10, may
+	// be another test's.
+	args := append([]string{"serve", "--http", s.addr, "--data", s.data, "--admin-http", "127.0.0.1:0"}, s.args...)
 	if slices.Contains(s.args, "--cluster-addr") {
 		args = proctest.WithSecret(args)
 	}
@@ -154,6 +156,7 @@ type page struct {
 	ctx  context.Context
 	name string
 	url  string
+	csp  *cspWatch // the page's CSP violations (csp_test.go)
 }
 
 // openPage opens the chat page and joins as name.
@@ -163,22 +166,35 @@ func openPage(t *testing.T, browser context.Context, url, name string) *page {
 }
 
 // openPageWith is openPage that first installs script (unless empty) to
-// run before the page loads.
+// run before the page loads. Every page is watched for violations of its
+// Content-Security-Policy: one fails the test (watchCSP).
 func openPageWith(t *testing.T, browser context.Context, url, name, script string) *page {
 	t.Helper()
-	ctx, cancel := chromedp.NewContext(browser, chromedp.WithNewBrowserContext())
-	t.Cleanup(cancel)
-	if script != "" {
-		if _, err := chromedp.Call(ctx, cdppage.AddScriptToEvaluateOnNewDocument,
-			cdppage.AddScriptToEvaluateOnNewDocumentParams{Source: script}); err != nil {
-			t.Fatalf("%s's page: install a script: %v", name, err)
-		}
-	}
-	p := &page{t: t, ctx: ctx, name: name, url: url}
+	p := newPage(t, browser, url, name, script)
 	p.do(chromedp.Navigate(url),
 		chromedp.WaitVisible(chromedp.ID("name")),
 		chromedp.SendKeys(chromedp.ID("name"), name+kb.Enter))
 	p.waitStatus("connected to ")
+	return p
+}
+
+// newPage opens a tab with script (unless empty) and the CSP watch
+// installed before any document loads, and navigates nowhere yet.
+func newPage(t *testing.T, browser context.Context, url, name, script string) *page {
+	t.Helper()
+	ctx, cancel := chromedp.NewContext(browser, chromedp.WithNewBrowserContext())
+	t.Cleanup(cancel)
+	for _, s := range []string{cspListenerJS, script} {
+		if s == "" {
+			continue
+		}
+		if _, err := chromedp.Call(ctx, cdppage.AddScriptToEvaluateOnNewDocument,
+			cdppage.AddScriptToEvaluateOnNewDocumentParams{Source: s}); err != nil {
+			t.Fatalf("%s's page: install a script: %v", name, err)
+		}
+	}
+	p := &page{t: t, ctx: ctx, name: name, url: url}
+	p.csp = watchCSP(p, cancel)
 	return p
 }
 
@@ -475,6 +491,15 @@ func TestFailoverToAnotherNode(t *testing.T) {
 	ada.waitStatus("reconnected to beta")
 	ada.send("on beta")
 	after := ada.waitTexts("on alpha", "on beta")
+	// The page, from alpha, may read beta's API, as it does to fill a gap
+	// once it is on beta: its policy (connect-src) and beta (CORS) allow it.
+	ctx, cancel := context.WithTimeout(ada.ctx, waitTimeout)
+	defer cancel()
+	n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`fetch('http://`+beta.addr+`/chatr/api/rooms/failover/messages?limit=10')
+		.then((r) => r.json()).then((p) => p.messages.length)`, chromedp.EvalAwaitPromise))
+	if err != nil || n != 2 {
+		t.Errorf("alpha's page reads beta's history: %d messages, %v; want 2", n, err)
+	}
 	checkUnique(t, after)
 	if fmt.Sprint(before) != fmt.Sprint(after[:1]) {
 		t.Errorf("the message from before the failover changed: %+v, then %+v", before, after[:1])

@@ -76,6 +76,7 @@ type localNode struct {
 	name   string
 	http   string // 127.0.0.1:port
 	gossip string // 127.0.0.1:port
+	admin  string // 127.0.0.1:port of the admin listener (metrics)
 	data   string
 	extra  []string
 	// ownSecret starts the node with no secret flag: in cluster mode it uses
@@ -87,7 +88,7 @@ type localNode struct {
 // newLocalNodes makes n node slots with free ports and data directories.
 func newLocalNodes(t *testing.T, n int) []*localNode {
 	t.Helper()
-	ports, err := clustertest.FreePorts(2 * n)
+	ports, err := clustertest.FreePorts(3 * n)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +96,8 @@ func newLocalNodes(t *testing.T, n int) []*localNode {
 	for i := range n {
 		out = append(out, &localNode{name: fmt.Sprintf("n%d", i+1), data: t.TempDir(),
 			http:   "127.0.0.1:" + strconv.Itoa(ports[i]),
-			gossip: "127.0.0.1:" + strconv.Itoa(ports[n+i])})
+			gossip: "127.0.0.1:" + strconv.Itoa(ports[n+i]),
+			admin:  "127.0.0.1:" + strconv.Itoa(ports[2*n+i])})
 	}
 	return out
 }
@@ -103,7 +105,7 @@ func newLocalNodes(t *testing.T, n int) []*localNode {
 // start runs the node with --join set to join (when not empty).
 func (n *localNode) start(t *testing.T, join ...string) {
 	t.Helper()
-	args := []string{"serve", "--http", n.http, "--cluster-addr", n.gossip, "--data", n.data, "--node", n.name,
+	args := []string{"serve", "--http", n.http, "--cluster-addr", n.gossip, "--admin-http", n.admin, "--data", n.data, "--node", n.name,
 		"--shutdown-timeout", "3s", "--send-rate", "1000000", "--send-burst", "1000000"}
 	if len(join) > 0 {
 		args = append(args, "--join", strings.Join(join, ","))

@@ -76,9 +76,9 @@ func (pc *presenceCluster) presenceDial(t *testing.T, ctx context.Context, i int
 	return nil, client.Frame{}
 }
 
-// sessions reads node i's chatr_ws_sessions gauge.
+// sessions reads node i's chatr_ws_sessions gauge (on its admin listener).
 func (pc *presenceCluster) sessions(i int) (int, error) {
-	resp, err := httpClient.Get("http://" + pc.nodes[i].http + "/metrics")
+	resp, err := httpClient.Get("http://" + pc.nodes[i].admin + "/metrics")
 	if err != nil {
 		return 0, err
 	}

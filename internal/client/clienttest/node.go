@@ -24,7 +24,8 @@ type Node struct {
 }
 
 // StartNode starts `chatr serve --http 127.0.0.1:PORT --data DIR [args]`
-// on a free port and waits until /readyz answers 200; the node stops when
+// on a free port (the admin listener on any free port: its default, the
+// port + 10, may be another test's) and waits until /readyz answers 200; the node stops when
 // the test ends (proctest.Run), which logs what it printed if the test
 // failed. The test binary's TestMain should call proctest.Main, which builds
 // chatr; with -short the test is skipped.
@@ -37,7 +38,7 @@ func StartNode(t testing.TB, args ...string) *Node {
 		WS:   "ws://" + addr + "/chatr/ws",
 		Data: t.TempDir(),
 	}
-	cmd := exec.Command(bin, append([]string{"serve", "--http", addr, "--data", n.Data}, args...)...)
+	cmd := exec.Command(bin, append([]string{"serve", "--http", addr, "--data", n.Data, "--admin-http", "127.0.0.1:0"}, args...)...)
 	n.Process = proctest.Run(t, "node "+addr, cmd)
 	if err := n.Process.WaitReady(n.HTTP, 30*time.Second); err != nil {
 		t.Fatalf("node %s: %v", addr, err) // the cleanup logs its output
