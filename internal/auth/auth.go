@@ -4,7 +4,7 @@
 //
 // Tokens are checked with github.com/golang-jwt/jwt/v5: HS256/384/512
 // against HMAC secrets, RS*/PS*, ES256/384/512 and EdDSA against public
-// keys (from PEM files). A token's alg must fit the key's
+// keys (from PEM files or a JWKS URL). A token's alg must fit the key's
 // type: "none" is never taken, and an HS token is never checked against a
 // public key.
 package auth
@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"path"
 	"slices"
 	"strings"
@@ -35,6 +36,11 @@ var (
 	// signature, an alg that does not fit the keys, iss or aud not the
 	// ones wanted, nbf in the future, sub or exp missing, a bad claim).
 	ErrInvalid = errors.New("invalid token")
+	// ErrUnavailable: the token names a key of the JWKS that could not be
+	// fetched (the URL fails, and no key set it fetched before has the
+	// key). The token may be good: try again later rather than log in
+	// again.
+	ErrUnavailable = errors.New("token cannot be checked now")
 )
 
 // Limits on what a token may hold. A token is a WebSocket hello field or an
@@ -55,10 +61,22 @@ const (
 	// a second) with room for a VM paused a few seconds; an expired token
 	// is a cheap round trip to fix, so it need not be minutes.
 	DefaultLeeway = 5 * time.Second
+	// DefaultJWKSTimeout bounds one JWKS fetch, and so the wait of a
+	// Verify that needs it.
+	DefaultJWKSTimeout = 5 * time.Second
+	// DefaultJWKSMinInterval is the least time between two JWKS fetches,
+	// whatever asks for them: tokens with made-up key ids cost the issuer
+	// at most one request per node every 10 s.
+	DefaultJWKSMinInterval = 10 * time.Second
+	// DefaultJWKSMaxAge is how long a fetched key set is used before the
+	// next Verify that uses it fetches it again: a key the issuer drops
+	// stops working within 5 minutes, for one request per node per 5
+	// minutes.
+	DefaultJWKSMaxAge = 5 * time.Minute
 )
 
-// Options configure a Verifier. At least one of HMACSecrets and
-// PublicKeys is needed.
+// Options configure a Verifier. At least one of HMACSecrets, PublicKeys
+// and JWKSURL is needed.
 type Options struct {
 	// HMACSecrets verify HS256, HS384 and HS512 tokens: the current
 	// secret first, then previous ones, which stay valid during a
@@ -69,17 +87,32 @@ type Options struct {
 	// P-256, P-384, P-521: each alg its own curve) and EdDSA
 	// (ed25519.PublicKey) tokens, whatever their kid (LoadPublicKeys).
 	PublicKeys []crypto.PublicKey
+	// JWKSURL is an http or https URL serving a JSON Web Key Set whose
+	// public keys verify tokens by their kid. It is fetched when a Verify
+	// first needs it, again when a token names a kid it lacks or the set
+	// is older than JWKSMaxAge, never more often than JWKSMinInterval; when
+	// a fetch fails the last good set stays in use.
+	JWKSURL string
 	// Issuer and Audience, when set, must be the token's iss and one of
 	// its aud.
 	Issuer, Audience string
+
+	// HTTPClient fetches the JWKS (default http.DefaultClient). Each fetch
+	// is also bounded by JWKSTimeout.
+	HTTPClient *http.Client
+	// JWKSTimeout, JWKSMinInterval and JWKSMaxAge: see JWKSURL and the
+	// Default constants.
+	JWKSTimeout, JWKSMinInterval, JWKSMaxAge time.Duration
 
 	// Leeway is the clock skew allowed on exp and nbf: 0 means
 	// DefaultLeeway (5 s), a negative value none.
 	Leeway time.Duration
 
-	// Log gets no line per token. Default: no logs.
+	// Log gets a line for each JWKS fetch that fails (warn) or changes the
+	// key ids (info); never one per token. Default: no logs.
 	Log *slog.Logger
-	// Metrics, when set, gets chatr_auth_verified_total{result}.
+	// Metrics, when set, gets chatr_auth_verified_total{result} and
+	// chatr_auth_jwks_fetches_total{result}.
 	Metrics prometheus.Registerer
 	// Now is the clock (default time.Now); tests set it.
 	Now func() time.Time
@@ -87,6 +120,18 @@ type Options struct {
 
 // setDefaults fills the zero fields of o: the one place defaults are set.
 func (o *Options) setDefaults() {
+	if o.HTTPClient == nil {
+		o.HTTPClient = http.DefaultClient
+	}
+	if o.JWKSTimeout <= 0 {
+		o.JWKSTimeout = DefaultJWKSTimeout
+	}
+	if o.JWKSMinInterval <= 0 {
+		o.JWKSMinInterval = DefaultJWKSMinInterval
+	}
+	if o.JWKSMaxAge <= 0 {
+		o.JWKSMaxAge = DefaultJWKSMaxAge
+	}
 	switch {
 	case o.Leeway == 0:
 		o.Leeway = DefaultLeeway
@@ -102,9 +147,13 @@ func (o *Options) setDefaults() {
 }
 
 // A Verifier checks tokens. It is safe for concurrent use and starts no
-// goroutine.
+// goroutine: a Verify that needs the JWKS fetches it on the caller's
+// goroutine (waiting at most JWKSTimeout); at most one fetch runs at a
+// time, and other Verify calls that need its result wait for it, while
+// those whose key is at hand do not.
 type Verifier struct {
 	opts      Options
+	jwks      *keySet // nil without a JWKSURL
 	parser    *jwt.Parser
 	validator *jwt.Validator // every registered claim but exp, which verify checks last
 	metrics   *metrics
@@ -114,8 +163,8 @@ type Verifier struct {
 // metrics; it fetches nothing.
 func New(opts Options) (*Verifier, error) {
 	opts.setDefaults()
-	if len(opts.HMACSecrets) == 0 && len(opts.PublicKeys) == 0 {
-		return nil, errors.New("auth: no key: give an HMAC secret or a public key")
+	if len(opts.HMACSecrets) == 0 && len(opts.PublicKeys) == 0 && opts.JWKSURL == "" {
+		return nil, errors.New("auth: no key: give an HMAC secret, a public key or a JWKS URL")
 	}
 	secrets := make([][]byte, len(opts.HMACSecrets))
 	for i, s := range opts.HMACSecrets {
@@ -136,6 +185,11 @@ func New(opts Options) (*Verifier, error) {
 		return nil, fmt.Errorf("auth: %w", err)
 	}
 	v := &Verifier{opts: opts, metrics: m}
+	if opts.JWKSURL != "" {
+		if v.jwks, err = newKeySet(opts, m); err != nil {
+			return nil, fmt.Errorf("auth: %w", err)
+		}
+	}
 	// Claims are checked apart from the signature (verify), so that an
 	// expired token is told from a bad one.
 	v.parser = jwt.NewParser(jwt.WithValidMethods(algs), jwt.WithoutClaimsValidation())
@@ -200,7 +254,7 @@ type tokenClaims struct {
 }
 
 // Verify checks token and returns the identity it carries. Its errors are
-// ErrExpired or ErrInvalid (errors.Is).
+// ErrExpired, ErrInvalid or ErrUnavailable (errors.Is).
 func (v *Verifier) Verify(token string) (Identity, error) {
 	id, err := v.verify(token)
 	v.metrics.verified.WithLabelValues(resultLabel(err)).Inc()
@@ -264,10 +318,13 @@ func (v *Verifier) keyfunc(t *jwt.Token) (any, error) {
 		// understood must be refused, and none is here.
 		return nil, keyErrorf(ErrInvalid, "a crit header: no JWS extension is understood here")
 	}
+	var kid string
 	if k, ok := t.Header["kid"]; ok {
-		if _, ok := k.(string); !ok {
+		s, ok := k.(string)
+		if !ok {
 			return nil, keyErrorf(ErrInvalid, "the kid header is not a string")
 		}
+		kid = s
 	}
 	var keys []jwt.VerificationKey
 	if isHMAC(alg) {
@@ -281,6 +338,15 @@ func (v *Verifier) keyfunc(t *jwt.Token) (any, error) {
 	}
 	for _, k := range v.opts.PublicKeys {
 		if keyFits(alg, k) {
+			keys = append(keys, k)
+		}
+	}
+	if v.jwks != nil {
+		ks, err := v.jwks.lookup(kid, alg)
+		if err != nil && len(keys) == 0 {
+			return nil, &keyError{err}
+		}
+		for _, k := range ks {
 			keys = append(keys, k)
 		}
 	}

@@ -307,6 +307,9 @@ func TestNewRefuses(t *testing.T) {
 		{"X25519 key", Options{PublicKeys: []crypto.PublicKey{x.PublicKey()}}, "want RSA, ECDSA or Ed25519"},
 		{"private key", Options{PublicKeys: []crypto.PublicKey{k.ed}}, "want RSA, ECDSA or Ed25519"},
 		{"RSA 1024", Options{PublicKeys: []crypto.PublicKey{&k.rsa1024.PublicKey}}, "RSA key of 1024 bits"},
+		{"JWKS URL not http", Options{JWKSURL: "ftp://id.example/keys"}, "want an http:// or https:// URL"},
+		{"JWKS URL without a host", Options{JWKSURL: "https:///keys"}, "want an http:// or https:// URL"},
+		{"JWKS URL not a URL", Options{JWKSURL: "http://[::1"}, "JWKS URL"},
 		{"metrics registered twice", Options{HMACSecrets: [][]byte{secret}, Metrics: reg}, "register metrics"},
 	}
 	for _, tc := range cases {
@@ -341,9 +344,14 @@ func TestMetrics(t *testing.T) {
 	v.Verify(sign(t, jwt.SigningMethodHS256, secret, claims(t0)))
 	v.Verify(sign(t, jwt.SigningMethodHS256, secret, claims(t0, "exp", t0.Add(-time.Hour).Unix())))
 	v.Verify("nonsense")
-	for result, want := range map[string]float64{"ok": 2, "expired": 1, "invalid": 1} {
+	for result, want := range map[string]float64{"ok": 2, "expired": 1, "invalid": 1, "unavailable": 0} {
 		if got := counter(t, reg, "chatr_auth_verified_total", result); got != want {
 			t.Errorf("chatr_auth_verified_total{result=%q} = %v, want %v", result, got, want)
+		}
+	}
+	for _, result := range []string{"ok", "error"} {
+		if got := counter(t, reg, "chatr_auth_jwks_fetches_total", result); got != 0 {
+			t.Errorf("chatr_auth_jwks_fetches_total{result=%q} = %v without a JWKS", result, got)
 		}
 	}
 }

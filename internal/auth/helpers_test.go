@@ -143,7 +143,7 @@ func checkErr(t testing.TB, err error, want error, mention, token string) {
 	if err == nil {
 		t.Fatalf("accepted, want %v", want)
 	}
-	for _, e := range []error{ErrExpired, ErrInvalid} {
+	for _, e := range []error{ErrExpired, ErrInvalid, ErrUnavailable} {
 		if errors.Is(err, e) != (e == want) {
 			t.Errorf("errors.Is(%q, %v) = %v", err, e, !(e == want))
 		}
