@@ -50,6 +50,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodePost$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./internal/gateway
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeBatch$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./internal/replication/wire
 	$(GO) test -run '^$$' -fuzz '^FuzzLinkHandshake$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./internal/replication/wire
+	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./internal/auth
 
 # chaos-short is the one seed of the fault-injection suite (test/chaos: real
 # nodes in network namespaces, as root) that make test runs. It is a step of

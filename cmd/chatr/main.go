@@ -4,6 +4,7 @@
 //	chatr chat [flags]      terminal client
 //	chatr bench [flags]     load generator
 //	chatr secret            print a new cluster secret
+//	chatr token [flags]     print a signed token for a user
 //	chatr version           print the version
 package main
 
@@ -30,6 +31,7 @@ Usage:
   chatr chat [flags]      terminal client; chatr chat --help
   chatr bench [flags]     load generator; chatr bench --help
   chatr secret            print a new cluster secret (for --secret or --secret-file)
+  chatr token [flags]     print a signed token for a user; chatr token --help
   chatr version           print the version
 
 Open http://localhost:5080/chatr/chatr.html once a node runs.
@@ -57,6 +59,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintln(stdout, secret.Format(secret.New()))
 		return 0
+	case "token":
+		return tokenMain(args, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "chatr %s (protocol 1)\n", version)
 		return 0

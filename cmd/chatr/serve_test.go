@@ -475,6 +475,9 @@ func TestBadFlags(t *testing.T) {
 		{"unknown command", nil, []string{"srve"}, []string{"srve"}},
 		{"bad env value", []string{"CHATR_SEND_RATE=fast"}, []string{"serve"}, []string{"CHATR_SEND_RATE"}},
 		{"bad env log format", []string{"CHATR_LOG_FORMAT=xml"}, []string{"serve"}, []string{"xml"}},
+		{"auth secret of 5 bytes", nil, []string{"serve", "--auth-hmac-secret-file", shortKey}, []string{"--auth-hmac-secret-file", "holds 5 bytes"}},
+		{"auth previous secret alone", nil, []string{"serve", "--auth-hmac-previous-secret-file", shortKey}, []string{"needs --auth-hmac-secret-file"}},
+		{"api keys without auth", []string{"CHATR_API_KEY_FILE=" + shortKey}, []string{"serve"}, []string{"--api-key-file"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -507,9 +510,11 @@ func TestHelpAndVersion(t *testing.T) {
 		mention []string
 	}{
 		{[]string{"--help"}, []string{"-http", "-data", "-log-format", "-send-rate", "CHATR_", "chatr version"}},
-		{[]string{"serve", "--help"}, []string{"-http", "-data", "-log-format", "-secret-file", "-secret ", "-insecure-no-secret"}},
+		{[]string{"serve", "--help"}, []string{"-http", "-data", "-log-format", "-secret-file", "-secret ", "-insecure-no-secret",
+			"-auth-hmac-secret-file", "-auth-public-key-file", "-auth-jwks-url", "-api-key-file"}},
 		{[]string{"serve", "-h"}, []string{"-http"}},
-		{[]string{"help"}, []string{"serve", "version", "secret"}},
+		{[]string{"help"}, []string{"serve", "version", "secret", "token"}},
+		{[]string{"token", "--help"}, []string{"Usage: chatr token", "-hmac-secret-file", "-sub", "-rooms", "-read", "-ttl", "-alg"}},
 		{[]string{"version"}, []string{"chatr", testVersion}},
 	}
 	for _, tc := range tests {

@@ -68,6 +68,7 @@ type Config struct {
 	Secret []byte
 
 	Limits // caps and checks against strangers (limits.go)
+	Auth   // who is who: token keys and API keys (auth.go)
 }
 
 // TLS reports whether the HTTP listener serves TLS.
@@ -121,6 +122,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	fs.BoolVar(&c.InsecureNoSecret, "insecure-no-secret", false, "run a cluster node with no secret at all: anyone who reaches its ports can join, read and write the cluster (for tests only)")
 	fs.IntVar(&c.AckReplicas, "ack-replicas", 0, "peers that must store a message before the sender's ack")
 	c.Limits.addFlags(fs)
+	c.Auth.addFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(out, "Usage: chatr [serve] [flags]\n\nStarts a chatr node. Every flag can also be set with CHATR_<FLAG>, e.g. CHATR_HTTP=:8080.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -299,5 +301,6 @@ func (c *Config) validate() error {
 		}
 	}
 	c.Limits.validate(add)
+	c.Auth.validate(add)
 	return errors.Join(errs...)
 }

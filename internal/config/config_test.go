@@ -284,7 +284,9 @@ func TestHelp(t *testing.T) {
 			"-public-url", "-max-conns", "open-file limit", "-http-read-timeout", "-http-write-timeout", "-http-idle-timeout",
 			"-frame-rate", "-frame-burst", "-replay-rate", "-replay-bytes-rate", "-replay-bytes-burst",
 			"-max-rooms-per-session", "-new-rooms-per-minute", "-get-rate", "-get-burst", "-presence-interval",
-			"-admin-http", "-allow-framing"} {
+			"-admin-http", "-allow-framing",
+			"-auth-hmac-secret-file", "-auth-hmac-previous-secret-file", "-auth-public-key-file", "-auth-jwks-url",
+			"-auth-issuer", "-auth-audience", "-auth-expired-grace", "-auth-token-url", "-api-key-file"} {
 			if !strings.Contains(out.String(), want) {
 				t.Errorf("%s output lacks %q:\n%s", arg, want, out.String())
 			}

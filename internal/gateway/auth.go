@@ -21,6 +21,10 @@ type Tokens interface {
 // ErrTokenExpired is a token that was good but has expired.
 var ErrTokenExpired = errors.New("token expired")
 
+// ErrTokensUnavailable is a token whose signing key cannot be had now (a
+// JWKS URL down): the client should try again later, not sign in again.
+var ErrTokensUnavailable = errors.New("token keys unavailable")
+
 // Identity is who a token says a client is.
 type Identity struct {
 	User    string // the token's sub
@@ -43,6 +47,9 @@ func (id *Identity) canSend(room string) bool {
 func tokenError(err error) *proto.Error {
 	if errors.Is(err, ErrTokenExpired) {
 		return proto.Errorf(proto.CodeTokenExpired, "the token has expired; get a new one")
+	}
+	if errors.Is(err, ErrTokensUnavailable) {
+		return proto.Errorf(proto.CodeUnavailable, "this node cannot check tokens right now; try again shortly")
 	}
 	return proto.Errorf(proto.CodeUnauthorized, "the token is not accepted here: %v", err)
 }
@@ -86,7 +93,11 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) (c *caller, o
 		w.Header().Set("WWW-Authenticate", `Bearer realm="chatr", error="invalid_token"`)
 		perr := tokenError(err)
 		s.metrics.errors.WithLabelValues(perr.Code).Inc()
-		writeError(w, http.StatusUnauthorized, perr)
+		status := http.StatusUnauthorized
+		if perr.Code == proto.CodeUnavailable {
+			status = http.StatusServiceUnavailable
+		}
+		writeError(w, status, perr)
 		return nil, false
 	}
 	return &caller{ID: &id}, true
@@ -142,4 +153,20 @@ func (s *Server) serveClientConfig(w http.ResponseWriter, r *http.Request) {
 		Auth     bool   `json:"auth"`
 		TokenURL string `json:"tokenURL,omitempty"`
 	}{Auth: s.opts.Tokens != nil, TokenURL: s.opts.TokenURL})
+}
+
+// adminCredential reports whether a request carries an admin's credential:
+// a program's API key, or a token with admin: true.
+func (s *Server) adminCredential(r *http.Request) bool {
+	cred := bearer(r)
+	if cred == "" || s.opts.Tokens == nil {
+		return false
+	}
+	if s.opts.APIKey != nil {
+		if _, ok := s.opts.APIKey(cred); ok {
+			return true
+		}
+	}
+	id, err := s.opts.Tokens.Verify(cred)
+	return err == nil && id.Admin
 }

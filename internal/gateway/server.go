@@ -89,8 +89,9 @@ type Options struct {
 	// an admin (a token with admin: true, an API key): it then gets what
 	// the admin listener answers, such as the cluster view with every
 	// address. nil: nobody is an admin on the public listener (the admin
-	// listener is trusted by its binding). It is called on the request's
-	// goroutine, concurrently for concurrent requests, and must not block.
+	// listener is trusted by its binding); with Tokens set, it defaults to
+	// the credential: an API key, or a token with admin: true. It is called
+	// on the request's goroutine, concurrently for concurrent requests.
 	IsAdmin func(*http.Request) bool
 }
 
@@ -198,6 +199,9 @@ func New(opts Options) *Server {
 		s.poller = p // nil on error: each session reads in a goroutine of its own
 	}
 	s.frameAncestors = frameAncestors(opts.Config.AllowFraming)
+	if s.opts.IsAdmin == nil && s.opts.Tokens != nil {
+		s.opts.IsAdmin = s.adminCredential
+	}
 	s.routes()
 	s.adminRoutes()
 	s.http = s.newHTTPServer()

@@ -304,8 +304,11 @@ func (s *session) hello(in proto.Inbound) {
 		if perr != nil {
 			s.sendError(in.Ref, perr)
 			code := proto.ClosePolicy
-			if perr.Code == proto.CodeTokenExpired {
+			switch perr.Code {
+			case proto.CodeTokenExpired:
 				code = proto.CloseTokenExpired
+			case proto.CodeUnavailable:
+				code = proto.CloseGoingAway // try again, or on another node
 			}
 			s.closeAfterQueued(code, perr.Code)
 			return

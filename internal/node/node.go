@@ -75,6 +75,11 @@ func NewWithHooks(cfg config.Config, log *slog.Logger, console io.Writer, hooks 
 		return nil, err
 	}
 	n := &Node{cfg: cfg, log: log, console: console, store: st, reg: reg}
+	tokens, apiKey, err := signIn(cfg, log, reg)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	if cfg.Clustered() {
 		n.secret, n.secretKept = clusterSecret(cfg, st)
 	}
@@ -97,7 +102,8 @@ func NewWithHooks(cfg config.Config, log *slog.Logger, console io.Writer, hooks 
 		st.Close()
 		return nil, err
 	}
-	gw := gateway.Options{Config: cfg, TLS: n.tlsConfig(), NodeID: st.NodeID(), HTTPAddr: n.ln.Addr().String(), Store: st, Hub: n.hub,
+	gw := gateway.Options{Config: cfg, TLS: n.tlsConfig(), Tokens: tokens, APIKey: apiKey,
+		ExpiredGrace: cfg.ExpiredGrace, TokenURL: cfg.TokenURL, NodeID: st.NodeID(), HTTPAddr: n.ln.Addr().String(), Store: st, Hub: n.hub,
 		Poster: gateway.StorePoster{Store: st}, Web: web.FS, Log: log, Metrics: reg}
 	if cfg.Clustered() {
 		if err := n.newCluster(&gw, hooks); err != nil {
@@ -293,6 +299,11 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	fmt.Fprintf(n.console, "chatr node %s (%s) serving %s://%s/chatr/chatr.html, data in %s\n",
 		n.ID(), n.cfg.NodeName, scheme, browseAddr(n.HTTPAddr()), n.cfg.DataDir)
+	if n.cfg.AuthOn() {
+		fmt.Fprintln(n.console, "sign-in: people need a signed token; their names come from it")
+	} else {
+		fmt.Fprintln(n.console, "anonymous: anyone may use any name (an --auth-* key turns sign-in on)")
+	}
 	n.printAdmin()
 	errc := make(chan error, 3)
 	go func() { errc <- n.gw.Serve(n.ln) }() // ends with gw.Shutdown
