@@ -196,14 +196,14 @@
   function onSend(ev) {
     ev.preventDefault();
     const text = ui.text.value;
-    if (!text.trim() || !state.name) return;
+    if (!text.trim() || !(state.auth ? state.me : state.name)) return;
     if (new TextEncoder().encode(text).length > MAX_TEXT_BYTES) {
       showError('That message is too long (at most 4096 bytes).');
       return;
     }
     hideError();
     const ref = refPrefix + '-' + (++refCounter);
-    const el = messageElement(state.name, text, '');
+    const el = messageElement(state.auth ? state.me : state.name, text, '');
     el.className = 'outgoing mine';
     el.title = 'sending…';
     ui.outbox.append(el);
