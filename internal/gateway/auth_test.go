@@ -306,3 +306,20 @@ func TestPolicyAllowsTheTokenURL(t *testing.T) {
 		t.Fatalf("policy %q does not let the page fetch its token", csp)
 	}
 }
+
+// With auth on, an admin on the public listener is a program's API key or
+// a token with admin: true; a user's token or none is not.
+func TestAdminByCredential(t *testing.T) {
+	t.Parallel()
+	ts, tokens := newAuthServer(t, time.Minute)
+	tokens.add("boss", Identity{User: "u-boss", Name: "Boss", Expires: time.Now().Add(time.Hour), Admin: true}, nil)
+	for cred, want := range map[string]bool{"": false, "ann": false, "forged": false, "boss": true, "prog-key-0123456789abcdef": true} {
+		r, _ := http.NewRequest("GET", "/chatr/api/cluster", nil)
+		if cred != "" {
+			r.Header.Set("Authorization", "Bearer "+cred)
+		}
+		if got := ts.srv.opts.IsAdmin(r); got != want {
+			t.Errorf("admin with %q: %v, want %v", cred, got, want)
+		}
+	}
+}
