@@ -56,10 +56,6 @@ func signIn(cfg config.Config, log *slog.Logger, reg prometheus.Registerer) (gat
 // verifier is auth's Verifier as the gateway sees it.
 type verifier struct{ v *auth.Verifier }
 
-// errKeysUnavailable is a token signed by a key this node cannot fetch now
-// (the JWKS URL is down): the client should try again, not sign in again.
-var errKeysUnavailable = errors.New("the keys that sign tokens cannot be fetched now; try again shortly")
-
 func (a verifier) Verify(token string) (gateway.Identity, error) {
 	id, err := a.v.Verify(token)
 	switch {
@@ -71,7 +67,7 @@ func (a verifier) Verify(token string) (gateway.Identity, error) {
 		return gateway.Identity{}, err
 	case strings.HasPrefix(id.User, "key:"):
 		// Programs with API keys post as key:<name>: no user may look like one.
-		return gateway.Identity{}, fmt.Errorf("%w: a sub may not start with key:", auth.ErrInvalid)
+		return gateway.Identity{}, fmt.Errorf("%w: a sub may not start with %q", auth.ErrInvalid, "key:")
 	}
 	return gateway.Identity{User: id.User, Name: id.Name, Expires: id.Expires, Admin: id.Admin,
 		CanJoin: id.CanJoin, CanSend: id.CanSend}, nil
