@@ -121,6 +121,7 @@ type Server struct {
 	mu       sync.Mutex
 	sessions map[*session]struct{}
 	draining bool
+	drained  bool // Drain is done with the poller: Run starts nothing
 	wg       sync.WaitGroup // sessions, upgraded or being upgraded
 
 	// http serves the listener (Serve); conns counts its connections
@@ -248,13 +249,19 @@ func (l limitedLog) Write(p []byte) (int, error) {
 // drained: the poller that wakes sessions with something to read, and the
 // sweeper that closes sessions that said no hello in time. Call it once.
 func (s *Server) Run(ctx context.Context) {
+	s.mu.Lock()
+	if s.drained {
+		s.mu.Unlock()
+		return
+	}
 	if s.poller != nil {
-		s.running.Add(1)
+		s.running.Add(1) // under mu: Drain waits only after it has set drained
 		go func() {
 			defer s.running.Done()
 			s.poller.Run()
 		}()
 	}
+	s.mu.Unlock()
 	s.sweepHellos(ctx)
 }
 
@@ -475,6 +482,9 @@ func (s *Server) Drain(ctx context.Context) {
 	}
 	// Sessions still open now are past their close frame; they are torn
 	// down by their own timers, and need no more reads.
+	s.mu.Lock()
+	s.drained = true // no Run starts the poller from here on
+	s.mu.Unlock()
 	if s.poller != nil {
 		s.poller.Close()
 	}
