@@ -121,7 +121,7 @@ type Server struct {
 	mu       sync.Mutex
 	sessions map[*session]struct{}
 	draining bool
-	drained  bool // Drain is done with the poller: Run starts nothing
+	drained  bool           // Drain is done with the poller: Run starts nothing
 	wg       sync.WaitGroup // sessions, upgraded or being upgraded
 
 	// http serves the listener (Serve); conns counts its connections
