@@ -106,6 +106,8 @@ func (s *Server) postAs(who *caller, room string, body *PostBody) (int, *proto.E
 		}
 		if who != nil {
 			body.user = "key:" + who.Key
+			// Who posted as whom, by the key's name (never the key).
+			s.logLimited(slog.LevelInfo, "post with an API key", "key", who.Key, "room", room, "sender", body.Sender)
 		}
 	case body.Sender != "" && body.Sender != who.ID.Name:
 		return http.StatusBadRequest, proto.Errorf(proto.CodeBadRequest, "sender %q is not your token's name %q: leave it out", body.Sender, who.ID.Name)

@@ -256,6 +256,10 @@ func TestHTTPAPIWithAuth(t *testing.T) {
 	if status, _, v := authPost(t, ts, "lobby", "prog-key-0123456789abcdef", `{"sender":"Build bot","text":"green"}`); status != http.StatusCreated || v["sender"] != "Build bot" || v["user"] != "key:importer" {
 		t.Errorf("post with the API key: %d %v, want 201 from Build bot, key:importer", status, v)
 	}
+	if logs := ts.logs.String(); !strings.Contains(logs, "post with an API key") || !strings.Contains(logs, "key=importer") ||
+		strings.Contains(logs, "prog-key-0123456789abcdef") {
+		t.Errorf("the API key's post is not logged by the key's name alone:\n%s", logs)
+	}
 	if status, _, v := authPost(t, ts, "lobby", "prog-key-0123456789abcdef", `{"text":"no sender"}`); status != http.StatusBadRequest {
 		t.Errorf("post with the API key and no sender: %d %v, want 400", status, v)
 	}
