@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -21,6 +22,28 @@ import (
 type wsConn struct {
 	conn net.Conn
 	br   *bufio.Reader // nil while idle
+	// tcp is the *net.TCPConn under conn when there is one (no TLS): only
+	// it makes net.Buffers one writev; through a wrapper, each buffer
+	// would be a write of its own.
+	tcp *net.TCPConn
+}
+
+// newWSConn frames conn, whose first bytes br may hold already.
+func newWSConn(conn net.Conn, br *bufio.Reader) wsConn {
+	c := wsConn{conn: conn, br: br}
+	raw := conn
+	for {
+		u, ok := raw.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		if _, isTLS := raw.(*tls.Conn); isTLS {
+			break // written through TLS, never under it
+		}
+		raw = u.NetConn()
+	}
+	c.tcp, _ = raw.(*net.TCPConn)
+	return c
 }
 
 var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
@@ -29,6 +52,7 @@ var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 409
 type writeScratch struct {
 	hdr  []byte
 	bufs net.Buffers
+	flat []byte // the frames in one piece, for a conn without writev (TLS)
 }
 
 var scratchPool = sync.Pool{New: func() any { return new(writeScratch) }}
@@ -138,8 +162,22 @@ func (c *wsConn) writeFrames(frames []outFrame, timeout time.Duration) error {
 	}
 	c.conn.SetWriteDeadline(time.Now().Add(timeout))
 	all := bufs
-	_, err := bufs.WriteTo(c.conn) // consumes bufs, not all
-	clear(all)                     // drop the payload references
+	var err error
+	if c.tcp != nil {
+		_, err = bufs.WriteTo(c.tcp) // consumes bufs, not all
+	} else {
+		// One write, so TLS seals the frames in as few records as fit
+		// rather than one or two records (and system calls) per frame.
+		sc.flat = sc.flat[:0]
+		for _, b := range all {
+			sc.flat = append(sc.flat, b...)
+		}
+		_, err = c.conn.Write(sc.flat)
+		if cap(sc.flat) > 64<<10 {
+			sc.flat = nil // a burst's buffer is not kept in the pool
+		}
+	}
+	clear(all) // drop the payload references
 	sc.bufs = all[:0]
 	scratchPool.Put(sc)
 	return err

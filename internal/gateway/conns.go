@@ -134,6 +134,10 @@ func (c *countedConn) Close() error {
 	return err
 }
 
+// NetConn is the connection under the count, which the WebSocket writer
+// writes to directly (one writev per batch of frames).
+func (c *countedConn) NetConn() net.Conn { return c.Conn }
+
 // SyscallConn gives the poller the connection's file descriptor.
 func (c *countedConn) SyscallConn() (syscall.RawConn, error) {
 	sc, ok := c.Conn.(syscall.Conn)

@@ -345,7 +345,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// No deadline of the HTTP request stays on the connection; the
 	// session sets its own.
 	conn.SetDeadline(time.Time{})
-	sess := &session{srv: s, ws: wsConn{conn: conn, br: rw.Reader}, id: newSessionID(), ip: ip, key: ipKey(r.RemoteAddr)}
+	sess := &session{srv: s, ws: newWSConn(conn, rw.Reader), id: newSessionID(), ip: ip, key: ipKey(r.RemoteAddr)}
 	s.mu.Lock()
 	s.sessions[sess] = struct{}{}
 	s.unGreeted[sess] = time.Now().Add(helloTimeout)
