@@ -84,7 +84,7 @@ func startTestServerWith(t testing.TB, tweak func(*Options), onAccept func(net.C
 		t.Fatalf("open store: %v", err)
 	}
 	h := hub.New(hub.Options{NodeID: st.NodeID(), Cluster: cfg.ClusterName, Metrics: reg, PresenceInterval: cfg.PresenceInterval})
-	st.OnCommit(h.Publish)
+	fanout := st.Follow(true)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen: %v", err)
@@ -112,6 +112,8 @@ func startTestServerWith(t testing.TB, tweak func(*Options), onAccept func(net.C
 	runCtx, stopRun := context.WithCancel(context.Background())
 	ran := make(chan struct{})
 	go func() { defer close(ran); srv.Run(runCtx) }()
+	fannedOut := make(chan struct{})
+	go func() { defer close(fannedOut); h.Run(runCtx, fanout) }()
 	url := "http://" + ln.Addr().String()
 	ts := &testServer{cfg: cfg, srv: srv, st: st, hub: h, addr: ln.Addr().String(), url: url, logs: logs,
 		admin: "http://" + adminLn.Addr().String(),
@@ -122,6 +124,7 @@ func startTestServerWith(t testing.TB, tweak func(*Options), onAccept func(net.C
 		srv.Drain(ctx)
 		stopRun()
 		<-ran
+		<-fannedOut
 		srv.Shutdown(ctx)
 		<-serving
 		<-servingAdmin

@@ -5,6 +5,7 @@ package hub
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"sort"
 	"sync"
@@ -417,9 +418,24 @@ func (h *Hub) flush(roomName string, r *room) {
 	}
 }
 
+// Run fans the commit stream out to the local sessions until ctx ends or
+// the store closes. commits is the hub's own follower of the stream, made
+// with hold (the hub has nowhere else to read what it missed); Run closes
+// it. What has been committed since the last read is published at once, so
+// under load one pass carries many commits.
+func (h *Hub) Run(ctx context.Context, commits *store.Follower) {
+	defer commits.Close()
+	for {
+		batch, err := commits.Next(ctx)
+		if err != nil {
+			return
+		}
+		h.Publish(batch)
+	}
+}
+
 // Publish fans newly stored messages out to the local sessions of their
-// rooms, in commit order, each message encoded once for all of them. It is
-// the store's OnCommit function.
+// rooms, in commit order, each message encoded once for all of them.
 func (h *Hub) Publish(batch []store.Committed) {
 	// Group the batch by room, keeping the order within each room.
 	var order []string

@@ -48,6 +48,7 @@ type Node struct {
 	ln      net.Listener
 	admin   net.Listener // --admin-http; nil when off
 	reg     *prometheus.Registry
+	commits *store.Follower // the hub's place in the commit stream
 	cert    *certificate // nil without --tls-cert-file
 	// secret is the cluster secret (nil for one node, or without one);
 	// secretKept says this node made it and keeps it in its store.
@@ -112,9 +113,9 @@ func NewWithHooks(cfg config.Config, log *slog.Logger, console io.Writer, hooks 
 			st.Close()
 			return nil, err
 		}
-	} else {
-		st.OnCommit(n.hub.Publish)
 	}
+	// The hub follows the commit stream from the first commit on.
+	n.commits = st.Follow(true)
 	n.gw = gateway.New(gw)
 	return n, nil
 }
@@ -131,10 +132,6 @@ func (n *Node) newCluster(gw *gateway.Options, hooks Hooks) error {
 	if err != nil {
 		return err
 	}
-	n.store.OnCommit(func(batch []store.Committed) {
-		n.hub.Publish(batch)
-		n.repl.Publish(batch)
-	})
 	var gossipKey []byte
 	if sec != nil {
 		gossipKey = secret.Derive(sec, secret.Gossip)
@@ -320,6 +317,7 @@ func (n *Node) Run(ctx context.Context) error {
 		}()
 	}
 	start(func() { n.gw.Run(bgCtx) })
+	start(func() { n.hub.Run(bgCtx, n.commits) })
 	if n.cluster != nil {
 		start(func() { n.repl.Run(bgCtx) })
 		start(func() { n.followMembers(bgCtx) })

@@ -3,9 +3,9 @@ package replication
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
-	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -26,13 +26,6 @@ const (
 	// (16 KB and a little) is one message.
 	wsMessageLimit = 64 << 10
 )
-
-// leaderLink is the serving side of one follower's link.
-type leaderLink struct {
-	follower string
-	live     chan []store.Committed
-	behind   atomic.Bool // a batch was dropped: catch up from the store
-}
 
 // serveLink streams to one follower: every message it lacks of the origins
 // it asked for, then new ones as they are committed, plus this node's
@@ -75,16 +68,15 @@ func (r *Replicator) serveLink(w http.ResponseWriter, req *http.Request) {
 		since = proto.Vector{}
 	}
 
-	l := &leaderLink{follower: follower, live: make(chan []store.Committed, r.opts.LinkQueue)}
+	// Following the stream from before the catch-up, so nothing committed
+	// meanwhile is missed; what the catch-up also sent is skipped by sent.
+	commits := r.opts.Store.Follow(false)
+	defer commits.Close()
 	r.mu.Lock()
-	r.leading[l] = struct{}{}
 	r.serving[follower]++
 	r.mu.Unlock()
 	r.m.leading.Inc()
 	defer func() {
-		r.mu.Lock()
-		delete(r.leading, l)
-		r.mu.Unlock()
 		r.m.leading.Dec()
 		r.linkEnded(follower)
 	}()
@@ -102,7 +94,7 @@ func (r *Replicator) serveLink(w http.ResponseWriter, req *http.Request) {
 	}()
 
 	s := &linkSender{r: r, conn: lc, skip: skip, sent: since}
-	err = s.run(ctx, l)
+	err = s.run(ctx, commits)
 	if ctx.Err() == nil && err != nil {
 		r.log.Info("peer link to follower ended", "follower", follower, "err", err)
 	}
@@ -136,9 +128,7 @@ type linkSender struct {
 	buf  []byte
 }
 
-func (s *linkSender) run(ctx context.Context, l *leaderLink) error {
-	// Registered before the catch-up, so nothing committed meanwhile is
-	// missed; what the catch-up also sent is skipped by sent.
+func (s *linkSender) run(ctx context.Context, commits *store.Follower) error {
 	if err := s.catchUp(ctx, s.r.opts.Store.Vector()); err != nil {
 		return err
 	}
@@ -152,7 +142,16 @@ func (s *linkSender) run(ctx context.Context, l *leaderLink) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case batch := <-l.live:
+		case <-commits.Ready():
+			batch, err := commits.Take()
+			if errors.Is(err, store.ErrBehind) {
+				// A whole stream behind: what it missed is in the store.
+				s.r.m.dropped.Inc()
+				err = s.catchUp(ctx, s.r.opts.Store.Vector())
+			}
+			if err != nil {
+				return err
+			}
 			if err := s.sendLive(ctx, batch); err != nil {
 				return err
 			}
@@ -162,12 +161,6 @@ func (s *linkSender) run(ctx context.Context, l *leaderLink) error {
 				return err
 			}
 		case <-tick.C:
-			if l.behind.Swap(false) {
-				if err := s.catchUp(ctx, s.r.opts.Store.Vector()); err != nil {
-					return err
-				}
-				continue
-			}
 			if err := s.write(ctx, wire.Record{}); err != nil {
 				return err
 			}

@@ -80,10 +80,12 @@ func newPeerDialing(t *testing.T, cluster string, secret []byte, dial func(ctx c
 		Dial: dial, Metrics: prometheus.NewRegistry()}); err != nil {
 		t.Fatal(err)
 	}
-	st.OnCommit(func(b []store.Committed) { p.hub.Publish(b); p.repl.Publish(b) })
+	fanout := st.Follow(true)
+	hubCtx, stopHub := context.WithCancel(context.Background())
+	go p.hub.Run(hubCtx, fanout)
 	p.srv = httptest.NewServer(p.repl.Handler())
 	go p.repl.Run(context.Background())
-	t.Cleanup(func() { p.repl.Close(); p.srv.Close(); st.Close() })
+	t.Cleanup(func() { p.repl.Close(); p.srv.Close(); stopHub(); st.Close() })
 	return p
 }
 

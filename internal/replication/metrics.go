@@ -23,7 +23,7 @@ func newMetrics(reg prometheus.Registerer, r *Replicator) *metrics {
 		catchUpBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "chatr_replication_catchup_bytes_total", Help: "Bytes sent to followers from the store (catch-up)."}),
 		linkErrors:   prometheus.NewCounter(prometheus.CounterOpts{Name: "chatr_replication_link_errors_total", Help: "Peer links lost or ended on bad input."}),
 		refused:      prometheus.NewCounter(prometheus.CounterOpts{Name: "chatr_replication_refused_total", Help: "Peer links refused in the handshake: not an alive member's key, wrong secret or cluster name, or not TLS at all."}),
-		dropped:      prometheus.NewCounter(prometheus.CounterOpts{Name: "chatr_replication_queue_overflows_total", Help: "Commit batches a full link queue did not take (the link catches up from the store)."}),
+		dropped:      prometheus.NewCounter(prometheus.CounterOpts{Name: "chatr_replication_stream_overflows_total", Help: "Times an outgoing link fell a whole commit stream behind and caught up from the store."}),
 		ackTimeouts:  prometheus.NewCounter(prometheus.CounterOpts{Name: "chatr_replication_ack_timeouts_total", Help: "Sends not replicated to --ack-replicas peers in time."}),
 		violations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chatr_replication_peer_violations_total",
 			Help: "Links ended because the peer sent what it cannot know or must not send (own origin, an origin it does not relay, a date far ahead, bad input), by reason."}, []string{"reason"}),
@@ -31,9 +31,7 @@ func newMetrics(reg prometheus.Registerer, r *Replicator) *metrics {
 	}
 	if reg != nil {
 		lag := prometheus.NewDesc("chatr_replication_lag_messages", "Messages of an origin that the furthest peer holds and this node does not.", []string{"origin"}, nil)
-		queued := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "chatr_replication_link_queue_batches",
-			Help: "Commit batches waiting in the queues of outgoing peer links (bounded per link)."}, r.queuedBatches)
-		reg.MustRegister(queued, m.following, m.leading, m.received, m.sentMsgs, m.catchUpMsgs, m.catchUpBytes,
+		reg.MustRegister(m.following, m.leading, m.received, m.sentMsgs, m.catchUpMsgs, m.catchUpBytes,
 			m.linkErrors, m.refused, m.dropped, m.ackTimeouts, m.routedAround, m.violations, lagCollector{desc: lag, r: r})
 	}
 	return m

@@ -56,9 +56,6 @@ type Options struct {
 	AckReplicas int
 	// AckTimeout bounds the wait for AckReplicas. Default 5s.
 	AckTimeout time.Duration
-	// LinkQueue bounds the commit batches waiting for one outgoing link;
-	// past it the link catches up from the store instead. Default 1024.
-	LinkQueue int
 	// Dial replaces the network dialer of outgoing links (tests cut links
 	// with it).
 	Dial    func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -92,9 +89,8 @@ type Replicator struct {
 
 	mu      sync.Mutex
 	closed  bool
-	peers   []Peer          // the alive members, as SetPeers last said
-	cutOff  map[string]bool // alive peers whose link has not worked for a while
-	leading map[*leaderLink]struct{}
+	peers   []Peer            // the alive members, as SetPeers last said
+	cutOff  map[string]bool   // alive peers whose link has not worked for a while
 	acks    map[string]uint64 // follower -> highest of our seqs it holds, while it has a link
 	serving map[string]int    // follower -> its links served now
 	waiters []waiter
@@ -131,9 +127,6 @@ func New(opts Options) (*Replicator, error) {
 	if opts.AckTimeout <= 0 {
 		opts.AckTimeout = 5 * time.Second
 	}
-	if opts.LinkQueue <= 0 {
-		opts.LinkQueue = 1024
-	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
@@ -150,7 +143,7 @@ func New(opts Options) (*Replicator, error) {
 		client:     &http.Client{Transport: transport},
 		logRefused: rate.Sometimes{Interval: 10 * time.Second},
 		following:  map[string]*follower{}, relink: make(chan struct{}, 1), cutOff: map[string]bool{},
-		leading: map[*leaderLink]struct{}{}, acks: map[string]uint64{}, serving: map[string]int{},
+		acks: map[string]uint64{}, serving: map[string]int{},
 		peerVecs: map[string]proto.Vector{}}
 	if opts.Secret != nil {
 		r.linkKey = secret.Derive(opts.Secret, secret.PeerLink)
@@ -335,33 +328,6 @@ func (r *Replicator) setCutOff(peer string, cut bool) {
 	case r.relink <- struct{}{}:
 	default:
 	}
-}
-
-// Publish hands newly committed messages to the outgoing links. It is part
-// of the store's OnCommit function and never blocks: a link whose queue is
-// full catches up from the store.
-func (r *Replicator) Publish(batch []store.Committed) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for l := range r.leading {
-		select {
-		case l.live <- batch:
-		default:
-			l.behind.Store(true)
-			r.m.dropped.Inc()
-		}
-	}
-}
-
-// queuedBatches counts the commit batches waiting for outgoing links.
-func (r *Replicator) queuedBatches() float64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := 0
-	for l := range r.leading {
-		n += len(l.live)
-	}
-	return float64(n)
 }
 
 // Post stores a new message of this node; with AckReplicas it answers only

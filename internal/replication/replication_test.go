@@ -45,10 +45,12 @@ func newPeer(t *testing.T, cluster string, secret []byte, ackReplicas int) *peer
 		AckReplicas: ackReplicas, AckTimeout: time.Second}); err != nil {
 		t.Fatal(err)
 	}
-	st.OnCommit(func(b []store.Committed) { p.hub.Publish(b); p.repl.Publish(b) })
+	fanout := st.Follow(true)
+	hubCtx, stopHub := context.WithCancel(context.Background())
+	go p.hub.Run(hubCtx, fanout)
 	p.srv = httptest.NewServer(p.repl.Handler())
 	go p.repl.Run(context.Background()) // until Close
-	t.Cleanup(func() { p.repl.Close(); p.srv.Close(); st.Close() })
+	t.Cleanup(func() { p.repl.Close(); p.srv.Close(); stopHub(); st.Close() })
 	return p
 }
 

@@ -28,8 +28,7 @@ func settleCopies(t *testing.T, base int64) {
 	for _, order := range [][]proto.Message{{first, second, other}, {second, other, first}} {
 		dir := t.TempDir()
 		s := openStore(t, dir)
-		var committed []Committed
-		s.OnCommit(func(b []Committed) { committed = append(committed, b...) })
+		commits := s.Follow(false)
 		for _, m := range order {
 			if _, err := s.Insert(ctx, []proto.Message{m}); err != nil {
 				t.Fatal(err)
@@ -67,9 +66,10 @@ func settleCopies(t *testing.T, base int64) {
 		if rs := s.Rooms(); len(rs) != 1 || rs[0].Messages != 2 {
 			t.Errorf("rooms %+v, want lobby with 2 messages", rs)
 		}
-		if err := s.Close(); err != nil { // the writer is done: committed is complete and ours to read
+		if err := s.Close(); err != nil { // the writer is done: the stream is complete
 			t.Fatal(err)
 		}
+		committed := drain(t, commits)
 		s2 := openStore(t, dir)
 		if rs := s2.Rooms(); len(rs) != 1 || rs[0].Messages != 2 {
 			t.Errorf("after a restart: rooms %+v, want lobby with 2 messages", rs)

@@ -42,6 +42,9 @@ type Options struct {
 	MaxBatch int
 	// QueueLen bounds the writes waiting for the writer. Default 4096.
 	QueueLen int
+	// StreamLen is how many messages the commit stream holds (see Follow).
+	// Default StreamLen.
+	StreamLen int
 	// Log receives store events. Default: discard.
 	Log *slog.Logger
 	// Metrics registers the store's metrics when non-nil.
@@ -103,9 +106,9 @@ type Store struct {
 	// cost of a resume that replays nothing). Under mu.
 	hiddenRooms map[string]bool
 
-	// onCommit is called by the writer, in commit order, with each batch of
-	// newly stored messages.
-	onCommit func([]Committed)
+	// stream is the commit stream: the writer appends each batch of newly
+	// stored messages; consumers Follow it.
+	stream *stream
 
 	batchSize  prometheus.Histogram
 	commitTime prometheus.Histogram
@@ -135,6 +138,9 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	if opts.QueueLen <= 0 {
 		opts.QueueLen = 4096
+	}
+	if opts.StreamLen <= 0 {
+		opts.StreamLen = StreamLen
 	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
@@ -166,7 +172,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	wdb.SetMaxOpenConns(1)
 	s := &Store{dir: dir, log: opts.Log, opts: opts, wdb: wdb,
-		reqs: make(chan *writeReq, opts.QueueLen), done: make(chan struct{})}
+		reqs: make(chan *writeReq, opts.QueueLen), done: make(chan struct{}), stream: newStream(opts.StreamLen)}
 	if err := s.init(fresh, schema); err != nil {
 		wdb.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
@@ -560,11 +566,6 @@ type head struct {
 	count   int64
 }
 
-// OnCommit sets the function the writer calls, in commit order, with each
-// batch of newly stored messages. Set it before the first write; it must not
-// block for long, since it holds up the next commit.
-func (s *Store) OnCommit(f func([]Committed)) { s.onCommit = f }
-
 // DedupWindow is how long a (sender, ref) pair names one message: a send
 // repeated with the same ref within it gets the first message back.
 const DedupWindow = 10 * time.Minute
@@ -816,15 +817,13 @@ func (s *Store) commit(batch []*writeReq) {
 		for i := range results {
 			results[i] = writeRes{err: fmt.Errorf("store commit: %w", err)}
 		}
-		stored = nil
+		stored, committed = nil, nil
 	}
 	s.observe(stored, time.Since(start))
 	for i, r := range batch {
 		r.done(results[i])
 	}
-	if len(stored) > 0 && s.onCommit != nil {
-		s.onCommit(committed)
-	}
+	s.stream.append(committed)
 }
 
 // prepare makes the writer's statements once: preparing them on every
@@ -1027,7 +1026,9 @@ func (s *Store) metrics(reg prometheus.Registerer) {
 		func() float64 { return float64(s.refs.bytes.Load()) })
 	s.conflicts = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "chatr_store_conflicts_total", Help: "Replicated messages refused because another message is held under the same id (origin, seq)."})
-	reg.MustRegister(s.batchSize, s.commitTime, s.queueLen, s.appended, refBytes, s.conflicts)
+	s.stream.waits = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "chatr_store_stream_waits_total", Help: "Commits that waited for the hub's fan-out to read the commit stream (it was a whole stream behind)."})
+	reg.MustRegister(s.batchSize, s.commitTime, s.queueLen, s.appended, refBytes, s.conflicts, s.stream.waits)
 }
 
 // Close stops the writer after committing every queued write, and closes
@@ -1039,7 +1040,9 @@ func (s *Store) Close() error {
 		s.closing = true
 		close(s.reqs)
 		s.gate.Unlock()
+		s.stream.release()
 		<-s.done
+		s.stream.close()
 		err = errors.Join(s.insertStmt.Close(), s.hideStmt.Close(), s.heldStmt.Close(), s.replacesStmt.Close(), s.headStmt.Close(), s.findRefStmt.Close(), s.rdb.Close(), s.wdb.Close())
 	})
 	return err

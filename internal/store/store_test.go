@@ -629,7 +629,7 @@ func TestRoomsAndRange(t *testing.T) {
 	}
 }
 
-// commitLog collects what OnCommit reports.
+// commitLog collects the commit stream, as the hub reads it.
 type commitLog struct {
 	mu  sync.Mutex
 	got []Committed
@@ -647,14 +647,35 @@ func (c *commitLog) snapshot() []Committed {
 	return append([]Committed(nil), c.got...)
 }
 
-// TestOnCommit: the hub learns of every stored message once, in commit
-// order, with the vector of its room right after it: the cursor a client
-// holds once it has that message.
-func TestOnCommit(t *testing.T) {
+// follow collects the commit stream of s from now on, on a goroutine of
+// its own, as the hub does.
+func follow(t *testing.T, s *Store) *commitLog {
+	f := s.Follow(true)
+	log := &commitLog{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer f.Close()
+		for {
+			b, err := f.Next(ctx)
+			if err != nil {
+				return
+			}
+			log.add(b)
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return log
+}
+
+// TestCommitStream: the hub learns of every stored message once, in
+// commit order, with the vector of its room right after it: the cursor a
+// client holds once it has that message.
+func TestCommitStream(t *testing.T) {
 	ctx := context.Background()
 	s := openStore(t, t.TempDir())
-	var log commitLog
-	s.OnCommit(log.add)
+	log := follow(t, s)
 
 	// One Insert is one batch holding several rooms and origins.
 	batch := []proto.Message{
@@ -690,13 +711,13 @@ func TestOnCommit(t *testing.T) {
 
 	proctest.Eventually(t, 5*time.Second, func() error {
 		if n := len(log.snapshot()); n < len(sent) {
-			return fmt.Errorf("OnCommit reported %d of %d messages", n, len(sent))
+			return fmt.Errorf("the stream carried %d of %d messages", n, len(sent))
 		}
 		return nil
 	})
 	got := log.snapshot()
 	if len(got) != len(sent) {
-		t.Fatalf("OnCommit reported %d messages, %d were stored", len(got), len(sent))
+		t.Fatalf("the stream carried %d messages, %d were stored", len(got), len(sent))
 	}
 	// Replay the reports: each message is new, follows its origin's last,
 	// and carries its room's vector.
@@ -730,14 +751,14 @@ func TestOnCommit(t *testing.T) {
 	for room, v := range rooms {
 		p, err := s.Latest(ctx, room, 1)
 		if err != nil || !vecEqual(p.Vector, v) {
-			t.Errorf("Latest(%s).Vector = %v, OnCommit said %v", room, p.Vector, v)
+			t.Errorf("Latest(%s).Vector = %v, the stream said %v", room, p.Vector, v)
 		}
 	}
 	// A receiver may keep the vector: later commits must not change it.
 	first := got[0].RoomVector.Clone()
 	mustAppend(t, s, "lobby", "later")
 	if !vecEqual(log.snapshot()[0].RoomVector, first) {
-		t.Error("a RoomVector handed to OnCommit changed after a later commit")
+		t.Error("a RoomVector in the stream changed after a later commit")
 	}
 }
 
