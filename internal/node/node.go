@@ -49,7 +49,7 @@ type Node struct {
 	admin   net.Listener // --admin-http; nil when off
 	reg     *prometheus.Registry
 	commits *store.Follower // the hub's place in the commit stream
-	cert    *certificate // nil without --tls-cert-file
+	cert    *certificate    // nil without --tls-cert-file
 	// secret is the cluster secret (nil for one node, or without one);
 	// secretKept says this node made it and keeps it in its store.
 	secret     []byte
