@@ -164,3 +164,64 @@ func TestFollowerAfterClose(t *testing.T) {
 		t.Fatalf("Next after everything was read = %v, want ErrClosed", err)
 	}
 }
+
+// A follower delivers on receipt: a replicated message (durable on its
+// origin) enters the stream before this node's commit, while a message of
+// this node's own waits for its fsync.
+func TestReplicatedBeforeTheFsync(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s := openStream(t, 100)
+	f := s.Follow(false)
+	release := make(chan struct{})
+	hooked := make(chan struct{}, 10)
+	s.beforeFsync = func() { hooked <- struct{}{}; <-release } // every request below happens after
+	stored := make(chan error, 1)
+	peer := peerMsg(peerA, 1, "lobby", 10)
+	if err := s.InsertAsync(ctx, []proto.Message{peer}, func(_ []proto.Message, err error) { stored <- err }); err != nil {
+		t.Fatal(err)
+	}
+	<-hooked
+	b, err := f.Next(ctx)
+	if err != nil || len(b) != 1 || b[0].Msg.ID() != peer.ID() {
+		t.Fatalf("before the commit the stream had %v, %v; want %s", b, err, peer.ID())
+	}
+	if !vecEqual(b[0].RoomVector, proto.Vector{peerA: 1}) {
+		t.Fatalf("room vector %v", b[0].RoomVector)
+	}
+	select {
+	case err := <-stored:
+		t.Fatalf("Insert answered before its commit (err %v)", err)
+	default:
+	}
+	release <- struct{}{}
+	if err := <-stored; err != nil {
+		t.Fatal(err)
+	}
+	// Ours and a replicated one in one commit: the replicated one comes
+	// first, with a room vector without ours, and ours only after the fsync.
+	local := make(chan proto.Message, 1)
+	// An empty write holds the writer in its commit while both are queued,
+	// so that they share the next one.
+	s.reqs <- &writeReq{done: func(writeRes) {}}
+	<-hooked
+	s.reqs <- &writeReq{local: &proto.Message{Origin: s.NodeID(), Room: "lobby", Sender: "me", Text: "mine"},
+		done: func(r writeRes) { local <- r.msgs[0] }}
+	s.reqs <- &writeReq{peer: []proto.Message{peerMsg(peerA, 2, "lobby", 20)}, done: func(r writeRes) { stored <- r.err }}
+	release <- struct{}{}
+	<-hooked
+	b, err = f.Next(ctx)
+	if err != nil || len(b) != 1 || b[0].Msg.Origin != peerA || !vecEqual(b[0].RoomVector, proto.Vector{peerA: 2}) {
+		t.Fatalf("before the commit the stream had %+v, %v; want only %s-2 with vector {%s: 2}", b, err, peerA, peerA)
+	}
+	close(release)
+	mine := <-local
+	if err := <-stored; err != nil {
+		t.Fatal(err)
+	}
+	s.Flush(ctx)
+	b = drain(t, f)
+	if len(b) != 1 || b[0].Msg.ID() != mine.ID() || !vecEqual(b[0].RoomVector, proto.Vector{peerA: 2, s.NodeID(): 1}) {
+		t.Fatalf("after the commit the stream had %+v; want %s with vector {%s: 2, ours: 1}", b, mine.ID(), peerA)
+	}
+}
