@@ -109,8 +109,6 @@ type Store struct {
 	// stream is the commit stream: the writer appends each batch of newly
 	// stored messages; consumers Follow it.
 	stream *stream
-	// beforeFsync, for tests, runs in the writer just before a commit.
-	beforeFsync func()
 
 	batchSize  prometheus.Histogram
 	commitTime prometheus.Histogram
@@ -705,11 +703,8 @@ func (s *Store) commit(batch []*writeReq) {
 
 	s.refs.expire(start)
 	results := make([]writeRes, len(batch))
-	// Replicated messages first, then this node's: see the early stream
-	// append below.
-	var stored, storedLocal []proto.Message
+	var stored []proto.Message
 	var committed []Committed
-	early := 0 // committed[:early] went to the stream before the fsync
 	tx, err := s.wdb.Begin()
 	if err == nil {
 		var stmt, refStmt *sql.Stmt
@@ -747,7 +742,7 @@ func (s *Store) commit(batch []*writeReq) {
 					s.refs.add(author(&m), m.Room, m.Ref, m.Created)
 				}
 				results[i].msgs = []proto.Message{m}
-				storedLocal = append(storedLocal, m)
+				stored = append(stored, m)
 				continue
 			}
 			for _, m := range r.peer {
@@ -794,26 +789,11 @@ func (s *Store) commit(batch []*writeReq) {
 		if stmt != nil {
 			stmt.Close()
 		}
-		early = len(stored)
-		stored = append(stored, storedLocal...)
 		var heads map[string]map[string]head
 		if err == nil {
 			heads, committed, err = s.writeHeads(tx, stored)
 		}
 		if err == nil {
-			// Followers deliver on receipt: a replicated message is durable
-			// on its origin already, and its id is the origin's, so it goes
-			// to the stream (the hub's fan-out) now, while this commit's
-			// fsync runs, and a cross-node delivery waits for one fsync, not
-			// two. This node's own messages wait for the fsync: before it
-			// they have no id that a crash would not give to another. Should
-			// the commit fail (or the node crash first), the link resumes
-			// from the store's vector and brings them again; a client that
-			// saw them drops the repeats by its cursor.
-			s.stream.append(committed[:early])
-			if s.beforeFsync != nil {
-				s.beforeFsync()
-			}
 			err = tx.Commit()
 		} else {
 			tx.Rollback()
@@ -843,9 +823,7 @@ func (s *Store) commit(batch []*writeReq) {
 	for i, r := range batch {
 		r.done(results[i])
 	}
-	if len(committed) > early {
-		s.stream.append(committed[early:])
-	}
+	s.stream.append(committed)
 }
 
 // prepare makes the writer's statements once: preparing them on every
