@@ -306,7 +306,7 @@ func TestCursorKeyKept(t *testing.T) {
 	// A store of the release before: no cursor_key row.
 	old := t.TempDir()
 	makeStore(t, old)
-	if n := rawCount(t, old, "1"); n != 1 {
+	if n := rawCount(t, old, all); n != 1 {
 		t.Fatalf("test setup: %d messages", n)
 	}
 	execRaw(t, old, `DELETE FROM meta WHERE key = 'key_cursor'`)

@@ -2,31 +2,12 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"math"
 	"sort"
 
 	"chatr/internal/proto"
 )
-
-const msgCols = `origin, seq, room, sender, text, created, ref, hidden, replaces, user`
-
-func scanMessages(rows *sql.Rows) ([]proto.Message, error) {
-	defer rows.Close()
-	var out []proto.Message
-	for rows.Next() {
-		var m proto.Message
-		if err := rows.Scan(&m.Origin, &m.Seq, &m.Room, &m.Sender, &m.Text, &m.Created, &m.Ref, &m.Hidden, &m.Replaces, &m.User); err != nil {
-			return nil, fmt.Errorf("read messages: %w", err)
-		}
-		out = append(out, m)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read messages: %w", err)
-	}
-	return out, nil
-}
 
 // Page is a slice of a room's history, oldest first, with the room's
 // version vector as seen by the reader: Vector covers every message listed
@@ -45,52 +26,92 @@ type Page struct {
 // MaxHiddenNamed bounds how many hidden copies of a room a resume names.
 const MaxHiddenNamed = 100
 
-// roomVector reads the room's heads inside tx, so it matches what tx sees.
-func roomVector(ctx context.Context, tx *sql.Tx, room string) (proto.Vector, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT origin, seq FROM room_heads WHERE room = ?`, room)
-	if err != nil {
-		return nil, fmt.Errorf("read room heads: %w", err)
-	}
-	defer rows.Close()
-	v := proto.Vector{}
-	for rows.Next() {
-		var o string
-		var seq uint64
-		if err := rows.Scan(&o, &seq); err != nil {
-			return nil, fmt.Errorf("read room heads: %w", err)
-		}
-		v[o] = seq
-	}
-	return v, rows.Err()
+// ErrNotFound is returned when a message named by a request does not exist.
+var ErrNotFound = fmt.Errorf("message not found")
+
+// A read finds what to read in the index under the read lock (the keys of
+// the messages, in order), then reads their records without it: positions
+// never change, and the log is only appended to.
+
+// found is a message the index chose for a read: where it is, and what
+// the index knows of it that its record may not say (changes made after).
+type found struct {
+	pos      uint64
+	hidden   bool
+	replaces string
 }
 
-func (s *Store) readTx(ctx context.Context, f func(tx *sql.Tx) error) error {
-	tx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
-	if err != nil {
-		return fmt.Errorf("read store: %w", err)
+// pick turns keys into what to read. s.mu is held.
+func (s *Store) pick(keys []uint64) []found {
+	out := make([]found, len(keys))
+	for i, k := range keys {
+		sl := s.ix.slotOf(k)
+		out[i] = found{pos: sl.position(), hidden: sl.hidden(), replaces: s.ix.replaces[k]}
 	}
-	defer tx.Rollback()
-	return f(tx)
+	return out
+}
+
+// readFound reads the records of fs, in order.
+func (s *Store) readFound(ctx context.Context, fs []found) ([]proto.Message, error) {
+	if len(fs) == 0 {
+		return nil, nil
+	}
+	out := make([]proto.Message, len(fs))
+	for i, f := range fs {
+		if i%256 == 255 {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+		}
+		r, err := s.readAt(f.pos)
+		if err != nil {
+			return nil, fmt.Errorf("read messages: %w", err)
+		}
+		r.msg.Hidden, r.msg.Replaces = f.hidden, f.replaces
+		out[i] = r.msg
+	}
+	return out, nil
+}
+
+// shows reports whether a reader lists the message of e: visible and not a
+// hidden copy. s.mu is held.
+func (s *Store) shows(e entry) bool {
+	sl := s.ix.slotOf(e.key)
+	return !sl.hidden() && sl.position() < s.visible
+}
+
+// roomVector is the room's vector now. s.mu is held.
+func (s *Store) roomVector(room string) proto.Vector {
+	v := make(proto.Vector, len(s.heads[room]))
+	for o, h := range s.heads[room] {
+		v[o] = h.seq
+	}
+	return v
 }
 
 // Latest returns the newest limit messages of room, oldest first, and the
 // room's vector (everything up to now).
 func (s *Store) Latest(ctx context.Context, room string, limit int) (Page, error) {
-	var p Page
-	err := s.readTx(ctx, func(tx *sql.Tx) error {
-		var err error
-		if p.Vector, err = roomVector(ctx, tx, room); err != nil {
-			return err
-		}
-		rows, err := tx.QueryContext(ctx, `SELECT `+msgCols+` FROM messages WHERE room = ? AND hidden = 0
-			ORDER BY created DESC, origin DESC, seq DESC LIMIT ?`, room, limit)
-		if err != nil {
-			return fmt.Errorf("read messages: %w", err)
-		}
-		p.Messages, err = scanMessages(rows)
-		reverse(p.Messages)
-		return err
-	})
+	s.mu.RLock()
+	if s.shut {
+		s.mu.RUnlock()
+		return Page{}, ErrClosed
+	}
+	p := Page{Vector: s.roomVector(room)}
+	var keys []uint64
+	if t := s.ix.rooms[room]; t != nil && limit > 0 {
+		t.Descend(func(e entry) bool {
+			if s.shows(e) {
+				keys = append(keys, e.key)
+			}
+			return len(keys) < limit
+		})
+	}
+	fs := s.pick(keys)
+	s.mu.RUnlock()
+	reverseFound(fs)
+	var err error
+	p.Messages, err = s.readFound(ctx, fs)
 	return p, err
 }
 
@@ -98,32 +119,36 @@ func (s *Store) Latest(ctx context.Context, room string, limit int) (Page, error
 // (origin, seq), oldest first. Vector is not set: a page of the past moves
 // no cursor.
 func (s *Store) Before(ctx context.Context, room, origin string, seq uint64, limit int) (Page, error) {
-	var p Page
-	err := s.readTx(ctx, func(tx *sql.Tx) error {
-		var created int64
-		err := tx.QueryRowContext(ctx, `SELECT created FROM messages WHERE origin = ? AND seq = ? AND room = ?`,
-			origin, seq, room).Scan(&created)
-		if err == sql.ErrNoRows {
-			return ErrNotFound
-		}
-		if err != nil {
-			return fmt.Errorf("read message: %w", err)
-		}
-		rows, err := tx.QueryContext(ctx, `SELECT `+msgCols+` FROM messages WHERE room = ? AND hidden = 0
-			AND (created, origin, seq) < (?, ?, ?)
-			ORDER BY created DESC, origin DESC, seq DESC LIMIT ?`, room, created, origin, seq, limit)
-		if err != nil {
-			return fmt.Errorf("read messages: %w", err)
-		}
-		p.Messages, err = scanMessages(rows)
-		reverse(p.Messages)
-		return err
-	})
-	return p, err
+	s.mu.RLock()
+	if s.shut {
+		s.mu.RUnlock()
+		return Page{}, ErrClosed
+	}
+	t := s.ix.rooms[room]
+	sl, ok := s.ix.at(origin, seq)
+	var at entry
+	if ok {
+		at, ok = s.ix.entryOf(origin, seq, sl.created)
+	}
+	if !ok || t == nil || !t.Has(at) || sl.position() >= s.visible {
+		s.mu.RUnlock()
+		return Page{}, ErrNotFound
+	}
+	var keys []uint64
+	if limit > 0 {
+		t.DescendLessOrEqual(at, func(e entry) bool {
+			if e.key != at.key && s.shows(e) {
+				keys = append(keys, e.key)
+			}
+			return len(keys) < limit
+		})
+	}
+	fs := s.pick(keys)
+	s.mu.RUnlock()
+	reverseFound(fs)
+	msgs, err := s.readFound(ctx, fs)
+	return Page{Messages: msgs}, err
 }
-
-// ErrNotFound is returned when a message named by a request does not exist.
-var ErrNotFound = fmt.Errorf("message not found")
 
 // Since returns the messages of room that cursor does not cover, oldest
 // first, at most limit of them: the first limit when newest is false (to page
@@ -131,123 +156,137 @@ var ErrNotFound = fmt.Errorf("message not found")
 // Vector is cursor raised by what was returned; when nothing was left out it
 // also covers the whole room.
 func (s *Store) Since(ctx context.Context, room string, cursor proto.Vector, limit int, newest bool) (Page, error) {
-	var p Page
-	err := s.readTx(ctx, func(tx *sql.Tx) error {
-		heads, err := roomVector(ctx, tx, room)
-		if err != nil {
-			return err
+	s.mu.RLock()
+	if s.shut {
+		s.mu.RUnlock()
+		return Page{}, ErrClosed
+	}
+	heads := s.heads[room]
+	// Messages of one origin are created in sequence order, so the first
+	// one the cursor lacks is no older than the message it holds last.
+	lb := int64(math.MaxInt64)
+	for o, h := range heads {
+		if h.seq <= cursor[o] {
+			continue
 		}
-		// Messages of one origin are created in sequence order, so the first
-		// one the cursor lacks is no older than the message it holds last.
-		lb := int64(math.MaxInt64)
-		for o, seq := range heads {
-			if seq <= cursor[o] {
-				continue
+		from := int64(math.MinInt64)
+		if sl, ok := s.ix.at(o, cursor[o]); ok {
+			from = sl.created
+		}
+		lb = min(lb, from)
+	}
+	p := Page{Vector: cursor.Clone(), Hidden: s.hiddenCovered(room, cursor)}
+	var keys []uint64
+	t := s.ix.rooms[room]
+	lacks := func(e entry) bool {
+		o := s.ix.origins[e.key>>seqBits]
+		return e.key&seqMask > cursor[o] && s.shows(e)
+	}
+	if lb != math.MaxInt64 && t != nil {
+		take := func(e entry) bool {
+			if !newest && e.created < lb {
+				return true
 			}
-			from := int64(math.MinInt64)
-			if cursor[o] > 0 {
-				var c int64
-				err := tx.QueryRowContext(ctx, `SELECT created FROM messages WHERE origin = ? AND seq = ?`, o, cursor[o]).Scan(&c)
-				switch {
-				case err == nil:
-					from = c
-				case err != sql.ErrNoRows:
-					return fmt.Errorf("read message: %w", err)
+			if newest && e.created < lb {
+				return false
+			}
+			if lacks(e) {
+				if len(keys) == limit {
+					p.Truncated = true
+					return false
 				}
+				keys = append(keys, e.key)
 			}
-			lb = min(lb, from)
-		}
-		p.Vector = cursor.Clone()
-		if p.Hidden, err = s.hiddenCovered(ctx, tx, room, cursor); err != nil {
-			return err
-		}
-		if lb == math.MaxInt64 {
-			return nil // the cursor covers the room
-		}
-		order := "ASC"
-		if newest {
-			order = "DESC"
-		}
-		rows, err := tx.QueryContext(ctx, `SELECT `+msgCols+` FROM messages WHERE room = ? AND created >= ?
-			ORDER BY created `+order+`, origin `+order+`, seq `+order, room, lb)
-		if err != nil {
-			return fmt.Errorf("read messages: %w", err)
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var m proto.Message
-			if err := rows.Scan(&m.Origin, &m.Seq, &m.Room, &m.Sender, &m.Text, &m.Created, &m.Ref, &m.Hidden, &m.Replaces, &m.User); err != nil {
-				return fmt.Errorf("read messages: %w", err)
-			}
-			if m.Seq <= cursor[m.Origin] || m.Hidden {
-				continue
-			}
-			if len(p.Messages) == limit {
-				p.Truncated = true
-				break
-			}
-			p.Messages = append(p.Messages, m)
-		}
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("read messages: %w", err)
+			return true
 		}
 		if newest {
-			reverse(p.Messages)
+			t.Descend(take)
+		} else {
+			t.AscendGreaterOrEqual(first(lb), take)
 		}
-		if !p.Truncated || newest {
-			// Everything after the cursor up to the heads was returned, or
-			// (newest) the gap before the returned messages is given up on.
-			p.Vector.Merge(heads)
-			return nil
-		}
-		for _, m := range p.Messages {
-			if m.Seq > p.Vector[m.Origin] {
-				p.Vector[m.Origin] = m.Seq
+	}
+	fs := s.pick(keys)
+	if newest {
+		reverseFound(fs)
+	}
+	if !p.Truncated || newest {
+		// Everything after the cursor up to the heads was returned, or
+		// (newest) the gap before the returned messages is given up on.
+		for o, h := range heads {
+			if h.seq > p.Vector[o] {
+				p.Vector[o] = h.seq
 			}
 		}
-		return nil
-	})
+	} else {
+		for _, k := range keys {
+			o, seq := s.ix.origins[k>>seqBits], k&seqMask
+			if seq > p.Vector[o] {
+				p.Vector[o] = seq
+			}
+		}
+	}
+	s.mu.RUnlock()
+	var err error
+	p.Messages, err = s.readFound(ctx, fs)
 	return p, err
 }
 
 // hiddenCovered lists the ids of the room's newest hidden copies that
-// cursor covers.
-func (s *Store) hiddenCovered(ctx context.Context, tx *sql.Tx, room string, cursor proto.Vector) ([]string, error) {
-	s.mu.RLock()
-	some := s.hiddenRooms[room]
-	s.mu.RUnlock()
-	if len(cursor) == 0 || !some {
-		return nil, nil
+// cursor covers. s.mu is held.
+func (s *Store) hiddenCovered(room string, cursor proto.Vector) []string {
+	if len(cursor) == 0 || !s.hiddenRooms[room] {
+		return nil
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT origin, seq FROM messages INDEXED BY messages_hidden
-		WHERE room = ? AND hidden = 1 ORDER BY created DESC LIMIT ?`, room, MaxHiddenNamed)
-	if err != nil {
-		return nil, fmt.Errorf("read hidden copies: %w", err)
+	hidden := s.ix.hidden[room]
+	// The newest MaxHiddenNamed by creation: hidden is in the order they
+	// were hidden, which is about that.
+	type copyAt struct {
+		key     uint64
+		created int64
 	}
-	defer rows.Close()
-	var ids []string
-	for rows.Next() {
-		var o string
-		var seq uint64
-		if err := rows.Scan(&o, &seq); err != nil {
-			return nil, fmt.Errorf("read hidden copies: %w", err)
+	cs := make([]copyAt, 0, len(hidden))
+	for _, k := range hidden {
+		if sl := s.ix.slotOf(k); sl.position() < s.visible {
+			cs = append(cs, copyAt{k, sl.created})
 		}
-		if seq <= cursor[o] {
+	}
+	sort.Slice(cs, func(i, j int) bool { return cs[i].created > cs[j].created })
+	var ids []string
+	for i, c := range cs {
+		if i == MaxHiddenNamed {
+			break
+		}
+		if o, seq := s.ix.origins[c.key>>seqBits], c.key&seqMask; seq <= cursor[o] {
 			ids = append(ids, proto.MessageID(o, seq))
 		}
 	}
-	return ids, rows.Err()
+	return ids
 }
 
 // Range returns up to limit messages of origin from seq on, in order: the
 // log that replication streams to peers.
 func (s *Store) Range(ctx context.Context, origin string, from uint64, limit int) ([]proto.Message, error) {
-	rows, err := s.rdb.QueryContext(ctx, `SELECT `+msgCols+` FROM messages WHERE origin = ? AND seq >= ?
-		ORDER BY seq LIMIT ?`, origin, from, limit)
+	s.mu.RLock()
+	if s.shut {
+		s.mu.RUnlock()
+		return nil, ErrClosed
+	}
+	var fs []found
+	n, ok := s.ix.nums[origin]
+	for seq := max(from, 1); ok && seq <= uint64(len(s.ix.logs[n])) && len(fs) < limit; seq++ {
+		sl := s.ix.logs[n][seq-1]
+		if sl.position() >= s.visible {
+			break
+		}
+		key := uint64(n)<<seqBits | seq
+		fs = append(fs, found{pos: sl.position(), hidden: sl.hidden(), replaces: s.ix.replaces[key]})
+	}
+	s.mu.RUnlock()
+	msgs, err := s.readFound(ctx, fs)
 	if err != nil {
 		return nil, fmt.Errorf("read log of %s: %w", origin, err)
 	}
-	return scanMessages(rows)
+	return msgs, nil
 }
 
 // RoomInfo summarizes one room.
@@ -274,8 +313,8 @@ func (s *Store) Rooms() []RoomInfo {
 	return out
 }
 
-func reverse(ms []proto.Message) {
-	for i, j := 0, len(ms)-1; i < j; i, j = i+1, j-1 {
-		ms[i], ms[j] = ms[j], ms[i]
+func reverseFound(fs []found) {
+	for i, j := 0, len(fs)-1; i < j; i, j = i+1, j-1 {
+		fs[i], fs[j] = fs[j], fs[i]
 	}
 }
