@@ -100,18 +100,6 @@ func (ix *index) key(origin string, seq uint64) (uint64, bool) {
 	return uint64(n)<<seqBits | seq, ok
 }
 
-func (ix *index) idOf(key uint64) string {
-	return proto.MessageID(ix.origins[key>>seqBits], key&seqMask)
-}
-
-// held is the highest sequence of origin held.
-func (ix *index) held(origin string) uint64 {
-	if n, ok := ix.nums[origin]; ok {
-		return uint64(len(ix.logs[n]))
-	}
-	return 0
-}
-
 // at returns the slot of (origin, seq); ok is false when the index does
 // not hold it.
 func (ix *index) at(origin string, seq uint64) (slot, bool) {
