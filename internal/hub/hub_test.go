@@ -3,6 +3,7 @@ package hub
 import (
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -691,4 +692,76 @@ func TestLookalike(t *testing.T) {
 	want("lobby", "frank", "")
 	want("lobby", "Frank", "")
 	want("lobby", "FRANK", "Frank")
+}
+
+// Every subscriber that joins within an interval, while others come, go
+// and come back (here and on a peer), ends up with a view, its joined
+// list and the frames after it, that is exactly who is there.
+func TestPresenceExactForEveryJoiner(t *testing.T) {
+	h := New(Options{NodeID: local, Cluster: "test", PresenceInterval: 300 * time.Millisecond})
+	type member struct {
+		rec   *recorder
+		start []proto.Person
+	}
+	var members []member
+	join := func(name string) {
+		m := member{rec: &recorder{}}
+		m.start = h.Join("lobby", m.rec, name, "")
+		members = append(members, m)
+	}
+	join("first") // told at once: the interval begins
+	rng := rand.New(rand.NewPCG(1, 2))
+	var tabs []*recorder
+	for i := range 60 {
+		switch rng.IntN(4) {
+		case 0:
+			join(fmt.Sprint("m", i))
+		case 1:
+			tab := &recorder{}
+			h.Join("lobby", tab, fmt.Sprint("flicker", rng.IntN(3)), "")
+			tabs = append(tabs, tab)
+		case 2:
+			if len(tabs) > 0 {
+				h.Leave("lobby", tabs[0])
+				tabs = tabs[1:]
+			}
+		case 3:
+			h.SetRemote(remote, map[string][]proto.Person{"lobby": {{Name: fmt.Sprint("remote", rng.IntN(2))}}})
+		}
+	}
+	join("last")
+	want := namesOf(h.Presence("lobby"))
+	for _, m := range members {
+		var evs []*Event
+		proctest.Eventually(t, 10*time.Second, func() error {
+			evs = append(evs, m.rec.take()...)
+			got := presenceView(t, m.start, evs)
+			if !slices.Equal(got, want) {
+				return fmt.Errorf("a member's view %v, want %v", got, want)
+			}
+			return nil
+		})
+	}
+}
+
+// A room's presence frames come at most once per interval per 40 of its
+// subscribers: with 400, the second frame waits ten intervals.
+func TestPresenceIntervalGrowsWithTheRoom(t *testing.T) {
+	const interval = 50 * time.Millisecond
+	h := New(Options{NodeID: local, Cluster: "test", PresenceInterval: interval})
+	watcher := &recorder{}
+	h.Join("big", watcher, "watcher", "")
+	for i := range 399 {
+		h.Join("big", &recorder{}, fmt.Sprint("m", i), "")
+	}
+	waitFrames(t, watcher, "m398") // the first change went at once, the rest after an interval
+	told := time.Now()
+	h.Join("big", &recorder{}, "late", "")
+	evs := waitFrames(t, watcher, "late")
+	if waited := time.Since(told); waited < 400*time.Millisecond {
+		t.Fatalf("the next presence frame came after %v, want the room's interval (10 x %v)", waited, interval)
+	}
+	if len(presenceOf(t, evs)) != 1 {
+		t.Fatalf("%d presence frames, want 1", len(presenceOf(t, evs)))
+	}
 }
