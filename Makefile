@@ -41,8 +41,8 @@ unit:
 	$(GO) test -race -count=1 -timeout 12m ./...
 
 # fuzz runs each fuzz target briefly: the WebSocket frame decoder, names, cursors,
-# the HTTP message body, the binary batches of peer links and the frames
-# and hello of a link's handshake.
+# the HTTP message body, the binary batches of peer links, the frames
+# and hello of a link's handshake, tokens, and the records of the store's log.
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeInbound$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./internal/proto
 	$(GO) test -run '^$$' -fuzz '^FuzzClean$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./internal/names
@@ -51,6 +51,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeBatch$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./internal/replication/wire
 	$(GO) test -run '^$$' -fuzz '^FuzzLinkHandshake$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./internal/replication/wire
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./internal/auth
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./internal/store
 
 # chaos-short is the one seed of the fault-injection suite (test/chaos: real
 # nodes in network namespaces, as root) that make test runs. It is a step of

@@ -100,6 +100,17 @@ func (ix *index) key(origin string, seq uint64) (uint64, bool) {
 	return uint64(n)<<seqBits | seq, ok
 }
 
+// holds reports whether the index holds (origin, seq) as a message of room.
+func (ix *index) holds(room, origin string, seq uint64) bool {
+	sl, ok := ix.at(origin, seq)
+	if !ok {
+		return false
+	}
+	key, _ := ix.key(origin, seq)
+	t := ix.rooms[room]
+	return t != nil && t.Has(entry{created: sl.created, key: key})
+}
+
 // at returns the slot of (origin, seq); ok is false when the index does
 // not hold it.
 func (ix *index) at(origin string, seq uint64) (slot, bool) {
@@ -141,7 +152,10 @@ func (ix *index) add(m *proto.Message, p uint64) error {
 	if err != nil {
 		return err
 	}
-	if held := uint64(len(ix.logs[n])); m.Seq != held+1 {
+	switch held := uint64(len(ix.logs[n])); {
+	case m.Seq <= held:
+		return fmt.Errorf("message %s is in the log twice", m.ID())
+	case m.Seq != held+1:
 		return fmt.Errorf("message %s does not follow %s-%d: the log has a gap", m.ID(), m.Origin, held)
 	}
 	if m.Hidden {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -18,20 +19,29 @@ import (
 )
 
 // The message log: numbered segment files in the data directory's log/
-// folder (00000001.log, 00000002.log, ...), each a header and then records
-// (record.go), then zeros. Only the writer appends, one write and one
-// fdatasync per commit; readers read records at their positions.
+// folder (00000001.log, 00000002.log, ...; never removed, so the first is
+// always 1), each a header and then batches, then zeros. A batch is what
+// one commit writes, in one write and one fdatasync:
+//
+//	magic "\xffbat" | length uint32 (of the records) | crc uint32 (CRC-32C of them) | records
+//
+// and its records (record.go) each have a checksum of their own, which a
+// reader checks. Only the writer appends; readers read records at their
+// positions.
 //
 // Each segment is filled with zeros ahead of what is written, a megabyte at
-// a time, so a commit's fdatasync writes the changed page and nothing of the
-// file system's own (the file's size changes once a megabyte, not once a
-// commit). The end of a segment's records is the first zero length.
+// a time, so a commit's fdatasync writes the changed pages and nothing of
+// the file system's own (the file's size changes once a megabyte, not once
+// a commit). The end of a segment's batches is the first zeros.
 //
-// What a crash can leave is a torn last write: a prefix of the last batch,
-// never acked. Open finds it at the end of the last segment (a record that
-// does not check out, with nothing valid after it) and zeroes it, with a log
-// line. A record that does not check out anywhere else is damage: Open
-// refuses the store with the segment and offset.
+// What a crash can leave is a torn last write: part of the last batch, never
+// acked (the ack waits for its fdatasync), its pages in any order (a power
+// cut may have written a later page and not an earlier one). Open finds it
+// at the end of the last segment (a batch that does not check out, with no
+// batch that does after it) and zeroes it, with a log line. A batch that
+// does not check out anywhere else, or one that does with a record in it
+// that does not, is damage: Open refuses the store with the segment and
+// offset.
 const (
 	logDirName = "log"
 	segMagic   = "chatrlog"
@@ -40,6 +50,9 @@ const (
 	// segLimit is the size past which the next commit starts a segment.
 	segLimit  = 64 << 20
 	zeroChunk = 1 << 20
+
+	batchMagic  = "\xffbat" // 0xff is in no UTF-8 text, nor a record's length
+	batchHeader = 12
 
 	// A position is a segment number and an offset in it; the top bit is
 	// free for the index's hidden flag.
@@ -73,18 +86,25 @@ func splitPos(p uint64) (uint32, int64) {
 
 func segName(num uint32) string { return fmt.Sprintf("%08d.log", num) }
 
-// openLog opens the log in dir/log (making it, 0700, when missing) and
-// calls each with every record in log order, with its position. It
-// refuses files that are not segments, links, gaps in the numbering and
-// damaged records, and zeroes a torn last write.
-func openLog(dir string, log *slog.Logger, each func(p uint64, r record) error) (*segLog, error) {
+// openLog opens the log in dir/log and calls each with every record in
+// log order, with its position. With create, it makes the log (0700) when
+// there is none; without, a missing log is an error (the store had one).
+// It refuses files that are not segments, links, gaps in the numbering and
+// damaged batches, and zeroes a torn last write.
+func openLog(dir string, log *slog.Logger, create bool, each func(p uint64, r record) error) (*segLog, error) {
 	l := &segLog{dir: filepath.Join(dir, logDirName), log: log, zeros: make([]byte, zeroChunk)}
+	if _, err := os.Lstat(l.dir); !create && errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("the log %s is missing, and chatr.db says this node wrote one: its messages would be lost and their ids used again; restore the data directory from a backup, or remove it to start this node empty (it then catches up from its peers)", l.dir)
+	}
 	if err := prepareDir(l.dir); err != nil {
 		return nil, err
 	}
 	nums, err := l.list()
 	if err != nil {
 		return nil, err
+	}
+	if !create && len(nums) == 0 {
+		return nil, fmt.Errorf("the log %s holds no segments, and chatr.db says this node wrote some: restore the data directory from a backup, or remove it to start this node empty (it then catches up from its peers)", l.dir)
 	}
 	for i, num := range nums {
 		last := i == len(nums)-1
@@ -123,6 +143,9 @@ func (l *segLog) list() ([]uint32, error) {
 		nums = append(nums, uint32(n))
 	}
 	sort.Slice(nums, func(i, j int) bool { return nums[i] < nums[j] })
+	if len(nums) > 0 && nums[0] != 1 {
+		return nil, fmt.Errorf("log segment %s is missing (the log begins at %s): segments are never removed, so messages are gone", segName(1), segName(nums[0]))
+	}
 	for i := 1; i < len(nums); i++ {
 		if nums[i] != nums[i-1]+1 {
 			return nil, fmt.Errorf("log segment %s is missing (between %s and %s): the log has a hole", segName(nums[i-1]+1), segName(nums[i-1]), segName(nums[i]))
@@ -146,7 +169,7 @@ func (l *segLog) load(num uint32, last bool, each func(p uint64, r record) error
 		return fmt.Errorf("read log segment %s: %w", path, err)
 	}
 	if len(data) < segHeader || string(data[:8]) != segMagic {
-		if last && len(data) < segHeader && allZero(data) {
+		if last && allZero(data) {
 			// Made, but its header never reached the disk: a crash right
 			// after a rotation.
 			l.log.Warn("store: the newest log segment is empty (a crash as it was made); starting it over", "segment", path)
@@ -165,29 +188,46 @@ func (l *segLog) load(num uint32, last bool, each func(p uint64, r record) error
 	if n := binary.LittleEndian.Uint32(data[12:]); n != num {
 		return fmt.Errorf("log segment %s says it is segment %d: renamed or copied from elsewhere", path, n)
 	}
+	damaged := func(off int, err error) error {
+		return fmt.Errorf("log segment %s is damaged at offset %d (%v): the store is not opened, so nothing more is lost; restore the data directory from a backup, or remove it to start this node empty (it then catches up from its peers)", path, off, err)
+	}
 	off := segHeader
 	for off < len(data) {
-		n, err := frame(data[off:])
+		n, err := batchFrame(data[off:])
 		if err == nil && n == 0 {
 			if allZero(data[off:]) {
 				break
 			}
-			err = fmt.Errorf("%w: zero length with data after it", errBadRecord)
-		}
-		var r record
-		if err == nil {
-			r, err = decode(data[off+recHeader : off+recHeader+n])
+			err = fmt.Errorf("%w: zeros with data after them", errBadRecord)
 		}
 		if err != nil {
-			if last && !validAfter(data[off+1:]) {
+			if last && !batchAfter(data[off+1:]) {
 				return l.truncateTorn(num, f, data, off, err)
 			}
-			return fmt.Errorf("log segment %s is damaged at offset %d (%v): the store is not opened, so nothing more is lost; restore the data directory from a backup, or remove it to start this node empty (it then catches up from its peers)", path, off, err)
+			return damaged(off, err)
 		}
-		if err := each(pos(num, int64(off)), r); err != nil {
-			return fmt.Errorf("log segment %s at offset %d: %w", path, off, err)
+		// The batch checks out, so it was written whole: a record in it
+		// that does not is damage (or of a format this chatr does not
+		// know), never a torn write.
+		end := off + batchHeader + n
+		for at := off + batchHeader; at < end; {
+			size, err := frame(data[at:end])
+			if err == nil && size == 0 {
+				err = fmt.Errorf("%w: length 0", errBadRecord)
+			}
+			var r record
+			if err == nil {
+				r, err = decode(data[at+recHeader : at+recHeader+size])
+			}
+			if err != nil {
+				return damaged(at, err)
+			}
+			if err := each(pos(num, int64(at)), r); err != nil {
+				return fmt.Errorf("log segment %s at offset %d: %w", path, at, err)
+			}
+			at += recHeader + size
 		}
-		off += recHeader + n
+		off = end
 	}
 	l.total.Add(int64(off - segHeader))
 	if last {
@@ -196,17 +236,47 @@ func (l *segLog) load(num uint32, last bool, each func(p uint64, r record) error
 	return nil
 }
 
-// validAfter reports whether a record that checks out starts anywhere in
-// b: then a bad record before it is damage, not a torn end.
-func validAfter(b []byte) bool {
-	for i := 0; i+recHeader <= len(b); i++ {
-		if n, err := frame(b[i:]); err == nil && n > 0 {
-			if _, err := decode(b[i+recHeader : i+recHeader+n]); err == nil {
-				return true
-			}
+// batchFrame checks the batch at the start of b and returns the length of
+// its records: 0 when b starts with zeros (the end of what was written).
+func batchFrame(b []byte) (int, error) {
+	if len(b) < batchHeader {
+		if allZero(b) {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("%w: %d bytes left, a batch header takes %d", errBadRecord, len(b), batchHeader)
+	}
+	if allZero(b[:batchHeader]) {
+		return 0, nil
+	}
+	if string(b[:4]) != batchMagic {
+		return 0, fmt.Errorf("%w: no batch header", errBadRecord)
+	}
+	n := int(binary.LittleEndian.Uint32(b[4:]))
+	switch {
+	case n == 0:
+		return 0, fmt.Errorf("%w: an empty batch", errBadRecord)
+	case n > len(b)-batchHeader:
+		return 0, fmt.Errorf("%w: a batch of %d bytes, %d left", errBadRecord, n, len(b)-batchHeader)
+	case crc32.Checksum(b[batchHeader:batchHeader+n], crcTable) != binary.LittleEndian.Uint32(b[8:]):
+		return 0, fmt.Errorf("%w: batch checksum does not match", errBadRecord)
+	}
+	return n, nil
+}
+
+// batchAfter reports whether a batch that checks out starts anywhere in b:
+// then a bad batch before it is damage, not a torn end (a torn write is
+// one batch, and no batch header is inside one).
+func batchAfter(b []byte) bool {
+	for i := 0; ; i++ {
+		j := bytes.Index(b[i:], []byte(batchMagic))
+		if j < 0 {
+			return false
+		}
+		i += j
+		if n, err := batchFrame(b[i:]); err == nil && n > 0 {
+			return true
 		}
 	}
-	return false
 }
 
 // truncateTorn zeroes a torn last write from off on.
@@ -262,9 +332,16 @@ func (l *segLog) create(num uint32) error {
 	return nil
 }
 
-// write appends b (whole records) to the log and returns the position of
-// its first byte; sync makes it durable. Only the writer calls them.
+// startBatch appends the room for a batch header to b; the records follow.
+func startBatch(b []byte) []byte { return append(b, make([]byte, batchHeader)...) }
+
+// write appends b (a batch: startBatch, then whole records) to the log and
+// returns the position of its first byte; sync makes it durable. Only the
+// writer calls them.
 func (l *segLog) write(b []byte) (uint64, error) {
+	copy(b, batchMagic)
+	binary.LittleEndian.PutUint32(b[4:], uint32(len(b)-batchHeader))
+	binary.LittleEndian.PutUint32(b[8:], crc32.Checksum(b[batchHeader:], crcTable))
 	if l.end >= segLimit {
 		if err := l.create(l.active().num + 1); err != nil {
 			return 0, err

@@ -225,6 +225,11 @@ func (s *Store) init(fresh bool, version string) (string, error) {
 	if err := s.wdb.QueryRow(`SELECT value FROM meta WHERE key = 'node_id'`).Scan(&s.nodeID); err != nil {
 		return "", fmt.Errorf("read node id: %w", err)
 	}
+	var made int
+	if err := s.wdb.QueryRow(`SELECT count(*) FROM meta WHERE key = 'log_made'`).Scan(&made); err != nil {
+		return "", fmt.Errorf("read meta: %w", err)
+	}
+	s.logMade = made > 0
 	return version, s.initKeys()
 }
 

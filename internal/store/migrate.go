@@ -28,7 +28,7 @@ func (s *Store) moveToLog() error {
 			return fmt.Errorf("remove a log segment of an earlier move: %w", err)
 		}
 	}
-	l, err := openLog(s.dir, s.log, func(uint64, record) error { return nil })
+	l, err := openLog(s.dir, s.log, true, func(uint64, record) error { return nil })
 	if err != nil {
 		return err
 	}
@@ -38,7 +38,7 @@ func (s *Store) moveToLog() error {
 		return fmt.Errorf("read messages: %w", err)
 	}
 	defer rows.Close()
-	var buf []byte
+	buf := startBatch(nil)
 	n := 0
 	for rows.Next() {
 		var m proto.Message
@@ -51,24 +51,28 @@ func (s *Store) moveToLog() error {
 			if _, err := l.write(buf); err != nil {
 				return err
 			}
-			buf = buf[:0]
+			buf = startBatch(buf[:0])
 		}
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("read messages: %w", err)
 	}
 	rows.Close()
-	if _, err := l.write(buf); err != nil {
-		return err
+	if len(buf) > batchHeader {
+		if _, err := l.write(buf); err != nil {
+			return err
+		}
 	}
 	if err := l.sync(); err != nil {
 		return err
 	}
 	err = s.exec([]string{`DROP TABLE messages`, `DROP TABLE room_heads`,
-		`UPDATE meta SET value = '` + schemaVersion + `' WHERE key = 'schema'`}, nil)
+		`UPDATE meta SET value = '` + schemaVersion + `' WHERE key = 'schema'`,
+		`INSERT INTO meta(key, value) VALUES('log_made', '1')`}, nil)
 	if err != nil {
 		return fmt.Errorf("drop the moved tables: %w", err)
 	}
+	s.logMade = true
 	if _, err := s.wdb.Exec(`VACUUM`); err != nil {
 		s.log.Warn("store: could not shrink chatr.db after the move (it keeps the space)", "err", err)
 	}

@@ -63,11 +63,14 @@ type Store struct {
 	log    *slog.Logger
 	opts   Options
 
-	wdb  *sql.DB   // chatr.db: meta and keys
-	seg  *segLog   // the log; only the writer writes to it
-	ix   *index    // the log in memory; changed by the writer under mu
-	buf  []byte    // the writer's scratch for a batch's records
-	bufs sync.Pool // readers' scratch for a record
+	wdb *sql.DB // chatr.db: meta and keys
+	seg *segLog // the log; only the writer writes to it
+	// logMade is set once chatr.db says the log was made: from then on a
+	// missing log is an error, not a new store.
+	logMade bool
+	ix      *index    // the log in memory; changed by the writer under mu
+	buf     []byte    // the writer's scratch for a batch's records
+	bufs    sync.Pool // readers' scratch for a record
 
 	reqs chan *writeReq
 	done chan struct{}
@@ -176,7 +179,11 @@ func Open(dir string, opts Options) (*Store, error) {
 		err = s.moveToLog()
 	}
 	if err == nil {
-		s.seg, err = openLog(dir, opts.Log, s.load)
+		s.seg, err = openLog(dir, opts.Log, !s.logMade, s.load)
+	}
+	if err == nil && !s.logMade {
+		// From now on a missing log is an error, not a new store.
+		_, err = s.wdb.Exec(`INSERT OR REPLACE INTO meta(key, value) VALUES('log_made', '1')`)
 	}
 	if err != nil {
 		wdb.Close()
@@ -206,8 +213,8 @@ func (s *Store) load(p uint64, r record) error {
 		}
 	default:
 		c := change{hide: r.kind == recHide, room: m.Room, origin: m.Origin, seq: m.Seq, replaces: m.Replaces}
-		if _, ok := s.ix.at(c.origin, c.seq); !ok {
-			return fmt.Errorf("a change to %s, which the log does not hold before it", proto.MessageID(c.origin, c.seq))
+		if !s.ix.holds(c.room, c.origin, c.seq) {
+			return fmt.Errorf("a change to %s of room %q, which the log does not hold before it", proto.MessageID(c.origin, c.seq), c.room)
 		}
 		s.applyChanges([]change{c})
 	}
@@ -635,7 +642,7 @@ func (s *Store) findCopy(p *plan, m *proto.Message, lo, hi int64) (found proto.M
 // syncs, and makes this node's own visible. It returns what it made
 // visible before and after the sync, each with its room's vector.
 func (s *Store) store(p *plan) (peer, local []Committed, err error) {
-	b := s.buf[:0]
+	b := startBatch(s.buf[:0])
 	offsets := make([]int, 0, len(p.peer)+len(p.local))
 	for i := range p.peer {
 		offsets = append(offsets, len(b))
@@ -652,7 +659,7 @@ func (s *Store) store(p *plan) (peer, local []Committed, err error) {
 	if cap(b) <= 4<<20 {
 		s.buf = b // a burst's buffer is not kept
 	}
-	if len(b) == 0 {
+	if len(b) == batchHeader {
 		return nil, nil, nil
 	}
 	base, err := s.seg.write(b)

@@ -102,22 +102,48 @@ func onDisk(dir string) ([]proto.Message, error) {
 		if err != nil {
 			return nil, err
 		}
-		for off := segHeader; off < len(data); {
-			n, err := frame(data[off:])
-			if err != nil || n == 0 {
-				break
-			}
-			r, err := decode(data[off+recHeader : off+recHeader+n])
-			if err != nil {
-				return nil, fmt.Errorf("%s at %d: %w", path, off, err)
-			}
+		_, recs, _, err := segRecords(data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		for _, r := range recs {
 			if r.kind == recMessage {
 				out = append(out, r.msg)
 			}
-			off += recHeader + n
 		}
 	}
 	return out, nil
+}
+
+// segRecords reads a segment's data without the store: the offset of each
+// batch, its records, and where the batches end (at zeros, or at the first
+// batch that does not check out: a torn write).
+func segRecords(data []byte) (batches []int, recs []record, end int, err error) {
+	off := segHeader
+	for off < len(data) {
+		n, err := batchFrame(data[off:])
+		if err != nil || n == 0 {
+			break
+		}
+		batches = append(batches, off)
+		for at := off + batchHeader; at < off+batchHeader+n; {
+			size, err := frame(data[at : off+batchHeader+n])
+			if err == nil && size == 0 {
+				err = errBadRecord
+			}
+			if err != nil {
+				return nil, nil, 0, fmt.Errorf("at %d: %w", at, err)
+			}
+			r, err := decode(data[at+recHeader : at+recHeader+size])
+			if err != nil {
+				return nil, nil, 0, fmt.Errorf("at %d: %w", at, err)
+			}
+			recs = append(recs, r)
+			at += recHeader + size
+		}
+		off += batchHeader + n
+	}
+	return batches, recs, off, nil
 }
 
 func TestAppendNumbersAndTimes(t *testing.T) {
