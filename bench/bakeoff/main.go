@@ -44,6 +44,7 @@ type Result struct {
 	OpenCPUS       float64 `json:"open_cpu_s,omitempty"`
 	OpenMsgPerS    float64 `json:"open_msg_per_s,omitempty"`
 	HeapPerMsg     float64 `json:"heap_bytes_per_msg,omitempty"` // Go heap of the open engine
+	IndexPerMsg    float64 `json:"index_bytes_per_msg,omitempty"` // seglog: its position and room indexes
 	MessagesStored int     `json:"messages_stored,omitempty"`
 }
 
@@ -283,6 +284,9 @@ func runReads(engine, base string, roomMsg, reads int) (Result, error) {
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
 	r.HeapPerMsg = (float64(ms.HeapAlloc) - float64(heap0)) / float64(r.MessagesStored)
+	if sl, ok := e.(*seglog); ok {
+		r.IndexPerMsg = float64(sl.indexBytes()) / float64(r.MessagesStored)
+	}
 
 	rng := rand.New(rand.NewPCG(3, 3))
 	cursors := map[string]map[string]uint64{}

@@ -123,7 +123,11 @@ func printTables(path string) error {
 				continue
 			}
 			o = append(o, fmt.Sprintf("%.3f (%.0fk)", r.OpenS, r.OpenMsgPerS/1000))
-			h = append(h, fmt.Sprintf("%.0f", r.HeapPerMsg))
+			if r.IndexPerMsg > 0 {
+				h = append(h, fmt.Sprintf("%.0f (index %.0f)", r.HeapPerMsg, r.IndexPerMsg))
+			} else {
+				h = append(h, fmt.Sprintf("%.0f", r.HeapPerMsg))
+			}
 		}
 		row = append(row, strings.Join(o, " / "), strings.Join(h, " / "))
 		fmt.Printf("| %s |\n", strings.Join(row, " | "))

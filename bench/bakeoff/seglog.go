@@ -344,17 +344,27 @@ func (e *seglog) Latest(room string, n int) ([]Message, error) {
 func (e *seglog) Since(room string, cursor map[string]uint64, limit int) ([]Message, error) {
 	e.mu.RLock()
 	rs := e.rooms[room]
+	// Each origin's messages are created in seq order, so once the walk
+	// back meets a message of an origin that the cursor covers, every older
+	// one of that origin is covered too; when that holds for every origin
+	// of the room, the rest is covered (chatr's SQL stops at a lower bound
+	// of created for the same reason).
+	open := len(e.heads[room])
+	covered := make([]bool, len(e.names))
 	var pos []uint64
-	for i := len(rs) - 1; i >= 0 && len(pos) < limit; i-- {
-		o, seq := e.names[rs[i].oseq>>48], rs[i].oseq&(1<<48-1)
-		if seq > cursor[o] {
-			pos = append(pos, e.posOf(rs[i].oseq))
+	for i := len(rs) - 1; i >= 0 && len(pos) < limit && open > 0; i-- {
+		oi, seq := rs[i].oseq>>48, rs[i].oseq&(1<<48-1)
+		if covered[oi] {
+			continue
 		}
+		if seq > cursor[e.names[oi]] {
+			pos = append(pos, e.posOf(rs[i].oseq))
+			continue
+		}
+		covered[oi] = true
+		open--
 	}
 	e.mu.RUnlock()
-	// The walk back stops at the limit; one that found fewer walked the
-	// room's entries in memory (16 bytes each, no I/O), where chatr's SQL
-	// stops at a lower bound of created.
 	ms, err := e.readAll(pos)
 	if err != nil {
 		return nil, err
@@ -407,3 +417,18 @@ func (e *seglog) indexCount() int {
 }
 
 func truncateFile(name string, size int64) error { return os.Truncate(name, size) }
+
+// indexBytes is the memory of the position and room indexes (capacity,
+// so slack included), without the heads and the ref map.
+func (e *seglog) indexBytes() int64 {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	var n int64
+	for _, ol := range e.origins {
+		n += int64(cap(ol.pos)) * 8
+	}
+	for _, rs := range e.rooms {
+		n += int64(cap(rs)) * 16
+	}
+	return n
+}
