@@ -7,7 +7,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -87,6 +89,9 @@ type room struct {
 	// people is person -> node -> sessions there. A person is present while
 	// any node has a session of theirs, and is listed once.
 	people map[person]map[string]int
+	// present is who is present, in list order (sortPeople), each with
+	// the node firstNode picks: a joined list is a copy of it, not a sort.
+	present []proto.Person
 	// looks is names.Keys -> the present names with that key, each with
 	// how many present people bear it: who a new name would look like.
 	// Built by the room's first Lookalike, so that a room only peers' people
@@ -125,8 +130,20 @@ type changeOf struct {
 
 // seenOf is the presence of p now.
 func (r *room) seenOf(p person) seen {
-	nodes := r.people[p]
-	return seen{present: len(nodes) > 0, node: firstNode(nodes)}
+	if i, ok := r.find(p); ok {
+		return seen{present: true, node: r.present[i].Node}
+	}
+	return seen{}
+}
+
+// find returns where p is, or would be, in present.
+func (r *room) find(p person) (int, bool) {
+	return sort.Find(len(r.present), func(i int) int {
+		if c := strings.Compare(p.name, r.present[i].Name); c != 0 {
+			return c
+		}
+		return strings.Compare(p.user, r.present[i].User)
+	})
 }
 
 // touch records what subscribers know of p before their presence
@@ -238,6 +255,7 @@ func (r *room) add(p person, node string, delta int) bool {
 		nodes = map[string]int{}
 		r.people[p] = nodes
 	}
+	had := nodes[node] > 0
 	nodes[node] += delta
 	if nodes[node] <= 0 {
 		delete(nodes, node)
@@ -245,6 +263,19 @@ func (r *room) add(p person, node string, delta int) bool {
 	after := len(nodes) > 0
 	if !after {
 		delete(r.people, p)
+	}
+	if has := nodes[node] > 0; has != had { // the person's nodes changed
+		i, found := r.find(p)
+		switch {
+		case !after:
+			if found {
+				r.present = slices.Delete(r.present, i, i+1)
+			}
+		case !found:
+			r.present = slices.Insert(r.present, i, proto.Person{Name: p.name, Node: firstNode(nodes), User: p.user})
+		default:
+			r.present[i].Node = firstNode(nodes)
+		}
 	}
 	if r.looks != nil && before != after {
 		r.index(p.name, after)
@@ -313,12 +344,7 @@ func (h *Hub) Lookalike(roomName, name string) (string, bool) {
 }
 
 func (r *room) list() []proto.Person {
-	out := make([]proto.Person, 0, len(r.people))
-	for p, nodes := range r.people {
-		out = append(out, proto.Person{Name: p.name, Node: firstNode(nodes), User: p.user})
-	}
-	sortPeople(out)
-	return out
+	return append(make([]proto.Person, 0, len(r.present)), r.present...)
 }
 
 // sortPeople orders a presence list by name, then user id.
