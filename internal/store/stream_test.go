@@ -164,3 +164,85 @@ func TestFollowerAfterClose(t *testing.T) {
 		t.Fatalf("Next after everything was read = %v, want ErrClosed", err)
 	}
 }
+
+// A replicated message (durable on its origin) is in the stream and seen
+// by readers while its batch's sync runs; this node's own message is
+// neither until its sync returns. The durable vector waits for the sync
+// in both cases.
+func TestReplicatedDeliveredBeforeTheSync(t *testing.T) {
+	ctx := context.Background()
+	s := openStream(t, 0)
+	f := s.Follow(false)
+	defer f.Close()
+	syncing, release := make(chan struct{}), make(chan struct{})
+	s.beforeSync = func() {
+		syncing <- struct{}{}
+		<-release
+	}
+	inLatest := func(id string) bool {
+		page, err := s.Latest(ctx, "lobby", 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range page.Messages {
+			if m.ID() == id {
+				return true
+			}
+		}
+		return false
+	}
+
+	peer := peerMsg(peerA, 1, "lobby", 100)
+	inserted := make(chan error, 1)
+	if err := s.InsertAsync(ctx, []proto.Message{peer}, func(_ []proto.Message, err error) { inserted <- err }); err != nil {
+		t.Fatal(err)
+	}
+	<-syncing
+	wait, cancel := context.WithTimeout(ctx, 10*time.Second)
+	b, err := f.Next(wait)
+	cancel()
+	if err != nil || len(b) != 1 || b[0].Msg.ID() != peer.ID() {
+		t.Fatalf("during the sync the stream gave %v, %v; want %s", b, err, peer.ID())
+	}
+	if !inLatest(peer.ID()) {
+		t.Fatal("during the sync a reader does not see the replicated message the stream gave out")
+	}
+	if s.Vector()[peerA] != 0 {
+		t.Fatal("the durable vector holds the message before its sync")
+	}
+	release <- struct{}{}
+	if err := <-inserted; err != nil {
+		t.Fatal(err)
+	}
+
+	appended := make(chan proto.Message, 1)
+	if err := s.AppendAsync(ctx, proto.Message{Room: "lobby", Sender: "ann", Text: "mine"}, func(m proto.Message, err error) {
+		if err != nil {
+			t.Error(err)
+		}
+		appended <- m
+	}); err != nil {
+		t.Fatal(err)
+	}
+	<-syncing
+	own := proto.MessageID(s.NodeID(), 1)
+	if b, _ := f.Take(); len(b) != 0 {
+		t.Fatalf("during its sync the stream gave this node's own message: %v", b)
+	}
+	if inLatest(own) {
+		t.Fatal("during its sync a reader sees this node's own message")
+	}
+	release <- struct{}{}
+	m := <-appended
+	if m.ID() != own {
+		t.Fatalf("appended %s, want %s", m.ID(), own)
+	}
+	wait, cancel = context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if b, err := f.Next(wait); err != nil || len(b) != 1 || b[0].Msg.ID() != own {
+		t.Fatalf("after the sync the stream gave %v, %v; want %s", b, err, own)
+	}
+	if !inLatest(own) || s.Vector()[s.NodeID()] != 1 || s.Vector()[peerA] != 1 {
+		t.Fatalf("after the syncs: in Latest %v, vector %v", inLatest(own), s.Vector())
+	}
+}
