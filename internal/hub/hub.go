@@ -5,6 +5,7 @@ package hub
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"slices"
@@ -74,11 +75,24 @@ type Hub struct {
 	mu    sync.RWMutex
 	rooms map[string]*room
 	// changed is closed and replaced whenever the local presence changes,
-	// so peers can be sent a new snapshot.
+	// so peers can be told.
 	changed chan struct{}
+	// localLog lists, by generation, the rooms whose local presence
+	// changed (LocalSince); it keeps the newest maxLocalLog.
+	localGen uint64
+	localLog []genRoom
 
 	deliveries prometheus.Counter
 }
+
+type genRoom struct {
+	gen  uint64
+	room string
+}
+
+// maxLocalLog bounds the hub's list of local presence changes; a peer link
+// further behind is sent a whole snapshot.
+const maxLocalLog = 1 << 14
 
 // person is who is present: a user (auth on: two people may share a
 // name) or, with auth off, a name.
@@ -378,7 +392,7 @@ func (h *Hub) gc(name string, r *room) {
 			r.timer.Stop()
 			r.timer = nil
 		}
-		h.localChanged(r.localChanged)
+		h.localChanged(name, r.localChanged)
 		r.localChanged = false
 	}
 }
@@ -431,7 +445,7 @@ func (h *Hub) presenceInterval(r *room) time.Duration {
 // subscriber that joined since is told what changed after its joined
 // list. The caller holds h.mu.
 func (h *Hub) flush(roomName string, r *room) {
-	h.localChanged(r.localChanged)
+	h.localChanged(roomName, r.localChanged)
 	r.localChanged = false
 	told, fresh, changes := r.told, r.fresh, r.changes
 	r.told, r.fresh, r.changes = nil, nil, nil
@@ -542,13 +556,69 @@ func (h *Hub) Publish(batch []store.Committed) {
 	}
 }
 
-// localChanged signals a change of this node's own presence when it is one.
-// The caller holds h.mu.
-func (h *Hub) localChanged(is bool) {
-	if is {
-		close(h.changed)
-		h.changed = make(chan struct{})
+// localChanged logs and signals a change of this node's own presence in
+// room when it is one. The caller holds h.mu.
+func (h *Hub) localChanged(room string, is bool) {
+	if !is {
+		return
 	}
+	h.localGen++
+	if len(h.localLog) == maxLocalLog {
+		h.localLog = slices.Delete(h.localLog, 0, maxLocalLog/2)
+	}
+	h.localLog = append(h.localLog, genRoom{h.localGen, room})
+	close(h.changed)
+	h.changed = make(chan struct{})
+}
+
+// LocalSnapshot is LocalPresence and the generation of local presence it
+// is at, for LocalSince.
+func (h *Hub) LocalSnapshot() (map[string][]proto.Person, uint64) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	out := map[string][]proto.Person{}
+	for name, r := range h.rooms {
+		if people := r.local(h.opts.NodeID); len(people) > 0 {
+			out[name] = people
+		}
+	}
+	return out, h.localGen
+}
+
+// LocalSince returns the local presence of each room whose local presence
+// changed after generation gen (a room no one here is in: an empty list),
+// and the generation now. It walks the rooms changed, not every room. ok
+// is false when gen is older than the hub remembers: LocalSnapshot then.
+func (h *Hub) LocalSince(gen uint64) (rooms map[string][]proto.Person, now uint64, ok bool) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	i, _ := slices.BinarySearchFunc(h.localLog, gen+1, func(e genRoom, g uint64) int { return cmp.Compare(e.gen, g) })
+	if gen < h.localGen && (i == len(h.localLog) || h.localLog[i].gen != gen+1) {
+		return nil, h.localGen, false
+	}
+	rooms = map[string][]proto.Person{}
+	for _, e := range h.localLog[i:] {
+		if _, done := rooms[e.room]; done {
+			continue
+		}
+		rooms[e.room] = []proto.Person{}
+		if r := h.rooms[e.room]; r != nil {
+			rooms[e.room] = r.local(h.opts.NodeID)
+		}
+	}
+	return rooms, h.localGen, true
+}
+
+// local lists the people with a session on node in the room (Node left
+// empty).
+func (r *room) local(node string) []proto.Person {
+	var out []proto.Person
+	for p, nodes := range r.people {
+		if nodes[node] > 0 {
+			out = append(out, proto.Person{Name: p.name, User: p.user})
+		}
+	}
+	return out
 }
 
 // LocalChanged returns a channel that is closed at the next change of this
@@ -581,17 +651,61 @@ func (h *Hub) Presence(roomName string) []proto.Person {
 // people (name and user; Node is left empty). Peers receive it to list
 // this node's people.
 func (h *Hub) LocalPresence() map[string][]proto.Person {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	out := map[string][]proto.Person{}
-	for name, r := range h.rooms {
-		for p, nodes := range r.people {
-			if nodes[h.opts.NodeID] > 0 {
-				out[name] = append(out[name], proto.Person{Name: p.name, User: p.user})
+	out, _ := h.LocalSnapshot()
+	return out
+}
+
+// ChangeRemote changes what node contributes to presence, room by room:
+// the people in joined have a session there now, those in left none (their
+// Node is ignored: they are node's). Only the rooms named are touched.
+// Local sessions hear of each change.
+func (h *Hub) ChangeRemote(node string, joined, left map[string][]proto.Person) {
+	if node == h.opts.NodeID {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	changed := map[string]bool{}
+	for roomName, people := range left {
+		r := h.rooms[roomName]
+		if r == nil {
+			continue
+		}
+		for _, who := range people {
+			p := person{name: who.Name, user: who.User}
+			if n := r.people[p][node]; n > 0 {
+				r.touch(p)
+				r.add(p, node, -n)
+				changed[roomName] = true
 			}
 		}
 	}
-	return out
+	for roomName, people := range joined {
+		r := h.room(roomName)
+		for _, who := range people {
+			p := person{name: who.Name, user: who.User}
+			if r.people[p][node] == 0 {
+				r.touch(p)
+				r.add(p, node, 1)
+				changed[roomName] = true
+			}
+		}
+	}
+	for roomName := range joined {
+		r := h.rooms[roomName]
+		if changed[roomName] {
+			h.changedPresence(roomName, r)
+		}
+		h.gc(roomName, r)
+	}
+	for roomName := range left {
+		if r := h.rooms[roomName]; r != nil {
+			if changed[roomName] {
+				h.changedPresence(roomName, r)
+			}
+			h.gc(roomName, r)
+		}
+	}
 }
 
 // SetRemote replaces what node contributes to presence with snapshot

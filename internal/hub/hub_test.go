@@ -765,3 +765,74 @@ func TestPresenceIntervalGrowsWithTheRoom(t *testing.T) {
 		t.Fatalf("%d presence frames, want 1", len(presenceOf(t, evs)))
 	}
 }
+
+// LocalSince names the rooms whose local presence changed after a
+// generation, with who is in each now, and no other room; a generation
+// the hub no longer remembers asks for a snapshot.
+func TestLocalSince(t *testing.T) {
+	h := New(Options{NodeID: local, Cluster: "test"})
+	ann, bob := &recorder{}, &recorder{}
+	h.Join("a", ann, "ann", "")
+	h.Join("b", bob, "bob", "")
+	h.ChangeRemote(remote, map[string][]proto.Person{"c": {{Name: "rita"}}}, nil) // not local: not logged
+	snap, gen := h.LocalSnapshot()
+	if len(snap) != 2 || len(snap["a"]) != 1 || snap["a"][0].Name != "ann" {
+		t.Fatalf("snapshot %v", snap)
+	}
+	if rooms, now, ok := h.LocalSince(gen); !ok || now != gen || len(rooms) != 0 {
+		t.Fatalf("nothing changed: %v %d %v", rooms, now, ok)
+	}
+	h.Join("c", &recorder{}, "cat", "")
+	h.Leave("a", ann)
+	rooms, now, ok := h.LocalSince(gen)
+	if !ok || len(rooms) != 2 || len(rooms["a"]) != 0 || len(rooms["c"]) != 1 || rooms["c"][0].Name != "cat" {
+		t.Fatalf("after a join in c and a leave of a: %v %v", rooms, ok)
+	}
+	if rooms, _, _ := h.LocalSince(now); len(rooms) != 0 {
+		t.Fatalf("since now: %v", rooms)
+	}
+	for i := range maxLocalLog {
+		sub := &recorder{}
+		h.Join("d", sub, fmt.Sprint("d", i), "")
+		h.Leave("d", sub)
+	}
+	if _, _, ok := h.LocalSince(gen); ok {
+		t.Fatal("a generation further back than the hub remembers did not ask for a snapshot")
+	}
+	if _, cur := h.LocalSnapshot(); cur < now+maxLocalLog {
+		t.Fatalf("generation %d after %d changes from %d", cur, 2*maxLocalLog, now)
+	} else if rooms, _, ok := h.LocalSince(cur - 10); !ok || len(rooms) != 1 {
+		t.Fatal("a recent generation asked for a snapshot")
+	}
+}
+
+// ChangeRemote changes only the rooms it names: a peer's person comes and
+// goes there, the room's sessions are told, a room left by its last
+// person is forgotten, and one never joined is not made.
+func TestChangeRemote(t *testing.T) {
+	h := New(Options{NodeID: local, Cluster: "test"})
+	watcher := &recorder{}
+	h.Join("lobby", watcher, "watcher", "")
+	h.ChangeRemote(remote, map[string][]proto.Person{"lobby": {{Name: "rita"}}, "dev": {{Name: "rita"}}}, nil)
+	wantPresence(t, watcher, "lobby", []proto.Person{p("rita", remote)}, nil)
+	if got := h.Presence("dev"); len(got) != 1 || got[0].Node != remote {
+		t.Fatalf("dev lists %v", got)
+	}
+	h.ChangeRemote(remote, map[string][]proto.Person{"lobby": {{Name: "rita"}}}, nil) // no change
+	h.ChangeRemote(remote, nil, map[string][]proto.Person{"dev": {{Name: "rita"}}, "nowhere": {{Name: "rita"}}})
+	if !h.Empty("dev") || !h.Empty("nowhere") {
+		t.Fatal("a room left by its last person, or one never joined, is still there")
+	}
+	if got := namesOf(h.Presence("lobby")); !slices.Equal(got, []string{"rita", "watcher"}) {
+		t.Fatalf("lobby lists %v", got)
+	}
+	h.ChangeRemote(remote, nil, map[string][]proto.Person{"lobby": {{Name: "rita"}, {Name: "nobody"}}})
+	evs := waitFrames(t, watcher, "rita")
+	if pr := presenceOf(t, evs); len(pr) == 0 || !slices.Equal(namesOf(pr[len(pr)-1].Left), []string{"rita"}) {
+		t.Fatalf("the watcher was told %+v, want rita left", pr)
+	}
+	h.ChangeRemote(local, map[string][]proto.Person{"lobby": {{Name: "me"}}}, nil) // its own node: ignored
+	if got := namesOf(h.Presence("lobby")); !slices.Equal(got, []string{"watcher"}) {
+		t.Fatalf("lobby lists %v", got)
+	}
+}

@@ -3,6 +3,7 @@ package replication
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sync/atomic"
@@ -102,7 +103,7 @@ func (f *follower) session(ctx context.Context) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	lc, err := r.clientHandshake(sctx, websocket.NetConn(sctx, conn, websocket.MessageBinary), f.plan.peer,
-		hello{Since: r.opts.Store.Vector(), Skip: f.plan.skip})
+		hello{Since: r.opts.Store.Vector(), Skip: f.plan.skip, Deltas: true})
 	if err != nil {
 		return err
 	}
@@ -125,6 +126,7 @@ func (f *follower) session(ctx context.Context) error {
 		lc.Close() // ends a write in progress
 		<-acking
 	}()
+	snapshot := false // changes of presence apply to a snapshot of this link
 	for {
 		typ, data, err := lc.read(maxLeaderFrame, linkTimeout)
 		if err != nil {
@@ -148,6 +150,17 @@ func (f *follower) session(ctx context.Context) error {
 				return f.violation("bad_presence", err)
 			}
 			r.opts.Hub.SetRemote(f.plan.peer.ID, rec.Presence)
+			snapshot = true
+		}
+		if len(rec.Joined)+len(rec.Left) > 0 {
+			err := errors.Join(checkPresence(rec.Joined), checkPresence(rec.Left))
+			if err == nil && !snapshot {
+				err = errors.New("presence changes before a snapshot")
+			}
+			if err != nil {
+				return f.violation("bad_presence", err)
+			}
+			r.opts.Hub.ChangeRemote(f.plan.peer.ID, rec.Joined, rec.Left)
 		}
 		if len(rec.Msgs) == 0 {
 			continue

@@ -93,7 +93,7 @@ func (r *Replicator) serveLink(w http.ResponseWriter, req *http.Request) {
 		<-acking
 	}()
 
-	s := &linkSender{r: r, conn: lc, skip: skip, sent: since}
+	s := &linkSender{r: r, conn: lc, skip: skip, sent: since, deltas: h.Deltas}
 	err = s.run(ctx, commits)
 	if ctx.Err() == nil && err != nil {
 		r.log.Info("peer link to follower ended", "follower", follower, "err", err)
@@ -126,6 +126,11 @@ type linkSender struct {
 	skip map[string]bool
 	sent proto.Vector
 	buf  []byte
+	// deltas: the follower takes presence changes; told is what it was
+	// told of this node's presence (room -> people), at generation gen.
+	deltas bool
+	told   map[string]map[proto.Person]bool
+	gen    uint64
 }
 
 func (s *linkSender) run(ctx context.Context, commits *store.Follower) error {
@@ -238,8 +243,51 @@ func (s *linkSender) sendLive(ctx context.Context, batch []store.Committed) erro
 	return s.write(ctx, rec)
 }
 
+// sendPresence tells the follower how this node's presence changed: the
+// rooms that changed since it was last told, or first (and whenever the
+// hub no longer remembers that far back) a snapshot of every room.
 func (s *linkSender) sendPresence(ctx context.Context) error {
-	return s.write(ctx, wire.Record{Presence: s.r.opts.Hub.LocalPresence(), Snapshot: true})
+	hub := s.r.opts.Hub
+	if s.deltas && s.told != nil {
+		if rooms, gen, ok := hub.LocalSince(s.gen); ok {
+			s.gen = gen
+			rec := wire.Record{Joined: map[string][]proto.Person{}, Left: map[string][]proto.Person{}}
+			for room, people := range rooms {
+				now := make(map[proto.Person]bool, len(people))
+				for _, p := range people {
+					now[p] = true
+					if !s.told[room][p] {
+						rec.Joined[room] = append(rec.Joined[room], p)
+					}
+				}
+				for p := range s.told[room] {
+					if !now[p] {
+						rec.Left[room] = append(rec.Left[room], p)
+					}
+				}
+				if len(now) == 0 {
+					delete(s.told, room)
+				} else {
+					s.told[room] = now
+				}
+			}
+			if len(rec.Joined)+len(rec.Left) == 0 {
+				return nil
+			}
+			return s.write(ctx, rec)
+		}
+	}
+	snap, gen := hub.LocalSnapshot()
+	s.gen = gen
+	s.told = make(map[string]map[proto.Person]bool, len(snap))
+	for room, people := range snap {
+		set := make(map[proto.Person]bool, len(people))
+		for _, p := range people {
+			set[p] = true
+		}
+		s.told[room] = set
+	}
+	return s.write(ctx, wire.Record{Presence: snap, Snapshot: true})
 }
 
 func (s *linkSender) write(ctx context.Context, rec wire.Record) error {

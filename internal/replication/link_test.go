@@ -357,3 +357,53 @@ func TestGarbageOnLink(t *testing.T) {
 		t.Fatalf("stored %d messages from garbage", v)
 	}
 }
+
+// Presence changes on a link are checked like snapshots, and apply only
+// to a snapshot of the same link: a change before one, or with a name no
+// client could have, ends the link and leaves no ghost; a good one after
+// a snapshot lists the person.
+func TestPresenceChangesChecked(t *testing.T) {
+	links := []func(lc *linkConn){
+		func(lc *linkConn) { // a change before any snapshot
+			lc.write(frameJSON, []byte(`{"pj":{"lobby":[{"name":"ghost1","node":""}]}}`), 5*time.Second)
+		},
+		func(lc *linkConn) { // a change with a bad name
+			lc.write(frameJSON, []byte(`{"p":{},"ps":true}`), 5*time.Second)
+			lc.write(frameJSON, []byte(`{"pj":{"lobby":[{"name":"ghost\u0000","node":""}]}}`), 5*time.Second)
+		},
+		func(lc *linkConn) { // a room no client could have
+			lc.write(frameJSON, []byte(`{"p":{},"ps":true}`), 5*time.Second)
+			lc.write(frameJSON, []byte(`{"pl":{"Bad Room":[{"name":"x","node":""}]}}`), 5*time.Second)
+		},
+		func(lc *linkConn) { // good: a snapshot, a change that adds rita and one that takes sam away
+			lc.write(frameJSON, []byte(`{"p":{"lobby":[{"name":"sam","node":""}]},"ps":true}`), 5*time.Second)
+			lc.write(frameJSON, []byte(`{"pj":{"lobby":[{"name":"rita","node":""}]},"pl":{"lobby":[{"name":"sam","node":""}]}}`), 5*time.Second)
+			time.Sleep(30 * time.Second) // hold the link, so rita stays listed
+		},
+	}
+	var mu sync.Mutex
+	next := 0
+	ready := make(chan struct{})
+	f := fakeLeader(t, func(lc *linkConn) {
+		<-ready
+		mu.Lock()
+		link := links[min(next, len(links)-1)]
+		next++
+		mu.Unlock()
+		link(lc)
+	})
+	b := newPeer(t, "c", nil, 0)
+	f.knows(b)
+	b.knows(f)
+	close(ready)
+	proctest.Eventually(t, 30*time.Second, func() error {
+		got := b.hub.Presence("lobby")
+		if len(got) != 1 || got[0].Name != "rita" {
+			return fmt.Errorf("b lists %v, want rita", got)
+		}
+		return nil
+	})
+	if n := testutil.ToFloat64(b.repl.m.violations.WithLabelValues("bad_presence")); n != 3 {
+		t.Fatalf("%v links ended for bad presence, want 3", n)
+	}
+}

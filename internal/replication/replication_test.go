@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -384,4 +385,47 @@ func TestRelinkWaitsForTheOldLink(t *testing.T) {
 	if f := b.repl.following[a.st.NodeID()]; f == old || f.plan.peer.HTTP != moved.HTTP {
 		t.Fatalf("the link was not replaced: %+v", f.plan)
 	}
+}
+
+// Presence goes to a peer as changes after the first snapshot: whatever
+// this node's sessions do, in many rooms, the peer's view ends up exactly
+// this node's own.
+func TestPresenceChangesAddUp(t *testing.T) {
+	a, b := newPeer(t, "c", nil, 0), newPeer(t, "c", nil, 0)
+	subs := map[string]*nullSub{}
+	join := func(room, name string) {
+		sub := &nullSub{}
+		subs[room+"/"+name] = sub
+		a.hub.Join(room, sub, name, "")
+	}
+	for i := range 20 {
+		join(fmt.Sprint("room", i%5), fmt.Sprint("p", i))
+	}
+	a.knows(b)
+	b.knows(a)
+	for i := range 20 {
+		room, name := fmt.Sprint("room", i%5), fmt.Sprint("p", i)
+		if i%2 == 0 {
+			a.hub.Leave(room, subs[room+"/"+name])
+		}
+		join(fmt.Sprint("room", i%7), fmt.Sprint("q", i))
+	}
+	proctest.Eventually(t, 10*time.Second, func() error {
+		for i := range 7 {
+			room := fmt.Sprint("room", i)
+			want, got := names(a.hub.Presence(room)), names(b.hub.Presence(room))
+			if !slices.Equal(want, got) {
+				return fmt.Errorf("%s: b lists %v, a %v", room, got, want)
+			}
+		}
+		return nil
+	})
+}
+
+func names(ps []proto.Person) []string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.Name)
+	}
+	return out
 }

@@ -54,6 +54,9 @@ type Hello struct {
 	Proof   []byte       `json:"proof,omitempty"` // absent without a secret
 	Since   proto.Vector `json:"since,omitempty"` // follower: what it holds
 	Skip    []string     `json:"skip,omitempty"`  // follower: origins to leave out
+	// Deltas: the follower takes presence changes (Record.Joined, Left)
+	// after the first snapshot; without, every change is a snapshot.
+	Deltas bool `json:"deltas,omitempty"`
 }
 
 // ErrNoHello is a first frame that is not a hello.

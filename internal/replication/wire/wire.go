@@ -17,8 +17,14 @@ type Record struct {
 	Msgs []Msg `json:"m,omitempty"`
 	// Presence is the leader's own sessions' presence, room -> names. It is
 	// a full snapshot; Presence with Snapshot set and no rooms means none.
+	// The first presence a leader sends on a link is a snapshot.
 	Presence map[string][]proto.Person `json:"p,omitempty"`
 	Snapshot bool                      `json:"ps,omitempty"`
+	// Joined and Left change the last snapshot, room by room: the people
+	// who have a session on the leader now, and those who have none. Only
+	// to a follower whose hello asked for them (Hello.Deltas).
+	Joined map[string][]proto.Person `json:"pj,omitempty"`
+	Left   map[string][]proto.Person `json:"pl,omitempty"`
 	// Ack is the follower's vector after storing what it got.
 	Ack proto.Vector `json:"a,omitempty"`
 }
