@@ -8,10 +8,9 @@ import (
 )
 
 // refFilter sits in front of the look-ups for an earlier copy of a send
-// (same sender, room and ref, see findRef): it answers "maybe" or "surely
-// not", so the writer runs the SQL look-up only for the few messages that
-// may have a copy. Without it that look-up costs about a third of the
-// writer's CPU per message (BENCHMARKS.md).
+// (same sender, room and ref, see findCopy): it answers "maybe" or "surely
+// not", so the writer walks the room's window of the index only for the
+// few messages that may have a copy.
 //
 // It holds a Bloom filter of every message with a ref created since horizon,
 // in buckets of one minute of creation time, so old buckets are dropped as
@@ -34,9 +33,15 @@ type refBucket struct {
 }
 
 const (
-	refSpan          = int64(time.Minute / time.Microsecond) // a bucket's span of creation time, in µs
-	refFirstCap      = 4096
-	refFalsePositive = 0.001
+	refSpan     = int64(time.Minute / time.Microsecond) // a bucket's span of creation time, in µs
+	refFirstCap = 4096
+	// refFalsePositive is per filter: a look-up tests every filter of every
+	// bucket in its span (a local send: the 15 or so of the dedup window,
+	// each a few filters at a high rate), so the chance that one of them
+	// says "maybe" is about a hundred times this. At 0.001 it was about 8 %
+	// at 250k msg/s, and each "maybe" walks the room's window of the index:
+	// 80 % of the writer's CPU (BenchmarkAppendWithRef).
+	refFalsePositive = 1e-5
 	// refKeep is how far back of now the filter stays complete: the dedup
 	// window, plus room for creation times a little behind this node's clock.
 	refKeep = DedupWindow + 5*time.Minute
