@@ -43,7 +43,7 @@ type Result struct {
 	OpenS          float64 `json:"open_s,omitempty"`
 	OpenCPUS       float64 `json:"open_cpu_s,omitempty"`
 	OpenMsgPerS    float64 `json:"open_msg_per_s,omitempty"`
-	HeapPerMsg     float64 `json:"heap_bytes_per_msg,omitempty"` // Go heap of the open engine
+	HeapPerMsg     float64 `json:"heap_bytes_per_msg,omitempty"`  // Go heap of the open engine
 	IndexPerMsg    float64 `json:"index_bytes_per_msg,omitempty"` // seglog: its position and room indexes
 	MessagesStored int     `json:"messages_stored,omitempty"`
 }

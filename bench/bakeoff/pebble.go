@@ -46,8 +46,8 @@ func openPebble(dir string) (Engine, error) {
 
 type quietLogger struct{}
 
-func (quietLogger) Infof(string, ...any)  {}
-func (quietLogger) Errorf(string, ...any) {}
+func (quietLogger) Infof(string, ...any)      {}
+func (quietLogger) Errorf(string, ...any)     {}
 func (quietLogger) Fatalf(f string, a ...any) { panic(fmt.Sprintf("pebble: "+f, a...)) }
 
 // load reads the heads, and the refs for the in-memory ref index (all of
