@@ -210,22 +210,12 @@ func (l *segLog) load(num uint32, last bool, each func(p uint64, r record) error
 		// that does not is damage (or of a format this chatr does not
 		// know), never a torn write.
 		end := off + batchHeader + n
-		for at := off + batchHeader; at < end; {
-			size, err := frame(data[at:end])
-			if err == nil && size == 0 {
-				err = fmt.Errorf("%w: length 0", errBadRecord)
-			}
-			var r record
-			if err == nil {
-				r, err = decode(data[at+recHeader : at+recHeader+size])
-			}
-			if err != nil {
-				return damaged(at, err)
-			}
-			if err := each(pos(num, int64(at)), r); err != nil {
-				return fmt.Errorf("log segment %s at offset %d: %w", path, at, err)
-			}
-			at += recHeader + size
+		at, err := batchRecords(data, off, end, func(at int, r record) error { return each(pos(num, int64(at)), r) })
+		switch {
+		case errors.Is(err, errBadRecord):
+			return damaged(at, err)
+		case err != nil:
+			return fmt.Errorf("log segment %s at offset %d: %w", path, at, err)
 		}
 		off = end
 	}
@@ -234,6 +224,31 @@ func (l *segLog) load(num uint32, last bool, each func(p uint64, r record) error
 		l.end, l.zeroed = int64(off), int64(len(data))
 	}
 	return nil
+}
+
+// batchRecords calls each with every record of the batch data[off:end]
+// (one batchFrame checked) and its offset in data, in order. A record that
+// does not frame or decode is an error wrapping errBadRecord; either way
+// at is the offset of the record the error is about.
+func batchRecords(data []byte, off, end int, each func(at int, r record) error) (at int, err error) {
+	for at = off + batchHeader; at < end; {
+		size, err := frame(data[at:end])
+		if err == nil && size == 0 {
+			err = fmt.Errorf("%w: length 0", errBadRecord)
+		}
+		var r record
+		if err == nil {
+			r, err = decode(data[at+recHeader : at+recHeader+size])
+		}
+		if err == nil {
+			err = each(at, r)
+		}
+		if err != nil {
+			return at, err
+		}
+		at += recHeader + size
+	}
+	return at, nil
 }
 
 // batchFrame checks the batch at the start of b and returns the length of

@@ -126,20 +126,12 @@ func segRecords(data []byte) (batches []int, recs []record, end int, err error) 
 			break
 		}
 		batches = append(batches, off)
-		for at := off + batchHeader; at < off+batchHeader+n; {
-			size, err := frame(data[at : off+batchHeader+n])
-			if err == nil && size == 0 {
-				err = errBadRecord
-			}
-			if err != nil {
-				return nil, nil, 0, fmt.Errorf("at %d: %w", at, err)
-			}
-			r, err := decode(data[at+recHeader : at+recHeader+size])
-			if err != nil {
-				return nil, nil, 0, fmt.Errorf("at %d: %w", at, err)
-			}
+		at, err := batchRecords(data, off, off+batchHeader+n, func(_ int, r record) error {
 			recs = append(recs, r)
-			at += recHeader + size
+			return nil
+		})
+		if err != nil {
+			return nil, nil, 0, fmt.Errorf("at %d: %w", at, err)
 		}
 		off += batchHeader + n
 	}
