@@ -690,21 +690,14 @@ func (h *Hub) ChangeRemote(node string, joined, left map[string][]proto.Person) 
 				changed[roomName] = true
 			}
 		}
+		if !changed[roomName] {
+			h.gc(roomName, r) // made for nothing
+		}
 	}
-	for roomName := range joined {
+	for roomName := range changed {
 		r := h.rooms[roomName]
-		if changed[roomName] {
-			h.changedPresence(roomName, r)
-		}
+		h.changedPresence(roomName, r)
 		h.gc(roomName, r)
-	}
-	for roomName := range left {
-		if r := h.rooms[roomName]; r != nil {
-			if changed[roomName] {
-				h.changedPresence(roomName, r)
-			}
-			h.gc(roomName, r)
-		}
 	}
 }
 

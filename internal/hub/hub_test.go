@@ -836,3 +836,14 @@ func TestChangeRemote(t *testing.T) {
 		t.Fatalf("lobby lists %v", got)
 	}
 }
+
+// A change naming a room with no one in it leaves no room behind.
+func TestChangeRemoteMakesNoEmptyRoom(t *testing.T) {
+	h := New(Options{NodeID: local, Cluster: "test"})
+	h.ChangeRemote(remote, map[string][]proto.Person{"empty": {}}, nil)
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if len(h.rooms) != 0 {
+		t.Fatalf("rooms %v after a change that named no one", h.rooms)
+	}
+}
