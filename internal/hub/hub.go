@@ -571,8 +571,10 @@ func (h *Hub) localChanged(room string, is bool) {
 	h.changed = make(chan struct{})
 }
 
-// LocalSnapshot is LocalPresence and the generation of local presence it
-// is at, for LocalSince.
+// LocalSnapshot is the presence of this node's own sessions, room ->
+// people (name and user; Node is left empty), which peers receive to list
+// this node's people, and the generation of local presence it is at, for
+// LocalSince.
 func (h *Hub) LocalSnapshot() (map[string][]proto.Person, uint64) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
@@ -645,14 +647,6 @@ func (h *Hub) Presence(roomName string) []proto.Person {
 		return r.list()
 	}
 	return []proto.Person{}
-}
-
-// LocalPresence is the presence of this node's own sessions: room ->
-// people (name and user; Node is left empty). Peers receive it to list
-// this node's people.
-func (h *Hub) LocalPresence() map[string][]proto.Person {
-	out, _ := h.LocalSnapshot()
-	return out
 }
 
 // ChangeRemote changes what node contributes to presence, room by room:

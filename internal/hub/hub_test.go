@@ -148,7 +148,7 @@ func TestJoinLeavePresence(t *testing.T) {
 	if got := h.Presence("lobby"); got == nil || len(got) != 0 {
 		t.Fatalf("presence of an empty room %+v, want an empty list", got)
 	}
-	if got := h.LocalPresence(); len(got) != 0 {
+	if got := localPresence(h); len(got) != 0 {
 		t.Fatalf("local presence %v after everyone left", got)
 	}
 	h.mu.RLock()
@@ -181,7 +181,7 @@ func TestTwoSessionsOneName(t *testing.T) {
 	h.Leave("lobby", tab2)
 	wantPresence(t, watcher, "lobby", nil, []proto.Person{p("carol", local)})
 
-	if lp := h.LocalPresence(); !slices.Equal(localNames(lp["lobby"]), []string{"watcher"}) {
+	if lp := localPresence(h); !slices.Equal(localNames(lp["lobby"]), []string{"watcher"}) {
 		t.Fatalf("local presence %v", lp)
 	}
 }
@@ -197,7 +197,7 @@ func TestRoomsAreSeparate(t *testing.T) {
 	wantPresence(t, b, "dev", []proto.Person{p("a", local)}, nil)
 	h.Leave("lobby", a)
 	wantNothing(t, b)
-	lp := h.LocalPresence()
+	lp := localPresence(h)
 	if len(lp) != 1 || !slices.Equal(localNames(lp["dev"]), []string{"a", "b"}) {
 		t.Fatalf("local presence %v", lp)
 	}
@@ -219,7 +219,7 @@ func TestSetRemote(t *testing.T) {
 		t.Fatalf("presence of a room with no local session %+v", got)
 	}
 	// Only this node's people go to peers.
-	if lp := h.LocalPresence(); len(lp) != 1 || !slices.Equal(localNames(lp["lobby"]), []string{"me"}) {
+	if lp := localPresence(h); len(lp) != 1 || !slices.Equal(localNames(lp["lobby"]), []string{"me"}) {
 		t.Fatalf("local presence %v", lp)
 	}
 
@@ -397,7 +397,7 @@ func TestConcurrentUse(t *testing.T) {
 		defer wg.Done()
 		for i := 0; time.Now().Before(deadline); i++ {
 			h.SetRemote(remote, snapshot(map[string][]string{"r0": {fmt.Sprint("x", i%2)}}))
-			h.LocalPresence()
+			localPresence(h)
 		}
 	}()
 	wg.Wait()
@@ -620,7 +620,7 @@ func TestLocalChangedCoalesced(t *testing.T) {
 	default:
 		t.Fatal("the room went with its last person, and peers were not told")
 	}
-	if lp := h.LocalPresence(); len(lp) != 0 {
+	if lp := localPresence(h); len(lp) != 0 {
 		t.Fatalf("local presence %v", lp)
 	}
 }
@@ -846,4 +846,10 @@ func TestChangeRemoteMakesNoEmptyRoom(t *testing.T) {
 	if len(h.rooms) != 0 {
 		t.Fatalf("rooms %v after a change that named no one", h.rooms)
 	}
+}
+
+// localPresence is the presence of h's own sessions.
+func localPresence(h *Hub) map[string][]proto.Person {
+	lp, _ := h.LocalSnapshot()
+	return lp
 }
