@@ -64,9 +64,13 @@ func TestSignIn(t *testing.T) {
 	needBinary(t)
 	t.Parallel()
 	n, secret, key := authNode(t)
-	if !strings.Contains(n.proc.Stdout.String(), "sign-in: people need a signed token") {
-		t.Errorf("the start line does not say sign-in is on:\n%s", n.proc.Stdout.String())
-	}
+	// The console lines follow the listener, which the node was waited for.
+	proctest.Eventually(t, 10*time.Second, func() error {
+		if !strings.Contains(n.proc.Stdout.String(), "sign-in: people need a signed token") {
+			return fmt.Errorf("the start lines do not say sign-in is on:\n%s", n.proc.Stdout.String())
+		}
+		return nil
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	ws := "ws://" + n.http
