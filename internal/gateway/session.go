@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,11 +70,13 @@ type session struct {
 	fragments               []byte // a fragmented message being put together
 	greeted                 atomic.Bool
 
-	mu       sync.Mutex
-	joined   map[string]struct{} // rooms joined, at most --max-rooms-per-session
-	queue    []outItem           // what the flusher sends next, in order
-	queued   int                 // frames in queue (a join's replay counts each message)
-	writing  time.Time           // when the write in progress began; zero when none
+	mu sync.Mutex
+	// joined is the rooms joined, at most --max-rooms-per-session: a slice,
+	// as most sessions are in one room, which a map would pay a table for.
+	joined   []string
+	queue    []outItem // what the flusher sends next, in order
+	queued   int       // frames in queue (a join's replay counts each message)
+	writing  time.Time // when the write in progress began; zero when none
 	flushing bool
 	closed   bool // nothing more is queued; the close frame comes next
 	torn     bool // the connection is gone
@@ -81,9 +84,9 @@ type session struct {
 	reason   string
 
 	// Flusher side: touched only by the one flusher at a time.
-	rooms     map[string]*roomState
-	closeRcv  bool // the client sent its close frame
-	closeSent bool // our close frame is written
+	rooms     []*roomState // as joined is, but the flusher's
+	closeRcv  bool         // the client sent its close frame
+	closeSent bool         // our close frame is written
 
 	tornDown sync.Once
 }
@@ -427,8 +430,7 @@ func (s *session) handle(in proto.Inbound) {
 func (s *session) isJoined(room string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_, ok := s.joined[room]
-	return ok
+	return slices.Contains(s.joined, room)
 }
 
 func (s *session) joinedRooms() int {
@@ -441,28 +443,32 @@ func (s *session) joinedRooms() int {
 func (s *session) joinedList() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]string, 0, len(s.joined))
-	for r := range s.joined {
-		out = append(out, r)
-	}
-	return out
+	return slices.Clone(s.joined)
 }
 
 func (s *session) setJoined(room string, on bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	i := slices.Index(s.joined, room)
 	switch {
-	case on && s.joined == nil:
-		s.joined = map[string]struct{}{room: {}}
-	case on:
-		s.joined[room] = struct{}{}
-	default:
-		delete(s.joined, room)
+	case on && i < 0:
+		s.joined = append(s.joined, room)
+	case !on && i >= 0:
+		s.joined = slices.Delete(s.joined, i, i+1)
 	}
 }
 
 // room is the flusher's state of a joined room, or nil.
-func (s *session) room(name string) *roomState { return s.rooms[name] }
+func (s *session) room(name string) *roomState {
+	if i := s.roomIndex(name); i >= 0 {
+		return s.rooms[i]
+	}
+	return nil
+}
+
+func (s *session) roomIndex(name string) int {
+	return slices.IndexFunc(s.rooms, func(rs *roomState) bool { return rs.name == name })
+}
 
 func (s *session) leave(room string, quiet bool) {
 	s.setJoined(room, false)
@@ -814,12 +820,16 @@ func (s *session) process(frames []outFrame, it outItem) []outFrame {
 	text := func(b []byte) { frames = append(frames, outFrame{op: ws.OpText, payload: b}) }
 	switch {
 	case it.begin != "":
-		if s.rooms == nil {
-			s.rooms = map[string]*roomState{}
+		rs := &roomState{name: it.begin, syncing: true}
+		if i := s.roomIndex(it.begin); i >= 0 {
+			s.rooms[i] = rs
+		} else {
+			s.rooms = append(s.rooms, rs)
 		}
-		s.rooms[it.begin] = &roomState{name: it.begin, syncing: true}
 	case it.left != "":
-		delete(s.rooms, it.left)
+		if i := s.roomIndex(it.left); i >= 0 {
+			s.rooms = slices.Delete(s.rooms, i, i+1)
+		}
 		if !it.quiet {
 			text(proto.Encode(proto.Left{Type: "left", Room: it.left}))
 		}
@@ -877,8 +887,8 @@ func (s *session) processSync(frames []outFrame, sy *syncItem) []outFrame {
 		frames = append(frames, outFrame{op: ws.OpText, payload: proto.EncodeHidden(sy.room, id)})
 	}
 	rs.syncing = false
-	rs.seen = sy.page.Vector.Clone()
-	rs.ahead = true // until a live message shows the node's vector covers it
+	rs.seen = sy.page.Vector // the page's own, changed by no one
+	rs.ahead = true          // until a live message shows the node's vector covers it
 	frames = append(frames, outFrame{op: ws.OpText, payload: proto.Encode(proto.Synced{Type: "synced", Room: sy.room,
 		Cursor: proto.EncodeCursor(scope, rs.seen), Truncated: sy.page.Truncated})})
 	pending := rs.pending
@@ -947,7 +957,7 @@ func (s *session) teardown() {
 			desc.Remove()
 		}
 		s.ws.conn.Close()
-		for room := range joined {
+		for _, room := range joined {
 			s.srv.hub.Leave(room, s)
 		}
 		s.srv.ended(s)

@@ -100,17 +100,18 @@ type person struct{ name, user string }
 
 type room struct {
 	subs map[Subscriber]person // subscriber -> its person
-	// people is person -> node -> sessions there. A person is present while
-	// any node has a session of theirs, and is listed once.
-	people map[person]map[string]int
+	// people is person -> sessions by node. A person is present while any
+	// node has a session of theirs, and is listed once.
+	people map[person]tally
 	// present is who is present, in list order (sortPeople), each with
-	// the node firstNode picks: a joined list is a copy of it, not a sort.
+	// the first of their nodes by name (so that every node lists the same
+	// one): a joined list is a copy of it, not a sort.
 	present []proto.Person
 	// looks is names.Keys -> the present names with that key, each with
 	// how many present people bear it: who a new name would look like.
 	// Built by the room's first Lookalike, so that a room only peers' people
 	// are in costs no skeletons; add keeps it.
-	looks map[string]map[string]int
+	looks map[string]tally
 
 	// Presence changes not told yet (see flush). told holds, for each
 	// person whose presence changed since the last flush, what the room's
@@ -203,7 +204,7 @@ func (h *Hub) Scope(room string) proto.CursorScope {
 func (h *Hub) room(name string) *room {
 	r := h.rooms[name]
 	if r == nil {
-		r = &room{subs: map[Subscriber]person{}, people: map[person]map[string]int{}}
+		r = &room{subs: map[Subscriber]person{}, people: map[person]tally{}}
 		h.rooms[name] = r
 	}
 	return r
@@ -222,7 +223,7 @@ func (h *Hub) Join(roomName string, sub Subscriber, name, user string) []proto.P
 	}
 	p := person{name: name, user: user}
 	r.subs[sub] = p
-	r.localChanged = r.localChanged || r.people[p][h.opts.NodeID] == 0
+	r.localChanged = r.localChanged || r.people[p].get(h.opts.NodeID) == 0
 	r.touch(p)
 	r.add(p, h.opts.NodeID, 1)
 	// The joined list covers every change so far; the flush tells the new
@@ -251,7 +252,7 @@ func (h *Hub) Leave(roomName string, sub Subscriber) bool {
 	}
 	delete(r.subs, sub)
 	delete(r.fresh, sub)
-	r.localChanged = r.localChanged || r.people[p][h.opts.NodeID] == 1
+	r.localChanged = r.localChanged || r.people[p].get(h.opts.NodeID) == 1
 	r.touch(p)
 	r.add(p, h.opts.NodeID, -1)
 	h.changedPresence(roomName, r)
@@ -265,20 +266,15 @@ func (h *Hub) Leave(roomName string, sub Subscriber) bool {
 func (r *room) add(p person, node string, delta int) bool {
 	nodes := r.people[p]
 	before := len(nodes) > 0
-	if nodes == nil {
-		nodes = map[string]int{}
-		r.people[p] = nodes
-	}
-	had := nodes[node] > 0
-	nodes[node] += delta
-	if nodes[node] <= 0 {
-		delete(nodes, node)
-	}
+	had := nodes.get(node) > 0
+	nodes = nodes.add(node, delta)
 	after := len(nodes) > 0
-	if !after {
+	if after {
+		r.people[p] = nodes
+	} else {
 		delete(r.people, p)
 	}
-	if has := nodes[node] > 0; has != had { // the person's nodes changed
+	if has := nodes.get(node) > 0; has != had { // the person's nodes changed
 		i, found := r.find(p)
 		switch {
 		case !after:
@@ -286,9 +282,9 @@ func (r *room) add(p person, node string, delta int) bool {
 				r.present = slices.Delete(r.present, i, i+1)
 			}
 		case !found:
-			r.present = slices.Insert(r.present, i, proto.Person{Name: p.name, Node: firstNode(nodes), User: p.user})
+			r.present = slices.Insert(r.present, i, proto.Person{Name: p.name, Node: nodes.first(), User: p.user})
 		default:
-			r.present[i].Node = firstNode(nodes)
+			r.present[i].Node = nodes.first()
 		}
 	}
 	if r.looks != nil && before != after {
@@ -300,19 +296,14 @@ func (r *room) add(p person, node string, delta int) bool {
 // index adds name to looks (present) or takes it out.
 func (r *room) index(name string, present bool) {
 	for _, k := range names.Keys(name) {
-		set := r.looks[k]
-		switch {
-		case present && set == nil:
-			r.looks[k] = map[string]int{name: 1}
-		case present:
-			set[name]++
-		default:
-			if set[name]--; set[name] <= 0 {
-				delete(set, name)
-			}
-			if len(set) == 0 {
-				delete(r.looks, k)
-			}
+		delta := -1
+		if present {
+			delta = 1
+		}
+		if set := r.looks[k].add(name, delta); len(set) > 0 {
+			r.looks[k] = set
+		} else {
+			delete(r.looks, k)
 		}
 	}
 }
@@ -335,23 +326,21 @@ func (h *Hub) Lookalike(roomName, name string) (string, bool) {
 		return "", false
 	}
 	if r.looks == nil {
-		r.looks = map[string]map[string]int{}
+		r.looks = map[string]tally{}
 		for p := range r.people {
 			r.index(p.name, true)
 		}
 	}
 	keys := names.Keys(name)
 	for _, k := range keys {
-		if r.looks[k][name] > 0 {
+		if r.looks[k].get(name) > 0 {
 			return "", false // someone here has this very name
 		}
 	}
 	first := ""
 	for _, k := range keys {
-		for other := range r.looks[k] {
-			if first == "" || other < first {
-				first = other
-			}
+		if other := r.looks[k].first(); other != "" && (first == "" || other < first) {
+			first = other
 		}
 	}
 	return first, first != ""
@@ -369,18 +358,6 @@ func sortPeople(ps []proto.Person) {
 		}
 		return ps[i].User < ps[j].User
 	})
-}
-
-// firstNode picks one node of a person deterministically, so every node
-// lists the same one.
-func firstNode(nodes map[string]int) string {
-	best := ""
-	for n := range nodes {
-		if best == "" || n < best {
-			best = n
-		}
-	}
-	return best
 }
 
 // gc forgets a room with no one in it; a change of local presence that
@@ -616,7 +593,7 @@ func (h *Hub) LocalSince(gen uint64) (rooms map[string][]proto.Person, now uint6
 func (r *room) local(node string) []proto.Person {
 	var out []proto.Person
 	for p, nodes := range r.people {
-		if nodes[node] > 0 {
+		if nodes.get(node) > 0 {
 			out = append(out, proto.Person{Name: p.name, User: p.user})
 		}
 	}
@@ -667,7 +644,7 @@ func (h *Hub) ChangeRemote(node string, joined, left map[string][]proto.Person) 
 		}
 		for _, who := range people {
 			p := person{name: who.Name, user: who.User}
-			if n := r.people[p][node]; n > 0 {
+			if n := r.people[p].get(node); n > 0 {
 				r.touch(p)
 				r.add(p, node, -n)
 				changed[roomName] = true
@@ -678,7 +655,7 @@ func (h *Hub) ChangeRemote(node string, joined, left map[string][]proto.Person) 
 		r := h.room(roomName)
 		for _, who := range people {
 			p := person{name: who.Name, user: who.User}
-			if r.people[p][node] == 0 {
+			if r.people[p].get(node) == 0 {
 				r.touch(p)
 				r.add(p, node, 1)
 				changed[roomName] = true
@@ -719,14 +696,14 @@ func (h *Hub) SetRemote(node string, snapshot map[string][]proto.Person) {
 	for roomName, r := range h.rooms {
 		changed := false
 		for p, nodes := range r.people {
-			if nodes[node] > 0 && !want[roomName][p] {
+			if n := nodes.get(node); n > 0 && !want[roomName][p] {
 				r.touch(p)
-				r.add(p, node, -nodes[node])
+				r.add(p, node, -n)
 				changed = true
 			}
 		}
 		for p := range want[roomName] {
-			if r.people[p][node] == 0 {
+			if r.people[p].get(node) == 0 {
 				r.touch(p)
 				r.add(p, node, 1)
 				changed = true
