@@ -1,6 +1,9 @@
 package hub
 
-import "sort"
+import (
+	"slices"
+	"strings"
+)
 
 // tally counts by key (a person's sessions by node, a lookalike key's
 // names) in a slice sorted by key. Nearly every tally in a room holds one
@@ -27,17 +30,14 @@ func (t tally) add(key string, delta int) tally {
 	i, ok := t.find(key)
 	switch {
 	case ok && t[i].n+delta <= 0:
-		return append(t[:i], t[i+1:]...)
+		return slices.Delete(t, i, i+1) // clears the freed slot: no key kept
 	case ok:
 		t[i].n += delta
 		return t
 	case delta <= 0:
 		return t
 	}
-	t = append(t, tallyEntry{})
-	copy(t[i+1:], t[i:])
-	t[i] = tallyEntry{key, delta}
-	return t
+	return slices.Insert(t, i, tallyEntry{key, delta})
 }
 
 // first is the smallest key, or "".
@@ -49,6 +49,5 @@ func (t tally) first() string {
 }
 
 func (t tally) find(key string) (int, bool) {
-	i := sort.Search(len(t), func(i int) bool { return t[i].key >= key })
-	return i, i < len(t) && t[i].key == key
+	return slices.BinarySearchFunc(t, key, func(e tallyEntry, k string) int { return strings.Compare(e.key, k) })
 }
