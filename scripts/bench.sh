@@ -4,7 +4,7 @@
 #
 #   scripts/bench.sh            short run of every scenario (make bench, < 3 min)
 #   scripts/bench.sh full       the longer runs recorded in BENCHMARKS.md
-#   scripts/bench.sh idle|fanout|cluster|catchup   one scenario
+#   scripts/bench.sh idle|fanout|cluster|catchup|failover   one scenario
 #
 # Everything is bounded in time and stays on the loopback interface.
 set -euo pipefail
@@ -23,8 +23,10 @@ go build -o "$bin" ./cmd/chatr
 long() { [ "$mode" = full ]; }
 want() { [ "$mode" = short ] || [ "$mode" = full ] || [ "$mode" = "$1" ]; }
 
-# Limits a benchmark must lift: one client IP opens every connection.
-open_flags=(--send-rate 1000000 --send-burst 100000 --max-conns 0 --max-conns-per-ip 0 --send-queue 8192)
+# Limits a benchmark must lift: one client IP opens every connection (and
+# its WebSocket upgrades count as GETs) and makes every room.
+open_flags=(--send-rate 1000000 --send-burst 100000 --max-conns 0 --max-conns-per-ip 0 --send-queue 8192
+	--get-rate 1000000 --get-burst 100000 --new-rooms-per-minute 100000)
 
 # start NAME HTTPPORT [flags...]: starts a node, waits for /readyz.
 start() {
@@ -42,15 +44,16 @@ start() {
 	cat "$work/$name.err" >&2
 	return 1
 }
-# start_cluster P H G: nodes P1..P3 on HTTP ports H1..H3 and gossip ports
-# G1..G3, joined to P1 and sharing one secret; waits until the third sees
-# three alive members.
+# start_cluster P H G [flags...]: nodes P1..P3 on HTTP ports H1..H3 and
+# gossip ports G1..G3, joined to P1 and sharing one secret; waits until the
+# third sees three alive members.
 secret=$("$bin" secret)
 start_cluster() {
 	local p=$1 h=$2 g=$3
-	start "${p}1" "${h}1" --cluster-addr "127.0.0.1:${g}1" --secret "$secret"
-	start "${p}2" "${h}2" --cluster-addr "127.0.0.1:${g}2" --join "127.0.0.1:${g}1" --secret "$secret"
-	start "${p}3" "${h}3" --cluster-addr "127.0.0.1:${g}3" --join "127.0.0.1:${g}1" --secret "$secret"
+	shift 3
+	start "${p}1" "${h}1" --cluster-addr "127.0.0.1:${g}1" --secret "$secret" "$@"
+	start "${p}2" "${h}2" --cluster-addr "127.0.0.1:${g}2" --join "127.0.0.1:${g}1" --secret "$secret" "$@"
+	start "${p}3" "${h}3" --cluster-addr "127.0.0.1:${g}3" --join "127.0.0.1:${g}1" --secret "$secret" "$@"
 	for _ in $(seq 100); do
 		[ "$(curl -s "http://127.0.0.1:${h}3/chatr/api/cluster" | grep -o '"alive"' | wc -l)" = 3 ] && break
 		sleep 0.1
@@ -190,5 +193,40 @@ if want catchup; then
 	done
 	ms=$((($(date +%s%N) - t0) / 1000000))
 	echo "restarted node caught up $got of $total messages in $ms ms (process start included): $((got * 1000 / (ms > 0 ? ms : 1))) msg/s"
+	stop_all
+fi
+
+if want failover; then
+	echo
+	echo "## Failover: one node of three is killed (-9); its sessions resume on the other two"
+	n=3000
+	long && n=10000
+	# --ack-replicas 1: an acked message outlives the node that acked it.
+	start_cluster f 534 734 --ack-replicas 1
+	# Connection i is on URL (i/100) of this list: f3 ten times, so f3 has
+	# n sessions and f1, f2 a tenth of that each; the 100 senders (one per
+	# room) are on f1. Every room has members on every node.
+	urls=ws://127.0.0.1:5341/chatr/ws,ws://127.0.0.1:5342/chatr/ws
+	for _ in $(seq 10); do urls=$urls,ws://127.0.0.1:5343/chatr/ws; done
+	conns=$((n + n / 5))
+	ramp=$((n / 1000 + 2))
+	"$bin" bench --url "$urls" --conns "$conns" --rooms 100 --senders 100 --rate 200 --size 64 \
+		--ramp "${ramp}s" --duration "$((ramp + 25))s" --drain 10s --failover --quiet >"$work/failover.txt" 2>&1 &
+	bp=$!
+	for _ in $(seq $((ramp * 4 + 60))); do
+		[ "$(metric 5343 chatr_ws_sessions)" = "$n" ] && break
+		sleep 0.5
+	done
+	echo "sessions before: f1 $(metric 5341 chatr_ws_sessions), f2 $(metric 5342 chatr_ws_sessions), f3 $(metric 5343 chatr_ws_sessions)"
+	sleep 5 # messages flow
+	kill -9 "$(pid_of f3)"
+	t0=$(date +%s%N)
+	for _ in $(seq 400); do
+		[ "$(($(metric 5341 chatr_ws_sessions) + $(metric 5342 chatr_ws_sessions)))" -ge "$conns" ] && break
+		sleep 0.05
+	done
+	echo "all $conns sessions on f1 and f2 $((($(date +%s%N) - t0) / 1000000)) ms after the kill: f1 $(metric 5341 chatr_ws_sessions), f2 $(metric 5342 chatr_ws_sessions)"
+	wait "$bp" || true
+	grep -E "^(connections|messages|errors|failover|deliveries|latency|check|result)" "$work/failover.txt" || cat "$work/failover.txt"
 	stop_all
 fi

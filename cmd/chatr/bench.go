@@ -25,8 +25,9 @@ report: connections, messages sent and acked, deliveries a second, latency
 from send to delivery (p50 p90 p99 p99.9 max), and a check that every member
 of a room got every message acked in it exactly once (lost, duplicated, and
 late: still on the way when the drain ended). It stops by itself after
---duration plus at most --drain. Past the ephemeral port range (~28k) it
-spreads connections over the source addresses 127.0.0.1, 127.0.0.2, ...
+--duration plus at most --drain. A URL given twice gets twice the
+connections. Past the ephemeral port range (~28k) it spreads connections
+over the source addresses 127.0.0.1, 127.0.0.2, ...
 
 A node limits what one client may do: raise its limits on a node you
 measure, e.g. chatr serve --send-rate 100000 --send-burst 1000
@@ -55,6 +56,7 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.Drain, "drain", bench.DefaultDrain, "after --duration, wait at most this long for deliveries in flight")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	quiet := fs.Bool("quiet", false, "no progress lines")
+	fs.BoolVar(&cfg.Failover, "failover", false, "a connection its node drops resumes on another node of --url (hello, then join with since its last cursor; a sender sends its unacked messages again, same ref), as a client that fails over does; the report says how many resumed and how long from the first drop to the last synced")
 	fs.BoolVar(&cfg.AllowRemote, "allow-remote", false, "allow nodes that are not on this machine (loopback)")
 	cpuProfile := fs.String("cpuprofile", "", "write the load generator's own CPU profile to `file` (to see what the client costs)")
 	if code, done := parseFlags(fs, args, benchUsage, stdout, stderr); done {

@@ -11,12 +11,15 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -64,6 +67,14 @@ type run struct {
 	failed  atomic.Int64
 	dropped atomic.Int64
 
+	// With Failover: stopped ends resumes in progress when the run closes;
+	// resumed counts resumes that reached synced, truncated those whose
+	// replay had a gap; firstDrop and lastResume are unix nanos.
+	stopped               context.Context
+	stop                  context.CancelFunc
+	resumed, truncated    atomic.Int64
+	firstDrop, lastResume atomic.Int64
+
 	mu       sync.Mutex
 	conns    []*conn
 	closing  bool
@@ -75,7 +86,8 @@ type run struct {
 // goroutines and read by anyone.
 type conn struct {
 	i, room int
-	c       *wsConn
+	ws      atomic.Pointer[wsConn] // the connection being read
+	ready   atomic.Pointer[wsConn] // the connection to send on: ws once it is in its room
 	recv    *ReceiverLog
 	send    *SenderLog // nil unless it sends
 
@@ -87,6 +99,9 @@ type conn struct {
 	// owned by the reading goroutine
 	last        int64 // unix nanos of the last delivery
 	lat, ackLat []int64
+	url         string // the node of ws
+	cursor      []byte // with Failover: the newest cursor of the room
+	resuming    bool   // with Failover: ws is joining the room again
 }
 
 func newRun(cfg Config, urls []string) *run {
@@ -110,6 +125,7 @@ func newRun(cfg Config, urls []string) *run {
 	}
 	r.ledger = NewLedger(senderRooms)
 	r.sources, r.group = sourceAddrs(urls, cfg.Conns)
+	r.stopped, r.stop = context.WithCancel(context.Background())
 	return r
 }
 
@@ -224,13 +240,8 @@ func sleepUntil(ctx context.Context, timer *time.Timer, t time.Time) bool {
 // connect opens connection i, joins its room and waits for synced. It
 // returns nil if that fails.
 func (r *run) connect(ctx context.Context, i int) *conn {
-	c := &conn{i: i, room: i % r.cfg.Rooms}
-	var local net.IP
-	if r.sources != nil {
-		local = r.sources[min(i/r.group, len(r.sources)-1)]
-	}
-	url := r.urls[(i/r.cfg.Rooms)%len(r.urls)]
-	cc, err := dialWS(ctx, url, "bench-"+strconv.Itoa(i), local)
+	c := &conn{i: i, room: i % r.cfg.Rooms, url: r.urls[(i/r.cfg.Rooms)%len(r.urls)]}
+	cc, err := dialWS(ctx, c.url, c.name(), r.local(i))
 	if err != nil {
 		reason := "dial"
 		if perr := (*proto.Error)(nil); errors.As(err, &perr) {
@@ -262,11 +273,13 @@ func (r *run) connect(ctx context.Context, i int) *conn {
 			return nil
 		}
 		if f.typ == client.TypeSynced {
+			c.keepCursor(r, data)
 			break
 		}
 	}
 	cc.nc.SetDeadline(time.Time{})
-	c.c = cc
+	c.ws.Store(cc)
+	c.ready.Store(cc)
 	c.recv = r.ledger.AddReceiver(c.room)
 	if i < r.cfg.Senders {
 		c.send = r.ledger.Sender(i)
@@ -286,24 +299,28 @@ func (r *run) connect(ctx context.Context, i int) *conn {
 func (r *run) read(c *conn) {
 	defer r.flush(c)
 	for {
-		data, err := c.c.read()
+		data, err := c.ws.Load().read()
 		if err != nil {
-			r.mu.Lock()
-			closing := r.closing
-			r.mu.Unlock()
-			if !closing {
-				c.recv.Stop(time.Now().UnixNano())
-				c.dropped.Store(true)
-				r.dropped.Add(1)
-				if code := closeCode(err); code >= 0 {
-					r.count("closed "+strconv.Itoa(code), err)
-				} else {
-					r.count("disconnected", err)
-				}
+			if r.isClosing() {
+				return
 			}
+			if code := closeCode(err); code >= 0 {
+				r.count("closed "+strconv.Itoa(code), err)
+			} else {
+				r.count("disconnected", err)
+			}
+			c.ws.Load().closeNow() // its file, for the next connection
+			if r.cfg.Failover && r.resume(c) {
+				continue
+			}
+			c.drop()
+			r.dropped.Add(1)
 			return
 		}
 		f := scan(data)
+		if f.typ == client.TypeMessage || f.typ == client.TypeSynced {
+			c.keepCursor(r, data)
+		}
 		switch f.typ {
 		case client.TypeMessage:
 			now := time.Now().UnixNano()
@@ -337,13 +354,168 @@ func (r *run) read(c *conn) {
 					c.ackLat = c.ackLat[:0]
 				}
 			}
+		case client.TypeSynced:
+			if c.resuming {
+				r.resumedIn(c, data)
+			}
 		case client.TypeError:
 			if len(f.ref) > 0 {
 				c.answered.Add(1)
 				c.answer()
 			}
 			r.count(f.code, fmt.Errorf("%s", f.message))
+			if c.resuming && len(f.ref) == 0 && !r.rejoin(c, f.code) {
+				c.drop()
+				r.dropped.Add(1)
+				return
+			}
 		}
+	}
+}
+
+// name is the name connection c says hello with.
+func (c *conn) name() string { return "bench-" + strconv.Itoa(c.i) }
+
+// local is the source address of connection i, nil for the default.
+func (r *run) local(i int) net.IP {
+	if r.sources == nil {
+		return nil
+	}
+	return r.sources[min(i/r.group, len(r.sources)-1)]
+}
+
+// isClosing reports whether closeAll has begun.
+func (r *run) isClosing() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.closing
+}
+
+// drop records that c lost its node for good: what is sent from now on is
+// not expected from it, and a sender waiting for it gives up.
+func (c *conn) drop() {
+	c.recv.Stop(time.Now().UnixNano())
+	c.dropped.Store(true)
+}
+
+// keepCursor keeps the cursor of a message or synced frame, with Failover.
+func (c *conn) keepCursor(r *run, data []byte) {
+	if !r.cfg.Failover {
+		return
+	}
+	if cur, ok := stringField(data, "cursor"); ok {
+		c.cursor = append(c.cursor[:0], cur...)
+	}
+}
+
+// resume connects c again after its node dropped it, as a client that
+// fails over does: it says hello to another node of the list (the nodes
+// other than the one it was on, taken in turn from one that depends on c,
+// so that the connections of a dead node spread over the others) and joins
+// its room with since set to the newest cursor it holds, so that the node
+// replays what c missed (with no cursor yet, c had no message, and it joins
+// with the most history instead). It keeps trying, backing off, until it is
+// in or the run closes, and then reports false. The synced that follows
+// completes the resume (resumedIn).
+func (r *run) resume(c *conn) bool {
+	r.firstDrop.CompareAndSwap(0, time.Now().UnixNano())
+	var others []string
+	for _, u := range r.urls {
+		if u != c.url && !slices.Contains(others, u) {
+			others = append(others, u)
+		}
+	}
+	if len(others) == 0 {
+		others = []string{c.url}
+	}
+	backoff := 50 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		url := others[(c.i+attempt)%len(others)]
+		ws, err := dialWS(r.stopped, url, c.name(), r.local(c.i))
+		if err == nil {
+			if err = ws.resume(r.rooms[c.room], string(c.cursor)); err != nil {
+				ws.closeNow()
+			}
+		}
+		if err == nil {
+			c.url, c.resuming = url, true
+			c.ws.Store(ws)
+			if r.isClosing() { // closeAll may have closed the connection before
+				ws.closeNow()
+				return false
+			}
+			return true
+		}
+		if r.stopped.Err() != nil {
+			return false
+		}
+		r.count("resume", err)
+		if !sleepFor(r.stopped, backoff+time.Duration(mrand.Int64N(int64(backoff)))) {
+			return false
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// rejoin handles an error that answered the join of a resume: a join over
+// the node's replay budget is made again a second later; any other error
+// ends the resume and rejoin reports false.
+func (r *run) rejoin(c *conn, code string) bool {
+	if code != proto.CodeRateLimited || !sleepFor(r.stopped, time.Second) {
+		return false
+	}
+	return c.ws.Load().resume(r.rooms[c.room], string(c.cursor)) == nil
+}
+
+// resumedIn completes the resume of c at its synced: it counts it, lets
+// its sender use the new connection and, if c sends, sends again every
+// message not yet acked, with the same ref, so that what its dead node took
+// without answering is stored once (the nodes drop a repeat by its ref).
+func (r *run) resumedIn(c *conn, synced []byte) {
+	c.resuming = false
+	if bytes.Contains(synced, []byte(`"truncated":true`)) {
+		r.truncated.Add(1)
+	}
+	r.resumed.Add(1)
+	now := time.Now().UnixNano()
+	for last := r.lastResume.Load(); now > last && !r.lastResume.CompareAndSwap(last, now); last = r.lastResume.Load() {
+	}
+	ws := c.ws.Load()
+	c.ready.Store(ws)
+	if c.send == nil {
+		return
+	}
+	var buf []byte
+	for _, s := range c.send.Unacked() {
+		buf = appendText(buf[:0], c.i, s.seq, s.nanos, r.cfg.Size)
+		if ws.sendText(r.rooms[c.room], string(buf), s.seq) != nil {
+			return // dropped again: the next resume sends them
+		}
+	}
+}
+
+// waitReady waits until c has a connection to send on other than old and
+// returns it, or nil when the run ends or c lost its node for good first.
+func (c *conn) waitReady(ctx context.Context, old *wsConn) *wsConn {
+	for {
+		if ws := c.ready.Load(); ws != old {
+			return ws
+		}
+		if c.dropped.Load() || !sleepFor(ctx, 10*time.Millisecond) {
+			return nil
+		}
+	}
+}
+
+// sleepFor waits d and reports false if ctx ends first.
+func sleepFor(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
@@ -399,7 +571,18 @@ func (r *run) sendLoop(ctx context.Context, c *conn, perSec float64, start time.
 			// The ref is the sequence number: unique per message, since
 			// sender names and rooms are unique to the run. closeAll ends
 			// a blocked write.
-			if err := c.c.sendText(room, string(buf), seq); err != nil {
+			ws := c.ready.Load()
+			err := ws.sendText(room, string(buf), seq)
+			for err != nil && r.cfg.Failover {
+				// Its node dropped c: send again once it has resumed on
+				// another (which sends what is unacked too; the node
+				// drops the repeat by its ref).
+				if ws = c.waitReady(ctx, ws); ws == nil {
+					return
+				}
+				err = ws.sendText(room, string(buf), seq)
+			}
+			if err != nil {
 				if ctx.Err() == nil && !c.dropped.Load() {
 					r.count("send", err)
 				}
@@ -464,8 +647,9 @@ func (r *run) closeAll() {
 	r.closing = true
 	conns := r.conns
 	r.mu.Unlock()
+	r.stop()
 	for _, c := range conns {
-		c.c.closeNow()
+		c.ws.Load().closeNow()
 	}
 }
 
@@ -489,8 +673,12 @@ func (r *run) progress(ctx context.Context, start time.Time) {
 			}
 			r.mu.Unlock()
 			t := sum(conns, r.cfg.Rooms)
-			fmt.Fprintf(r.cfg.Progress, "%4.0fs  conns %d (failed %d, dropped %d)  sent %d  acked %d  delivered %d  errors %d\n",
-				now.Sub(start).Seconds(), t.live, r.failed.Load(), r.dropped.Load(), t.sent, t.acked, t.delivered, errs)
+			resumed := ""
+			if r.cfg.Failover {
+				resumed = fmt.Sprintf(", resumed %d", r.resumed.Load())
+			}
+			fmt.Fprintf(r.cfg.Progress, "%4.0fs  conns %d (failed %d, dropped %d%s)  sent %d  acked %d  delivered %d  errors %d\n",
+				now.Sub(start).Seconds(), t.live, r.failed.Load(), r.dropped.Load(), resumed, t.sent, t.acked, t.delivered, errs)
 		}
 	}
 }
@@ -529,6 +717,13 @@ func (r *run) report(conns []*conn, sendStart, sendEnd time.Time, flowing bool) 
 		Latency:          summarize(r.lat.merged()),
 		AckLatency:       summarize(r.ackLat.merged()),
 		Check:            r.ledger.Check(flowing),
+	}
+	if c.Failover {
+		rep.Config.Failover = true
+		rep.Resumed, rep.Truncated = r.resumed.Load(), r.truncated.Load()
+		if first, last := r.firstDrop.Load(), r.lastResume.Load(); first > 0 && last > first {
+			rep.ResumeSeconds = float64(last-first) / 1e9
+		}
 	}
 	t := sum(conns, c.Rooms)
 	rep.Sent, rep.Acked, rep.Deliveries = t.sent, t.acked, t.delivered

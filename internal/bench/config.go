@@ -28,6 +28,7 @@ type Config struct {
 	Ramp        time.Duration // connections open evenly over this time, then sending starts
 	Drain       time.Duration // after Duration, wait at most this long for deliveries in flight; 0 means DefaultDrain
 	AllowRemote bool          // allow nodes that are not on this machine
+	Failover    bool          // a connection its node drops resumes on the next node of URLs (see resume)
 	Progress    io.Writer     // gets a progress line each second; nil for none
 }
 

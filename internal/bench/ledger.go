@@ -70,6 +70,25 @@ func (s *SenderLog) Ack(seq uint64) (sentNanos int64, ok bool) {
 	return s.sent[seq-1], true
 }
 
+// Send is one send of a SenderLog.
+type Send struct {
+	seq   uint64
+	nanos int64 // when it was first sent
+}
+
+// Unacked returns the sends not acked yet, oldest first.
+func (s *SenderLog) Unacked() []Send {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Send
+	for j, at := range s.sent {
+		if seq := uint64(j + 1); !s.acked.has(seq) {
+			out = append(out, Send{seq, at})
+		}
+	}
+	return out
+}
+
 // ReceiverLog records what one receiver got.
 type ReceiverLog struct {
 	room      int

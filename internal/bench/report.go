@@ -41,6 +41,14 @@ type Report struct {
 	AckLatency Latency `json:"ack_latency"` // send to ack
 
 	Check Check `json:"check"`
+
+	// With --failover: Resumed counts connections that lost their node and
+	// were back in their room on another (synced); ResumeSeconds runs from
+	// the first drop to the last of those synced; Truncated counts resumes
+	// whose replay could not reach back to the cursor (a gap).
+	Resumed       int64   `json:"resumed,omitempty"`
+	ResumeSeconds float64 `json:"resume_seconds,omitempty"`
+	Truncated     int64   `json:"truncated,omitempty"`
 }
 
 // ReportConfig is the part of the configuration a report repeats.
@@ -54,6 +62,7 @@ type ReportConfig struct {
 	Size     int      `json:"size"`
 	Duration string   `json:"duration"`
 	Ramp     string   `json:"ramp"`
+	Failover bool     `json:"failover,omitempty"`
 }
 
 // OK reports whether the run went as it should: every connection opened
@@ -76,6 +85,7 @@ func (r *Report) Problems() []string {
 	add(r.Config.Rate > 0 && r.ConnsEstablished > 0 && r.Sent == 0,
 		"nothing was sent: opening the connections took the whole run (raise --duration)")
 	add(r.Unanswered > 0, "%d sends got neither ack nor error by the end (the node was behind)", r.Unanswered)
+	add(r.Truncated > 0, "%d resumes replayed with a gap (truncated)", r.Truncated)
 	add(k.Lost > 0, "%d deliveries lost", k.Lost)
 	add(k.Late > 0, "%d deliveries late: still on their way when the drain ended, the node was behind (raise --drain or lower the load)", k.Late)
 	add(k.Duplicated > 0, "%d deliveries duplicated", k.Duplicated)
@@ -152,6 +162,10 @@ func (r *Report) WriteText(w io.Writer) error {
 			}
 			b.WriteString("\n")
 		}
+	}
+	if c.Failover {
+		fmt.Fprintf(&b, "failover     resumed %d in %.2f s (first drop to last synced)  truncated %d\n",
+			r.Resumed, r.ResumeSeconds, r.Truncated)
 	}
 	fmt.Fprintf(&b, "deliveries   %d (%.1f/s over %.2f s)\n", r.Deliveries, r.DeliveriesPerS, r.DeliverySeconds)
 	fmt.Fprintf(&b, "latency      %s\n", r.Latency)

@@ -186,6 +186,16 @@ func (c *wsConn) sendText(room, text string, ref uint64) error {
 	return c.write(proto.Inbound{Type: proto.TypeSend, Room: room, Text: text, Ref: strconv.FormatUint(ref, 10)})
 }
 
+// resume joins room again with since, or with the most history when since
+// is empty (the connection had no message of the room yet).
+func (c *wsConn) resume(room, since string) error {
+	if since == "" {
+		n := proto.MaxHistory
+		return c.write(proto.Inbound{Type: proto.TypeJoin, Room: room, History: &n})
+	}
+	return c.write(proto.Inbound{Type: proto.TypeJoin, Room: room, Since: since})
+}
+
 // join joins room without history.
 func (c *wsConn) join(room string) error {
 	n := 0
