@@ -90,7 +90,7 @@ func (l *Limits) addFlags(fs *flag.FlagSet) {
 	fs.IntVar(&l.NewRoomsPerMinute, "new-rooms-per-minute", 30, "rooms (with no message and no one in them yet) one client IP may join or post to first, a minute; past it too_many_new_rooms (HTTP 429)")
 	fs.Float64Var(&l.GetRate, "get-rate", 20, "GET requests per second one client IP may make (pages, API, probes, WebSocket upgrades); more are answered 429 with Retry-After")
 	fs.IntVar(&l.GetBurst, "get-burst", 100, "GET requests one client IP may make at once before --get-rate applies")
-	fs.DurationVar(&l.PresenceInterval, "presence-interval", 200*time.Millisecond, "a room's presence changes within this interval go out as one presence frame, and a person who came and went within it not at all (0: each at once); a room of over 40 local subscribers waits it per 40 of them, up to 10s")
+	fs.DurationVar(&l.PresenceInterval, "presence-interval", 200*time.Millisecond, "a room's presence changes within this interval go out as one presence frame, and a person who came and went within it not at all (0: each at once); a room of over 20 local subscribers waits it per 20 of them, up to 10s")
 	fs.DurationVar(&l.HTTPIdleTimeout, "http-idle-timeout", 60*time.Second, "how long a kept-alive HTTP connection may wait for its next request before it is closed")
 	fs.Var((*listFlag)(&l.PublicURLs), "public-url", "comma-separated `URLs` the web client is served under (e.g. https://chat.example.com); a page may open WebSockets when its Origin has the scheme and host:port of one (default: http and the listener's own addresses)")
 }

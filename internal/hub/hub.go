@@ -399,12 +399,12 @@ func (h *Hub) changedPresence(roomName string, r *room) {
 
 // presenceFrames is how many subscribers' presence frames a room may
 // cost per --presence-interval: a room with more local subscribers flushes
-// less often, in proportion (1 s for 200 at 200 ms), up to
+// less often, in proportion (2 s for 200 at 200 ms), up to
 // maxPresenceInterval. Each flush writes to every subscriber, so without
 // this a storm of joins into big rooms spends the node on presence
 // frames (19,800 joins into 100 rooms wrote 1.1M of them).
 const (
-	presenceFrames      = 40
+	presenceFrames      = 20
 	maxPresenceInterval = 10 * time.Second
 )
 

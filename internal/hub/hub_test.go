@@ -744,8 +744,8 @@ func TestPresenceExactForEveryJoiner(t *testing.T) {
 	}
 }
 
-// A room's presence frames come at most once per interval per 40 of its
-// subscribers: with 400, the second frame waits ten intervals.
+// A room's presence frames come at most once per interval per 20 of its
+// subscribers: with 400, the second frame waits twenty intervals.
 func TestPresenceIntervalGrowsWithTheRoom(t *testing.T) {
 	const interval = 50 * time.Millisecond
 	h := New(Options{NodeID: local, Cluster: "test", PresenceInterval: interval})
@@ -759,7 +759,7 @@ func TestPresenceIntervalGrowsWithTheRoom(t *testing.T) {
 	h.Join("big", &recorder{}, "late", "")
 	evs := waitFrames(t, watcher, "late")
 	if waited := time.Since(told); waited < 400*time.Millisecond {
-		t.Fatalf("the next presence frame came after %v, want the room's interval (10 x %v)", waited, interval)
+		t.Fatalf("the next presence frame came after %v, want the room's interval (20 x %v)", waited, interval)
 	}
 	if len(presenceOf(t, evs)) != 1 {
 		t.Fatalf("%d presence frames, want 1", len(presenceOf(t, evs)))
