@@ -1,0 +1,259 @@
+// Package natsengine is chatr's second engine (--engine nats): the log of
+// messages, its replication and the fan-out between chatr nodes live in a
+// NATS JetStream stream, run the way its operators already know, instead of
+// in each node's own store and peer links.
+//
+// Every room is one subject of the stream, chatr.room.<room> (a dot in
+// the room's name written ~).
+// A send is acked once JetStream's PubAck says a quorum of the stream's
+// replicas stored it; a re-send with the same ref is dropped by JetStream's
+// duplicate window (Nats-Msg-Id from sender, room and ref). Each chatr node
+// reads the whole stream live, in stream order, with an ordered consumer
+// (which refetches from the last sequence it saw after a gap or an outage)
+// and hands it to its hub; history, before and since pages are read from
+// the stream with a subject filter.
+//
+// A message's id is <origin>-<stream sequence>, origin being an id the
+// stream's name and creation time give (the same on every chatr node), so
+// that ids, `before` and cursors keep the forms of docs/protocol.md: a
+// cursor holds the stream sequence of the newest message of its room that
+// the client has.
+package natsengine
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"chatr/internal/proto"
+)
+
+// Config is what the --nats-* flags say.
+type Config struct {
+	URL        string        // --nats-url: nats://h1:4222,nats://h2:4222
+	CredsFile  string        // --nats-creds-file
+	TokenFile  string        // --nats-token-file
+	TLSCAFile  string        // --nats-tls-ca-file
+	Stream     string        // --nats-stream; DefaultStream when ""
+	Replicas   int           // --nats-replicas; 1 to 5
+	MaxAge     time.Duration // --history-max-age; 0: keep forever
+	MaxPerRoom int64         // --history-max-per-room; 0: no limit
+	Name       string        // the client connection's name (the chatr node)
+}
+
+// DefaultStream is the stream's name unless --nats-stream says otherwise.
+const DefaultStream = "CHATR"
+
+// Subjects of the stream: one per room.
+const (
+	roomPrefix   = "chatr.room."
+	roomSubjects = roomPrefix + "*"
+)
+
+// DuplicateWindow is how long JetStream remembers a send's Nats-Msg-Id: a
+// re-send with the same ref within it is stored once (as the local
+// engine's dedup window).
+const DuplicateWindow = 10 * time.Minute
+
+// connectTimeout bounds the first connection and the stream's setup.
+const connectTimeout = 10 * time.Second
+
+// Engine is one chatr node's connection to the stream.
+type Engine struct {
+	cfg    Config
+	log    *slog.Logger
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	origin string // the id of the stream, as the origin of its messages
+}
+
+// Open connects to NATS, creates the stream or checks that the one there
+// keeps chatr's guarantees, and returns the engine. It fails with a clear
+// error when NATS does not answer or the stream cannot be used.
+func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Engine, error) {
+	if cfg.Stream == "" {
+		cfg.Stream = DefaultStream
+	}
+	if cfg.Replicas == 0 {
+		cfg.Replicas = 3
+	}
+	opts := []nats.Option{
+		nats.Name(cfg.Name),
+		nats.Timeout(connectTimeout),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.RetryOnFailedConnect(false),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("nats: disconnected", "err", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("nats: reconnected", "server", nc.ConnectedUrlRedacted())
+		}),
+	}
+	if cfg.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
+	}
+	if cfg.TokenFile != "" {
+		b, err := os.ReadFile(cfg.TokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("--nats-token-file: %w", err)
+		}
+		token := strings.TrimSpace(string(b))
+		if token == "" {
+			return nil, fmt.Errorf("--nats-token-file %s: the file is empty", cfg.TokenFile)
+		}
+		opts = append(opts, nats.Token(token))
+	}
+	if cfg.TLSCAFile != "" {
+		opts = append(opts, nats.RootCAs(cfg.TLSCAFile))
+	}
+	nc, err := nats.Connect(cfg.URL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("--nats-url %s: %w", cfg.URL, err)
+	}
+	e := &Engine{cfg: cfg, log: log, nc: nc}
+	if err := e.setup(ctx); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+// setup creates the stream, or checks the one that exists.
+func (e *Engine) setup(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	js, err := jetstream.New(e.nc)
+	if err != nil {
+		return fmt.Errorf("nats: %w", err)
+	}
+	e.js = js
+	want := jetstream.StreamConfig{
+		Name:              e.cfg.Stream,
+		Description:       "chatr messages, one subject per room: chatr.room.<room, . written ~>",
+		Subjects:          []string{roomSubjects},
+		Storage:           jetstream.FileStorage,
+		Replicas:          e.cfg.Replicas,
+		Duplicates:        DuplicateWindow,
+		AllowDirect:       true,
+		MaxAge:            e.cfg.MaxAge,
+		MaxMsgsPerSubject: e.cfg.MaxPerRoom,
+		Discard:           jetstream.DiscardOld,
+	}
+	if want.MaxMsgsPerSubject == 0 {
+		want.MaxMsgsPerSubject = -1
+	}
+	st, err := js.Stream(ctx, e.cfg.Stream)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		st, err = js.CreateStream(ctx, want)
+		if err != nil {
+			return fmt.Errorf("nats: create stream %s: %w", e.cfg.Stream, err)
+		}
+		e.log.Info("nats: stream created", "stream", e.cfg.Stream, "replicas", e.cfg.Replicas)
+	case err != nil:
+		return fmt.Errorf("nats: stream %s: %w (is JetStream enabled on %s?)", e.cfg.Stream, err, e.cfg.URL)
+	default:
+		if err := Check(st.CachedInfo().Config, want); err != nil {
+			return fmt.Errorf("nats: stream %s cannot hold chatr's messages: %w", e.cfg.Stream, err)
+		}
+	}
+	e.stream = st
+	e.origin = streamOrigin(st.CachedInfo())
+	return nil
+}
+
+// Check returns an error naming every setting of an existing stream that
+// breaks what chatr promises (have) against what it would create (want).
+// Limits that only keep less history (age, per room) are the operator's to
+// choose and are not checked.
+func Check(have, want jetstream.StreamConfig) error {
+	var bad []string
+	if have.Storage != jetstream.FileStorage {
+		bad = append(bad, "storage is memory: a restart of the NATS servers loses every message (want file)")
+	}
+	if have.Replicas < want.Replicas {
+		bad = append(bad, fmt.Sprintf("%d replicas, fewer than --nats-replicas %d", have.Replicas, want.Replicas))
+	}
+	if have.Duplicates < DuplicateWindow {
+		bad = append(bad, fmt.Sprintf("duplicate window %v: a re-send after a failover could be stored twice (want at least %v)", have.Duplicates, DuplicateWindow))
+	}
+	if have.NoAck {
+		bad = append(bad, "no_ack is set: a send could not be acked once stored")
+	}
+	if !covers(have.Subjects, roomSubjects) {
+		bad = append(bad, fmt.Sprintf("subjects %v do not take %s", have.Subjects, roomSubjects))
+	}
+	if have.Sealed {
+		bad = append(bad, "the stream is sealed: nothing can be posted")
+	}
+	if len(bad) > 0 {
+		return errors.New(strings.Join(bad, "; ") + " (fix the stream, or name another with --nats-stream)")
+	}
+	return nil
+}
+
+// covers reports whether one of subjects is s or a wildcard that takes
+// every subject under chatr.room.
+func covers(subjects []string, s string) bool {
+	for _, x := range subjects {
+		if x == s || x == ">" || x == "chatr.>" || x == "chatr.room.>" {
+			return true
+		}
+	}
+	return false
+}
+
+// streamOrigin is the origin id of a stream's messages: the same on every
+// chatr node, and another one for a stream deleted and made again (whose
+// sequences start over), so a cursor of the old one is not taken for one
+// of the new.
+func streamOrigin(info *jetstream.StreamInfo) string {
+	h := sha256.Sum256([]byte("chatr nats stream\x00" + info.Config.Name + "\x00" + info.Created.UTC().Format(time.RFC3339Nano)))
+	return hex.EncodeToString(h[:proto.NodeIDLen/2])
+}
+
+// Origin is the id this engine's messages carry as their origin.
+func (e *Engine) Origin() string { return e.origin }
+
+// Stream is the name of the stream.
+func (e *Engine) Stream() string { return e.cfg.Stream }
+
+// Conn is the NATS connection (presence and membership use it too).
+func (e *Engine) Conn() *nats.Conn { return e.nc }
+
+// Close drains the connection: what was published is flushed first.
+func (e *Engine) Close() {
+	if err := e.nc.Drain(); err != nil {
+		e.nc.Close()
+	}
+}
+
+// subject is the subject of room: a room name is a-z 0-9 _ - . and a dot
+// would split the subject, so it is written as ~ (which no room name has).
+func subject(room string) string {
+	return roomPrefix + strings.ReplaceAll(room, ".", "~")
+}
+
+// roomOf is the room of a subject, ok false for one that is not chatr's.
+func roomOf(subj string) (string, bool) {
+	tok, ok := strings.CutPrefix(subj, roomPrefix)
+	if !ok || strings.Contains(tok, ".") {
+		return "", false
+	}
+	room := strings.ReplaceAll(tok, "~", ".")
+	if proto.CheckRoom(room) != nil {
+		return "", false
+	}
+	return room, true
+}

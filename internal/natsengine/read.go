@@ -1,0 +1,335 @@
+package natsengine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"chatr/internal/proto"
+	"chatr/internal/store"
+)
+
+// Reads go through short-lived consumers with the room's subject as
+// filter: JetStream then counts (NumPending) and delivers only that room's
+// messages, whatever else the stream holds. Counting from a sequence is
+// one consumer; finding where the newest n of a room begin is a binary
+// search of such counts (about log2 of the stream's length).
+
+// fetchWait bounds the wait for a batch whose messages JetStream said are
+// there.
+const fetchWait = 5 * time.Second
+
+// pending counts the messages of subj at stream sequence from or after.
+func (e *Engine) pending(ctx context.Context, subj string, from uint64) (uint64, error) {
+	c, err := e.consumer(ctx, subj, from)
+	if err != nil {
+		return 0, err
+	}
+	info := c.CachedInfo()
+	e.drop(info.Name)
+	return info.NumPending, nil
+}
+
+// consumer makes a consumer of subj that starts at sequence from.
+func (e *Engine) consumer(ctx context.Context, subj string, from uint64) (jetstream.Consumer, error) {
+	cfg := jetstream.ConsumerConfig{
+		FilterSubject:     subj,
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		AckPolicy:         jetstream.AckNonePolicy,
+		MemoryStorage:     true,
+		Replicas:          1,
+		InactiveThreshold: time.Minute, // a reader that dies leaves none behind
+	}
+	if from > 1 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+	}
+	// Right after a stream is made or moves leader, its API may have no
+	// responder for a moment.
+	for try := 1; ; try++ {
+		c, err := e.stream.CreateConsumer(ctx, cfg)
+		if err == nil {
+			return c, nil
+		}
+		if !errors.Is(err, nats.ErrNoResponders) || try == 5 || !sleep(ctx, 100*time.Millisecond) {
+			return nil, unreadable(err)
+		}
+	}
+}
+
+// drop deletes a reader's consumer, in the background (its inactivity
+// threshold removes it anyway).
+func (e *Engine) drop(name string) {
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), fetchWait)
+		defer cancel()
+		e.stream.DeleteConsumer(ctx, name)
+	}()
+}
+
+// read returns the chatr messages among the next n stream messages of
+// subj from sequence from on, stopping before sequence upTo (0: no bound),
+// and how many it skipped as not chatr's.
+func (e *Engine) read(ctx context.Context, subj string, from uint64, n int, upTo uint64) (out []proto.Message, skipped int, err error) {
+	c, err := e.consumer(ctx, subj, from)
+	if err != nil {
+		return nil, 0, err
+	}
+	info := c.CachedInfo()
+	defer e.drop(info.Name)
+	left := min(uint64(n), info.NumPending)
+	for left > 0 {
+		batch, err := c.Fetch(int(min(left, 256)), jetstream.FetchMaxWait(fetchWait))
+		if err != nil {
+			return nil, 0, unreadable(err)
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			meta, err := m.Metadata()
+			if err != nil {
+				continue
+			}
+			seq := meta.Sequence.Stream
+			if upTo > 0 && seq >= upTo {
+				return out, skipped, nil
+			}
+			if msg, ok := e.decode(m.Subject(), seq, m.Data()); ok {
+				out = append(out, msg)
+			} else {
+				skipped++
+				e.log.Warn("nats: skipped a stream message that is not chatr's", "stream", e.cfg.Stream, "seq", seq, "subject", m.Subject())
+			}
+			left--
+			if meta.NumPending == 0 {
+				left = 0
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return nil, 0, unreadable(err)
+		}
+		if got == 0 {
+			return nil, 0, unreadable(fmt.Errorf("%d messages of %s announced, none came in %v", left, subj, fetchWait))
+		}
+	}
+	return out, skipped, nil
+}
+
+// newest returns the newest n chatr messages of subj in [lo, upTo) (upTo
+// 0: to hi and past), oldest first. Counting finds where the newest n
+// stream messages begin; when some of them are not chatr's, it looks again
+// for as many more.
+func (e *Engine) newest(ctx context.Context, subj string, lo, hi, n, upTo uint64) ([]proto.Message, error) {
+	for want := n; ; {
+		from, err := e.newestFrom(ctx, subj, lo, hi, want, upTo)
+		if err != nil {
+			return nil, err
+		}
+		msgs, skipped, err := e.read(ctx, subj, from, int(want), upTo)
+		if err != nil || skipped == 0 || from == lo || uint64(len(msgs)) >= n {
+			return msgs[max(0, len(msgs)-int(n)):], err
+		}
+		want += uint64(skipped)
+	}
+}
+
+// startOfNewest returns the sequence from which subj has exactly n
+// messages up to before seq upTo (0: to the end), given that it has more
+// than n there: the largest s with count(s) >= n, where count is non-
+// increasing in s and steps by one message at a time.
+func (e *Engine) startOfNewest(ctx context.Context, subj string, lo, hi uint64, n uint64, upTo uint64) (uint64, error) {
+	after := uint64(0)
+	if upTo > 0 {
+		var err error
+		if after, err = e.pending(ctx, subj, upTo); err != nil {
+			return 0, err
+		}
+	}
+	for lo < hi {
+		mid := lo + (hi-lo+1)/2
+		c, err := e.pending(ctx, subj, mid)
+		if err != nil {
+			return 0, err
+		}
+		if c-after >= n {
+			lo = mid
+		} else {
+			hi = mid - 1
+		}
+	}
+	return lo, nil
+}
+
+// last returns the stream sequence of the newest message of subj, 0 when
+// it has none.
+func (e *Engine) last(ctx context.Context, subj string) (uint64, error) {
+	m, err := e.stream.GetLastMsgForSubject(ctx, subj)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return 0, nil
+	case err != nil:
+		return 0, unreadable(err)
+	}
+	return m.Sequence, nil
+}
+
+// vector is the cursor vector of this engine at seq (empty for 0).
+func (e *Engine) vector(seq uint64) proto.Vector {
+	if seq == 0 {
+		return proto.Vector{}
+	}
+	return proto.Vector{e.origin: seq}
+}
+
+// Latest returns the newest limit messages of room, oldest first, and the
+// room's vector (everything up to now).
+func (e *Engine) Latest(ctx context.Context, room string, limit int) (store.Page, error) {
+	subj := subject(room)
+	last, err := e.last(ctx, subj)
+	if err != nil || last == 0 || limit <= 0 {
+		return store.Page{Vector: e.vector(last)}, err
+	}
+	msgs, err := e.newest(ctx, subj, 1, last, uint64(limit), last+1)
+	return store.Page{Messages: msgs, Vector: e.vector(last)}, err
+}
+
+// newestFrom is where the newest n messages of subj in [lo, upTo) (upTo 0:
+// to hi and past) begin: lo when there are no more than n.
+func (e *Engine) newestFrom(ctx context.Context, subj string, lo, hi, n, upTo uint64) (uint64, error) {
+	total, err := e.pending(ctx, subj, lo)
+	if err != nil {
+		return 0, err
+	}
+	if upTo > 0 {
+		after, err := e.pending(ctx, subj, upTo)
+		if err != nil {
+			return 0, err
+		}
+		total -= after
+	}
+	if total <= n {
+		return lo, nil
+	}
+	return e.startOfNewest(ctx, subj, lo, hi, n, upTo)
+}
+
+// Since returns the messages of room the cursor does not cover, oldest
+// first, at most limit: the first limit when newest is false, the last
+// limit when it is true (a replay that shows a gap). Vector is the cursor
+// raised by what was returned.
+func (e *Engine) Since(ctx context.Context, room string, cursor proto.Vector, limit int, newest bool) (store.Page, error) {
+	subj := subject(room)
+	from := cursor[e.origin] + 1
+	last, err := e.last(ctx, subj)
+	if err != nil {
+		return store.Page{}, err
+	}
+	p := store.Page{Vector: cursor.Clone()}
+	if last < from || limit <= 0 {
+		if last >= from {
+			p.Truncated = true
+		}
+		return p, nil
+	}
+	count, err := e.pending(ctx, subj, from)
+	if err != nil {
+		return store.Page{}, err
+	}
+	switch {
+	case count <= uint64(limit):
+		p.Messages, _, err = e.read(ctx, subj, from, limit, 0)
+	case newest:
+		p.Truncated = true
+		p.Messages, err = e.newest(ctx, subj, from, last, uint64(limit), last+1)
+	default:
+		p.Truncated = true
+		p.Messages, _, err = e.read(ctx, subj, from, limit, 0)
+	}
+	if err != nil {
+		return store.Page{}, err
+	}
+	if k := len(p.Messages); k > 0 {
+		p.Vector[e.origin] = p.Messages[k-1].Seq
+	}
+	return p, nil
+}
+
+// Before returns the limit messages of room just before the message
+// (origin, seq), oldest first; store.ErrNotFound when room has no such
+// message.
+func (e *Engine) Before(ctx context.Context, room, origin string, seq uint64, limit int) (store.Page, error) {
+	subj := subject(room)
+	if origin != e.origin {
+		return store.Page{}, store.ErrNotFound
+	}
+	m, err := e.stream.GetMsg(ctx, seq)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return store.Page{}, store.ErrNotFound
+	case err != nil:
+		return store.Page{}, unreadable(err)
+	case m.Subject != subj:
+		return store.Page{}, store.ErrNotFound
+	}
+	if seq <= 1 || limit <= 0 {
+		return store.Page{}, nil
+	}
+	msgs, err := e.newest(ctx, subj, 1, seq-1, uint64(limit), seq)
+	return store.Page{Messages: msgs}, err
+}
+
+// HasRoom reports whether room has messages; when NATS does not answer it
+// says yes (the new-room limit it serves then does not refuse anyone).
+func (e *Engine) HasRoom(room string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), fetchWait)
+	defer cancel()
+	last, err := e.last(ctx, subject(room))
+	return err != nil || last > 0
+}
+
+// RoomsAfter lists, by name, at most limit rooms with messages whose names
+// sort after after, and whether more follow.
+func (e *Engine) RoomsAfter(ctx context.Context, after string, limit int) ([]store.RoomInfo, bool, error) {
+	info, err := e.stream.Info(ctx, jetstream.WithSubjectFilter(roomSubjects))
+	if err != nil {
+		return nil, false, unreadable(err)
+	}
+	counts := map[string]uint64{}
+	var names []string
+	for subj, n := range info.State.Subjects {
+		if room, ok := roomOf(subj); ok && room > after {
+			names = append(names, room)
+			counts[room] = n
+		}
+	}
+	sort.Strings(names)
+	more := len(names) > limit
+	names = names[:min(len(names), limit)]
+	out := make([]store.RoomInfo, 0, len(names))
+	for _, room := range names {
+		ri := store.RoomInfo{Room: room, Messages: int64(counts[room])}
+		if m, err := e.stream.GetLastMsgForSubject(ctx, subject(room)); err == nil {
+			if msg, ok := e.decode(m.Subject, m.Sequence, m.Data); ok {
+				ri.Last = msg.Created
+			}
+		}
+		out = append(out, ri)
+	}
+	return out, more, nil
+}
+
+// sleep waits d and reports false if ctx ends first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
