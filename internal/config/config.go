@@ -67,6 +67,7 @@ type Config struct {
 	// directory, made at its first start).
 	Secret []byte
 
+	Engine // where messages live (engine.go)
 	Limits // caps and checks against strangers (limits.go)
 	Auth   // who is who: token keys and API keys (auth.go)
 }
@@ -121,6 +122,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	fs.StringVar(&c.SecretFile, "secret-file", "", "`file` holding the cluster secret (the key as chatr secret prints it, or 16, 24 or 32 raw bytes)")
 	fs.BoolVar(&c.InsecureNoSecret, "insecure-no-secret", false, "run a cluster node with no secret at all: anyone who reaches its ports can join, read and write the cluster (for tests only)")
 	fs.IntVar(&c.AckReplicas, "ack-replicas", 0, "peers that must store a message before the sender's ack")
+	c.Engine.addFlags(fs)
 	c.Limits.addFlags(fs)
 	c.Auth.addFlags(fs)
 	fs.Usage = func() {
@@ -300,6 +302,7 @@ func (c *Config) validate() error {
 			add(fmt.Errorf("--tls-cert-file %s / --tls-key-file %s: %w", c.TLSCertFile, c.TLSKeyFile, err))
 		}
 	}
+	c.Engine.validate(c, add)
 	c.Limits.validate(add)
 	c.Auth.validate(add)
 	return errors.Join(errs...)

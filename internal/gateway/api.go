@@ -356,7 +356,7 @@ func (s *Server) getMessages(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		s.logLimited(slog.LevelError, "read messages failed", "room", room, "err", err)
-		writeError(w, http.StatusInternalServerError, proto.Errorf(proto.CodeInternal, "could not read the room"))
+		writeError(w, s.readStatus(err), s.readError(err, "could not read the room"))
 		return
 	}
 	msgs := make([]proto.MessageJSON, len(page.Messages))
@@ -411,7 +411,12 @@ func (s *Server) getRooms(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	page, more := s.store.RoomsAfter(after, limit)
+	page, more, err := s.store.RoomsAfter(r.Context(), after, limit)
+	if err != nil {
+		s.logLimited(slog.LevelError, "list rooms failed", "err", err)
+		writeError(w, s.readStatus(err), s.readError(err, "could not list the rooms"))
+		return
+	}
 	rooms := make([]roomJSON, 0, len(page))
 	for _, ri := range page {
 		// A user sees the rooms their token lets them into (the page may then
@@ -464,6 +469,24 @@ func (s *Server) postError(err error) *proto.Error {
 		return s.shuttingDown()
 	}
 	return proto.Errorf(proto.CodeInternal, "the message could not be stored; send it again")
+}
+
+// readError is what a client is told of a failed read: the engine's own
+// error when it is one for clients (unavailable), else internal with what.
+func (s *Server) readError(err error, what string) *proto.Error {
+	var perr *proto.Error
+	if errors.As(err, &perr) {
+		return perr
+	}
+	return proto.Errorf(proto.CodeInternal, "%s", what)
+}
+
+// readStatus is the HTTP status of a failed read.
+func (s *Server) readStatus(err error) int {
+	if perr := (*proto.Error)(nil); errors.As(err, &perr) && perr.Code == proto.CodeUnavailable {
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
 }
 
 // refReused is the error of a send whose ref names an earlier message of

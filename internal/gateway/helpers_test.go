@@ -94,7 +94,7 @@ func startTestServerWith(t testing.TB, tweak func(*Options), onAccept func(net.C
 		t.Fatalf("listen: %v", err)
 	}
 	logs := &proctest.Buffer{}
-	opts := Options{Config: cfg, NodeID: st.NodeID(), HTTPAddr: ln.Addr().String(), Store: st, Hub: h,
+	opts := Options{Config: cfg, NodeID: st.NodeID(), HTTPAddr: ln.Addr().String(), History: StoreHistory{Store: st}, Hub: h,
 		Poster: StorePoster{Store: st}, Web: web.FS, Metrics: reg,
 		Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	if tweak != nil {

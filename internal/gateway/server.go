@@ -36,6 +36,26 @@ type Poster interface {
 	Post(ctx context.Context, draft proto.Message, done func(proto.Message, error)) error
 }
 
+// History reads the rooms' messages: the node's own store with the local
+// engine (StoreHistory), the stream with the NATS one. An error that is a
+// *proto.Error (unavailable) goes to the client as it is.
+type History interface {
+	Latest(ctx context.Context, room string, limit int) (store.Page, error)
+	Since(ctx context.Context, room string, cursor proto.Vector, limit int, newest bool) (store.Page, error)
+	Before(ctx context.Context, room, origin string, seq uint64, limit int) (store.Page, error)
+	HasRoom(room string) bool
+	RoomsAfter(ctx context.Context, after string, limit int) ([]store.RoomInfo, bool, error)
+}
+
+// StoreHistory reads the node's own store: the local engine.
+type StoreHistory struct{ *store.Store }
+
+// RoomsAfter implements History.
+func (h StoreHistory) RoomsAfter(_ context.Context, after string, limit int) ([]store.RoomInfo, bool, error) {
+	rooms, more := h.Store.RoomsAfter(after, limit)
+	return rooms, more, nil
+}
+
 // Options wires a Server to the rest of the node.
 type Options struct {
 	Config config.Config
@@ -43,7 +63,7 @@ type Options struct {
 	// HTTPAddr is the address this node's listener is bound to, as a single
 	// node lists itself to clients.
 	HTTPAddr string
-	Store    *store.Store
+	History  History
 	Hub      *hub.Hub
 	Poster   Poster
 	Web      fs.FS // the web client's files, served under /chatr/
@@ -100,7 +120,7 @@ type Server struct {
 	opts  Options
 	cfg   config.Config
 	hub   *hub.Hub
-	store *store.Store
+	store History
 	post  Poster
 	log   *slog.Logger
 	mux   *http.ServeMux
@@ -170,7 +190,7 @@ func New(opts Options) *Server {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{opts: opts, cfg: opts.Config, hub: opts.Hub, store: opts.Store, post: opts.Poster,
+	s := &Server{opts: opts, cfg: opts.Config, hub: opts.Hub, store: opts.History, post: opts.Poster,
 		log: opts.Log, mux: http.NewServeMux(), adminMux: http.NewServeMux(), sessions: map[*session]struct{}{},
 		ipLimits: newIPLimiter(rate.Limit(opts.Config.SendRate), opts.Config.SendBurst),
 		newRooms: newIPLimiter(rate.Limit(float64(opts.Config.NewRoomsPerMinute)/60), opts.Config.NewRoomsPerMinute),

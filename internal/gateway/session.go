@@ -301,7 +301,7 @@ func (s *session) handleText(data []byte) {
 // a missing or bad token closes with 1008, an expired one with 4001 so the
 // client fetches a new one), else by the name it says.
 func (s *session) hello(in proto.Inbound) {
-	w := proto.Welcome{Type: "welcome", Node: s.srv.opts.NodeID, Session: s.id, Name: in.Name, Nodes: s.srv.members()}
+	w := proto.Welcome{Type: "welcome", Node: s.srv.opts.NodeID, Session: s.id, Name: in.Name, Nodes: s.srv.members(), Engine: s.srv.cfg.Kind}
 	if s.srv.opts.Tokens != nil {
 		id, perr := s.verify(in.Token)
 		if perr != nil {
@@ -552,7 +552,7 @@ func (s *session) join(in proto.Inbound) {
 		if s.srv.ctx.Err() == nil {
 			s.srv.logLimited(slog.LevelError, "join replay failed", "session", s.id, "ip", s.ip, "room", in.Room, "err", err)
 		}
-		s.sendError(in.Ref, proto.Errorf(proto.CodeInternal, "could not read the room's history"))
+		s.sendError(in.Ref, s.srv.readError(err, "could not read the room's history"))
 		s.leave(in.Room, true)
 		return
 	}

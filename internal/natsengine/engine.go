@@ -22,6 +22,7 @@ package natsengine
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -257,3 +258,39 @@ func roomOf(subj string) (string, bool) {
 	}
 	return room, true
 }
+
+// keysBucket is the KV bucket where chatr nodes on one NATS account share
+// their keys (the cursor key: a cursor made on one node resumes on any).
+const keysBucket = "CHATR_KEYS"
+
+// SharedKey returns the 32-byte key name that every chatr node of this
+// NATS account shares: the first node to ask makes it at random and stores
+// it in the KV bucket CHATR_KEYS (file storage, the stream's replicas);
+// the others read it.
+func (e *Engine) SharedKey(ctx context.Context, name string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	kv, err := e.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: keysBucket,
+		Description: "chatr: keys its nodes share", Storage: jetstream.FileStorage, Replicas: e.cfg.Replicas})
+	if err != nil {
+		return nil, fmt.Errorf("nats: key bucket %s: %w", keysBucket, err)
+	}
+	fresh := make([]byte, 32)
+	rand.Read(fresh)
+	if _, err := kv.Create(ctx, name, fresh); err == nil {
+		return fresh, nil
+	} else if !errors.Is(err, jetstream.ErrKeyExists) {
+		return nil, fmt.Errorf("nats: key %s: %w", name, err)
+	}
+	got, err := kv.Get(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("nats: key %s: %w", name, err)
+	}
+	if len(got.Value()) != 32 {
+		return nil, fmt.Errorf("nats: key %s in %s holds %d bytes, not 32: delete it to make a new one (cursors made with it are then refused)", name, keysBucket, len(got.Value()))
+	}
+	return got.Value(), nil
+}
+
+// Ready reports whether the engine can publish now (connected to NATS).
+func (e *Engine) Ready() bool { return e.nc.IsConnected() }

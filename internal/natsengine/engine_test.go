@@ -75,7 +75,7 @@ func TestEngine(t *testing.T) {
 	fctx, stop := context.WithCancel(ctx)
 	followed := make(chan error, 1)
 	go func() {
-		followed <- e.Follow(fctx, func(b []store.Committed) {
+		_, err := e.Follow(fctx, 0, func(b []store.Committed) {
 			mu.Lock()
 			defer mu.Unlock()
 			for _, c := range b {
@@ -85,6 +85,7 @@ func TestEngine(t *testing.T) {
 				live = append(live, c.Msg)
 			}
 		}, func() { mu.Lock(); skipped++; mu.Unlock() })
+		followed <- err
 	}()
 	defer func() { stop(); <-followed }()
 	time.Sleep(500 * time.Millisecond) // Follow's consumer is in place

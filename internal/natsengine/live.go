@@ -9,28 +9,34 @@ import (
 	"chatr/internal/store"
 )
 
-// Follow delivers every message stored in the stream from now on to
-// publish, in stream order, once, until ctx ends: an ordered consumer of
+// Follow delivers every message stored in the stream from sequence from
+// on (0: from now) to publish, in stream order, once, until ctx ends, and
+// returns the sequence of the last message it took: an ordered consumer of
 // every room's subject, which nats.go makes again from the last sequence
 // it delivered when it sees a gap, a missed heartbeat or a reconnect. What
 // arrived while publish ran goes in one batch. Messages that are not
 // chatr's are skipped and counted in skipped.
-func (e *Engine) Follow(ctx context.Context, publish func([]store.Committed), skipped func()) error {
-	info, err := e.stream.Info(ctx)
-	if err != nil {
-		return unreadable(err)
+func (e *Engine) Follow(ctx context.Context, from uint64, publish func([]store.Committed), skipped func()) (uint64, error) {
+	last := from - min(from, 1)
+	if from == 0 {
+		info, err := e.stream.Info(ctx)
+		if err != nil {
+			return 0, unreadable(err)
+		}
+		from, last = info.State.LastSeq+1, info.State.LastSeq
 	}
 	c, err := e.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{roomSubjects},
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    info.State.LastSeq + 1,
+		OptStartSeq:    from,
 	})
 	if err != nil {
-		return unreadable(err)
+		return last, unreadable(err)
 	}
 	var (
 		mu      sync.Mutex
 		pending []store.Committed
+		taken   = last
 		wake    = make(chan struct{}, 1)
 	)
 	cc, err := c.Consume(func(m jetstream.Msg) {
@@ -39,6 +45,9 @@ func (e *Engine) Follow(ctx context.Context, publish func([]store.Committed), sk
 			skipped()
 			return
 		}
+		mu.Lock()
+		taken = meta.Sequence.Stream
+		mu.Unlock()
 		msg, ok := e.decode(m.Subject(), meta.Sequence.Stream, m.Data())
 		if !ok {
 			skipped()
@@ -53,13 +62,19 @@ func (e *Engine) Follow(ctx context.Context, publish func([]store.Committed), sk
 		}
 	})
 	if err != nil {
-		return unreadable(err)
+		return last, unreadable(err)
 	}
 	defer cc.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			cc.Stop()
+			<-cc.Closed()
+			mu.Lock()
+			defer mu.Unlock()
+			// What was taken but not yet published is dropped with the
+			// node's sessions: nobody is left to tell.
+			return taken, nil
 		case <-wake:
 		}
 		mu.Lock()

@@ -22,6 +22,7 @@ import (
 	"chatr/internal/config"
 	"chatr/internal/gateway"
 	"chatr/internal/hub"
+	"chatr/internal/natsengine"
 	"chatr/internal/proto"
 	"chatr/internal/replication"
 	"chatr/internal/secret"
@@ -58,6 +59,10 @@ type Node struct {
 	// Cluster mode only.
 	cluster *cluster.Cluster
 	repl    *replication.Replicator
+
+	// --engine nats only: the stream holds the messages.
+	nats        *natsengine.Engine
+	natsSkipped prometheus.Counter
 }
 
 // New opens the store and binds the HTTP listener, the admin one (and, in
@@ -84,7 +89,14 @@ func NewWithHooks(cfg config.Config, log *slog.Logger, console io.Writer, hooks 
 	if cfg.Clustered() {
 		n.secret, n.secretKept = clusterSecret(cfg, st)
 	}
-	n.hub = hub.New(hub.Options{NodeID: st.NodeID(), Cluster: cfg.ClusterName, CursorKey: cursorKey(cfg, n.secret, st),
+	key := cursorKey(cfg, n.secret, st)
+	if cfg.NATS() {
+		if key, err = n.openNATS(); err != nil {
+			st.Close()
+			return nil, err
+		}
+	}
+	n.hub = hub.New(hub.Options{NodeID: st.NodeID(), Cluster: cfg.ClusterName, CursorKey: key,
 		Metrics: reg, PresenceInterval: cfg.PresenceInterval})
 	n.ln, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -100,12 +112,16 @@ func NewWithHooks(cfg config.Config, log *slog.Logger, console io.Writer, hooks 
 	}
 	if n.admin, err = listenAdmin(cfg.AdminHTTPAddr); err != nil {
 		n.ln.Close()
+		n.closeNATS()
 		st.Close()
 		return nil, err
 	}
 	gw := gateway.Options{Config: cfg, TLS: n.tlsConfig(), Tokens: tokens, APIKey: apiKey,
-		ExpiredGrace: cfg.ExpiredGrace, TokenURL: cfg.TokenURL, NodeID: st.NodeID(), HTTPAddr: n.ln.Addr().String(), Store: st, Hub: n.hub,
+		ExpiredGrace: cfg.ExpiredGrace, TokenURL: cfg.TokenURL, NodeID: st.NodeID(), HTTPAddr: n.ln.Addr().String(), History: gateway.StoreHistory{Store: st}, Hub: n.hub,
 		Poster: gateway.StorePoster{Store: st}, Web: web.FS, Log: log, Metrics: reg}
+	if n.nats != nil {
+		gw.History, gw.Poster, gw.Ready = n.nats, n.nats, n.nats.Ready
+	}
 	if cfg.Clustered() {
 		if err := n.newCluster(&gw, hooks); err != nil {
 			n.ln.Close()
@@ -114,8 +130,11 @@ func NewWithHooks(cfg config.Config, log *slog.Logger, console io.Writer, hooks 
 			return nil, err
 		}
 	}
-	// The hub follows the commit stream from the first commit on.
-	n.commits = st.Follow(true)
+	// The hub follows the commit stream from the first commit on (with the
+	// NATS engine, the stream: see Run).
+	if n.nats == nil {
+		n.commits = st.Follow(true)
+	}
 	n.gw = gateway.New(gw)
 	return n, nil
 }
@@ -317,7 +336,11 @@ func (n *Node) Run(ctx context.Context) error {
 		}()
 	}
 	start(func() { n.gw.Run(bgCtx) })
-	start(func() { n.hub.Run(bgCtx, n.commits) })
+	if n.nats != nil {
+		start(func() { n.followNATS(bgCtx) })
+	} else {
+		start(func() { n.hub.Run(bgCtx, n.commits) })
+	}
 	if n.cluster != nil {
 		start(func() { n.repl.Run(bgCtx) })
 		start(func() { n.followMembers(bgCtx) })
@@ -359,12 +382,17 @@ func (n *Node) shutdown() error {
 		n.log.Info("leaving the cluster")
 		errs = append(errs, n.cluster.Shutdown(ctx))
 	}
+	if n.nats != nil {
+		// What was taken is in NATS's hands once published: stop taking.
+		n.gw.StopSends()
+	}
 	n.log.Info("draining: closing sessions with 1001")
 	n.gw.Drain(ctx)
 	if n.repl != nil {
 		n.repl.Close()
 	}
 	err := n.gw.Shutdown(ctx)
+	n.closeNATS()
 	return errors.Join(append(errs, err, n.store.Close())...)
 }
 

@@ -168,6 +168,7 @@ type Welcome struct {
 	User    string   `json:"user,omitempty"`
 	Expires string   `json:"expires,omitempty"`
 	Nodes   []Member `json:"nodes"`
+	Engine  string   `json:"engine"` // local or nats: where the node keeps messages
 }
 
 // Refreshed answers refresh: the session now runs on the new token.

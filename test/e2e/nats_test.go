@@ -1,0 +1,84 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"chatr/internal/client/clienttest"
+	"chatr/internal/natstest"
+	"chatr/internal/proto"
+)
+
+// natsNodes starts a 3-server JetStream cluster (in this process) and two
+// chatr processes with --engine nats on it.
+func natsNodes(t *testing.T) (*natstest.Cluster, *clienttest.Node, *clienttest.Node) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	c := natstest.Start(t, 3)
+	args := []string{"--engine", "nats", "--nats-url", c.URL(), "--nats-replicas", "3"}
+	return c, clienttest.StartNode(t, args...), clienttest.StartNode(t, args...)
+}
+
+// TestNATSEngine: two chatr nodes on one NATS stream are one chat. A
+// message sent on one reaches the other's sessions live and is in its
+// history; a re-send with the same ref on the other node is the same
+// message; a cursor from one resumes on the other; welcome names the
+// engine.
+func TestNATSEngine(t *testing.T) {
+	_, a, b := natsNodes(t)
+	ann := clienttest.DialRaw(t, a.WS, nil)
+	if w := ann.Hello("ann"); !strings.Contains(string(w.Raw), `"engine":"nats"`) {
+		t.Fatalf("welcome %s does not name the engine", w)
+	}
+	bob := clienttest.DialRaw(t, b.WS, nil)
+	bob.Hello("bob")
+	ann.Join("lobby", nil)
+	bob.Join("lobby", nil)
+
+	ack, mine, _ := ann.Say("lobby", "hello from a", "r1")
+	got, _ := bob.Until("message")
+	if got.ID != ack.ID || got.Text != "hello from a" || got.Sender != "ann" {
+		t.Fatalf("bob got %s, want %s", got, mine)
+	}
+
+	// The same send again, on the other node: the same message, acked.
+	ann2 := clienttest.DialRaw(t, b.WS, nil)
+	ann2.Hello("ann")
+	ann2.Join("lobby", map[string]any{"history": 0})
+	ann2.Send(map[string]any{"type": "send", "room": "lobby", "text": "hello from a", "ref": "r1"})
+	if again := ann2.Expect("ack"); again.ID != ack.ID {
+		t.Fatalf("re-send acked as %s, want %s", again.ID, ack.ID)
+	}
+
+	// Messages bob missed while away come back when he resumes on a.
+	cursor := got.Cursor
+	bob.Conn.CloseNow()
+	for i := range 3 {
+		ann.Say("lobby", fmt.Sprint("missed ", i), fmt.Sprint("m", i))
+	}
+	back := clienttest.DialRaw(t, a.WS, nil)
+	back.Hello("bob")
+	_, replay, synced := back.Join("lobby", map[string]any{"since": cursor})
+	if len(replay) != 3 || replay[0].Text != "missed 0" || replay[2].Text != "missed 2" || synced.Truncated {
+		t.Fatalf("resume replayed %v (synced %s), want the 3 missed", replay, synced)
+	}
+
+	// History over the HTTP API of either node.
+	for _, n := range []*clienttest.Node{a, b} {
+		resp, err := http.Get(n.HTTP + "/chatr/api/rooms/lobby/messages?limit=2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var page struct{ Messages []proto.MessageJSON }
+		if err := json.Unmarshal(body, &page); err != nil || len(page.Messages) != 2 || page.Messages[1].Text != "missed 2" {
+			t.Fatalf("GET messages on %s: %d %s", n.HTTP, resp.StatusCode, body)
+		}
+	}
+}
