@@ -52,6 +52,20 @@ func (n *Node) followNATS(ctx context.Context) {
 	}
 }
 
+// presenceNATS shares presence with the other chatr nodes over NATS until
+// ctx ends.
+func (n *Node) presenceNATS(ctx context.Context) {
+	for ctx.Err() == nil {
+		if err := n.nats.Presence(ctx, n.ID(), n.hub); err != nil && ctx.Err() == nil {
+			n.log.Warn("nats: presence failed; trying again", "err", err)
+			select {
+			case <-time.After(time.Second):
+			case <-ctx.Done():
+			}
+		}
+	}
+}
+
 func (n *Node) closeNATS() {
 	if n.nats != nil {
 		n.nats.Close()

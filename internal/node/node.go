@@ -338,6 +338,7 @@ func (n *Node) Run(ctx context.Context) error {
 	start(func() { n.gw.Run(bgCtx) })
 	if n.nats != nil {
 		start(func() { n.followNATS(bgCtx) })
+		start(func() { n.presenceNATS(bgCtx) })
 	} else {
 		start(func() { n.hub.Run(bgCtx, n.commits) })
 	}
@@ -358,6 +359,7 @@ func (n *Node) Run(ctx context.Context) error {
 	err = errors.Join(err, n.shutdown())
 	stopBG()
 	bg.Wait()
+	n.closeNATS() // after presence said goodbye
 	return err
 }
 
@@ -392,7 +394,6 @@ func (n *Node) shutdown() error {
 		n.repl.Close()
 	}
 	err := n.gw.Shutdown(ctx)
-	n.closeNATS()
 	return errors.Join(append(errs, err, n.store.Close())...)
 }
 

@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"chatr/internal/client/clienttest"
+	"chatr/internal/natsengine"
 	"chatr/internal/natstest"
 	"chatr/internal/proto"
 )
@@ -81,4 +84,46 @@ func TestNATSEngine(t *testing.T) {
 			t.Fatalf("GET messages on %s: %d %s", n.HTTP, resp.StatusCode, body)
 		}
 	}
+}
+
+// TestNATSPresence: with the NATS engine, people on one chatr node are in
+// the presence of the others; a chatr node killed with -9 leaves every
+// other node's presence within natsengine.PresenceTTL and a heartbeat.
+func TestNATSPresence(t *testing.T) {
+	_, a, b := natsNodes(t)
+	ann := clienttest.DialRaw(t, a.WS, nil)
+	ann.Hello("ann")
+	ann.Join("lobby", nil)
+	bob := clienttest.DialRaw(t, b.WS, nil)
+	bob.Hello("bob")
+	joined, _, _ := bob.Join("lobby", nil)
+	named := func(ps []proto.Person) bool {
+		return slices.ContainsFunc(ps, func(p proto.Person) bool { return p.Name == "ann" })
+	}
+	if !named(joined.Presence) {
+		waitPresence(t, bob, "joined", named, natsengine.PresenceHeartbeat+5*time.Second)
+	}
+	if err := a.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	waitPresence(t, bob, "left", named, natsengine.PresenceTTL+natsengine.PresenceHeartbeat+5*time.Second)
+	t.Logf("ann left bob's presence %v after node a was killed", time.Since(killed).Round(time.Millisecond))
+}
+
+// waitPresence reads c's frames until a presence frame whose joined (or
+// left) people match, within d.
+func waitPresence(t *testing.T, c *clienttest.Raw, which string, match func([]proto.Person) bool, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		f, err := c.ReadWithin(time.Until(deadline))
+		if err != nil {
+			break
+		}
+		if f.Type == "presence" && (which == "joined" && match(f.Joined) || which == "left" && match(f.Left)) {
+			return
+		}
+	}
+	t.Fatalf("no presence frame with %s matching within %v", which, d)
 }
