@@ -17,13 +17,13 @@ import (
 )
 
 // natsNodes starts a 3-server JetStream cluster (in this process) and two
-// chatr processes with --engine nats on it.
-func natsNodes(t *testing.T) (*natstest.Cluster, *clienttest.Node, *clienttest.Node) {
+// chatr processes with --engine nats on it (and extra flags).
+func natsNodes(t *testing.T, extra ...string) (*natstest.Cluster, *clienttest.Node, *clienttest.Node) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
 	c := natstest.Start(t, 3)
-	args := []string{"--engine", "nats", "--nats-url", c.URL(), "--nats-replicas", "3"}
+	args := append([]string{"--engine", "nats", "--nats-url", c.URL(), "--nats-replicas", "3"}, extra...)
 	return c, clienttest.StartNode(t, args...), clienttest.StartNode(t, args...)
 }
 
@@ -126,4 +126,84 @@ func waitPresence(t *testing.T, c *clienttest.Raw, which string, match func([]pr
 		}
 	}
 	t.Fatalf("no presence frame with %s matching within %v", which, d)
+}
+
+// TestNATSFaults: a NATS server stopped during a steady stream of sends
+// costs no acked message (a send NATS did not store is answered
+// unavailable, and sent again with the same ref); with two of three
+// servers down the stream has no quorum and sends are answered
+// unavailable, nothing is acked that is not stored, and all is well again
+// once they are back.
+func TestNATSFaults(t *testing.T) {
+	c, a, _ := natsNodes(t, "--send-rate", "1000", "--send-burst", "100")
+	ann := clienttest.DialRaw(t, a.WS, &clienttest.RawOptions{Timeout: 30 * time.Second})
+	ann.Hello("ann")
+	ann.Join("lobby", map[string]any{"history": 0})
+	acked := map[string]string{} // ref -> id
+	unavailable := 0
+	send := func(ref string, tries int) bool {
+		for range tries {
+			ann.Send(map[string]any{"type": "send", "room": "lobby", "text": "t " + ref, "ref": ref})
+			for {
+				f := ann.Next()
+				if f.Type == "ack" && f.Ref == ref {
+					if id, ok := acked[ref]; ok && id != f.ID {
+						t.Fatalf("ref %s acked as %s and %s", ref, id, f.ID)
+					}
+					acked[ref] = f.ID
+					return true
+				}
+				if f.Type == "error" && f.Ref == ref {
+					if f.Code != proto.CodeUnavailable {
+						t.Fatalf("send %s: %s", ref, f)
+					}
+					unavailable++
+					time.Sleep(200 * time.Millisecond)
+					break
+				}
+			}
+		}
+		return false
+	}
+	for i := range 150 {
+		if i == 50 {
+			c.Stop(0)
+		}
+		if !send(fmt.Sprint("s", i), 50) {
+			t.Fatalf("send s%d not acked after 50 tries", i)
+		}
+	}
+	c.Stop(1) // one of three left: no quorum
+	if send("q", 3) {
+		t.Fatal("a send was acked with one NATS server of three")
+	}
+	c.Restart(0)
+	c.Restart(1)
+	if !send("q", 100) || !send("after", 50) {
+		t.Fatal("sends not acked once the servers are back")
+	}
+	t.Logf("%d sends answered unavailable and sent again", unavailable)
+
+	// Every acked message is in the history, once.
+	resp, err := http.Get(a.HTTP + "/chatr/api/rooms/lobby/messages?limit=1000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var page struct{ Messages []proto.MessageJSON }
+	if err := json.NewDecoder(resp.Body).Decode(&page); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for _, m := range page.Messages {
+		seen[m.ID]++
+	}
+	for ref, id := range acked {
+		if seen[id] != 1 {
+			t.Errorf("acked %s (%s) is in the history %d times", ref, id, seen[id])
+		}
+	}
+	if len(page.Messages) != len(acked) {
+		t.Errorf("history holds %d messages, %d were acked", len(page.Messages), len(acked))
+	}
 }
