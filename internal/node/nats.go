@@ -2,11 +2,15 @@ package node
 
 import (
 	"context"
+	"net"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"chatr/internal/gateway"
 	"chatr/internal/natsengine"
+	"chatr/internal/proto"
 )
 
 // openNATS connects the node to its NATS JetStream stream (--engine nats)
@@ -31,6 +35,52 @@ func (n *Node) openNATS() ([]byte, error) {
 		Help: "Messages on the NATS stream that are not chatr's, skipped."})
 	n.reg.MustRegister(n.natsSkipped)
 	return key, nil
+}
+
+// wireNATS plugs the engine into the gateway's options: it stores and
+// reads the messages, and its member view lists the chatr nodes.
+func (n *Node) wireNATS(gw *gateway.Options) {
+	scheme := "http://"
+	if n.cert != nil {
+		scheme = "https://"
+	}
+	n.natsMembers = n.nats.NewMembers(proto.Member{ID: n.ID(), Name: n.cfg.NodeName, HTTP: announcedHTTP(n.HTTPAddr())}, n.console)
+	gw.History, gw.Poster, gw.Ready = n.nats, n.nats, n.nats.Ready
+	gw.Members, gw.ClusterView = n.natsMembers.Alive, n.natsMembers.View
+	gw.KnownHTTP = func() []string {
+		var out []string
+		for _, m := range n.natsMembers.Alive()[1:] {
+			out = append(out, scheme+m.HTTP)
+		}
+		return out
+	}
+}
+
+// announcedHTTP is the address other nodes' clients reach this node's
+// listener at: the listener's, with this machine's name for a listener
+// bound to every interface.
+func announcedHTTP(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); err == nil && (host == "" || ip != nil && ip.IsUnspecified()) {
+		if name, err := os.Hostname(); err == nil {
+			return net.JoinHostPort(name, port)
+		}
+	}
+	return addr
+}
+
+// announceNATS keeps this node in the member view of the NATS account
+// until ctx ends.
+func (n *Node) announceNATS(ctx context.Context) {
+	for ctx.Err() == nil {
+		if err := n.natsMembers.Run(ctx); err != nil && ctx.Err() == nil {
+			n.log.Warn("nats: member view failed; trying again", "err", err)
+			select {
+			case <-time.After(time.Second):
+			case <-ctx.Done():
+			}
+		}
+	}
 }
 
 // followNATS hands the stream's messages to the hub until ctx ends; a

@@ -63,6 +63,7 @@ type Node struct {
 	// --engine nats only: the stream holds the messages.
 	nats        *natsengine.Engine
 	natsSkipped prometheus.Counter
+	natsMembers *natsengine.Members
 }
 
 // New opens the store and binds the HTTP listener, the admin one (and, in
@@ -120,7 +121,7 @@ func NewWithHooks(cfg config.Config, log *slog.Logger, console io.Writer, hooks 
 		ExpiredGrace: cfg.ExpiredGrace, TokenURL: cfg.TokenURL, NodeID: st.NodeID(), HTTPAddr: n.ln.Addr().String(), History: gateway.StoreHistory{Store: st}, Hub: n.hub,
 		Poster: gateway.StorePoster{Store: st}, Web: web.FS, Log: log, Metrics: reg}
 	if n.nats != nil {
-		gw.History, gw.Poster, gw.Ready = n.nats, n.nats, n.nats.Ready
+		n.wireNATS(&gw)
 	}
 	if cfg.Clustered() {
 		if err := n.newCluster(&gw, hooks); err != nil {
@@ -339,6 +340,7 @@ func (n *Node) Run(ctx context.Context) error {
 	if n.nats != nil {
 		start(func() { n.followNATS(bgCtx) })
 		start(func() { n.presenceNATS(bgCtx) })
+		start(func() { n.announceNATS(bgCtx) })
 	} else {
 		start(func() { n.hub.Run(bgCtx, n.commits) })
 	}

@@ -12,6 +12,9 @@ type ClusterView struct {
 	Self    string       `json:"self"`
 	Cluster string       `json:"cluster"`
 	Members []MemberView `json:"members"`
+	// NATS lists the NATS servers this node knows of (--engine nats):
+	// internal addresses, never in Public.
+	NATS []string `json:"nats,omitempty"`
 }
 
 // MemberView is one member in a ClusterView.
@@ -30,6 +33,7 @@ type MemberView struct {
 // members); no gossip address, and no address of a member that is gone.
 func (v ClusterView) Public() ClusterView {
 	out := v
+	out.NATS = nil
 	out.Members = make([]MemberView, len(v.Members))
 	for i, m := range v.Members {
 		m.Gossip = ""

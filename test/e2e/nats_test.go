@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,9 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"chatr/internal/bench"
 	"chatr/internal/client/clienttest"
 	"chatr/internal/natsengine"
 	"chatr/internal/natstest"
+	"chatr/internal/proctest"
 	"chatr/internal/proto"
 )
 
@@ -206,4 +209,54 @@ func TestNATSFaults(t *testing.T) {
 	if len(page.Messages) != len(acked) {
 		t.Errorf("history holds %d messages, %d were acked", len(page.Messages), len(acked))
 	}
+}
+
+// TestNATSMembersAndFailover: chatr nodes on one NATS account see each
+// other (console lines, /chatr/api/cluster, welcome.nodes); when one is
+// killed with -9, its clients resume on the other with no gap or repeat.
+func TestNATSMembersAndFailover(t *testing.T) {
+	_, a, b := natsNodes(t, "--send-rate", "1000", "--send-burst", "100")
+	proctest.Eventually(t, 15*time.Second, func() error {
+		if !strings.Contains(a.Process.Stdout.String(), "cluster view: 2 members") {
+			return fmt.Errorf("no cluster view line of 2 members on a:\n%s", a.Process.Stdout.String())
+		}
+		var v proto.ClusterView
+		resp, err := http.Get(a.HTTP + "/chatr/api/cluster")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+			return err
+		}
+		if len(v.Alive()) != 2 || v.NATS != nil {
+			return fmt.Errorf("cluster view %+v: want 2 alive members and no NATS address in public", v)
+		}
+		return nil
+	})
+	w := clienttest.DialRaw(t, a.WS, nil).Hello("ann")
+	if len(w.Nodes) != 2 {
+		t.Fatalf("welcome.nodes %v, want both nodes", w.Nodes)
+	}
+
+	// Connection i is on node (i/2)%2: the senders (0, 1) on a, half the
+	// receivers on b, which dies 2 s in.
+	time.AfterFunc(2*time.Second, func() { b.Process.Kill() })
+	rep, err := bench.Run(context.Background(), bench.Config{URLs: []string{a.WS, b.WS}, Conns: 20, Rooms: 2,
+		Senders: 2, Rate: 100, Size: 64, Duration: 6 * time.Second, Ramp: 200 * time.Millisecond, Failover: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text strings.Builder
+	rep.WriteText(&text)
+	t.Logf("bench:\n%s", text.String())
+	if rep.Resumed != 10 || !rep.OK() || rep.Acked == 0 {
+		t.Errorf("want the 10 connections of b resumed on a, nothing lost or repeated: %v", rep.Problems())
+	}
+	proctest.Eventually(t, natsengine.MemberTTL+5*time.Second, func() error {
+		if !strings.Contains(a.Process.Stdout.String(), "cluster view: 1 member [") {
+			return fmt.Errorf("a did not see b die:\n%s", a.Process.Stdout.String())
+		}
+		return nil
+	})
 }
