@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -244,6 +245,11 @@ func TestUnreachable(t *testing.T) {
 	if d := time.Since(start); d > 15*time.Second {
 		t.Errorf("took %v", d)
 	}
+	for _, f := range []string{"/nonexistent/token", os.DevNull} {
+		if _, err := Open(context.Background(), Config{URL: "nats://127.0.0.1:1", TokenFile: f}, quiet); err == nil || !strings.Contains(err.Error(), "--nats-token-file") {
+			t.Errorf("token file %s: %v", f, err)
+		}
+	}
 }
 
 func TestSubjects(t *testing.T) {
@@ -260,5 +266,92 @@ func TestSubjects(t *testing.T) {
 		if _, ok := roomOf(s); ok {
 			t.Errorf("roomOf(%q) took it", s)
 		}
+	}
+}
+
+// fakeHub records what Presence tells it.
+type fakeHub struct {
+	mu      sync.Mutex
+	remote  map[string]map[string][]proto.Person
+	changed chan struct{}
+}
+
+func (h *fakeHub) LocalSnapshot() (map[string][]proto.Person, uint64) {
+	return map[string][]proto.Person{"lobby": {{Name: "me"}}}, 1
+}
+func (h *fakeHub) LocalSince(gen uint64) (map[string][]proto.Person, uint64, bool) {
+	return nil, gen, true
+}
+func (h *fakeHub) LocalChanged() <-chan struct{} { return h.changed }
+func (h *fakeHub) SetRemote(node string, snap map[string][]proto.Person) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.remote[node] = snap
+}
+func (h *fakeHub) get(node string) (map[string][]proto.Person, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s, ok := h.remote[node]
+	return s, ok
+}
+
+// TestPresenceInput: presence from other nodes is taken as snapshots and
+// deltas in order; garbage, another node's subject, this node's own id and
+// a delta after a missed one change nothing.
+func TestPresenceInput(t *testing.T) {
+	c := natstest.Start(t, 1)
+	e, err := Open(context.Background(), Config{URL: c.URL(), Replicas: 1, Name: "test"}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	h := &fakeHub{remote: map[string]map[string][]proto.Person{}, changed: make(chan struct{})}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Presence(ctx, "aaaaaaaaaaaa", h) }()
+	defer func() { stop(); <-done }()
+	time.Sleep(200 * time.Millisecond) // subscribed
+
+	const other = "bbbbbbbbbbbb"
+	pub := func(subj, data string) {
+		if err := e.Conn().Publish(subj, []byte(data)); err != nil {
+			t.Fatal(err)
+		}
+		e.Conn().Flush()
+	}
+	for _, bad := range []struct{ subj, data string }{
+		{presencePrefix + other, "not json"},
+		{presencePrefix + other, `{"node":"` + other + `","gen":1,"rooms":{"x":[{"name":"m"}]}}`},    // a delta before any snapshot
+		{presencePrefix + "cccccccccccc", `{"node":"` + other + `","full":true,"gen":1,"rooms":{}}`}, // another node's subject
+		{presencePrefix + "aaaaaaaaaaaa", `{"node":"aaaaaaaaaaaa","full":true,"gen":1,"rooms":{}}`},  // this node's own
+		{presencePrefix + "nope", `{"node":"nope","full":true,"gen":1,"rooms":{}}`},
+	} {
+		pub(bad.subj, bad.data)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if len(h.remote) != 0 {
+		t.Fatalf("bad presence was taken: %v", h.remote)
+	}
+	pub(presencePrefix+other, `{"node":"`+other+`","full":true,"gen":5,"rooms":{"lobby":[{"name":"bo"}]}}`)
+	pub(presencePrefix+other, `{"node":"`+other+`","from":4,"gen":9,"rooms":{"lobby":[]}}`) // after a missed one
+	pub(presencePrefix+other, `{"node":"`+other+`","from":5,"gen":6,"rooms":{"x":[{"name":"bo"}]}}`)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		snap, _ := h.get(other)
+		if len(snap["lobby"]) == 1 && len(snap["x"]) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("presence of %s: %v, want bo in lobby and x", other, snap)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	pub(presencePrefix+other, `{"node":"`+other+`","full":true,"rooms":{}}`) // goodbye
+	deadline = time.Now().Add(5 * time.Second)
+	for snap, _ := h.get(other); len(snap) != 0; snap, _ = h.get(other) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after a goodbye: %v", snap)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

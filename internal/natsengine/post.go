@@ -107,7 +107,11 @@ func (e *Engine) await(f jetstream.PubAckFuture, draft proto.Message, done func(
 
 // get reads the message at stream sequence seq.
 func (e *Engine) get(ctx context.Context, seq uint64) (proto.Message, error) {
-	raw, err := e.stream.GetMsg(ctx, seq)
+	var raw *jetstream.RawStreamMsg
+	err := retry(ctx, func() (err error) {
+		raw, err = e.stream.GetMsg(ctx, seq)
+		return err
+	})
 	if err != nil {
 		return proto.Message{}, err
 	}

@@ -48,17 +48,15 @@ func (e *Engine) consumer(ctx context.Context, subj string, from uint64) (jetstr
 	if from > 1 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
 	}
-	// Right after a stream is made or moves leader, its API may have no
-	// responder for a moment.
-	for try := 1; ; try++ {
-		c, err := e.stream.CreateConsumer(ctx, cfg)
-		if err == nil {
-			return c, nil
-		}
-		if !errors.Is(err, nats.ErrNoResponders) || try == 5 || !sleep(ctx, 100*time.Millisecond) {
-			return nil, unreadable(err)
-		}
+	var c jetstream.Consumer
+	err := retry(ctx, func() (err error) {
+		c, err = e.stream.CreateConsumer(ctx, cfg)
+		return err
+	})
+	if err != nil {
+		return nil, unreadable(err)
 	}
+	return c, nil
 }
 
 // drop deletes a reader's consumer, in the background (its inactivity
@@ -167,7 +165,11 @@ func (e *Engine) startOfNewest(ctx context.Context, subj string, lo, hi uint64, 
 // last returns the stream sequence of the newest message of subj, 0 when
 // it has none.
 func (e *Engine) last(ctx context.Context, subj string) (uint64, error) {
-	m, err := e.stream.GetLastMsgForSubject(ctx, subj)
+	var m *jetstream.RawStreamMsg
+	err := retry(ctx, func() (err error) {
+		m, err = e.stream.GetLastMsgForSubject(ctx, subj)
+		return err
+	})
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 		return 0, nil
@@ -266,7 +268,11 @@ func (e *Engine) Before(ctx context.Context, room, origin string, seq uint64, li
 	if origin != e.origin {
 		return store.Page{}, store.ErrNotFound
 	}
-	m, err := e.stream.GetMsg(ctx, seq)
+	var m *jetstream.RawStreamMsg
+	err := retry(ctx, func() (err error) {
+		m, err = e.stream.GetMsg(ctx, seq)
+		return err
+	})
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 		return store.Page{}, store.ErrNotFound
@@ -320,6 +326,18 @@ func (e *Engine) RoomsAfter(ctx context.Context, after string, limit int) ([]sto
 		out = append(out, ri)
 	}
 	return out, more, nil
+}
+
+// retry runs f again, a few times, while it finds no responder: right
+// after a stream is made or its leader moves, its API and direct gets may
+// have none for a moment.
+func retry(ctx context.Context, f func() error) error {
+	for try := 1; ; try++ {
+		err := f()
+		if err == nil || !errors.Is(err, nats.ErrNoResponders) || try == 10 || !sleep(ctx, 100*time.Millisecond) {
+			return err
+		}
+	}
 }
 
 // sleep waits d and reports false if ctx ends first.
