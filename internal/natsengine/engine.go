@@ -30,6 +30,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -76,6 +77,8 @@ type Engine struct {
 	js     jetstream.JetStream
 	stream jetstream.Stream
 	origin string // the id of the stream, as the origin of its messages
+
+	healthy atomic.Bool // the stream answered the last check (Health)
 }
 
 // Open connects to NATS, creates the stream or checks that the one there
@@ -171,6 +174,7 @@ func (e *Engine) setup(ctx context.Context) error {
 	}
 	e.stream = st
 	e.origin = streamOrigin(st.CachedInfo())
+	e.healthy.Store(true)
 	return nil
 }
 
@@ -292,5 +296,32 @@ func (e *Engine) SharedKey(ctx context.Context, name string) ([]byte, error) {
 	return got.Value(), nil
 }
 
-// Ready reports whether the engine can publish now (connected to NATS).
-func (e *Engine) Ready() bool { return e.nc.IsConnected() }
+// Ready reports whether the engine can publish now: connected to NATS,
+// and the stream answered its last check (it cannot without a quorum).
+func (e *Engine) Ready() bool { return e.nc.IsConnected() && e.healthy.Load() }
+
+// healthEvery is how often Health asks after the stream.
+const healthEvery = time.Second
+
+// Health asks after the stream every second until ctx ends, for Ready.
+func (e *Engine) Health(ctx context.Context) {
+	t := time.NewTicker(healthEvery)
+	defer t.Stop()
+	for {
+		cctx, cancel := context.WithTimeout(ctx, healthEvery)
+		_, err := e.stream.Info(cctx)
+		cancel()
+		if ok := err == nil; e.healthy.Swap(ok) != ok && ctx.Err() == nil {
+			if ok {
+				e.log.Info("nats: the stream answers again", "stream", e.cfg.Stream)
+			} else {
+				e.log.Warn("nats: the stream does not answer; not ready", "stream", e.cfg.Stream, "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

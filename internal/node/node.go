@@ -341,6 +341,7 @@ func (n *Node) Run(ctx context.Context) error {
 		start(func() { n.followNATS(bgCtx) })
 		start(func() { n.presenceNATS(bgCtx) })
 		start(func() { n.announceNATS(bgCtx) })
+		start(func() { n.nats.Health(bgCtx) })
 	} else {
 		start(func() { n.hub.Run(bgCtx, n.commits) })
 	}

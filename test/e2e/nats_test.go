@@ -180,8 +180,23 @@ func TestNATSFaults(t *testing.T) {
 	if send("q", 3) {
 		t.Fatal("a send was acked with one NATS server of three")
 	}
+	ready := func(want int) func() error {
+		return func() error {
+			resp, err := http.Get(a.HTTP + "/readyz")
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode != want {
+				return fmt.Errorf("/readyz %d, want %d", resp.StatusCode, want)
+			}
+			return nil
+		}
+	}
+	proctest.Eventually(t, 15*time.Second, ready(http.StatusServiceUnavailable))
 	c.Restart(0)
 	c.Restart(1)
+	proctest.Eventually(t, 30*time.Second, ready(http.StatusOK))
 	if !send("q", 100) || !send("after", 50) {
 		t.Fatal("sends not acked once the servers are back")
 	}
