@@ -1,13 +1,16 @@
 // Package natstest runs real NATS JetStream clusters for tests: nats-server
-// built from its Go module, in the test process, every server on
-// 127.0.0.1 (client and route ports chosen by the kernel), each with a file
-// store in a temporary directory and sync_interval: always (an fsync after
-// every write, as docs/nats.md recommends).
+// built from its Go module, every server on 127.0.0.1 (client and route
+// ports chosen by the kernel), each with a file store in a temporary
+// directory and sync_interval: always (an fsync after every write, as
+// docs/nats.md recommends). Start runs the servers in the test process;
+// StartProcesses runs each in a process of its own (the test binary again,
+// see ServeIfChild), so that Stop is a kill -9.
 package natstest
 
 import (
 	"fmt"
 	"net"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,16 +29,25 @@ type Cluster struct {
 	name string
 
 	mu      sync.Mutex
-	servers []*server.Server // nil where stopped
+	servers []*server.Server // nil where stopped (in-process servers)
+	procs   []*exec.Cmd      // nil where stopped (StartProcesses)
 	opts    []*server.Options
+	asProcs bool
 }
 
 // Start starts a cluster of n servers (n 1 runs one server with JetStream,
 // no cluster) and waits until JetStream has a meta leader. They stop at
 // the end of the test.
-func Start(t testing.TB, n int) *Cluster {
+func Start(t testing.TB, n int) *Cluster { return start(t, n, false) }
+
+// StartProcesses is Start with each server a process of its own; the test
+// binary's TestMain must call ServeIfChild first.
+func StartProcesses(t testing.TB, n int) *Cluster { return start(t, n, true) }
+
+func start(t testing.TB, n int, procs bool) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, name: "chatrtest", servers: make([]*server.Server, n), opts: make([]*server.Options, n)}
+	c := &Cluster{t: t, name: "chatrtest", servers: make([]*server.Server, n), procs: make([]*exec.Cmd, n),
+		opts: make([]*server.Options, n), asProcs: procs}
 	t.Cleanup(c.stopAll)
 	ports := freePorts(t, 2*n)
 	var routes []string
@@ -102,6 +114,9 @@ func freePorts(t testing.TB, k int) []int {
 }
 
 func (c *Cluster) start(i int) error {
+	if c.asProcs {
+		return c.startProc(i)
+	}
 	o := *c.opts[i]
 	s, err := server.NewServer(&o)
 	if err != nil {
@@ -124,7 +139,7 @@ func (c *Cluster) WaitReady() {
 	c.t.Helper()
 	deadline := time.Now().Add(readyTimeout)
 	for {
-		ready := true
+		ready := !c.asProcs || c.procsReady()
 		c.mu.Lock()
 		for _, s := range c.servers {
 			if s != nil && len(c.servers) > 1 && !(s.JetStreamIsClustered() && s.JetStreamIsCurrent()) {
@@ -157,15 +172,20 @@ func (c *Cluster) ServerURL(i int) string {
 	return "nats://127.0.0.1:" + strconv.Itoa(c.opts[i].Port)
 }
 
-// Stop shuts server i down (its store stays, for Restart).
+// Stop stops server i (its store stays, for Restart): a shutdown of an
+// in-process server, a kill -9 of a process.
 func (c *Cluster) Stop(i int) {
 	c.mu.Lock()
-	s := c.servers[i]
-	c.servers[i] = nil
+	s, p := c.servers[i], c.procs[i]
+	c.servers[i], c.procs[i] = nil, nil
 	c.mu.Unlock()
 	if s != nil {
 		s.Shutdown()
 		s.WaitForShutdown()
+	}
+	if p != nil {
+		p.Process.Kill()
+		p.Wait()
 	}
 }
 

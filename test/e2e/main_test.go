@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"chatr/internal/clustertest"
+	"chatr/internal/natstest"
 	"chatr/internal/proctest"
 	"chatr/internal/proto"
 )
@@ -26,8 +27,9 @@ import (
 var binary string
 
 // TestMain builds the binary once for every test (unless -short), and
-// removes it at the end.
+// removes it at the end; run as a NATS server, it serves instead.
 func TestMain(m *testing.M) {
+	natstest.ServeIfChild() // when this process is a NATS server of natstest.StartProcesses
 	flag.Parse()
 	if testing.Short() {
 		os.Exit(m.Run())
