@@ -3,7 +3,7 @@
 GO ?= go
 FUZZTIME ?= 10s
 
-.PHONY: run build test deps vet unit chaos-short chaos fuzz bench clean
+.PHONY: unit-nats run build test deps vet unit chaos-short chaos fuzz bench clean
 
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
@@ -37,8 +37,16 @@ vet:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 		if [ -n "$$out" ]; then echo "gofmt needed on: $$out"; exit 1; fi
 
-unit:
+unit: unit-nats
 	$(GO) test -race -count=1 -timeout 12m ./...
+
+# unit-nats runs the gateway's protocol, API, input and resume tests again
+# on the NATS engine (a JetStream server per test server, in the process):
+# one table of engines, not copies of tests. Skipped are the four that
+# look into the local store itself (its metrics, its vector, a closed store).
+NATS_ONLY_LOCAL = ^(TestAdminListener|TestPagesAndProbes|TestClientCausedLogsAreLimited|TestPostAckAfterCommit)$$
+unit-nats:
+	$(GO) test -race -count=1 -timeout 8m -skip '$(NATS_ONLY_LOCAL)' ./internal/gateway -args -engine nats
 
 # fuzz runs each fuzz target briefly: the WebSocket frame decoder, names, cursors,
 # the HTTP message body, the binary batches of peer links, the frames

@@ -97,7 +97,7 @@ func TestPostMessage(t *testing.T) {
 	}
 	var m apiMessage
 	json.Unmarshal(data, &m)
-	if m.Room != "lobby" || m.ID != ts.msgID(1) || m.Sender != "api bot" || m.Text != "<script>alert(1)</script>" || m.Node != ts.st.NodeID() {
+	if m.Room != "lobby" || m.ID != ts.msgID(1) || m.Sender != "api bot" || m.Text != "<script>alert(1)</script>" || m.Node != ts.origin {
 		t.Fatalf("stored %+v", m)
 	}
 	checkCreated(t, m.Created)
@@ -321,13 +321,13 @@ func TestGetMessagesPaging(t *testing.T) {
 	}{
 		{"before and since", "?before=" + all[3] + "&since=" + url.QueryEscape(start.Cursor), 400},
 		{"bad before id", "?before=nonsense", 400},
-		{"before id without seq", "?before=" + ts.st.NodeID() + "-", 400},
-		{"before id seq 0", "?before=" + ts.st.NodeID() + "-0", 400},
-		{"unknown before id", "?before=" + ts.st.NodeID() + "-9999", 404},
+		{"before id without seq", "?before=" + ts.origin + "-", 400},
+		{"before id seq 0", "?before=" + ts.origin + "-0", 400},
+		{"unknown before id", "?before=" + ts.origin + "-9999", 404},
 		{"unknown node", "?before=abcdefabcdef-1", 404},
 		{"before id of another room", "?before=" + ts.msgID(6), 404},
 		{"bad since", "?since=garbage", 400},
-		{"since of another room", "?since=" + url.QueryEscape(proto.EncodeCursor(ts.hub.Scope("other"), proto.Vector{ts.st.NodeID(): 1})), 400},
+		{"since of another room", "?since=" + url.QueryEscape(proto.EncodeCursor(ts.hub.Scope("other"), proto.Vector{ts.origin: 1})), 400},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -17,7 +17,7 @@ func TestBadInputIsNot500AndNotLogged(t *testing.T) {
 	t.Parallel()
 	ts := newTestServer(t)
 	ts.appendN(t, "lobby", 3)
-	node := ts.st.NodeID()
+	node := ts.origin
 	huge := strconv.FormatUint(math.MaxInt64+1, 10) // 2^63: past SQLite's integers
 	for _, tc := range []struct {
 		name, path string

@@ -47,7 +47,7 @@ func newSinceFixture(tb testing.TB) *sinceFixture {
 			}
 		}
 	}
-	page, err := ts.st.Latest(context.Background(), "a", 1000)
+	page, err := ts.srv.store.Latest(context.Background(), "a", 1000)
 	if err != nil {
 		tb.Fatalf("read room a: %v", err)
 	}
@@ -194,7 +194,7 @@ func (fx *sinceFixture) check(t *testing.T, since string) (accepted bool) {
 // release (version 2, a CRC-32 anyone can compute), truncations and
 // mutations.
 func (fx *sinceFixture) seeds() []string {
-	node := fx.ts.st.NodeID()
+	node := fx.ts.origin
 	stranger := strings.Repeat("ab", proto.NodeIDLen/2)
 	other := fx.scopeA()
 	other.Cluster = "elsewhere"
@@ -297,7 +297,7 @@ func TestJoinSinceMutations(t *testing.T) {
 		fx.cursorsA[1],
 		fx.cursorsA[len(fx.cursorsA)-1],
 		fx.cursorsB[len(fx.cursorsB)-1],
-		proto.EncodeCursor(fx.scopeA(), proto.Vector{fx.ts.st.NodeID(): 2, strings.Repeat("cd", proto.NodeIDLen/2): 300}),
+		proto.EncodeCursor(fx.scopeA(), proto.Vector{fx.ts.origin: 2, strings.Repeat("cd", proto.NodeIDLen/2): 300}),
 	}
 	n, accepted := 0, 0
 	for _, base := range bases {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"flag"
 	"io"
 	"log/slog"
 	"net"
@@ -20,6 +21,8 @@ import (
 	"chatr/internal/client/clienttest"
 	"chatr/internal/config"
 	"chatr/internal/hub"
+	"chatr/internal/natsengine"
+	"chatr/internal/natstest"
 	"chatr/internal/proctest"
 	"chatr/internal/proto"
 	"chatr/internal/store"
@@ -31,6 +34,12 @@ import (
 const readTimeout = clienttest.DefaultTimeout
 
 func noEnv(string) string { return "" }
+
+// engine is the engine the test servers run on: local (the default), or
+// nats (go test ./internal/gateway -args -engine nats; make test runs the
+// engine-independent tests so too): a single JetStream server per test
+// server, in this process, and the natsengine in front of it.
+var engine = flag.String("engine", "local", "engine of the test servers: local or nats")
 
 // unlimited lifts the per-session caps on frames and replays, for tests
 // that drive one session through hundreds of joins or bad frames on
@@ -54,6 +63,9 @@ type testServer struct {
 	admin string
 	// logs holds what the server logged, every level, as text lines.
 	logs *proctest.Buffer
+	// origin is the origin of the messages it stores: the node's id, or
+	// the stream's with the NATS engine.
+	origin string
 }
 
 // newTestServer starts a gateway configured by the flags args (on top of a
@@ -74,7 +86,13 @@ func startTestServer(t testing.TB, onAccept func(net.Conn), args ...string) *tes
 // server's Options.
 func startTestServerWith(t testing.TB, tweak func(*Options), onAccept func(net.Conn), args ...string) *testServer {
 	t.Helper()
-	cfg, err := config.Parse(append([]string{"--http", "127.0.0.1:0", "--data", t.TempDir(), "--node", "testnode"}, args...), noEnv, io.Discard)
+	base := []string{"--http", "127.0.0.1:0", "--data", t.TempDir(), "--node", "testnode"}
+	var js *natstest.Cluster
+	if *engine == "nats" {
+		js = natstest.Start(t, 1)
+		base = append(base, "--engine", "nats", "--nats-url", js.URL(), "--nats-replicas", "1")
+	}
+	cfg, err := config.Parse(append(base, args...), noEnv, io.Discard)
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
@@ -83,8 +101,24 @@ func startTestServerWith(t testing.TB, tweak func(*Options), onAccept func(net.C
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
-	h := hub.New(hub.Options{NodeID: st.NodeID(), Cluster: cfg.ClusterName, Metrics: reg, PresenceInterval: cfg.PresenceInterval})
-	fanout := st.Follow(true)
+	var nats *natsengine.Engine
+	var key []byte
+	if js != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		nats, err = natsengine.Open(ctx, natsengine.Config{URL: js.URL(), Replicas: 1, Name: "test"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err == nil {
+			key, err = nats.SharedKey(ctx, "cursor")
+		}
+		cancel()
+		if err != nil {
+			t.Fatalf("nats engine: %v", err)
+		}
+	}
+	h := hub.New(hub.Options{NodeID: st.NodeID(), Cluster: cfg.ClusterName, Metrics: reg, PresenceInterval: cfg.PresenceInterval, CursorKey: key})
+	var fanout *store.Follower
+	if nats == nil {
+		fanout = st.Follow(true)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen: %v", err)
@@ -97,6 +131,9 @@ func startTestServerWith(t testing.TB, tweak func(*Options), onAccept func(net.C
 	opts := Options{Config: cfg, NodeID: st.NodeID(), HTTPAddr: ln.Addr().String(), History: StoreHistory{Store: st}, Hub: h,
 		Poster: StorePoster{Store: st}, Web: web.FS, Metrics: reg,
 		Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	if nats != nil {
+		opts.History, opts.Poster, opts.Ready = nats, nats, nats.Ready
+	}
 	if tweak != nil {
 		tweak(&opts)
 	}
@@ -113,11 +150,21 @@ func startTestServerWith(t testing.TB, tweak func(*Options), onAccept func(net.C
 	ran := make(chan struct{})
 	go func() { defer close(ran); srv.Run(runCtx) }()
 	fannedOut := make(chan struct{})
-	go func() { defer close(fannedOut); h.Run(runCtx, fanout) }()
+	go func() {
+		defer close(fannedOut)
+		if nats != nil {
+			nats.Follow(runCtx, 0, h.Publish, func() {})
+			return
+		}
+		h.Run(runCtx, fanout)
+	}()
 	url := "http://" + ln.Addr().String()
 	ts := &testServer{cfg: cfg, srv: srv, st: st, hub: h, addr: ln.Addr().String(), url: url, logs: logs,
-		admin: "http://" + adminLn.Addr().String(),
-		ws:    "ws" + strings.TrimPrefix(url, "http") + "/chatr/ws"}
+		admin: "http://" + adminLn.Addr().String(), origin: st.NodeID(),
+		ws: "ws" + strings.TrimPrefix(url, "http") + "/chatr/ws"}
+	if nats != nil {
+		ts.origin = nats.Origin()
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -128,6 +175,9 @@ func startTestServerWith(t testing.TB, tweak func(*Options), onAccept func(net.C
 		srv.Shutdown(ctx)
 		<-serving
 		<-servingAdmin
+		if nats != nil {
+			nats.Close()
+		}
 		st.Close()
 	})
 	return ts
@@ -211,10 +261,10 @@ func ids(fs []clienttest.Frame) []string {
 }
 
 // msgID is the id of message seq of this server's node.
-func (ts *testServer) msgID(seq int) string { return ts.st.NodeID() + "-" + strconv.Itoa(seq) }
+func (ts *testServer) msgID(seq int) string { return ts.origin + "-" + strconv.Itoa(seq) }
 
-// appendN stores n messages in room through the store (as another node
-// session would), in order, and returns their ids.
+// appendN stores n messages in room through the server's Poster (the
+// store or the stream), in order, and returns their ids.
 func (ts *testServer) appendN(t testing.TB, room string, n int) []string {
 	t.Helper()
 	type res struct {
@@ -225,7 +275,7 @@ func (ts *testServer) appendN(t testing.TB, room string, n int) []string {
 	for i := range n {
 		ch := make(chan res, 1)
 		chs[i] = ch
-		err := ts.st.AppendAsync(context.Background(), proto.Message{Room: room, Sender: "bot", Text: "m" + strconv.Itoa(i)}, func(m proto.Message, err error) { ch <- res{m, err} })
+		err := ts.srv.post.Post(context.Background(), proto.Message{Room: room, Sender: "bot", Text: "m" + strconv.Itoa(i)}, func(m proto.Message, err error) { ch <- res{m, err} })
 		if err != nil {
 			t.Fatalf("append: %v", err)
 		}

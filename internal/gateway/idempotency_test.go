@@ -76,7 +76,7 @@ func TestPostIdempotencyKey(t *testing.T) {
 	if _, other := postKeyed(t, ts, `{"sender":"ann","text":"hi"}`, `"k-2"`); other["id"] == first["id"] {
 		t.Errorf("a post with another key got the first message")
 	}
-	page, err := ts.st.Latest(context.Background(), "lobby", 10)
+	page, err := ts.srv.store.Latest(context.Background(), "lobby", 10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +119,7 @@ func TestPostIdempotencyKeyRefused(t *testing.T) {
 			t.Errorf("%s: %d %v, want %d %s", tc.name, status, v, tc.status, tc.code)
 		}
 	}
-	if page, _ := ts.st.Latest(context.Background(), "lobby", 10); len(page.Messages) != 1 {
+	if page, _ := ts.srv.store.Latest(context.Background(), "lobby", 10); len(page.Messages) != 1 {
 		t.Fatalf("refused posts stored messages: %d in the room", len(page.Messages))
 	}
 }

@@ -71,7 +71,7 @@ func TestRateLimitThenClose(t *testing.T) {
 		}
 	}
 	// Only the one message within the rate was stored.
-	page, err := ts.st.Latest(context.Background(), "lobby", 100)
+	page, err := ts.srv.store.Latest(context.Background(), "lobby", 100)
 	if err != nil || len(page.Messages) != 1 {
 		t.Fatalf("stored %d messages (err %v), want 1", len(page.Messages), err)
 	}

@@ -22,9 +22,9 @@ func TestBadFramesAnswerAndKeepTheConnection(t *testing.T) {
 	ts := newTestServer(t, unlimited()...)
 	elsewhere := ts.hub.Scope("lobby")
 	elsewhere.Cluster = "elsewhere"
-	otherRoom := proto.EncodeCursor(ts.hub.Scope("other"), proto.Vector{ts.st.NodeID(): 1})
-	otherCluster := proto.EncodeCursor(elsewhere, proto.Vector{ts.st.NodeID(): 1})
-	good := proto.EncodeCursor(ts.hub.Scope("lobby"), proto.Vector{ts.st.NodeID(): 1})
+	otherRoom := proto.EncodeCursor(ts.hub.Scope("other"), proto.Vector{ts.origin: 1})
+	otherCluster := proto.EncodeCursor(elsewhere, proto.Vector{ts.origin: 1})
+	good := proto.EncodeCursor(ts.hub.Scope("lobby"), proto.Vector{ts.origin: 1})
 
 	cases := []struct {
 		name  string

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -31,8 +32,11 @@ func TestWelcome(t *testing.T) {
 	if len(w.Nodes) != 1 || w.Nodes[0].ID != ts.st.NodeID() || w.Nodes[0].Name != "testnode" || w.Nodes[0].HTTP != ts.addr {
 		t.Errorf("welcome nodes %+v, want this node alone", w.Nodes)
 	}
-	if got, want := w.Keys(), []string{"name", "node", "nodes", "session", "type"}; !slices.Equal(got, want) {
+	if got, want := w.Keys(), []string{"engine", "name", "node", "nodes", "session", "type"}; !slices.Equal(got, want) {
 		t.Errorf("welcome fields %v, want %v", got, want)
+	}
+	if want := `"engine":"` + *engine + `"`; !strings.Contains(string(w.Raw), want) {
+		t.Errorf("welcome %s, want %s", w, want)
 	}
 	other := ts.hello(t, "other")
 	_ = other
@@ -91,7 +95,7 @@ func TestJoinSendAndPresence(t *testing.T) {
 	}
 	for _, m := range []clienttest.Frame{mine, theirs} {
 		if m.Room != "lobby" || m.ID != ts.msgID(1) || m.Sender != "alice" || m.Text != "  hello <b>bob</b>  " ||
-			m.Node != ts.st.NodeID() || m.Cursor == "" || m.Created != ack.Created {
+			m.Node != ts.origin || m.Cursor == "" || m.Created != ack.Created {
 			t.Fatalf("message %s", m)
 		}
 		if got, want := m.Keys(), []string{"created", "cursor", "id", "node", "room", "sender", "text", "type"}; !slices.Equal(got, want) {
@@ -103,7 +107,7 @@ func TestJoinSendAndPresence(t *testing.T) {
 		}
 	}
 	// The ack came after the commit: the store holds the message.
-	page, err := ts.st.Latest(context.Background(), "lobby", 10)
+	page, err := ts.srv.store.Latest(context.Background(), "lobby", 10)
 	if err != nil || len(page.Messages) != 1 || page.Messages[0].ID() != ack.ID {
 		t.Fatalf("store after the ack: %+v, %v", page.Messages, err)
 	}
@@ -345,7 +349,7 @@ func msgs0Cursor(t *testing.T, ts *testServer, id string) string {
 	if perr != nil {
 		t.Fatal(perr)
 	}
-	return proto.EncodeCursor(ts.hub.Scope("lobby"), proto.Vector{ts.st.NodeID(): seq})
+	return proto.EncodeCursor(ts.hub.Scope("lobby"), proto.Vector{ts.origin: seq})
 }
 
 // Live messages that race a join are neither lost nor repeated: a client
@@ -546,7 +550,7 @@ func TestSendSameRefOnce(t *testing.T) {
 			t.Fatalf("a repeated ref delivered %s again", f)
 		}
 	}
-	page, _ := ts.st.Latest(context.Background(), "lobby", 10)
+	page, _ := ts.srv.store.Latest(context.Background(), "lobby", 10)
 	if len(page.Messages) != 1 {
 		t.Fatalf("stored %d messages, want 1", len(page.Messages))
 	}

@@ -30,6 +30,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -79,6 +80,11 @@ type Engine struct {
 	origin string // the id of the stream, as the origin of its messages
 
 	healthy atomic.Bool // the stream answered the last check (Health)
+
+	pubMu    sync.Mutex     // publishes and their place in acks, in one order
+	closed   bool           // Close began: Post refuses
+	acks     chan published // publishes waiting for their PubAck, in order (answer)
+	answered chan struct{}  // closed when answer has answered them all
 }
 
 // Open connects to NATS, creates the stream or checks that the one there
@@ -125,11 +131,12 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--nats-url %s: %w", cfg.URL, err)
 	}
-	e := &Engine{cfg: cfg, log: log, nc: nc}
+	e := &Engine{cfg: cfg, log: log, nc: nc, acks: make(chan published, maxUnacked), answered: make(chan struct{})}
 	if err := e.setup(ctx); err != nil {
 		nc.Close()
 		return nil, err
 	}
+	go e.answer()
 	return e, nil
 }
 
@@ -237,8 +244,16 @@ func (e *Engine) Stream() string { return e.cfg.Stream }
 // Conn is the NATS connection (presence and membership use it too).
 func (e *Engine) Conn() *nats.Conn { return e.nc }
 
-// Close drains the connection: what was published is flushed first.
+// Close answers the publishes in flight (each waits for its PubAck at
+// most pubTimeout) and drains the connection.
 func (e *Engine) Close() {
+	e.pubMu.Lock()
+	if !e.closed {
+		e.closed = true
+		close(e.acks)
+	}
+	e.pubMu.Unlock()
+	<-e.answered
 	if err := e.nc.Drain(); err != nil {
 		e.nc.Close()
 	}

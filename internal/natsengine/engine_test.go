@@ -136,6 +136,11 @@ func TestEngine(t *testing.T) {
 	if p, err := e.Since(ctx, "a", proto.Vector{e.Origin(): a[9].Seq}, 10, false); err != nil || len(p.Messages) != 0 || p.Truncated {
 		t.Fatalf("Since the newest: %+v %v", p, err)
 	}
+	// A cursor is the client's: one past the end (2^64-1 here, which +1
+	// would wrap to 0) replays nothing.
+	if p, err := e.Since(ctx, "a", proto.Vector{e.Origin(): 1<<64 - 1}, 10, false); err != nil || len(p.Messages) != 0 || p.Truncated {
+		t.Fatalf("Since a cursor past the end: %q %+v %v", texts(p.Messages), p, err)
+	}
 
 	if p, err := e.Before(ctx, "a", e.Origin(), a[5].Seq, 3); err != nil || texts(p.Messages) != "a3 a4 a5" {
 		t.Fatalf("Before a6: %q %v", texts(p.Messages), err)

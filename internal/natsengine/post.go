@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -70,12 +71,37 @@ func (e *Engine) Post(ctx context.Context, draft proto.Message, done func(proto.
 	if draft.Ref != "" {
 		opts = append(opts, jetstream.WithMsgID(msgID(draft.Room, draft.Sender, draft.Ref)))
 	}
+	e.pubMu.Lock()
+	defer e.pubMu.Unlock()
+	if e.closed {
+		return unavailable(errors.New("the node is closing its NATS connection"))
+	}
 	f, err := e.js.PublishMsgAsync(m, opts...)
 	if err != nil {
 		return unavailable(err)
 	}
-	go e.await(f, draft, done)
+	e.acks <- published{f, draft, done}
 	return nil
+}
+
+// published is a publish waiting for its PubAck.
+type published struct {
+	f     jetstream.PubAckFuture
+	draft proto.Message
+	done  func(proto.Message, error)
+}
+
+// maxUnacked bounds the publishes waiting for their PubAck: a Post past it
+// waits (as the local store's queue makes senders wait).
+const maxUnacked = 4096
+
+// answer calls done for each publish, in the order of the publishes (so
+// that a client's acks come in the order of its sends), until acks closes.
+func (e *Engine) answer() {
+	defer close(e.answered)
+	for p := range e.acks {
+		e.await(p.f, p.draft, p.done)
+	}
 }
 
 // await waits for the PubAck of one publish and calls done.

@@ -225,18 +225,17 @@ func (e *Engine) newestFrom(ctx context.Context, subj string, lo, hi, n, upTo ui
 // raised by what was returned.
 func (e *Engine) Since(ctx context.Context, room string, cursor proto.Vector, limit int, newest bool) (store.Page, error) {
 	subj := subject(room)
-	from := cursor[e.origin] + 1
 	last, err := e.last(ctx, subj)
 	if err != nil {
 		return store.Page{}, err
 	}
 	p := store.Page{Vector: cursor.Clone()}
-	if last < from || limit <= 0 {
-		if last >= from {
-			p.Truncated = true
-		}
+	have := cursor[e.origin] // may be anything up to 2^64-1: a cursor is the client's
+	if have >= last || limit <= 0 {
+		p.Truncated = have < last
 		return p, nil
 	}
+	from := have + 1
 	count, err := e.pending(ctx, subj, from)
 	if err != nil {
 		return store.Page{}, err
