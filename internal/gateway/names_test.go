@@ -47,8 +47,12 @@ func TestNamesThatLookAlike(t *testing.T) {
 			if got := present(); !slices.Equal(got, []string{"alice"}) {
 				t.Fatalf("present %q, want alice alone", got)
 			}
-			// Rooms alice is not in are open to the name.
+			// Rooms alice is not in are open to the name. (It leaves,
+			// so that the next lookalike finds dev as this one did: a
+			// closed connection leaves its rooms only some time after.)
 			c.Join("dev", nil)
+			c.Send(`{"type":"leave","room":"dev"}`)
+			c.Expect("left")
 		})
 	}
 	if got := ts.metric(t, `chatr_names_refused_total{reason="lookalike"}`); got != 4 {

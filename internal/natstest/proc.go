@@ -146,4 +146,3 @@ func (c *Cluster) procsReady() bool {
 	}
 	return true
 }
-

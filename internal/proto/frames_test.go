@@ -208,8 +208,8 @@ func TestServerFramesWire(t *testing.T) {
 		frame any
 		want  string
 	}{
-		{Welcome{Type: "welcome", Node: "n", Session: "s", Name: "a", Nodes: []Member{{ID: "n", Name: "x", HTTP: "h:1"}}},
-			`{"type":"welcome","node":"n","session":"s","name":"a","nodes":[{"id":"n","name":"x","http":"h:1"}]}`},
+		{Welcome{Type: "welcome", Node: "n", Session: "s", Name: "a", Nodes: []Member{{ID: "n", Name: "x", HTTP: "h:1"}}, Engine: "local"},
+			`{"type":"welcome","node":"n","session":"s","name":"a","nodes":[{"id":"n","name":"x","http":"h:1"}],"engine":"local"}`},
 		{Joined{Type: "joined", Room: "lobby", Presence: []Person{{Name: "a", Node: "n"}}},
 			`{"type":"joined","room":"lobby","presence":[{"name":"a","node":"n"}]}`},
 		{Synced{Type: "synced", Room: "lobby", Cursor: "", Truncated: false},
