@@ -5,6 +5,8 @@
 #   scripts/bench.sh            short run of every scenario (make bench, < 3 min)
 #   scripts/bench.sh full       the longer runs recorded in BENCHMARKS.md
 #   scripts/bench.sh idle|fanout|cluster|catchup|failover   one scenario
+#   scripts/bench.sh engines    fan-out and 3 nodes on each engine, local then
+#                               nats (3 nats-servers, R3, sync_interval: always)
 #
 # Everything is bounded in time and stays on the loopback interface.
 set -euo pipefail
@@ -229,4 +231,55 @@ if want failover; then
 	wait "$bp" || true
 	grep -E "^(connections|messages|errors|failover|deliveries|latency|check|result)" "$work/failover.txt" || cat "$work/failover.txt"
 	stop_all
+fi
+
+if [ "$mode" = engines ]; then
+	echo
+	echo "## Both engines, one run: local, then nats (3 nats-servers, stream R3, sync_interval: always)"
+	go build -o "$work/natsnode" ./internal/natstest/natsnode
+	natsurl=nats://127.0.0.1:4331,nats://127.0.0.1:4332,nats://127.0.0.1:4333
+	start_nats() {
+		for i in 1 2 3; do
+			"$work/natsnode" -name "n$i" -port "433$i" -cluster-port "633$i" -store "$work/nats$i-$1" \
+				-routes nats://127.0.0.1:6331,nats://127.0.0.1:6332,nats://127.0.0.1:6333 >"$work/nats$i.out" 2>&1 &
+			pids+=($!)
+			disown
+		done
+		for i in 1 2 3; do
+			for _ in $(seq 100); do grep -q ready "$work/nats$i.out" && break; sleep 0.1; done
+		done
+		sleep 3 # a meta leader
+	}
+	for eng in local nats; do
+		echo
+		echo "### engine $eng"
+		flags=()
+		if [ "$eng" = nats ]; then
+			start_nats fan
+			flags=(--engine nats --nats-url "$natsurl" --nats-replicas 3)
+		fi
+		for rate in 500 2000; do
+			start "fan-$eng-$rate" 5302 "${flags[@]}"
+			echo "fan-out, 1 room of 1000, $rate msg/s:"
+			"$bin" bench --url ws://127.0.0.1:5302/chatr/ws --conns 1000 --rooms 1 --senders 4 --rate "$rate" --size 64 \
+				--duration 8s --ramp 3s --quiet 2>&1 | grep -E "^(messages|latency|check|result)" || true
+			stop_all
+		done
+		[ "$eng" = nats ] && start_nats cl
+		if [ "$eng" = nats ]; then
+			for i in 1 2 3; do start "e$i" "531$i" "${flags[@]}"; done
+		else
+			start_cluster e 531 731
+		fi
+		urls=ws://127.0.0.1:5311/chatr/ws,ws://127.0.0.1:5312/chatr/ws,ws://127.0.0.1:5313/chatr/ws
+		for rate in 1000 10000; do
+			echo "3 nodes, $rate msg/s, 30 rooms of 10 (cross-node):"
+			"$bin" bench --url "$urls" --conns 300 --rooms 30 --senders 30 --rate "$rate" --size 64 \
+				--duration 10s --ramp 2s --quiet 2>&1 | grep -E "^(messages|latency|check|result)" || true
+		done
+		echo "3 nodes, closed loop: 60 senders, window 64:"
+		"$bin" bench --url "$urls" --conns 60 --rooms 20 --senders 60 --rate 200000 --window 64 --size 64 \
+			--duration 10s --ramp 1s --quiet 2>&1 | grep -E "^(messages|latency|check|result)" || true
+		stop_all
+	done
 fi

@@ -334,8 +334,11 @@ func TestPresenceInput(t *testing.T) {
 		pub(bad.subj, bad.data)
 	}
 	time.Sleep(200 * time.Millisecond)
-	if len(h.remote) != 0 {
-		t.Fatalf("bad presence was taken: %v", h.remote)
+	h.mu.Lock()
+	taken := len(h.remote)
+	h.mu.Unlock()
+	if taken != 0 {
+		t.Fatalf("bad presence was taken: %d nodes", taken)
 	}
 	pub(presencePrefix+other, `{"node":"`+other+`","full":true,"gen":5,"rooms":{"lobby":[{"name":"bo"}]}}`)
 	pub(presencePrefix+other, `{"node":"`+other+`","from":4,"gen":9,"rooms":{"lobby":[]}}`) // after a missed one

@@ -3,6 +3,7 @@ package natsengine
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -92,7 +93,7 @@ func (e *Engine) Presence(ctx context.Context, node string, h PresenceHub) error
 			r.rooms = map[string][]proto.Person{}
 		}
 		r.gen, r.seen = p.Gen, time.Now()
-		h.SetRemote(p.Node, r.rooms)
+		h.SetRemote(p.Node, maps.Clone(r.rooms)) // a copy: the next delta changes r.rooms
 		if len(r.rooms) == 0 && p.Full {
 			delete(others, p.Node) // a goodbye, or a node with no one
 		}

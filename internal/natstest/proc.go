@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -18,14 +20,16 @@ import (
 // childEnv carries a server's options to the test binary run as a server.
 const childEnv = "CHATR_NATSTEST_SERVER"
 
-// childOptions is what a server process needs of server.Options.
-type childOptions struct {
+// ServerOptions is what a server process needs of server.Options.
+type ServerOptions struct {
 	Name        string
 	Port        int
 	ClusterName string
 	ClusterPort int
 	Routes      string
 	StoreDir    string
+	// UntilSignal makes Serve wait for SIGINT or SIGTERM, not for stdin.
+	UntilSignal bool `json:"-"`
 }
 
 // ServeIfChild runs a nats-server and never returns when this process is
@@ -36,11 +40,22 @@ func ServeIfChild() {
 	if raw == "" {
 		return
 	}
-	var co childOptions
+	var co ServerOptions
 	if err := json.Unmarshal([]byte(raw), &co); err != nil {
 		fmt.Fprintln(os.Stderr, "natstest child:", err)
 		os.Exit(2)
 	}
+	if err := Serve(co); err != nil {
+		fmt.Fprintln(os.Stderr, "natstest child:", err)
+		os.Exit(2)
+	}
+	os.Exit(0)
+}
+
+// Serve runs one nats-server with JetStream (sync_interval: always) on
+// 127.0.0.1, prints "ready" once it takes clients, and returns when stdin
+// closes or says anything (or, with UntilSignal, at SIGINT or SIGTERM).
+func Serve(co ServerOptions) error {
 	o := &server.Options{ServerName: co.Name, Host: "127.0.0.1", Port: co.Port, NoSigs: true, NoLog: true,
 		JetStream: true, StoreDir: co.StoreDir, SyncAlways: true, JetStreamMaxMemory: 64 << 20, JetStreamMaxStore: 1 << 30}
 	if co.ClusterPort > 0 {
@@ -50,26 +65,30 @@ func ServeIfChild() {
 	}
 	s, err := server.NewServer(o)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "natstest child:", err)
-		os.Exit(2)
+		return err
 	}
 	go s.Start()
 	if !s.ReadyForConnections(readyTimeout) {
-		fmt.Fprintln(os.Stderr, "natstest child: not ready")
-		os.Exit(2)
+		return fmt.Errorf("not ready for clients in %v", readyTimeout)
 	}
 	fmt.Println("ready")
-	// The parent holds stdin open; when it goes, so does this server.
-	bufio.NewReader(os.Stdin).ReadString('\n')
+	if co.UntilSignal {
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+		<-sig
+	} else {
+		// The parent holds stdin open; when it goes, so does this server.
+		bufio.NewReader(os.Stdin).ReadString('\n')
+	}
 	s.Shutdown()
-	os.Exit(0)
+	return nil
 }
 
 // startProc starts server i as a process: the test binary, told by the
 // environment to serve (ServeIfChild).
 func (c *Cluster) startProc(i int) error {
 	o := c.opts[i]
-	co := childOptions{Name: o.ServerName, Port: o.Port, StoreDir: o.StoreDir}
+	co := ServerOptions{Name: o.ServerName, Port: o.Port, StoreDir: o.StoreDir}
 	if o.Cluster.Port > 0 {
 		var routes []string
 		for _, u := range o.Routes {
