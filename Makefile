@@ -40,13 +40,17 @@ vet:
 unit: unit-nats
 	$(GO) test -race -count=1 -timeout 12m ./...
 
-# unit-nats runs the gateway's protocol, API, input and resume tests again
-# on the NATS engine (a JetStream server per test server, in the process):
-# one table of engines, not copies of tests. Skipped are the four that
-# look into the local store itself (its metrics, its vector, a closed store).
+# unit-nats runs the gateway's protocol, API, input and resume tests, and
+# the browser suite, again on the NATS engine (a JetStream server per test
+# server, or per browser test): one table of engines, not copies of tests.
+# Skipped are the gateway tests that look into the local store itself (its
+# metrics, its vector, a closed store) and the browser tests that want a
+# message's id to name the node that took it (on NATS it names the stream).
 NATS_ONLY_LOCAL = ^(TestAdminListener|TestPagesAndProbes|TestClientCausedLogsAreLimited|TestPostAckAfterCommit)$$
+NATS_BROWSER_LOCAL = ^(TestFailoverAfterKill9|TestPageFailsOverWhenItsNodeStops)$$
 unit-nats:
 	$(GO) test -race -count=1 -timeout 8m -skip '$(NATS_ONLY_LOCAL)' ./internal/gateway -args -engine nats
+	$(GO) test -count=1 -timeout 8m -skip '$(NATS_BROWSER_LOCAL)' ./test/browser -args -engine nats
 
 # fuzz runs each fuzz target briefly: the WebSocket frame decoder, names, cursors,
 # the HTTP message body, the binary batches of peer links, the frames

@@ -6,12 +6,14 @@ package browser
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
+	"chatr/internal/natstest"
 	"chatr/internal/proctest"
 )
 
@@ -34,8 +37,44 @@ var (
 	buildErr error
 )
 
+// engine is the engine the chatr processes run on: local (the default) or
+// nats (go test ./test/browser -args -engine nats; make test runs the suite
+// so too): every server of one test then shares one JetStream server, and
+// the cluster flags of a test's nodes give way to it.
+var engine = flag.String("engine", "local", "engine of the chatr processes: local or nats")
+
 func TestMain(m *testing.M) {
+	flag.Parse()
 	os.Exit(runTests(m))
+}
+
+// natsOf is the JetStream server of each running test, by name.
+var natsOf sync.Map
+
+// engineArgs turns a test's flags into those of the engine under test:
+// with nats, flags that make a local cluster (--cluster-addr, --join) go,
+// and the test's JetStream server comes in.
+func engineArgs(t *testing.T, args []string) []string {
+	if *engine != "nats" {
+		if slices.Contains(args, "--cluster-addr") {
+			args = proctest.WithSecret(args)
+		}
+		return args
+	}
+	var out []string
+	for i := 0; i < len(args); i++ {
+		if args[i] == "--cluster-addr" || args[i] == "--join" {
+			i++
+			continue
+		}
+		out = append(out, args[i])
+	}
+	c, ok := natsOf.Load(t.Name())
+	if !ok {
+		c, _ = natsOf.LoadOrStore(t.Name(), natstest.Start(t, 1))
+		t.Cleanup(func() { natsOf.Delete(t.Name()) })
+	}
+	return append(out, "--engine", "nats", "--nats-url", c.(*natstest.Cluster).URL(), "--nats-replicas", "1")
 }
 
 func runTests(m *testing.M) int {
@@ -94,10 +133,7 @@ func (s *server) start(t *testing.T) {
 	t.Helper()
 	// The admin listener on any free port: its default, the port + 10, may
 	// be another test's.
-	args := append([]string{"serve", "--http", s.addr, "--data", s.data, "--admin-http", "127.0.0.1:0"}, s.args...)
-	if slices.Contains(s.args, "--cluster-addr") {
-		args = proctest.WithSecret(args)
-	}
+	args := append([]string{"serve", "--http", s.addr, "--data", s.data, "--admin-http", "127.0.0.1:0"}, engineArgs(t, s.args)...)
 	cmd := exec.Command(chatrBin, args...)
 	s.proc = proctest.Run(t, "chatr on "+s.addr, cmd)
 	if err := s.proc.WaitReady(s.url(""), waitTimeout); err != nil {
