@@ -15,8 +15,9 @@ mode=${1:-short}
 work=$(mktemp -d /tmp/chatr-bench.XXXXXX)
 bin=$work/chatr
 pids=()
+npids=() # nats-servers (engines)
 cleanup() {
-	for p in "${pids[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done
+	for p in "${pids[@]:-}" "${npids[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -238,11 +239,16 @@ if [ "$mode" = engines ]; then
 	echo "## Both engines, one run: local, then nats (3 nats-servers, stream R3, sync_interval: always)"
 	go build -o "$work/natsnode" ./internal/natstest/natsnode
 	natsurl=nats://127.0.0.1:4331,nats://127.0.0.1:4332,nats://127.0.0.1:4333
+	stop_nats() {
+		for p in "${npids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+		npids=()
+		sleep 1
+	}
 	start_nats() {
 		for i in 1 2 3; do
 			"$work/natsnode" -name "n$i" -port "433$i" -cluster-port "633$i" -store "$work/nats$i-$1" \
 				-routes nats://127.0.0.1:6331,nats://127.0.0.1:6332,nats://127.0.0.1:6333 >"$work/nats$i.out" 2>&1 &
-			pids+=($!)
+			npids+=($!)
 			disown
 		done
 		for i in 1 2 3; do
@@ -265,8 +271,9 @@ if [ "$mode" = engines ]; then
 				--duration 8s --ramp 3s --quiet 2>&1 | grep -E "^(messages|latency|check|result)" || true
 			stop_all
 		done
-		[ "$eng" = nats ] && start_nats cl
 		if [ "$eng" = nats ]; then
+			stop_nats
+			start_nats cl
 			for i in 1 2 3; do start "e$i" "531$i" "${flags[@]}"; done
 		else
 			start_cluster e 531 731
@@ -280,6 +287,10 @@ if [ "$mode" = engines ]; then
 		echo "3 nodes, closed loop: 60 senders, window 64:"
 		"$bin" bench --url "$urls" --conns 60 --rooms 20 --senders 60 --rate 200000 --window 64 --size 64 \
 			--duration 10s --ramp 1s --quiet 2>&1 | grep -E "^(messages|latency|check|result)" || true
+		if [ "$eng" = nats ]; then
+			echo "NATS servers' CPU (user+system seconds, since start): $(for p in "${npids[@]}"; do awk '{print ($14+$15)/100}' "/proc/$p/stat"; done | paste -sd+ | bc)"
+		fi
 		stop_all
+		stop_nats
 	done
 fi
