@@ -164,12 +164,27 @@ func (e *Engine) setup(ctx context.Context) error {
 	if want.MaxMsgsPerSubject == 0 {
 		want.MaxMsgsPerSubject = -1
 	}
-	st, err := js.Stream(ctx, e.cfg.Stream)
+	// Several chatr nodes may start at once: one creates the stream, the
+	// others find it (a lost race to create it is a find).
+	var st jetstream.Stream
+	err = retry(ctx, func() (err error) {
+		st, err = js.Stream(ctx, e.cfg.Stream)
+		return err
+	})
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound):
-		st, err = js.CreateStream(ctx, want)
+		err = retry(ctx, func() (err error) {
+			st, err = js.CreateStream(ctx, want)
+			return err
+		})
 		if err != nil {
-			return fmt.Errorf("nats: create stream %s: %w", e.cfg.Stream, err)
+			if st, err = js.Stream(ctx, e.cfg.Stream); err != nil {
+				return fmt.Errorf("nats: create stream %s: %w", e.cfg.Stream, err)
+			}
+			if err := Check(st.CachedInfo().Config, want); err != nil {
+				return fmt.Errorf("nats: stream %s cannot hold chatr's messages: %w", e.cfg.Stream, err)
+			}
+			break
 		}
 		e.log.Info("nats: stream created", "stream", e.cfg.Stream, "replicas", e.cfg.Replicas)
 	case err != nil:
@@ -235,6 +250,28 @@ func streamOrigin(info *jetstream.StreamInfo) string {
 	return hex.EncodeToString(h[:proto.NodeIDLen/2])
 }
 
+// quorum returns an error unless the stream has a leader and, with it, a
+// majority of its replicas current.
+func quorum(info *jetstream.StreamInfo) error {
+	r := info.Config.Replicas
+	if r <= 1 || info.Cluster == nil {
+		return nil
+	}
+	if info.Cluster.Leader == "" {
+		return errors.New("the stream has no leader")
+	}
+	current := 1 // the leader
+	for _, p := range info.Cluster.Replicas {
+		if p.Current && !p.Offline {
+			current++
+		}
+	}
+	if current <= r/2 {
+		return fmt.Errorf("%d of the stream's %d replicas are current, fewer than a quorum", current, r)
+	}
+	return nil
+}
+
 // Origin is the id this engine's messages carry as their origin.
 func (e *Engine) Origin() string { return e.origin }
 
@@ -289,19 +326,34 @@ const keysBucket = "CHATR_KEYS"
 func (e *Engine) SharedKey(ctx context.Context, name string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
-	kv, err := e.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: keysBucket,
-		Description: "chatr: keys its nodes share", Storage: jetstream.FileStorage, Replicas: e.cfg.Replicas})
+	var kv jetstream.KeyValue
+	err := retry(ctx, func() (err error) {
+		kv, err = e.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: keysBucket,
+			Description: "chatr: keys its nodes share", Storage: jetstream.FileStorage, Replicas: e.cfg.Replicas})
+		if err != nil { // another node made it meanwhile
+			kv, err = e.js.KeyValue(ctx, keysBucket)
+		}
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("nats: key bucket %s: %w", keysBucket, err)
 	}
 	fresh := make([]byte, 32)
 	rand.Read(fresh)
-	if _, err := kv.Create(ctx, name, fresh); err == nil {
+	err = retry(ctx, func() error {
+		_, err := kv.Create(ctx, name, fresh)
+		return err
+	})
+	if err == nil {
 		return fresh, nil
 	} else if !errors.Is(err, jetstream.ErrKeyExists) {
 		return nil, fmt.Errorf("nats: key %s: %w", name, err)
 	}
-	got, err := kv.Get(ctx, name)
+	var got jetstream.KeyValueEntry
+	err = retry(ctx, func() (err error) {
+		got, err = kv.Get(ctx, name)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("nats: key %s: %w", name, err)
 	}
@@ -312,20 +364,27 @@ func (e *Engine) SharedKey(ctx context.Context, name string) ([]byte, error) {
 }
 
 // Ready reports whether the engine can publish now: connected to NATS,
-// and the stream answered its last check (it cannot without a quorum).
+// and at its last check the stream had a leader and a quorum of replicas
+// current (Health).
 func (e *Engine) Ready() bool { return e.nc.IsConnected() && e.healthy.Load() }
 
 // healthEvery is how often Health asks after the stream.
 const healthEvery = time.Second
 
-// Health asks after the stream every second until ctx ends, for Ready.
+// Health asks after the stream every second until ctx ends, for Ready. A
+// leader that lost its followers may still answer for a while, so an
+// answer is not enough: it must name a leader, and enough current replicas
+// with it to make a quorum.
 func (e *Engine) Health(ctx context.Context) {
 	t := time.NewTicker(healthEvery)
 	defer t.Stop()
 	for {
 		cctx, cancel := context.WithTimeout(ctx, healthEvery)
-		_, err := e.stream.Info(cctx)
+		info, err := e.stream.Info(cctx)
 		cancel()
+		if err == nil {
+			err = quorum(info)
+		}
 		if ok := err == nil; e.healthy.Swap(ok) != ok && ctx.Err() == nil {
 			if ok {
 				e.log.Info("nats: the stream answers again", "stream", e.cfg.Stream)

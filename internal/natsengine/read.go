@@ -48,15 +48,66 @@ func (e *Engine) consumer(ctx context.Context, subj string, from uint64) (jetstr
 	if from > 1 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
 	}
-	var c jetstream.Consumer
+	// JetStream places a consumer of one replica on any server of the
+	// stream, and it reads that server's copy: a replica still catching up
+	// after an outage has holes (found by TestNATSFaults: acked messages
+	// missing from a page). A reader keeps a consumer only on the stream's
+	// leader or on a replica that is current, and makes another otherwise.
+	for try := 1; ; try++ {
+		var c jetstream.Consumer
+		err := retry(ctx, func() (err error) {
+			c, err = e.stream.CreateConsumer(ctx, cfg)
+			return err
+		})
+		if err != nil {
+			return nil, unreadable(err)
+		}
+		ok, err := e.caughtUp(ctx, c.CachedInfo())
+		if ok || err != nil || try == maxPlacements {
+			if err == nil && !ok {
+				err = fmt.Errorf("no consumer on a current replica in %d tries", maxPlacements)
+			}
+			if err != nil {
+				e.drop(c.CachedInfo().Name)
+				return nil, unreadable(err)
+			}
+			return c, nil
+		}
+		e.drop(c.CachedInfo().Name)
+		if !sleep(ctx, 50*time.Millisecond) {
+			return nil, unreadable(ctx.Err())
+		}
+	}
+}
+
+// maxPlacements bounds the consumers a read makes to find one on a
+// current replica.
+const maxPlacements = 20
+
+// caughtUp reports whether consumer ci sits on a server whose copy of the
+// stream is whole: the leader's, or a replica's that is current with no
+// lag. A stream of one replica has only the leader.
+func (e *Engine) caughtUp(ctx context.Context, ci *jetstream.ConsumerInfo) (bool, error) {
+	if e.cfg.Replicas <= 1 || ci.Cluster == nil || ci.Cluster.Leader == "" {
+		return true, nil
+	}
+	var info *jetstream.StreamInfo
 	err := retry(ctx, func() (err error) {
-		c, err = e.stream.CreateConsumer(ctx, cfg)
+		info, err = e.stream.Info(ctx)
 		return err
 	})
 	if err != nil {
-		return nil, unreadable(err)
+		return false, err
 	}
-	return c, nil
+	if info.Cluster == nil || info.Cluster.Leader == ci.Cluster.Leader {
+		return true, nil
+	}
+	for _, r := range info.Cluster.Replicas {
+		if r.Name == ci.Cluster.Leader {
+			return r.Current && !r.Offline && r.Lag == 0, nil
+		}
+	}
+	return false, nil
 }
 
 // drop deletes a reader's consumer, in the background (its inactivity
@@ -327,13 +378,14 @@ func (e *Engine) RoomsAfter(ctx context.Context, after string, limit int) ([]sto
 	return out, more, nil
 }
 
-// retry runs f again, a few times, while it finds no responder: right
-// after a stream is made or its leader moves, its API and direct gets may
-// have none for a moment.
+// retry runs f again, a few times, while it finds no responder or gets no
+// answer in time: right after a stream is made or its leader moves, its API
+// and direct gets may have none for a moment.
 func retry(ctx context.Context, f func() error) error {
 	for try := 1; ; try++ {
 		err := f()
-		if err == nil || !errors.Is(err, nats.ErrNoResponders) || try == 10 || !sleep(ctx, 100*time.Millisecond) {
+		transient := errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrTimeout)
+		if err == nil || !transient || try == 10 || !sleep(ctx, 100*time.Millisecond) {
 			return err
 		}
 	}
