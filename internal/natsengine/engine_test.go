@@ -157,6 +157,11 @@ func TestEngine(t *testing.T) {
 		}
 	}
 
+	// A gap in the live feed is filled with what lies between, every room.
+	if got, skipped := e.fill(ctx, a[0].Seq, a[3].Seq); texts(got) != "b1 a2 b2 a3 b3" || skipped != 0 {
+		t.Fatalf("fill between a1 and a4: %q (%d skipped)", texts(got), skipped)
+	}
+
 	if !e.HasRoom("a") || e.HasRoom("none") {
 		t.Error("HasRoom")
 	}

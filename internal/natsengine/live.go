@@ -3,9 +3,11 @@ package natsengine
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"chatr/internal/proto"
 	"chatr/internal/store"
 )
 
@@ -60,16 +62,33 @@ func (e *Engine) Follow(ctx context.Context, from uint64, publish func([]store.C
 			skipped()
 			return
 		}
+		seq := meta.Sequence.Stream
 		mu.Lock()
-		taken = meta.Sequence.Stream
+		prev := taken
+		taken = seq
 		mu.Unlock()
-		msg, ok := e.decode(m.Subject(), meta.Sequence.Stream, m.Data())
+		// Every message of chatr.room.* comes here, so stream sequences
+		// follow one another: a jump is a gap (a consumer remade on a
+		// replica with holes, say), filled from a checked read first.
+		var fill []proto.Message
+		if seq > prev+1 {
+			var n int
+			fill, n = e.fill(ctx, prev, seq)
+			for range n {
+				skipped()
+			}
+		}
+		msg, ok := e.decode(m.Subject(), seq, m.Data())
 		if !ok {
 			skipped()
-			return
 		}
 		mu.Lock()
-		pending = append(pending, store.Committed{Msg: msg, RoomVector: e.vector(msg.Seq)})
+		for _, f := range fill {
+			pending = append(pending, store.Committed{Msg: f, RoomVector: e.vector(f.Seq)})
+		}
+		if ok {
+			pending = append(pending, store.Committed{Msg: msg, RoomVector: e.vector(msg.Seq)})
+		}
 		mu.Unlock()
 		select {
 		case wake <- struct{}{}:
@@ -97,5 +116,25 @@ func (e *Engine) Follow(ctx context.Context, from uint64, publish func([]store.C
 		pending = nil
 		mu.Unlock()
 		publish(batch)
+	}
+}
+
+// fill reads the chatr messages of every room after stream sequence after
+// and before before, for a gap in the live feed, and how many messages it
+// skipped as not chatr's. It keeps trying until ctx ends: a gap left
+// unfilled would be messages some sessions never see.
+func (e *Engine) fill(ctx context.Context, after, before uint64) ([]proto.Message, int) {
+	for {
+		msgs, skipped, err := e.read(ctx, roomSubjects, after+1, int(before-after-1), before)
+		if err == nil {
+			if len(msgs) > 0 {
+				e.log.Warn("nats: the live feed skipped messages; filled the gap", "after", after, "before", before, "filled", len(msgs))
+			}
+			return msgs, skipped
+		}
+		e.log.Warn("nats: could not fill a gap in the live feed; trying again", "after", after, "before", before, "err", err)
+		if !sleep(ctx, time.Second) {
+			return nil, 0
+		}
 	}
 }
