@@ -56,7 +56,7 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.Drain, "drain", bench.DefaultDrain, "after --duration, wait at most this long for deliveries in flight")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	quiet := fs.Bool("quiet", false, "no progress lines")
-	fs.BoolVar(&cfg.Failover, "failover", false, "a connection its node drops resumes on another node of --url (hello, then join with since its last cursor; a sender sends its unacked messages again, same ref), as a client that fails over does; the report says how many resumed and how long from the first drop to the last synced")
+	fs.BoolVar(&cfg.Failover, "failover", false, "a connection its node drops resumes on another node of --url (hello, then join with since its last cursor; a sender sends its unacked messages again, same ref, and a send answered unavailable again a moment later), as a client that fails over does; the report says how many resumed and how long from the first drop to the last synced")
 	fs.BoolVar(&cfg.AllowRemote, "allow-remote", false, "allow nodes that are not on this machine (loopback)")
 	cpuProfile := fs.String("cpuprofile", "", "write the load generator's own CPU profile to `file` (to see what the client costs)")
 	if code, done := parseFlags(fs, args, benchUsage, stdout, stderr); done {

@@ -359,6 +359,16 @@ func (r *run) read(c *conn) {
 				r.resumedIn(c, data)
 			}
 		case client.TypeError:
+			if r.cfg.Failover && f.code == proto.CodeUnavailable && c.send != nil && len(f.ref) > 0 {
+				// "Send again on another node": as a client that fails
+				// over does, a moment later, on the connection it has
+				// then, with the same ref.
+				if seq, err := strconv.ParseUint(string(f.ref), 10, 64); err == nil {
+					r.count(f.code, fmt.Errorf("%s", f.message))
+					time.AfterFunc(200*time.Millisecond, func() { r.sendAgain(c, seq) })
+					continue
+				}
+			}
 			if len(f.ref) > 0 {
 				c.answered.Add(1)
 				c.answer()
@@ -492,6 +502,17 @@ func (r *run) resumedIn(c *conn, synced []byte) {
 			return // dropped again: the next resume sends them
 		}
 	}
+}
+
+// sendAgain sends message seq of c again, unless it was acked meanwhile or
+// the run is over.
+func (r *run) sendAgain(c *conn, seq uint64) {
+	at, ok := c.send.SentAt(seq)
+	if !ok || r.isClosing() {
+		return
+	}
+	text := appendText(nil, c.i, seq, at, r.cfg.Size)
+	c.ready.Load().sendText(r.rooms[c.room], string(text), seq) // a failed write: the resume sends it
 }
 
 // waitReady waits until c has a connection to send on other than old and

@@ -89,6 +89,17 @@ func (s *SenderLog) Unacked() []Send {
 	return out
 }
 
+// SentAt returns when seq was first sent; ok is false once it is acked (or
+// for a seq never sent).
+func (s *SenderLog) SentAt(seq uint64) (nanos int64, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if seq == 0 || seq > uint64(len(s.sent)) || s.acked.has(seq) {
+		return 0, false
+	}
+	return s.sent[seq-1], true
+}
+
 // ReceiverLog records what one receiver got.
 type ReceiverLog struct {
 	room      int
