@@ -1,5 +1,6 @@
 // Package node assembles one chatr node from its parts: store, hub,
-// gateway, and (in cluster mode) membership and replication. cmd/chatr and
+// gateway, and (in cluster mode) membership and replication, or (with
+// --engine nats) the NATS engine in their place. cmd/chatr and
 // the in-process cluster tests both start nodes through it.
 package node
 
