@@ -69,51 +69,41 @@ func announcedHTTP(addr string) string {
 	return addr
 }
 
-// announceNATS keeps this node in the member view of the NATS account
-// until ctx ends.
-func (n *Node) announceNATS(ctx context.Context) {
+// keepNATS runs f until ctx ends, again a second after each time it fails
+// (what is logged as what).
+func (n *Node) keepNATS(ctx context.Context, what string, f func(context.Context) error) {
 	for ctx.Err() == nil {
-		if err := n.natsMembers.Run(ctx); err != nil && ctx.Err() == nil {
-			n.log.Warn("nats: member view failed; trying again", "err", err)
+		if err := f(ctx); err != nil && ctx.Err() == nil {
+			n.log.Warn("nats: "+what+" failed; trying again", "err", err)
 			select {
 			case <-time.After(time.Second):
 			case <-ctx.Done():
 			}
 		}
 	}
+}
+
+// announceNATS keeps this node in the member view of the NATS account
+// until ctx ends.
+func (n *Node) announceNATS(ctx context.Context) { n.keepNATS(ctx, "member view", n.natsMembers.Run) }
+
+// presenceNATS shares presence with the other chatr nodes over NATS until
+// ctx ends.
+func (n *Node) presenceNATS(ctx context.Context) {
+	n.keepNATS(ctx, "presence", func(ctx context.Context) error { return n.nats.Presence(ctx, n.ID(), n.hub) })
 }
 
 // followNATS hands the stream's messages to the hub until ctx ends; a
 // follow that fails starts again after the last message it took.
 func (n *Node) followNATS(ctx context.Context) {
 	var from uint64 // from now
-	for ctx.Err() == nil {
+	n.keepNATS(ctx, "following the stream", func(ctx context.Context) error {
 		last, err := n.nats.Follow(ctx, from, n.hub.Publish, n.natsSkipped.Inc)
 		if last > 0 {
 			from = last + 1
 		}
-		if err != nil && ctx.Err() == nil {
-			n.log.Warn("nats: following the stream failed; trying again", "err", err)
-			select {
-			case <-time.After(time.Second):
-			case <-ctx.Done():
-			}
-		}
-	}
-}
-
-// presenceNATS shares presence with the other chatr nodes over NATS until
-// ctx ends.
-func (n *Node) presenceNATS(ctx context.Context) {
-	for ctx.Err() == nil {
-		if err := n.nats.Presence(ctx, n.ID(), n.hub); err != nil && ctx.Err() == nil {
-			n.log.Warn("nats: presence failed; trying again", "err", err)
-			select {
-			case <-time.After(time.Second):
-			case <-ctx.Done():
-			}
-		}
-	}
+		return err
+	})
 }
 
 func (n *Node) closeNATS() {
