@@ -326,15 +326,8 @@ const keysBucket = "CHATR_KEYS"
 func (e *Engine) SharedKey(ctx context.Context, name string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
-	var kv jetstream.KeyValue
-	err := retry(ctx, func() (err error) {
-		kv, err = e.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: keysBucket,
-			Description: "chatr: keys its nodes share", Storage: jetstream.FileStorage, Replicas: e.cfg.Replicas})
-		if err != nil { // another node made it meanwhile
-			kv, err = e.js.KeyValue(ctx, keysBucket)
-		}
-		return err
-	})
+	kv, err := e.bucket(ctx, jetstream.KeyValueConfig{Bucket: keysBucket,
+		Description: "chatr: keys its nodes share", Storage: jetstream.FileStorage, Replicas: e.cfg.Replicas})
 	if err != nil {
 		return nil, fmt.Errorf("nats: key bucket %s: %w", keysBucket, err)
 	}
@@ -361,6 +354,18 @@ func (e *Engine) SharedKey(ctx context.Context, name string) ([]byte, error) {
 		return nil, fmt.Errorf("nats: key %s in %s holds %d bytes, not 32: delete it to make a new one (cursors made with it are then refused)", name, keysBucket, len(got.Value()))
 	}
 	return got.Value(), nil
+}
+
+// bucket makes the KV bucket of cfg, or opens it when another chatr node
+// made it meanwhile.
+func (e *Engine) bucket(ctx context.Context, cfg jetstream.KeyValueConfig) (kv jetstream.KeyValue, err error) {
+	err = retry(ctx, func() (err error) {
+		if kv, err = e.js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
+			kv, err = e.js.KeyValue(ctx, cfg.Bucket)
+		}
+		return err
+	})
+	return kv, err
 }
 
 // Ready reports whether the engine can publish now: connected to NATS,

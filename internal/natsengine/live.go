@@ -27,28 +27,19 @@ func (e *Engine) Follow(ctx context.Context, from uint64, publish func([]store.C
 		}
 		from, last = info.State.LastSeq+1, info.State.LastSeq
 	}
-	// As for reads (consumer), the feed's consumer must sit on a whole
-	// copy of the stream; nats.go's own remakes after a reset are not
-	// checked.
-	var c jetstream.Consumer
-	for try := 1; ; try++ {
-		var err error
-		c, err = e.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+	// As for reads, the feed's consumer should sit on a whole copy of the
+	// stream (place); if none is found it goes on with the last one made,
+	// and the gap check below mends what that costs. nats.go's own remakes
+	// after a reset are not placed.
+	c, _, err := e.place(ctx, func() (jetstream.Consumer, error) {
+		return e.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 			FilterSubjects: []string{roomSubjects},
 			DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
 			OptStartSeq:    from,
 		})
-		if err != nil {
-			return last, unreadable(err)
-		}
-		info := c.CachedInfo()
-		if info == nil || try == maxPlacements {
-			break
-		}
-		if ok, err := e.caughtUp(ctx, info); err != nil || ok {
-			break
-		}
-		e.drop(info.Name)
+	})
+	if c == nil {
+		return last, unreadable(err)
 	}
 	var (
 		mu      sync.Mutex

@@ -64,16 +64,9 @@ func (e *Engine) NewMembers(self proto.Member, console io.Writer) *Members {
 // ends; then it says this node left.
 func (m *Members) Run(ctx context.Context) error {
 	cctx, cancel := context.WithTimeout(ctx, connectTimeout)
-	var kv jetstream.KeyValue
-	err := retry(cctx, func() (err error) {
-		kv, err = m.e.js.CreateOrUpdateKeyValue(cctx, jetstream.KeyValueConfig{Bucket: nodesBucket,
-			Description: "chatr: its nodes, each put every 2 s", TTL: MemberTTL, Storage: jetstream.MemoryStorage,
-			Replicas: m.e.cfg.Replicas})
-		if err != nil { // another node made it meanwhile
-			kv, err = m.e.js.KeyValue(cctx, nodesBucket)
-		}
-		return err
-	})
+	kv, err := m.e.bucket(cctx, jetstream.KeyValueConfig{Bucket: nodesBucket,
+		Description: "chatr: its nodes, each put every 2 s", TTL: MemberTTL, Storage: jetstream.MemoryStorage,
+		Replicas: m.e.cfg.Replicas})
 	cancel()
 	if err != nil {
 		return fmt.Errorf("nats: member bucket %s: %w", nodesBucket, err)

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"chatr/internal/proto"
+	"chatr/internal/store"
 )
 
 // body is a message as the stream holds it; the room is its subject, its
@@ -143,7 +144,7 @@ func (e *Engine) get(ctx context.Context, seq uint64) (proto.Message, error) {
 	}
 	m, ok := e.decode(raw.Subject, raw.Sequence, raw.Data)
 	if !ok {
-		return proto.Message{}, fmt.Errorf("stream sequence %d is not a chatr message", seq)
+		return proto.Message{}, fmt.Errorf("stream sequence %d is not a chatr message: %w", seq, store.ErrNotFound)
 	}
 	return m, nil
 }

@@ -48,41 +48,57 @@ func (e *Engine) consumer(ctx context.Context, subj string, from uint64) (jetstr
 	if from > 1 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
 	}
-	// JetStream places a consumer of one replica on any server of the
-	// stream, and it reads that server's copy: a replica still catching up
-	// after an outage has holes (found by TestNATSFaults: acked messages
-	// missing from a page). A reader keeps a consumer only on the stream's
-	// leader or on a replica that is current, and makes another otherwise.
-	for try := 1; ; try++ {
-		var c jetstream.Consumer
-		err := retry(ctx, func() (err error) {
+	// A reader keeps a consumer only on a whole copy of the stream (place).
+	c, whole, err := e.place(ctx, func() (c jetstream.Consumer, err error) {
+		err = retry(ctx, func() (err error) {
 			c, err = e.stream.CreateConsumer(ctx, cfg)
 			return err
 		})
+		return c, err
+	})
+	if err == nil && !whole {
+		err = fmt.Errorf("no consumer on a current replica in %d tries", maxPlacements)
+	}
+	if err != nil {
+		if c != nil {
+			e.drop(c.CachedInfo().Name)
+		}
+		return nil, unreadable(err)
+	}
+	return c, nil
+}
+
+// maxPlacements bounds the consumers place makes to find one on a current
+// replica.
+const maxPlacements = 20
+
+// place makes consumers with newConsumer until one sits on a whole copy
+// of the stream, at most maxPlacements of them, dropping the others.
+// JetStream places a consumer of one replica on any server of the stream,
+// and it reads that server's copy: a replica still catching up after an
+// outage has holes (found by TestNATSFaults: acked messages missing from a
+// page). It returns the last consumer made (nil when newConsumer failed)
+// and whether it is on a whole copy; err is newConsumer's, or the check's.
+func (e *Engine) place(ctx context.Context, newConsumer func() (jetstream.Consumer, error)) (jetstream.Consumer, bool, error) {
+	for try := 1; ; try++ {
+		c, err := newConsumer()
 		if err != nil {
-			return nil, unreadable(err)
+			return nil, false, err
 		}
-		ok, err := e.caughtUp(ctx, c.CachedInfo())
-		if ok || err != nil || try == maxPlacements {
-			if err == nil && !ok {
-				err = fmt.Errorf("no consumer on a current replica in %d tries", maxPlacements)
-			}
-			if err != nil {
-				e.drop(c.CachedInfo().Name)
-				return nil, unreadable(err)
-			}
-			return c, nil
+		info := c.CachedInfo()
+		if info == nil {
+			return c, true, nil
 		}
-		e.drop(c.CachedInfo().Name)
+		whole, err := e.caughtUp(ctx, info)
+		if whole || err != nil || try == maxPlacements {
+			return c, whole, err
+		}
+		e.drop(info.Name)
 		if !sleep(ctx, 50*time.Millisecond) {
-			return nil, unreadable(ctx.Err())
+			return nil, false, ctx.Err()
 		}
 	}
 }
-
-// maxPlacements bounds the consumers a read makes to find one on a
-// current replica.
-const maxPlacements = 20
 
 // caughtUp reports whether consumer ci sits on a server whose copy of the
 // stream is whole: the leader's, or a replica's that is current with no
@@ -187,17 +203,10 @@ func (e *Engine) newest(ctx context.Context, subj string, lo, hi, n, upTo uint64
 }
 
 // startOfNewest returns the sequence from which subj has exactly n
-// messages up to before seq upTo (0: to the end), given that it has more
-// than n there: the largest s with count(s) >= n, where count is non-
-// increasing in s and steps by one message at a time.
-func (e *Engine) startOfNewest(ctx context.Context, subj string, lo, hi uint64, n uint64, upTo uint64) (uint64, error) {
-	after := uint64(0)
-	if upTo > 0 {
-		var err error
-		if after, err = e.pending(ctx, subj, upTo); err != nil {
-			return 0, err
-		}
-	}
+// messages before the after messages at its end, given that it has more
+// than n there: the largest s with count(s) - after >= n, where count is
+// non-increasing in s and steps by one message at a time.
+func (e *Engine) startOfNewest(ctx context.Context, subj string, lo, hi, n, after uint64) (uint64, error) {
 	for lo < hi {
 		mid := lo + (hi-lo+1)/2
 		c, err := e.pending(ctx, subj, mid)
@@ -257,17 +266,16 @@ func (e *Engine) newestFrom(ctx context.Context, subj string, lo, hi, n, upTo ui
 	if err != nil {
 		return 0, err
 	}
+	var after uint64 // messages at upTo and later
 	if upTo > 0 {
-		after, err := e.pending(ctx, subj, upTo)
-		if err != nil {
+		if after, err = e.pending(ctx, subj, upTo); err != nil {
 			return 0, err
 		}
-		total -= after
 	}
-	if total <= n {
+	if total-after <= n {
 		return lo, nil
 	}
-	return e.startOfNewest(ctx, subj, lo, hi, n, upTo)
+	return e.startOfNewest(ctx, subj, lo, hi, n, after)
 }
 
 // Since returns the messages of room the cursor does not cover, oldest
@@ -318,17 +326,13 @@ func (e *Engine) Before(ctx context.Context, room, origin string, seq uint64, li
 	if origin != e.origin {
 		return store.Page{}, store.ErrNotFound
 	}
-	var m *jetstream.RawStreamMsg
-	err := retry(ctx, func() (err error) {
-		m, err = e.stream.GetMsg(ctx, seq)
-		return err
-	})
+	m, err := e.get(ctx, seq)
 	switch {
-	case errors.Is(err, jetstream.ErrMsgNotFound):
+	case errors.Is(err, jetstream.ErrMsgNotFound) || errors.Is(err, store.ErrNotFound):
 		return store.Page{}, store.ErrNotFound
 	case err != nil:
 		return store.Page{}, unreadable(err)
-	case m.Subject != subj:
+	case m.Room != room:
 		return store.Page{}, store.ErrNotFound
 	}
 	if seq <= 1 || limit <= 0 {
