@@ -167,13 +167,13 @@ func (e *Engine) setup(ctx context.Context) error {
 	// Several chatr nodes may start at once: one creates the stream, the
 	// others find it (a lost race to create it is a find).
 	var st jetstream.Stream
-	err = retry(ctx, func() (err error) {
+	err = retry(ctx, func(ctx context.Context) (err error) {
 		st, err = js.Stream(ctx, e.cfg.Stream)
 		return err
 	})
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound):
-		err = retry(ctx, func() (err error) {
+		err = retry(ctx, func(ctx context.Context) (err error) {
 			st, err = js.CreateStream(ctx, want)
 			return err
 		})
@@ -333,7 +333,7 @@ func (e *Engine) SharedKey(ctx context.Context, name string) ([]byte, error) {
 	}
 	fresh := make([]byte, 32)
 	rand.Read(fresh)
-	err = retry(ctx, func() error {
+	err = retry(ctx, func(ctx context.Context) error {
 		_, err := kv.Create(ctx, name, fresh)
 		return err
 	})
@@ -343,7 +343,7 @@ func (e *Engine) SharedKey(ctx context.Context, name string) ([]byte, error) {
 		return nil, fmt.Errorf("nats: key %s: %w", name, err)
 	}
 	var got jetstream.KeyValueEntry
-	err = retry(ctx, func() (err error) {
+	err = retry(ctx, func(ctx context.Context) (err error) {
 		got, err = kv.Get(ctx, name)
 		return err
 	})
@@ -356,12 +356,18 @@ func (e *Engine) SharedKey(ctx context.Context, name string) ([]byte, error) {
 	return got.Value(), nil
 }
 
-// bucket makes the KV bucket of cfg, or opens it when another chatr node
-// made it meanwhile.
+// bucket opens the KV bucket of cfg, or makes it when there is none. As
+// for the stream, several chatr nodes may start at once: a lost race to
+// make it is a find, and a request left unanswered in the race is tried
+// again (retry; TestOpenTogether).
 func (e *Engine) bucket(ctx context.Context, cfg jetstream.KeyValueConfig) (kv jetstream.KeyValue, err error) {
-	err = retry(ctx, func() (err error) {
-		if kv, err = e.js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
-			kv, err = e.js.KeyValue(ctx, cfg.Bucket)
+	err = retry(ctx, func(ctx context.Context) (err error) {
+		kv, err = e.js.KeyValue(ctx, cfg.Bucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			kv, err = e.js.CreateKeyValue(ctx, cfg)
+			if errors.Is(err, jetstream.ErrBucketExists) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				kv, err = e.js.KeyValue(ctx, cfg.Bucket)
+			}
 		}
 		return err
 	})

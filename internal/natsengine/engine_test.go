@@ -368,3 +368,38 @@ func TestPresenceInput(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestOpenTogether: chatr nodes started at the same moment on a fresh NATS
+// cluster all make (or find) the stream and the shared key bucket, and
+// share one key.
+func TestOpenTogether(t *testing.T) {
+	c := natstest.Start(t, 3)
+	const n = 3
+	keys := make([][]byte, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			e, err := Open(ctx, Config{URL: c.URL(), Replicas: 3, Name: fmt.Sprint("node", i)}, quiet)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer e.Close()
+			keys[i], errs[i] = e.SharedKey(ctx, "cursor")
+		}()
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("node %d: %v", i, errs[i])
+		}
+		if string(keys[i]) != string(keys[0]) {
+			t.Errorf("node %d has another key than node 0", i)
+		}
+	}
+}

@@ -135,7 +135,7 @@ func (e *Engine) await(f jetstream.PubAckFuture, draft proto.Message, done func(
 // get reads the message at stream sequence seq.
 func (e *Engine) get(ctx context.Context, seq uint64) (proto.Message, error) {
 	var raw *jetstream.RawStreamMsg
-	err := retry(ctx, func() (err error) {
+	err := retry(ctx, func(ctx context.Context) (err error) {
 		raw, err = e.stream.GetMsg(ctx, seq)
 		return err
 	})

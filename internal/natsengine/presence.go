@@ -20,12 +20,14 @@ import (
 // NATS may drop a message: a delta that does not follow the last one seen
 // from its node is ignored, and the next snapshot mends the view. A node
 // not heard of for PresenceTTL (killed with -9, cut off) is dropped from
-// every other node's presence; a node that stops says goodbye with an
-// empty snapshot.
+// every other node's presence within PresenceTTL+PresenceHeartbeat (the
+// drop is checked at each heartbeat): 6-8 s, inside the 10 s the local
+// engine's failure detection keeps to (test/e2e presence suite); a node
+// that stops says goodbye with an empty snapshot.
 const (
 	presencePrefix    = "chatr.presence."
 	PresenceHeartbeat = 2 * time.Second
-	PresenceTTL       = 10 * time.Second
+	PresenceTTL       = 6 * time.Second
 	presenceEvery     = 200 * time.Millisecond
 )
 

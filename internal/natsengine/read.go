@@ -50,7 +50,7 @@ func (e *Engine) consumer(ctx context.Context, subj string, from uint64) (jetstr
 	}
 	// A reader keeps a consumer only on a whole copy of the stream (place).
 	c, whole, err := e.place(ctx, func() (c jetstream.Consumer, err error) {
-		err = retry(ctx, func() (err error) {
+		err = retry(ctx, func(ctx context.Context) (err error) {
 			c, err = e.stream.CreateConsumer(ctx, cfg)
 			return err
 		})
@@ -108,7 +108,7 @@ func (e *Engine) caughtUp(ctx context.Context, ci *jetstream.ConsumerInfo) (bool
 		return true, nil
 	}
 	var info *jetstream.StreamInfo
-	err := retry(ctx, func() (err error) {
+	err := retry(ctx, func(ctx context.Context) (err error) {
 		info, err = e.stream.Info(ctx)
 		return err
 	})
@@ -226,7 +226,7 @@ func (e *Engine) startOfNewest(ctx context.Context, subj string, lo, hi, n, afte
 // it has none.
 func (e *Engine) last(ctx context.Context, subj string) (uint64, error) {
 	var m *jetstream.RawStreamMsg
-	err := retry(ctx, func() (err error) {
+	err := retry(ctx, func(ctx context.Context) (err error) {
 		m, err = e.stream.GetLastMsgForSubject(ctx, subj)
 		return err
 	})
@@ -384,16 +384,25 @@ func (e *Engine) RoomsAfter(ctx context.Context, after string, limit int) ([]sto
 
 // retry runs f again, a few times, while it finds no responder or gets no
 // answer in time: right after a stream is made or its leader moves, its API
-// and direct gets may have none for a moment.
-func retry(ctx context.Context, f func() error) error {
+// and direct gets may have none for a moment, and a request made while
+// other nodes make the same stream or bucket may never be answered (nats.go
+// issue 949, nats-server 3677). So each try has tryTimeout of ctx's time,
+// and a try that runs out of it is tried again while ctx lasts.
+func retry(ctx context.Context, f func(context.Context) error) error {
 	for try := 1; ; try++ {
-		err := f()
-		transient := errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrTimeout)
+		tctx, cancel := context.WithTimeout(ctx, tryTimeout)
+		err := f(tctx)
+		cancel()
+		lost := errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil
+		transient := lost || errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrTimeout)
 		if err == nil || !transient || try == 10 || !sleep(ctx, 100*time.Millisecond) {
 			return err
 		}
 	}
 }
+
+// tryTimeout bounds one try of a JetStream API call or direct get (retry).
+const tryTimeout = 3 * time.Second
 
 // sleep waits d and reports false if ctx ends first.
 func sleep(ctx context.Context, d time.Duration) bool {

@@ -81,6 +81,9 @@ type localNode struct {
 	admin  string // 127.0.0.1:port of the admin listener (metrics)
 	data   string
 	extra  []string
+	// natsURL, when set, runs the node on the NATS engine with those
+	// servers instead of joining the others over gossip.
+	natsURL string
 	// ownSecret starts the node with no secret flag: in cluster mode it uses
 	// (or makes) the one kept in its data directory.
 	ownSecret bool
@@ -104,11 +107,17 @@ func newLocalNodes(t *testing.T, n int) []*localNode {
 	return out
 }
 
-// start runs the node with --join set to join (when not empty).
+// start runs the node with --join set to join (when not empty; the local
+// engine only).
 func (n *localNode) start(t *testing.T, join ...string) {
 	t.Helper()
-	args := []string{"serve", "--http", n.http, "--cluster-addr", n.gossip, "--admin-http", n.admin, "--data", n.data, "--node", n.name,
+	args := []string{"serve", "--http", n.http, "--admin-http", n.admin, "--data", n.data, "--node", n.name,
 		"--shutdown-timeout", "3s", "--send-rate", "1000000", "--send-burst", "1000000"}
+	if n.natsURL != "" {
+		args = append(args, "--engine", "nats", "--nats-url", n.natsURL)
+	} else {
+		args = append(args, "--cluster-addr", n.gossip)
+	}
 	if len(join) > 0 {
 		args = append(args, "--join", strings.Join(join, ","))
 	}

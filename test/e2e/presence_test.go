@@ -11,29 +11,47 @@ import (
 
 	"chatr/internal/client"
 	"chatr/internal/clustertest"
+	"chatr/internal/natstest"
 	"chatr/internal/proctest"
 	"chatr/internal/proto"
 )
 
 // presenceLeftGoal is how soon after a kill -9 the other nodes' clients
-// must see its people leave: failure detection takes about 3 s, this
+// must see its people leave, on either engine: failure detection takes
+// about 3 s on the local engine, a missed presence heartbeat
+// natsengine.PresenceTTL to PresenceTTL+PresenceHeartbeat on NATS; this
 // leaves room for a loaded machine.
 const presenceLeftGoal = 10 * time.Second
 
-// presenceCluster is three chatr processes on 127.0.0.1 joined into one
-// cluster, and their ids.
+// engines are the engines the presence suite runs on: each test is a
+// table of them.
+var engines = []string{"local", "nats"}
+
+// presenceCluster is three chatr processes on 127.0.0.1 in one cluster
+// (joined over gossip, or on one 3-server NATS cluster), and their ids.
 type presenceCluster struct {
 	nodes []*localNode
 	apis  []clustertest.API
 	ids   []string
 }
 
-// startPresenceCluster starts three processes, each joining the other two,
-// and waits until every one lists all three as alive.
-func startPresenceCluster(t *testing.T) *presenceCluster {
+// startPresenceCluster starts three processes on engine, each joining the
+// other two (local) or on one NATS cluster started here (nats), and waits
+// until every one lists all three as alive.
+func startPresenceCluster(t *testing.T, engine string) *presenceCluster {
 	t.Helper()
 	pc := &presenceCluster{nodes: newLocalNodes(t, 3)}
+	var natsURL string
+	if engine == "nats" {
+		natsURL = natstest.Start(t, 3).URL()
+	}
 	for i, n := range pc.nodes {
+		if natsURL != "" {
+			n.natsURL = natsURL
+			n.start(t)
+			pc.apis = append(pc.apis, n.api())
+			continue
+		}
 		var join []string
 		for j, o := range pc.nodes {
 			if j != i {
@@ -174,8 +192,15 @@ func (w *presenceWatch) count(event string) int {
 // detection time, with no ghost left behind.
 func TestPresenceLeftOnKill9(t *testing.T) {
 	needBinary(t)
-	t.Parallel()
-	pc := startPresenceCluster(t)
+	for _, engine := range engines {
+		t.Run(engine, func(t *testing.T) {
+			t.Parallel()
+			testPresenceLeftOnKill9(t, startPresenceCluster(t, engine))
+		})
+	}
+}
+
+func testPresenceLeftOnKill9(t *testing.T, pc *presenceCluster) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
@@ -219,8 +244,15 @@ func TestPresenceLeftOnKill9(t *testing.T) {
 // and leaves when the last one does.
 func TestPresenceTwoSessions(t *testing.T) {
 	needBinary(t)
-	t.Parallel()
-	pc := startPresenceCluster(t)
+	for _, engine := range engines {
+		t.Run(engine, func(t *testing.T) {
+			t.Parallel()
+			testPresenceTwoSessions(t, startPresenceCluster(t, engine))
+		})
+	}
+}
+
+func testPresenceTwoSessions(t *testing.T, pc *presenceCluster) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
