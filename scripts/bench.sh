@@ -5,8 +5,9 @@
 #   scripts/bench.sh            short run of every scenario (make bench, < 3 min)
 #   scripts/bench.sh full       the longer runs recorded in BENCHMARKS.md
 #   scripts/bench.sh idle|fanout|cluster|catchup|failover   one scenario
-#   scripts/bench.sh engines    fan-out and 3 nodes on each engine, local then
-#                               nats (3 nats-servers, R3, sync_interval: always)
+#   scripts/bench.sh engines    fan-out, 3 nodes and catch-up on each engine,
+#                               local then nats (3 nats-servers, R3,
+#                               sync_interval: always)
 #
 # Everything is bounded in time and stays on the loopback interface.
 set -euo pipefail
@@ -244,17 +245,29 @@ if [ "$mode" = engines ]; then
 		npids=()
 		sleep 1
 	}
+	# nats_server I STORE: starts nats-server I (1-3) of the cluster, store
+	# in $work/natsI-STORE, monitoring on 833I; nats_ready I waits for it.
+	nats_server() {
+		"$work/natsnode" -name "n$1" -port "433$1" -cluster-port "633$1" -http-port "833$1" -store "$work/nats$1-$2" \
+			-routes nats://127.0.0.1:6331,nats://127.0.0.1:6332,nats://127.0.0.1:6333 >"$work/nats$1.out" 2>&1 &
+		npids[$1 - 1]=$!
+		disown
+	}
+	nats_ready() { for _ in $(seq 100); do grep -q ready "$work/nats$1.out" && break; sleep 0.1; done; }
 	start_nats() {
-		for i in 1 2 3; do
-			"$work/natsnode" -name "n$i" -port "433$i" -cluster-port "633$i" -store "$work/nats$i-$1" \
-				-routes nats://127.0.0.1:6331,nats://127.0.0.1:6332,nats://127.0.0.1:6333 >"$work/nats$i.out" 2>&1 &
-			npids+=($!)
-			disown
-		done
-		for i in 1 2 3; do
-			for _ in $(seq 100); do grep -q ready "$work/nats$i.out" && break; sleep 0.1; done
-		done
+		for i in 1 2 3; do nats_server "$i" "$1"; done
+		for i in 1 2 3; do nats_ready "$i"; done
 		sleep 3 # a meta leader
+	}
+	# stream_msgs I: the messages of the stream CHATR that nats-server I holds.
+	stream_msgs() {
+		curl -s "http://127.0.0.1:833$1/jsz?streams=true" | awk '/"name": "CHATR"/ {f = 1} f && /"messages":/ {gsub(/[^0-9]/, ""); print; exit}'
+	}
+	# missed_load: messages sent to e1 and e2 (64 bytes, 20 rooms) while
+	# the third store member is down.
+	missed_load() {
+		"$bin" bench --url ws://127.0.0.1:5311/chatr/ws,ws://127.0.0.1:5312/chatr/ws --conns 20 --rooms 20 --senders 20 \
+			--rate 50000 --size 64 --duration "$(($1 / 4000))s" --ramp 1s --quiet >/dev/null 2>&1 || true
 	}
 	for eng in local nats; do
 		echo
@@ -290,6 +303,41 @@ if [ "$mode" = engines ]; then
 		if [ "$eng" = nats ]; then
 			echo "NATS servers' CPU (user+system seconds, since start): $(for p in "${npids[@]}"; do awk '{print ($14+$15)/100}' "/proc/$p/stat"; done | paste -sd+ | bc)"
 		fi
+		# Catch-up: the third member of the store (chatr node e3, or
+		# nats-server n3) is killed -9, messages are sent, it restarts on its
+		# own data and takes what it missed from the others.
+		n=20000
+		long && n=100000
+		if [ "$eng" = nats ]; then
+			before=$(stream_msgs 3)
+			kill -9 "${npids[2]}"
+			missed_load "$n"
+			total=$(stream_msgs 1)
+			t0=$(date +%s%N)
+			nats_server 3 cl
+			nats_ready 3
+			for _ in $(seq 1200); do
+				got=$(stream_msgs 3)
+				[ "${got:-0}" -ge "$total" ] && break
+				sleep 0.05
+			done
+			who="nats-server n3"
+		else
+			before=$(count 5313)
+			kill -9 "$(pid_of e3)"
+			missed_load "$n"
+			total=$(count 5311)
+			t0=$(date +%s%N)
+			start e3 5313 --cluster-addr 127.0.0.1:7313 --join 127.0.0.1:7311 --secret "$secret"
+			for _ in $(seq 1200); do
+				got=$(count 5313)
+				[ "${got:-0}" -ge "$total" ] && break
+				sleep 0.05
+			done
+			who="chatr node e3"
+		fi
+		ms=$((($(date +%s%N) - t0) / 1000000))
+		echo "catch-up: $who killed -9, restarted, took $((got - before)) of the $((total - before)) messages it missed in $ms ms (process start included): $(((got - before) * 1000 / (ms > 0 ? ms : 1))) msg/s"
 		stop_all
 		stop_nats
 	done

@@ -28,6 +28,9 @@ type ServerOptions struct {
 	ClusterPort int
 	Routes      string
 	StoreDir    string
+	// HTTPPort, when not 0, serves the monitoring endpoints (/jsz, /varz)
+	// on 127.0.0.1.
+	HTTPPort int
 	// UntilSignal makes Serve wait for SIGINT or SIGTERM, not for stdin.
 	UntilSignal bool `json:"-"`
 }
@@ -58,6 +61,9 @@ func ServeIfChild() {
 func Serve(co ServerOptions) error {
 	o := &server.Options{ServerName: co.Name, Host: "127.0.0.1", Port: co.Port, NoSigs: true, NoLog: true,
 		JetStream: true, StoreDir: co.StoreDir, SyncAlways: true, JetStreamMaxMemory: 64 << 20, JetStreamMaxStore: 1 << 30}
+	if co.HTTPPort > 0 {
+		o.HTTPHost, o.HTTPPort = "127.0.0.1", co.HTTPPort
+	}
 	if co.ClusterPort > 0 {
 		o.Cluster = server.ClusterOpts{Name: co.ClusterName, Host: "127.0.0.1", Port: co.ClusterPort,
 			Compression: server.CompressionOpts{Mode: server.CompressionOff}}

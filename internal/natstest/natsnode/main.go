@@ -3,7 +3,7 @@
 // for scripts/bench.sh's runs of the NATS engine. It stops at SIGINT or
 // SIGTERM.
 //
-//	natsnode -name n1 -port 4301 -cluster-port 6301 -store DIR \
+//	natsnode -name n1 -port 4301 -cluster-port 6301 -http-port 8301 -store DIR \
 //	  -routes nats://127.0.0.1:6301,nats://127.0.0.1:6302,nats://127.0.0.1:6303
 package main
 
@@ -23,6 +23,7 @@ func main() {
 	flag.StringVar(&o.ClusterName, "cluster", "chatrbench", "cluster name")
 	flag.StringVar(&o.Routes, "routes", "", "comma-separated nats://127.0.0.1:PORT of every server's route port")
 	flag.StringVar(&o.StoreDir, "store", "", "JetStream store directory (required)")
+	flag.IntVar(&o.HTTPPort, "http-port", 0, "monitoring port on 127.0.0.1 (/jsz; 0: none)")
 	flag.Parse()
 	if o.StoreDir == "" {
 		fmt.Fprintln(os.Stderr, "natsnode: -store is required")
