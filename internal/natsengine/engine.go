@@ -80,6 +80,8 @@ type Engine struct {
 	origin string // the id of the stream, as the origin of its messages
 
 	healthy atomic.Bool // the stream answered the last check (Health)
+	tails   *tails      // the newest messages of rooms read lately, from the live feed
+	stored  lastStored  // the stream's last sequence, asked for many reads at once
 
 	pubMu    sync.Mutex     // publishes and their place in acks, in one order
 	closed   bool           // Close began: Post refuses
@@ -131,10 +133,17 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--nats-url %s: %w", cfg.URL, err)
 	}
-	e := &Engine{cfg: cfg, log: log, nc: nc, acks: make(chan published, maxUnacked), answered: make(chan struct{})}
+	e := &Engine{cfg: cfg, log: log, nc: nc, tails: newTails(), acks: make(chan published, maxUnacked), answered: make(chan struct{})}
 	if err := e.setup(ctx); err != nil {
 		nc.Close()
 		return nil, err
+	}
+	e.stored.ask = func(ctx context.Context) (uint64, error) {
+		info, err := e.stream.Info(ctx)
+		if err != nil {
+			return 0, err
+		}
+		return info.State.LastSeq, nil
 	}
 	go e.answer()
 	return e, nil

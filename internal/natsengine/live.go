@@ -41,6 +41,10 @@ func (e *Engine) Follow(ctx context.Context, from uint64, publish func([]store.C
 	if c == nil {
 		return last, unreadable(err)
 	}
+	// The tails follow from here (and are dropped unless this follows
+	// the last run on from the message after its last).
+	e.tails.start(from)
+	defer e.tails.stop()
 	var (
 		mu      sync.Mutex
 		pending []store.Committed
@@ -70,7 +74,13 @@ func (e *Engine) Follow(ctx context.Context, from uint64, publish func([]store.C
 			}
 		}
 		msg, ok := e.decode(m.Subject(), seq, m.Data())
-		if !ok {
+		for i := range fill {
+			e.tails.take(fill[i].Seq, &fill[i])
+		}
+		if ok {
+			e.tails.take(seq, &msg)
+		} else {
+			e.tails.take(seq, nil)
 			skipped()
 		}
 		mu.Lock()

@@ -2,6 +2,7 @@ package natsengine
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -147,7 +148,7 @@ func (e *Engine) read(ctx context.Context, subj string, from uint64, n int, upTo
 	info := c.CachedInfo()
 	defer e.drop(info.Name)
 	left := min(uint64(n), info.NumPending)
-	for left > 0 {
+	for try := 1; left > 0; try++ {
 		batch, err := c.Fetch(int(min(left, 256)), jetstream.FetchMaxWait(fetchWait))
 		if err != nil {
 			return nil, 0, unreadable(err)
@@ -174,7 +175,11 @@ func (e *Engine) read(ctx context.Context, subj string, from uint64, n int, upTo
 				left = 0
 			}
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+		err = batch.Error()
+		if got == 0 && errors.Is(err, nats.ErrNoResponders) && try < 10 && sleep(ctx, 100*time.Millisecond) {
+			continue // a consumer just made may not answer at once on its server
+		}
+		if err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
 			return nil, 0, unreadable(err)
 		}
 		if got == 0 {
@@ -223,20 +228,84 @@ func (e *Engine) startOfNewest(ctx context.Context, subj string, lo, hi, n, afte
 }
 
 // last returns the stream sequence of the newest message of subj, 0 when
-// it has none.
+// it has none, as the stream's leader has it: a read must show every
+// message acked before it, and a direct get, answered by any replica, may
+// come from one that lags.
 func (e *Engine) last(ctx context.Context, subj string) (uint64, error) {
-	var m *jetstream.RawStreamMsg
-	err := retry(ctx, func(ctx context.Context) (err error) {
-		m, err = e.stream.GetLastMsgForSubject(ctx, subj)
-		return err
+	req, err := json.Marshal(map[string]string{"last_by_subj": subj})
+	if err != nil {
+		return 0, err
+	}
+	var seq uint64
+	err = retry(ctx, func(ctx context.Context) error {
+		m, err := e.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+e.cfg.Stream, req)
+		if err != nil {
+			return err
+		}
+		var resp struct {
+			Message *struct {
+				Seq uint64 `json:"seq"`
+			} `json:"message"`
+			Error *jetstream.APIError `json:"error"`
+		}
+		switch err := json.Unmarshal(m.Data, &resp); {
+		case err != nil:
+			return fmt.Errorf("the stream's leader answered %q: %w", m.Data, err)
+		case resp.Error != nil && resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
+			seq = 0
+		case resp.Error != nil:
+			return resp.Error
+		case resp.Message == nil:
+			return jetstream.ErrInvalidJetStreamResponse
+		default:
+			seq = resp.Message.Seq
+		}
+		return nil
 	})
-	switch {
-	case errors.Is(err, jetstream.ErrMsgNotFound):
-		return 0, nil
-	case err != nil:
+	if err != nil {
 		return 0, unreadable(err)
 	}
-	return m.Sequence, nil
+	return seq, nil
+}
+
+// tailWait bounds how long a read waits for the live feed to take what
+// the stream had stored when the read began, before it reads the stream
+// instead.
+const tailWait = 250 * time.Millisecond
+
+// fromTail returns the messages of room's tail after cursor sequence have
+// (latest: the newest limit), and the stream sequence upTo to which they
+// are every message of the room: once the live feed has taken every
+// message the stream had stored when fromTail was called, so that a read
+// shows each message acked before it. ok false: the stream must be read
+// (see tails.read).
+func (e *Engine) fromTail(ctx context.Context, room string, have uint64, limit int, latest bool) (msgs []proto.Message, upTo uint64, ok bool) {
+	if !e.tails.has(room) {
+		return nil, 0, false
+	}
+	upTo, err := e.stored.last(ctx)
+	if err != nil {
+		return nil, 0, false // the stream's read says why
+	}
+	timeout := time.NewTimer(tailWait)
+	defer timeout.Stop()
+	for {
+		wait, ok := e.tails.at(upTo)
+		if !ok {
+			return nil, 0, false
+		}
+		if wait == nil {
+			msgs, ok := e.tails.read(room, have, upTo, limit, latest)
+			return msgs, max(upTo, newestSeq(msgs)), ok
+		}
+		select {
+		case <-wait:
+		case <-timeout.C:
+			return nil, 0, false
+		case <-ctx.Done():
+			return nil, 0, false
+		}
+	}
 }
 
 // vector is the cursor vector of this engine at seq (empty for 0).
@@ -250,13 +319,31 @@ func (e *Engine) vector(seq uint64) proto.Vector {
 // Latest returns the newest limit messages of room, oldest first, and the
 // room's vector (everything up to now).
 func (e *Engine) Latest(ctx context.Context, room string, limit int) (store.Page, error) {
+	if msgs, upTo, ok := e.fromTail(ctx, room, 0, limit, true); ok && limit > 0 {
+		return store.Page{Messages: msgs[max(0, len(msgs)-limit):], Vector: e.vector(upTo)}, nil
+	}
 	subj := subject(room)
 	last, err := e.last(ctx, subj)
-	if err != nil || last == 0 || limit <= 0 {
+	if err != nil || limit <= 0 {
 		return store.Page{Vector: e.vector(last)}, err
 	}
-	msgs, err := e.newest(ctx, subj, 1, last, uint64(limit), last+1)
-	return store.Page{Messages: msgs, Vector: e.vector(last)}, err
+	var msgs []proto.Message
+	if last > 0 {
+		if msgs, err = e.newest(ctx, subj, 1, last, uint64(limit), last+1); err != nil {
+			return store.Page{}, err
+		}
+	}
+	e.tails.make(room, msgs, last, len(msgs) < limit)
+	return store.Page{Messages: msgs, Vector: e.vector(last)}, nil
+}
+
+// newestSeq is the stream sequence of the newest of msgs, oldest first (0
+// for none).
+func newestSeq(msgs []proto.Message) uint64 {
+	if len(msgs) == 0 {
+		return 0
+	}
+	return msgs[len(msgs)-1].Seq
 }
 
 // newestFrom is where the newest n messages of subj in [lo, upTo) (upTo 0:
@@ -283,13 +370,28 @@ func (e *Engine) newestFrom(ctx context.Context, subj string, lo, hi, n, upTo ui
 // limit when it is true (a replay that shows a gap). Vector is the cursor
 // raised by what was returned.
 func (e *Engine) Since(ctx context.Context, room string, cursor proto.Vector, limit int, newest bool) (store.Page, error) {
+	p := store.Page{Vector: cursor.Clone()}
+	have := cursor[e.origin] // may be anything up to 2^64-1: a cursor is the client's
+	if msgs, _, ok := e.fromTail(ctx, room, have, limit, false); ok && limit > 0 {
+		if len(msgs) > limit {
+			p.Truncated = true
+			if newest {
+				msgs = msgs[len(msgs)-limit:]
+			} else {
+				msgs = msgs[:limit]
+			}
+		}
+		p.Messages = msgs
+		if len(msgs) > 0 {
+			p.Vector[e.origin] = newestSeq(msgs)
+		}
+		return p, nil
+	}
 	subj := subject(room)
 	last, err := e.last(ctx, subj)
 	if err != nil {
 		return store.Page{}, err
 	}
-	p := store.Page{Vector: cursor.Clone()}
-	have := cursor[e.origin] // may be anything up to 2^64-1: a cursor is the client's
 	if have >= last || limit <= 0 {
 		p.Truncated = have < last
 		return p, nil
