@@ -158,7 +158,7 @@ func TestTails(t *testing.T) {
 			tl.seen[fmt.Sprint("x", i)] = 1
 		}
 		tl.take(2, ptr(msgAt("b", 2))) // full: forgets, floor 1
-		tl.make("a", nil, 0, true)       // a read that missed a's message 1
+		tl.make("a", nil, 0, true)     // a read that missed a's message 1
 		if _, ok := tl.read("a", 0, 0, 10, true); ok {
 			t.Fatal("made a tail that lacks a message taken before the rooms seen were forgotten")
 		}
