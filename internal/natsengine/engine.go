@@ -133,7 +133,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--nats-url %s: %w", cfg.URL, err)
 	}
-	e := &Engine{cfg: cfg, log: log, nc: nc, tails: newTails(), acks: make(chan published, maxUnacked), answered: make(chan struct{})}
+	e := &Engine{cfg: cfg, log: log, nc: nc, tails: newTails(cfg.MaxPerRoom, cfg.MaxAge), acks: make(chan published, maxUnacked), answered: make(chan struct{})}
 	if err := e.setup(ctx); err != nil {
 		nc.Close()
 		return nil, err

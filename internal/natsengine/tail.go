@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"sync"
+	"time"
 
 	"chatr/internal/proto"
 )
@@ -24,8 +25,9 @@ import (
 // the feed appends only what comes after. A feed that starts again
 // anywhere but right after its last message drops every tail.
 //
-// Tails are bounded: at most tailMax messages each, and tailBytes in all,
-// the rooms read least lately dropped first.
+// Tails are bounded: at most tailMax messages each (fewer if the stream
+// keeps fewer a room), and tailBytes in all, the rooms read least lately
+// dropped first. They show no message older than the stream keeps.
 const (
 	tailMax   = 2 * proto.DefaultHistory
 	tailBytes = 32 << 20
@@ -36,6 +38,10 @@ const (
 )
 
 type tails struct {
+	keep   int           // messages a tail keeps: tailMax, or the stream's limit per room when lower
+	capped bool          // keep is the stream's limit: a tail that holds keep messages has all the stream has
+	maxAge time.Duration // the stream's limit of age (0: none): older messages are not shown
+
 	mu      sync.Mutex
 	running bool   // the feed runs: pos moves
 	pos     uint64 // the stream sequence the feed took last
@@ -56,8 +62,15 @@ type tail struct {
 	bytes int
 }
 
-func newTails() *tails {
-	return &tails{seen: map[string]uint64{}, rooms: map[string]*list.Element{}, moved: make(chan struct{})}
+// newTails makes the tails of a stream that keeps at most maxPerRoom
+// messages a room (0: no limit) and none older than maxAge (0: no limit):
+// a tail shows no more than the stream does.
+func newTails(maxPerRoom int64, maxAge time.Duration) *tails {
+	keep, capped := tailMax, maxPerRoom > 0 && maxPerRoom <= tailMax
+	if capped {
+		keep = int(maxPerRoom)
+	}
+	return &tails{keep: keep, capped: capped, maxAge: maxAge, seen: map[string]uint64{}, rooms: map[string]*list.Element{}, moved: make(chan struct{})}
 }
 
 // tailCost is about what a tail costs before its messages.
@@ -125,15 +138,18 @@ func (t *tails) take(seq uint64, m *proto.Message) {
 	t.bound()
 }
 
-// trim keeps the newest tailMax messages of tl.
+// trim keeps the newest t.keep messages of tl.
 func (t *tails) trim(tl *tail) {
-	for len(tl.msgs) > tailMax {
+	for len(tl.msgs) > t.keep {
 		b := msgBytes(tl.msgs[0])
 		tl.bytes -= b
 		t.bytes -= b
 		tl.from = tl.msgs[0].Seq
 		tl.msgs[0] = proto.Message{}
 		tl.msgs = tl.msgs[1:]
+	}
+	if t.capped && len(tl.msgs) == t.keep {
+		tl.from = 0 // the stream has forgotten the older ones too
 	}
 }
 
@@ -185,11 +201,18 @@ func (t *tails) read(room string, have, last uint64, limit int, latest bool) (ms
 	}
 	t.lru.MoveToFront(e)
 	i := 0
-	if !latest {
-		i = len(tl.msgs)
-		for i > 0 && tl.msgs[i-1].Seq > have {
-			i--
+	if t.maxAge > 0 { // the stream has forgotten these, and every older one
+		cutoff := time.Now().Add(-t.maxAge).UnixMicro()
+		for i < len(tl.msgs) && tl.msgs[i].Created < cutoff {
+			i++
 		}
+	}
+	if !latest {
+		j := len(tl.msgs)
+		for j > i && tl.msgs[j-1].Seq > have {
+			j--
+		}
+		i = j
 	}
 	return append([]proto.Message(nil), tl.msgs[i:]...), true
 }

@@ -30,7 +30,7 @@ func seqs(ms []proto.Message) []uint64 {
 // TestTails: the rules that keep a tail a suffix of its room with no hole.
 func TestTails(t *testing.T) {
 	t.Run("serves only once made and while the feed runs", func(t *testing.T) {
-		tl := newTails()
+		tl := newTails(0, 0)
 		if _, ok := tl.read("a", 0, 0, 10, true); ok {
 			t.Fatal("read served with no feed and no tail")
 		}
@@ -63,7 +63,7 @@ func TestTails(t *testing.T) {
 		}
 	})
 	t.Run("not made when the feed took a newer message of the room", func(t *testing.T) {
-		tl := newTails()
+		tl := newTails(0, 0)
 		tl.start(1)
 		tl.take(5, ptr(msgAt("a", 5)))
 		tl.make("a", []proto.Message{msgAt("a", 2)}, 2, true) // read before 5 was stored
@@ -76,7 +76,7 @@ func TestTails(t *testing.T) {
 		}
 	})
 	t.Run("a read ahead of the feed is not appended twice", func(t *testing.T) {
-		tl := newTails()
+		tl := newTails(0, 0)
 		tl.start(1)
 		tl.make("a", []proto.Message{msgAt("a", 1), msgAt("a", 2)}, 2, true) // the feed is at 0
 		tl.take(1, ptr(msgAt("a", 1)))
@@ -87,7 +87,7 @@ func TestTails(t *testing.T) {
 		}
 	})
 	t.Run("a part of a room serves only what it holds", func(t *testing.T) {
-		tl := newTails()
+		tl := newTails(0, 0)
 		tl.start(7)
 		tl.make("a", []proto.Message{msgAt("a", 4), msgAt("a", 6)}, 6, false) // older ones exist
 		if _, ok := tl.read("a", 0, 6, 3, true); ok {
@@ -104,7 +104,7 @@ func TestTails(t *testing.T) {
 		}
 	})
 	t.Run("trimmed to tailMax, then serves after what it dropped", func(t *testing.T) {
-		tl := newTails()
+		tl := newTails(0, 0)
 		tl.start(1)
 		tl.make("a", nil, 0, true)
 		for seq := uint64(1); seq <= tailMax+10; seq++ {
@@ -124,8 +124,36 @@ func TestTails(t *testing.T) {
 			t.Fatal("latest tailMax+1 served from a trimmed tail")
 		}
 	})
+	t.Run("shows no more than the stream keeps", func(t *testing.T) {
+		tl := newTails(3, 0) // --history-max-per-room 3
+		tl.start(6)
+		var five []proto.Message
+		for seq := uint64(1); seq <= 5; seq++ {
+			five = append(five, msgAt("a", seq))
+		}
+		tl.make("a", five, 5, false)
+		if got, ok := tl.read("a", 0, 5, 50, true); !ok || !slices.Equal(seqs(got), []uint64{3, 4, 5}) {
+			t.Fatalf("latest 50 with 3 a room kept: %v %v", seqs(got), ok)
+		}
+		tl.take(6, ptr(msgAt("a", 6)))
+		if got, ok := tl.read("a", 1, 6, 50, false); !ok || !slices.Equal(seqs(got), []uint64{4, 5, 6}) {
+			t.Fatalf("after 1: %v %v", seqs(got), ok)
+		}
+
+		tl = newTails(0, time.Hour) // --history-max-age 1h
+		tl.start(3)
+		old, fresh := msgAt("b", 1), msgAt("b", 2)
+		old.Created, fresh.Created = time.Now().Add(-2*time.Hour).UnixMicro(), time.Now().UnixMicro()
+		tl.make("b", []proto.Message{old, fresh}, 2, true)
+		if got, ok := tl.read("b", 0, 2, 50, true); !ok || !slices.Equal(seqs(got), []uint64{2}) {
+			t.Fatalf("latest with a message past the age limit: %v %v", seqs(got), ok)
+		}
+		if got, ok := tl.read("b", 0, 2, 50, false); !ok || !slices.Equal(seqs(got), []uint64{2}) {
+			t.Fatalf("after 0 with a message past the age limit: %v %v", seqs(got), ok)
+		}
+	})
 	t.Run("bounded in bytes, least lately read first", func(t *testing.T) {
-		tl := newTails()
+		tl := newTails(0, 0)
 		tl.start(1)
 		big := proto.Message{Text: string(make([]byte, 1<<20))}
 		for i := range 40 { // 40 MiB offered, 32 MiB kept
@@ -150,7 +178,7 @@ func TestTails(t *testing.T) {
 		}
 	})
 	t.Run("forgetting the rooms seen stays safe", func(t *testing.T) {
-		tl := newTails()
+		tl := newTails(0, 0)
 		tl.start(1)
 		tl.take(1, ptr(msgAt("a", 1)))
 		tl.seen = make(map[string]uint64, seenMax)
