@@ -99,7 +99,8 @@ const maxLocalLog = 1 << 14
 type person struct{ name, user string }
 
 type room struct {
-	subs map[Subscriber]person // subscriber -> its person
+	subs  map[Subscriber]person // subscriber -> its person
+	scope proto.CursorScope     // the room's cursor scope, prepared once
 	// people is person -> sessions by node. A person is present while any
 	// node has a session of theirs, and is listed once.
 	people map[person]tally
@@ -196,15 +197,26 @@ func New(opts Options) *Hub {
 }
 
 // Scope is the cursor scope of a room in this cluster, under the hub's
-// cursor key. The key is shared: callers must not change it.
+// cursor key: prepared (proto.CursorScope.Prepared) while the room has
+// anyone in it. The key is shared: callers must not change it.
 func (h *Hub) Scope(room string) proto.CursorScope {
+	h.mu.RLock()
+	r := h.rooms[room]
+	h.mu.RUnlock()
+	if r != nil {
+		return r.scope
+	}
+	return h.scope(room)
+}
+
+func (h *Hub) scope(room string) proto.CursorScope {
 	return proto.CursorScope{Cluster: h.opts.Cluster, Room: room, Key: h.opts.CursorKey}
 }
 
 func (h *Hub) room(name string) *room {
 	r := h.rooms[name]
 	if r == nil {
-		r = &room{subs: map[Subscriber]person{}, people: map[person]tally{}}
+		r = &room{subs: map[Subscriber]person{}, people: map[person]tally{}, scope: h.scope(name).Prepared()}
 		h.rooms[name] = r
 	}
 	return r
@@ -516,7 +528,7 @@ func (h *Hub) Publish(batch []store.Committed) {
 			// another node.
 			ev.Frame = proto.EncodeHidden(c.Msg.Room, c.Msg.ID())
 		default:
-			ev.Frame = proto.Encode(c.Msg.JSON("message", proto.EncodeCursor(h.Scope(c.Msg.Room), c.RoomVector)))
+			ev.Frame = proto.Encode(c.Msg.JSON("message", proto.EncodeCursor(r.scope, c.RoomVector)))
 			if c.Msg.Replaces != "" {
 				ev.Notice = proto.EncodeHidden(c.Msg.Room, c.Msg.Replaces)
 			}

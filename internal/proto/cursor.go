@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
+	"hash"
 	"sort"
 )
 
@@ -51,6 +52,25 @@ type CursorScope struct {
 	// the key that made it (see hub.Options.CursorKey). 32 bytes; empty
 	// makes EncodeCursor panic and DecodeCursor refuse every cursor.
 	Key []byte
+
+	// Set by Prepared: the scope's tag, and its MAC keyed and fed the
+	// scope, made once for the many cursors of a room.
+	tag []byte
+	mac hash.Cloner
+}
+
+// Prepared returns the scope with its hashing done once: each cursor
+// EncodeCursor or DecodeCursor then makes in it hashes only its own bytes
+// (a room's live messages each carry one).
+func (scope CursorScope) Prepared() CursorScope {
+	if len(scope.Key) == 0 {
+		return scope
+	}
+	scope.tag = scopeTag(scope)
+	m := hmac.New(sha256.New, scope.Key)
+	m.Write(scopePrefix(scope))
+	scope.mac = m.(hash.Cloner)
+	return scope
 }
 
 // cursorVersion 3 replaced version 2's CRC-32, which anyone could compute,
@@ -69,21 +89,37 @@ const cursorMACLen = 16
 // binds the whole scope, so two rooms whose tags collide still refuse each
 // other's cursors.
 func scopeTag(scope CursorScope) []byte {
+	if scope.tag != nil {
+		return scope.tag
+	}
 	sum := sha256.Sum256([]byte("chatr-cursor\x00" + scope.Cluster + "\x00" + scope.Room))
 	return sum[:8]
 }
 
 // cursorMAC is the MAC of a cursor body in its scope.
 func cursorMAC(scope CursorScope, body []byte) []byte {
-	m := hmac.New(sha256.New, scope.Key)
+	var m hash.Hash
+	if scope.mac != nil {
+		c, err := scope.mac.Clone()
+		if err != nil {
+			panic("proto: cloning the cursor MAC: " + err.Error()) // SHA-256's HMAC always clones
+		}
+		m = c
+	} else {
+		m = hmac.New(sha256.New, scope.Key)
+		m.Write(scopePrefix(scope))
+	}
+	m.Write(body)
+	return m.Sum(nil)[:cursorMACLen]
+}
+
+// scopePrefix is what the MAC of every cursor of scope begins with.
+func scopePrefix(scope CursorScope) []byte {
 	var b []byte
 	b = binary.AppendUvarint(b, uint64(len(scope.Cluster)))
 	b = append(b, scope.Cluster...)
 	b = binary.AppendUvarint(b, uint64(len(scope.Room)))
-	b = append(b, scope.Room...)
-	m.Write(b)
-	m.Write(body)
-	return m.Sum(nil)[:cursorMACLen]
+	return append(b, scope.Room...)
 }
 
 // maxCursorOrigins bounds the work a hostile cursor can cause.
@@ -110,11 +146,15 @@ func EncodeCursor(scope CursorScope, v Vector) string {
 	b = append(b, scopeTag(scope)...)
 	b = binary.AppendUvarint(b, uint64(len(origins)))
 	for _, o := range origins {
-		raw, err := hex.DecodeString(o)
-		if err != nil || len(raw) != NodeIDLen/2 {
+		var err error
+		if len(o) != NodeIDLen {
+			err = hex.ErrLength
+		} else {
+			b, err = hex.AppendDecode(b, []byte(o))
+		}
+		if err != nil {
 			panic("proto: cursor origin is not a node id: " + o)
 		}
-		b = append(b, raw...)
 		b = binary.AppendUvarint(b, v[o])
 	}
 	b = append(b, cursorMAC(scope, b)...)

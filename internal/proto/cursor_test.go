@@ -317,18 +317,54 @@ func TestCursorOfTheLastRelease(t *testing.T) {
 	}
 }
 
+// BenchmarkEncodeCursor and BenchmarkDecodeCursor, with the scope plain
+// and prepared (as the hub's rooms hold it).
 func BenchmarkEncodeCursor(b *testing.B) {
 	v := Vector{"0123456789ab": 300, "aaaaaaaaaaaa": 1, "ffffffffffff": 1 << 40}
-	for b.Loop() {
-		EncodeCursor(lobby, v)
+	for _, scope := range []CursorScope{lobby, lobby.Prepared()} {
+		b.Run(fmt.Sprint("prepared=", scope.mac != nil), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				EncodeCursor(scope, v)
+			}
+		})
 	}
 }
 
 func BenchmarkDecodeCursor(b *testing.B) {
 	s := EncodeCursor(lobby, Vector{"0123456789ab": 300, "aaaaaaaaaaaa": 1, "ffffffffffff": 1 << 40})
-	for b.Loop() {
-		if _, err := DecodeCursor(lobby, s); err != nil {
-			b.Fatal(err)
+	for _, scope := range []CursorScope{lobby, lobby.Prepared()} {
+		b.Run(fmt.Sprint("prepared=", scope.mac != nil), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := DecodeCursor(scope, s); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// TestPreparedScope: a prepared scope makes and takes the same cursors as
+// the plain one, and still refuses those of another room or key.
+func TestPreparedScope(t *testing.T) {
+	plain := CursorScope{Cluster: "chatr", Room: "lobby", Key: testKey}
+	prep := plain.Prepared()
+	for _, v := range []Vector{{"0123456789ab": 1}, {"0123456789ab": 300, "aaaaaaaaaaaa": 1 << 40}} {
+		c := EncodeCursor(plain, v)
+		if got := EncodeCursor(prep, v); got != c {
+			t.Fatalf("prepared %s, plain %s", got, c)
+		}
+		if got, err := DecodeCursor(prep, c); err != nil || !got.Covers(v) || !v.Covers(got) {
+			t.Fatalf("prepared decode of %s: %v %v", c, got, err)
+		}
+		other := CursorScope{Cluster: "chatr", Room: "other", Key: testKey}.Prepared()
+		if _, err := DecodeCursor(other, c); err == nil {
+			t.Fatal("a cursor of lobby decoded in another room")
+		}
+		otherKey := CursorScope{Cluster: "chatr", Room: "lobby", Key: []byte("another key of thirty-two bytes!")}.Prepared()
+		if _, err := DecodeCursor(otherKey, c); err == nil {
+			t.Fatal("a cursor decoded under another key")
 		}
 	}
 }

@@ -104,7 +104,7 @@ func FuzzDecodeInbound(f *testing.F) {
 // fuzzed too.
 func FuzzDecodeCursor(f *testing.F) {
 	add := func(cluster, room string, v Vector) {
-		f.Add(cluster, room, room+"x", EncodeCursor(CursorScope{cluster, room, testKey}, v))
+		f.Add(cluster, room, room+"x", EncodeCursor(CursorScope{Cluster: cluster, Room: room, Key: testKey}, v))
 	}
 	add("chatr", "lobby", Vector{"0123456789ab": 1})
 	add("chatr", "lobby", Vector{"0123456789ab": 300, "aaaaaaaaaaaa": 1, "ffffffffffff": 1 << 40})
