@@ -41,6 +41,27 @@ func TestRefFilterNeverMissesAnAddedSend(t *testing.T) {
 	}
 }
 
+// A bucket's first filter is sized by the minute before it: at a steady
+// rate each bucket is one filter.
+func TestRefFilterSizedByTheMinuteBefore(t *testing.T) {
+	now := time.Now()
+	f := newRefFilter(now)
+	start := (bucketOf(now.UnixMicro()) - 3) * refSpan
+	const perMinute = 50_000
+	for i := range 3 * perMinute {
+		f.add("ann", "lobby", fmt.Sprint(i), start+int64(i)*(refSpan/perMinute))
+	}
+	for k := bucketOf(start) + 1; k < bucketOf(start)+3; k++ {
+		b := f.buckets[k]
+		if b == nil || b.total != perMinute || len(b.filters) != 1 {
+			t.Fatalf("bucket %d: %+v, want %d entries in one filter", k-bucketOf(start), b, perMinute)
+		}
+	}
+	if b := f.buckets[bucketOf(start)]; len(b.filters) < 2 {
+		t.Errorf("the first bucket, with no minute before it, has %d filters: it should have grown from %d", len(b.filters), refFirstCap)
+	}
+}
+
 // The filter only answers for times it covers: before its horizon it says
 // "maybe", so the store looks the copy up in SQLite.
 func TestRefFilterHorizon(t *testing.T) {
@@ -109,5 +130,39 @@ func TestRefFilterExpires(t *testing.T) {
 	f.expire(end.Add(2 * refKeep))
 	if len(f.buckets) != 0 || f.bytes.Load() != 0 {
 		t.Errorf("after the window: %d buckets, %d bytes", len(f.buckets), f.bytes.Load())
+	}
+}
+
+// BenchmarkRefFilterSteady is the look-up every send and every replicated
+// message makes, once the filter holds a whole window at a steady rate:
+// refKeep of one-minute buckets, each with perMinute messages.
+func BenchmarkRefFilterSteady(b *testing.B) {
+	for _, perMinute := range []int{60_000, 1_200_000} { // 1k and 20k messages a second
+		b.Run(fmt.Sprint("per_minute=", perMinute), func(b *testing.B) {
+			now := time.Now()
+			f := newRefFilter(now)
+			minutes := int(refKeep / time.Minute)
+			step := int64(time.Minute/time.Microsecond) / int64(perMinute)
+			start := now.Add(-refKeep).UnixMicro() + refSpan
+			for i := range minutes * perMinute {
+				f.add("bench", "lobby", fmt.Sprint(i), start+int64(i)*step)
+			}
+			filters := 0
+			for _, bk := range f.buckets {
+				filters += len(bk.filters)
+			}
+			us := now.UnixMicro()
+			w := DedupWindow.Microseconds()
+			b.ResetTimer()
+			maybe := 0
+			for i := 0; b.Loop(); i++ {
+				if f.mayHold("bench", "lobby", fmt.Sprint("new", i), us-w, us+w) {
+					maybe++
+				}
+			}
+			b.ReportMetric(float64(maybe)/float64(b.N), "maybe/op")
+			b.ReportMetric(float64(filters), "filters")
+			b.ReportMetric(float64(f.bytes.Load())/(1<<20), "MiB")
+		})
 	}
 }
