@@ -41,7 +41,14 @@ func TestFeedRemade(t *testing.T) {
 	var sent []uint64
 	deleted := 0
 	for i := range 60 {
-		m, err := post(t, e, "a", "ann", fmt.Sprint("m", i), "")
+		// Sent again with its ref while NATS says it did not store it, as
+		// a client does (a publish right after the deletes was once not
+		// answered).
+		m, err := post(t, e, "a", "ann", fmt.Sprint("m", i), fmt.Sprint("r", i))
+		for try := 0; err != nil && try < 20; try++ {
+			time.Sleep(100 * time.Millisecond)
+			m, err = post(t, e, "a", "ann", fmt.Sprint("m", i), fmt.Sprint("r", i))
+		}
 		if err != nil {
 			t.Fatal(err)
 		}

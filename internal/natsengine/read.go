@@ -319,8 +319,10 @@ func (e *Engine) vector(seq uint64) proto.Vector {
 // Latest returns the newest limit messages of room, oldest first, and the
 // room's vector (everything up to now).
 func (e *Engine) Latest(ctx context.Context, room string, limit int) (store.Page, error) {
-	if msgs, upTo, ok := e.fromTail(ctx, room, 0, limit, true); ok && limit > 0 {
-		return store.Page{Messages: msgs[max(0, len(msgs)-limit):], Vector: e.vector(upTo)}, nil
+	if limit > 0 {
+		if msgs, upTo, ok := e.fromTail(ctx, room, 0, limit, true); ok {
+			return store.Page{Messages: msgs[max(0, len(msgs)-limit):], Vector: e.vector(upTo)}, nil
+		}
 	}
 	subj := subject(room)
 	last, err := e.last(ctx, subj)
@@ -372,20 +374,22 @@ func (e *Engine) newestFrom(ctx context.Context, subj string, lo, hi, n, upTo ui
 func (e *Engine) Since(ctx context.Context, room string, cursor proto.Vector, limit int, newest bool) (store.Page, error) {
 	p := store.Page{Vector: cursor.Clone()}
 	have := cursor[e.origin] // may be anything up to 2^64-1: a cursor is the client's
-	if msgs, _, ok := e.fromTail(ctx, room, have, limit, false); ok && limit > 0 {
-		if len(msgs) > limit {
-			p.Truncated = true
-			if newest {
-				msgs = msgs[len(msgs)-limit:]
-			} else {
-				msgs = msgs[:limit]
+	if limit > 0 {
+		if msgs, _, ok := e.fromTail(ctx, room, have, limit, false); ok {
+			if len(msgs) > limit {
+				p.Truncated = true
+				if newest {
+					msgs = msgs[len(msgs)-limit:]
+				} else {
+					msgs = msgs[:limit]
+				}
 			}
+			p.Messages = msgs
+			if len(msgs) > 0 {
+				p.Vector[e.origin] = newestSeq(msgs)
+			}
+			return p, nil
 		}
-		p.Messages = msgs
-		if len(msgs) > 0 {
-			p.Vector[e.origin] = newestSeq(msgs)
-		}
-		return p, nil
 	}
 	subj := subject(room)
 	last, err := e.last(ctx, subj)
