@@ -1,10 +1,9 @@
 package store
 
 import (
+	"hash/maphash"
 	"sync/atomic"
 	"time"
-
-	"github.com/bits-and-blooms/bloom/v3"
 )
 
 // refFilter sits in front of the look-ups for an earlier copy of a send
@@ -12,10 +11,12 @@ import (
 // not", so the writer walks the room's window of the index only for the
 // few messages that may have a copy.
 //
-// It holds a Bloom filter of every message with a ref created since horizon,
-// in buckets of one minute of creation time, so old buckets are dropped as
-// time passes and memory stays proportional to the messages of the last
-// DedupWindow or so. Only the writer goroutine uses it.
+// It holds a Bloom filter (blockFilter) of every message with a ref created
+// since horizon, in buckets of five minutes of creation time, so old buckets
+// are dropped as time passes and memory stays proportional to the messages
+// of the last DedupWindow or so. A look-up tests each filter of each bucket
+// in its time range: a local send's three or so, a replicated message's
+// five. Only the writer goroutine uses it.
 type refFilter struct {
 	horizon int64 // µs: every message with a ref created at or after it is in the filter
 	buckets map[int64]*refBucket
@@ -24,14 +25,12 @@ type refFilter struct {
 }
 
 // refBucket is a scalable Bloom filter: when the last filter is full, a
-// new one twice its size is added, so the false positive rate stays at
-// refFalsePositive per filter whatever the message rate. Its first filter
-// holds a quarter more than the minute before it took, so at a steady rate a
-// bucket is one or two filters, not the dozen that doubling from
-// refFirstCap makes at 20k messages a second: every look-up tests each
-// filter of the window (BenchmarkRefFilterSteady).
+// new one twice its size is added, so the rate of false positives stays
+// that of one filter whatever the message rate. Its first filter holds a
+// quarter more than the bucket before it took, so at a steady rate a
+// bucket is one or two filters (BenchmarkRefFilterSteady).
 type refBucket struct {
-	filters []*bloom.BloomFilter
+	filters []*blockFilter
 	n, cap  uint  // entries in the last filter and its capacity
 	total   uint  // entries in all its filters
 	first   uint  // the capacity of its first filter
@@ -39,15 +38,8 @@ type refBucket struct {
 }
 
 const (
-	refSpan     = int64(time.Minute / time.Microsecond) // a bucket's span of creation time, in µs
-	refFirstCap = 4096
-	// refFalsePositive is per filter: a look-up tests every filter of every
-	// bucket in its span (a local send: the 15 or so of the dedup window,
-	// each a few filters at a high rate), so the chance that one of them
-	// says "maybe" is about a hundred times this. At 0.001 it was about 8 %
-	// at 250k msg/s, and each "maybe" walks the room's window of the index:
-	// 80 % of the writer's CPU (BenchmarkAppendWithRef).
-	refFalsePositive = 1e-5
+	refSpan     = int64(5 * time.Minute / time.Microsecond) // a bucket's span of creation time, in µs
+	refFirstCap = 16384                                     // 48 KiB of bits
 	// refKeep is how far back of now the filter stays complete: the dedup
 	// window, plus room for creation times a little behind this node's clock.
 	refKeep = DedupWindow + 5*time.Minute
@@ -68,14 +60,10 @@ func bucketOf(us int64) int64 {
 	return b
 }
 
-// refHashes is the number of hash functions of every filter: all share it,
-// so a key's locations are computed once for all of them.
-var _, refHashes = bloom.EstimateParameters(refFirstCap, refFalsePositive)
-
-// keyOf is the filter's key of a send, in a buffer reused by the next call.
-func (f *refFilter) keyOf(sender, room, ref string) []byte {
+// hashOf is the filters' hash of a send.
+func (f *refFilter) hashOf(sender, room, ref string) uint64 {
 	f.key = append(append(append(append(append(f.key[:0], sender...), 0), room...), 0), ref...)
-	return f.key
+	return maphash.Bytes(refSeed, f.key)
 }
 
 // add records a stored message with a ref, created at us.
@@ -94,13 +82,13 @@ func (f *refFilter) add(sender, room, ref string, us int64) {
 	}
 	if b.n == b.cap {
 		b.cap = max(b.first, 2*b.cap)
-		m, _ := bloom.EstimateParameters(b.cap, refFalsePositive)
-		b.filters = append(b.filters, bloom.New(m, refHashes))
+		bf := newBlockFilter(b.cap)
+		b.filters = append(b.filters, bf)
 		b.n = 0
-		b.bytes += int64(m / 8)
-		f.bytes.Add(int64(m / 8))
+		b.bytes += bf.bytes()
+		f.bytes.Add(bf.bytes())
 	}
-	b.filters[len(b.filters)-1].Add(f.keyOf(sender, room, ref))
+	b.filters[len(b.filters)-1].add(f.hashOf(sender, room, ref))
 	b.n++
 	b.total++
 }
@@ -111,14 +99,14 @@ func (f *refFilter) mayHold(sender, room, ref string, lo, hi int64) bool {
 	if lo < f.horizon {
 		return true // the filter does not reach back that far: ask the store
 	}
-	locs := bloom.Locations(f.keyOf(sender, room, ref), refHashes)
+	h := f.hashOf(sender, room, ref)
 	for k, b := range f.buckets {
 		start := k * refSpan
 		if start+refSpan <= lo || start >= hi {
 			continue
 		}
 		for _, bf := range b.filters {
-			if bf.TestLocations(locs) {
+			if bf.has(h) {
 				return true
 			}
 		}
