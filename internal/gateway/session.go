@@ -881,7 +881,7 @@ func (s *session) processSync(frames []outFrame, sy *syncItem) []outFrame {
 	for i := range sy.page.Messages {
 		m := &sy.page.Messages[i]
 		seen[m.Origin] = m.Seq
-		frames = append(frames, outFrame{op: ws.OpText, payload: proto.Encode(m.JSON("message", proto.EncodeCursor(scope, seen)))})
+		frames = append(frames, outFrame{op: ws.OpText, payload: m.Frame("message", scope, seen)})
 	}
 	for _, id := range sy.page.Hidden {
 		frames = append(frames, outFrame{op: ws.OpText, payload: proto.EncodeHidden(sy.room, id)})
@@ -933,7 +933,7 @@ func (s *session) processEvent(frames []outFrame, rs *roomState, ev *hub.Event) 
 	}
 	rs.seen = v
 	return append(frames, outFrame{op: ws.OpText,
-		payload: proto.Encode(ev.Msg.JSON("message", proto.EncodeCursor(s.srv.hub.Scope(ev.Room), v)))})
+		payload: ev.Msg.Frame("message", s.srv.hub.Scope(ev.Room), v)})
 }
 
 // covers reports whether v covers the message id.

@@ -528,7 +528,7 @@ func (h *Hub) Publish(batch []store.Committed) {
 			// another node.
 			ev.Frame = proto.EncodeHidden(c.Msg.Room, c.Msg.ID())
 		default:
-			ev.Frame = proto.Encode(c.Msg.JSON("message", proto.EncodeCursor(r.scope, c.RoomVector)))
+			ev.Frame = c.Msg.Frame("message", r.scope, c.RoomVector)
 			if c.Msg.Replaces != "" {
 				ev.Notice = proto.EncodeHidden(c.Msg.Room, c.Msg.Replaces)
 			}

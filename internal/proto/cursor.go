@@ -1,13 +1,15 @@
 package proto
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
 	"hash"
-	"sort"
+	"slices"
+	"sync"
 )
 
 // Vector is a version vector: origin node id -> highest sequence number.
@@ -53,10 +55,9 @@ type CursorScope struct {
 	// makes EncodeCursor panic and DecodeCursor refuse every cursor.
 	Key []byte
 
-	// Set by Prepared: the scope's tag, and its MAC keyed and fed the
-	// scope, made once for the many cursors of a room.
-	tag []byte
-	mac hash.Cloner
+	// Set by Prepared: the scope's tag and the start of each of its MACs,
+	// made once for the many cursors of a room.
+	tag, prefix []byte
 }
 
 // Prepared returns the scope with its hashing done once: each cursor
@@ -67,10 +68,34 @@ func (scope CursorScope) Prepared() CursorScope {
 		return scope
 	}
 	scope.tag = scopeTag(scope)
-	m := hmac.New(sha256.New, scope.Key)
-	m.Write(scopePrefix(scope))
-	scope.mac = m.(hash.Cloner)
+	scope.prefix = scopePrefix(scope)
 	return scope
+}
+
+// macScratch is an HMAC keyed with one key and a buffer for a cursor's
+// body, used for one cursor at a time.
+type macScratch struct {
+	mac hash.Hash
+	buf []byte
+}
+
+// macPools holds, for each cursor key, a sync.Pool of *macScratch: a
+// cursor then costs no allocation and no HMAC key schedule (Reset brings
+// back the keyed state). A node has one key; tests have a few.
+var macPools sync.Map // string(key) -> *sync.Pool
+
+func scratchFor(key []byte) (*sync.Pool, *macScratch) {
+	p, ok := macPools.Load(string(key))
+	if !ok {
+		k := bytes.Clone(key)
+		p, _ = macPools.LoadOrStore(string(key), &sync.Pool{New: func() any {
+			return &macScratch{mac: hmac.New(sha256.New, k)}
+		}})
+	}
+	pool := p.(*sync.Pool)
+	sc := pool.Get().(*macScratch)
+	sc.mac.Reset()
+	return pool, sc
 }
 
 // cursorVersion 3 replaced version 2's CRC-32, which anyone could compute,
@@ -96,21 +121,24 @@ func scopeTag(scope CursorScope) []byte {
 	return sum[:8]
 }
 
-// cursorMAC is the MAC of a cursor body in its scope.
-func cursorMAC(scope CursorScope, body []byte) []byte {
-	var m hash.Hash
-	if scope.mac != nil {
-		c, err := scope.mac.Clone()
-		if err != nil {
-			panic("proto: cloning the cursor MAC: " + err.Error()) // SHA-256's HMAC always clones
-		}
-		m = c
+// cursorMAC appends the MAC of a cursor body in its scope to dst.
+func cursorMAC(dst []byte, scope CursorScope, body []byte) []byte {
+	pool, sc := scratchFor(scope.Key)
+	dst = appendMAC(dst, sc, scope, body)
+	pool.Put(sc)
+	return dst
+}
+
+// appendMAC appends the MAC of body in scope, made with sc, to dst.
+func appendMAC(dst []byte, sc *macScratch, scope CursorScope, body []byte) []byte {
+	if scope.prefix != nil {
+		sc.mac.Write(scope.prefix)
 	} else {
-		m = hmac.New(sha256.New, scope.Key)
-		m.Write(scopePrefix(scope))
+		sc.mac.Write(scopePrefix(scope))
 	}
-	m.Write(body)
-	return m.Sum(nil)[:cursorMACLen]
+	sc.mac.Write(body)
+	n := len(dst)
+	return sc.mac.Sum(dst)[:n+cursorMACLen]
 }
 
 // scopePrefix is what the MAC of every cursor of scope begins with.
@@ -130,19 +158,26 @@ const maxCursorOrigins = 1024
 // then a MAC of all that with the scope's key. The empty vector encodes as
 // "". Every vector has exactly one spelling; DecodeCursor refuses any other.
 func EncodeCursor(scope CursorScope, v Vector) string {
+	return string(AppendCursor(nil, scope, v))
+}
+
+// AppendCursor appends EncodeCursor(scope, v) to dst.
+func AppendCursor(dst []byte, scope CursorScope, v Vector) []byte {
 	if len(v) == 0 {
-		return ""
+		return dst
 	}
 	if len(scope.Key) == 0 {
 		panic("proto: cursor scope without a key")
 	}
-	origins := make([]string, 0, len(v))
+	var on [8]string // a room's origins: the nodes that ever took a send in it
+	origins := on[:0]
 	for o := range v {
 		origins = append(origins, o)
 	}
-	sort.Strings(origins)
-	b := make([]byte, 0, 9+len(v)*(NodeIDLen/2+4)+cursorMACLen)
-	b = append(b, cursorVersion)
+	slices.Sort(origins)
+	pool, sc := scratchFor(scope.Key)
+	defer pool.Put(sc)
+	b := append(sc.buf[:0], cursorVersion)
 	b = append(b, scopeTag(scope)...)
 	b = binary.AppendUvarint(b, uint64(len(origins)))
 	for _, o := range origins {
@@ -157,8 +192,9 @@ func EncodeCursor(scope CursorScope, v Vector) string {
 		}
 		b = binary.AppendUvarint(b, v[o])
 	}
-	b = append(b, cursorMAC(scope, b)...)
-	return base64.RawURLEncoding.EncodeToString(b)
+	b = appendMAC(b, sc, scope, b)
+	sc.buf = b
+	return base64.RawURLEncoding.AppendEncode(dst, b)
 }
 
 // DecodeCursor decodes a cursor made by EncodeCursor for the same scope,
@@ -192,7 +228,7 @@ func DecodeCursor(scope CursorScope, s string) (Vector, *Error) {
 	switch {
 	case string(body[1:9]) != string(scopeTag(scope)):
 		return bad("it belongs to another room or cluster")
-	case len(scope.Key) == 0 || !hmac.Equal(mac, cursorMAC(scope, body)):
+	case len(scope.Key) == 0 || !hmac.Equal(mac, cursorMAC(nil, scope, body)):
 		return bad("it was not made here (edited, forged, or made under another key)")
 	}
 	p := body[9:]

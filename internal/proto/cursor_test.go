@@ -22,7 +22,7 @@ var lobby = CursorScope{Cluster: "chatr", Room: "lobby", Key: testKey}
 // key's holder could have made, so that the checks after the MAC are
 // reached.
 func seal(scope CursorScope, body []byte) string {
-	b := append(append([]byte(nil), body...), cursorMAC(scope, body)...)
+	b := append(append([]byte(nil), body...), cursorMAC(nil, scope, body)...)
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
@@ -114,7 +114,7 @@ func TestCursorRefused(t *testing.T) {
 	noKey.Key = nil
 	// A MAC made for room lobby2 under the right key, on lobby's body.
 	macOfLobby2 := base64.RawURLEncoding.EncodeToString(append(append([]byte(nil), body...),
-		cursorMAC(CursorScope{Cluster: "chatr", Room: "lobby2", Key: testKey}, body)...))
+		cursorMAC(nil, CursorScope{Cluster: "chatr", Room: "lobby2", Key: testKey}, body)...))
 	seal := func(body []byte) string { return seal(lobby, body) }
 
 	tests := []struct {
@@ -322,7 +322,7 @@ func TestCursorOfTheLastRelease(t *testing.T) {
 func BenchmarkEncodeCursor(b *testing.B) {
 	v := Vector{"0123456789ab": 300, "aaaaaaaaaaaa": 1, "ffffffffffff": 1 << 40}
 	for _, scope := range []CursorScope{lobby, lobby.Prepared()} {
-		b.Run(fmt.Sprint("prepared=", scope.mac != nil), func(b *testing.B) {
+		b.Run(fmt.Sprint("prepared=", scope.prefix != nil), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				EncodeCursor(scope, v)
@@ -334,7 +334,7 @@ func BenchmarkEncodeCursor(b *testing.B) {
 func BenchmarkDecodeCursor(b *testing.B) {
 	s := EncodeCursor(lobby, Vector{"0123456789ab": 300, "aaaaaaaaaaaa": 1, "ffffffffffff": 1 << 40})
 	for _, scope := range []CursorScope{lobby, lobby.Prepared()} {
-		b.Run(fmt.Sprint("prepared=", scope.mac != nil), func(b *testing.B) {
+		b.Run(fmt.Sprint("prepared=", scope.prefix != nil), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				if _, err := DecodeCursor(scope, s); err != nil {
@@ -367,4 +367,26 @@ func TestPreparedScope(t *testing.T) {
 			t.Fatal("a cursor decoded under another key")
 		}
 	}
+}
+
+// BenchmarkMessageFrame is the frame the hub makes of each message it fans
+// out (a room of three origins, a prepared scope): through encoding/json,
+// and with Frame (AppendFrame).
+func BenchmarkMessageFrame(b *testing.B) {
+	scope := lobby.Prepared()
+	m := Message{Origin: "0a1b2c3d4e5f", Seq: 123456, Room: "room7", Sender: "sender-42",
+		Text: "0123456789012345678901234567890123456789012345678901234567890123", Created: 1764700000123456}
+	v := Vector{"0a1b2c3d4e5f": 123456, "111111111111": 98765, "222222222222": 4567}
+	b.Run("encoding_json", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = Encode(m.JSON("message", EncodeCursor(scope, v)))
+		}
+	})
+	b.Run("AppendFrame", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = m.Frame("message", scope, v)
+		}
+	})
 }

@@ -1,8 +1,10 @@
 package proto
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -144,6 +146,57 @@ func FuzzDecodeCursor(f *testing.F) {
 		check(s)
 		if b, err := base64.RawURLEncoding.DecodeString(s); err == nil && len(b) > cursorMACLen {
 			check(seal(scope, b[:len(b)-cursorMACLen]))
+		}
+	})
+}
+
+// FuzzMessageFrame: AppendFrame makes valid JSON that decodes to what
+// encoding/json makes of m.JSON, whatever the strings hold (quotes,
+// controls, <>&, U+2028, invalid UTF-8), and the same bytes when no string
+// needs escaping.
+func FuzzMessageFrame(f *testing.F) {
+	f.Add("lobby", "ann", "hello", "", "", "message", uint64(1), int64(1700000000000000), true)
+	f.Add("a\"b", "<b>&", "line\nbreak\u2028\t\x00", "0a1b2c3d4e5f-9", "user-1", "", uint64(1<<53), int64(-1), false)
+	f.Add("\xff\xfe", "\xc3", "é\xed\xa0\x80", "x", "\u007f", "history", uint64(0), int64(0), true)
+	f.Fuzz(func(t *testing.T, room, sender, text, replaces, user, typ string, seq uint64, created int64, cursor bool) {
+		m := Message{Origin: "0a1b2c3d4e5f", Seq: seq, Room: room, Sender: sender, Text: text,
+			Created: created % (1 << 50), Replaces: replaces, User: user}
+		var v Vector
+		if cursor {
+			v = Vector{"0a1b2c3d4e5f": seq, "ffffffffffff": 7}
+		}
+		got := m.AppendFrame([]byte("prefix"), typ, lobby, v)
+		if !bytes.HasPrefix(got, []byte("prefix")) {
+			t.Fatalf("dst not kept: %q", got)
+		}
+		got = got[len("prefix"):]
+		want, err := json.Marshal(m.JSON(typ, EncodeCursor(lobby, v)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !json.Valid(got) {
+			t.Fatalf("not JSON: %s", got)
+		}
+		var a, b map[string]any
+		if err := json.Unmarshal(got, &a); err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(want, &b); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(a, b) {
+			t.Fatalf("AppendFrame decodes to\n%v\nencoding/json to\n%v", a, b)
+		}
+		plain := func(s string) bool {
+			for i := 0; i < len(s); i++ {
+				if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+					return false
+				}
+			}
+			return true
+		}
+		if plain(room+sender+text+replaces+user+typ) && !bytes.Equal(got, want) {
+			t.Fatalf("AppendFrame\n%s\nencoding/json\n%s", got, want)
 		}
 	})
 }

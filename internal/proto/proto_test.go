@@ -3,6 +3,7 @@ package proto
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -304,4 +305,21 @@ func randomVector(r *rand.Rand, maxOrigins int) Vector {
 		v[pool[r.IntN(len(pool))]] = r.Uint64N(100)
 	}
 	return v
+}
+
+// AppendTime writes what FormatTime does, from before 1970 to past 9999.
+func TestAppendTime(t *testing.T) {
+	for _, us := range []int64{0, 1, -1, 999_999, 1764700000123456, -62135596800000000, -62135596800000001,
+		253402300799999999, 253402300800000000, math.MaxInt64 / 2, math.MinInt64 / 2} {
+		if got, want := string(AppendTime([]byte("x"), us)), "x"+FormatTime(us); got != want {
+			t.Errorf("AppendTime(%d) = %q, want %q", us, got, want)
+		}
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 100_000 {
+		us := r.Int64N(1<<52) - 1<<51
+		if got, want := string(AppendTime(nil, us)), FormatTime(us); got != want {
+			t.Fatalf("AppendTime(%d) = %q, want %q", us, got, want)
+		}
+	}
 }
