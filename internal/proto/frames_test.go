@@ -225,3 +225,33 @@ func TestServerFramesWire(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkDecodeInbound is the decode of each send a client makes.
+func BenchmarkDecodeInbound(b *testing.B) {
+	frame := []byte(`{"type":"send","room":"room7","text":"0123456789012345678901234567890123456789012345678901234567890123","ref":"c17-123456"}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := DecodeInbound(frame); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// A frame's strings decode as encoding/json decodes them: escapes, lone
+// surrogates (U+FFFD), NUL. (Raw bad UTF-8 refuses the frame.)
+func TestDecodeInboundStringsAsEncodingJSON(t *testing.T) {
+	for _, raw := range []string{`"hi"`, `"\ud800"`, `"\ud800\udc00"`, `"\udc00x"`, `"\ud800\u0041"`,
+		`"a\u0000b"`, `"tab\there \"q\" \\ \/ \u00e9"`, `"é ☃ 𝄞"`} {
+		var want string
+		if err := json.Unmarshal([]byte(raw), &want); err != nil {
+			t.Fatal(err)
+		}
+		in, err := DecodeInbound([]byte(`{"type":"hello","name":"Ada","token":` + raw + `}`))
+		if err != nil {
+			t.Fatalf("%s: %v", raw, err)
+		}
+		if in.Token != want {
+			t.Errorf("%s decodes to %q, encoding/json to %q", raw, in.Token, want)
+		}
+	}
+}

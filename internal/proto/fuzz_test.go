@@ -41,10 +41,26 @@ func FuzzDecodeInbound(f *testing.F) {
 		`{"type":"join","room":"lobby","history":1e3}`,
 		`{"type":"join","room":"lobby","history":9223372036854775808}`,
 		`{"type":"send","type":"ping"}`,
+		`{"TYPE":"send","Room":"lobby","te\u0078t":"hi","ref":"1","x":{"a":[1,2]}}`,
+		`{"type":"send","room":"lobby","text":"hi"} x`,
+		`{"type":"send","ref":"\ud800\u00e9"}`,
+		"{\"typ\xffe\":\"ping\"}",
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// decodeWire reads what encoding/json reads, and refuses what it
+		// refuses.
+		if trimmed := bytes.TrimSpace(data); len(trimmed) > 0 && trimmed[0] == '{' {
+			var got, want inboundWire
+			gerr, werr := decodeWire(trimmed, &got), json.Unmarshal(trimmed, &want)
+			if (gerr == nil) != (werr == nil) {
+				t.Fatalf("decodeWire: %v, encoding/json: %v", gerr, werr)
+			}
+			if gerr == nil && !reflect.DeepEqual(got, want) {
+				t.Fatalf("decodeWire read\n%+v\nencoding/json\n%+v", got, want)
+			}
+		}
 		in, err := DecodeInbound(data)
 		if utf8.RuneCountInString(in.Ref) > MaxRefLen || !utf8.ValidString(in.Ref) {
 			t.Fatalf("ref %q escapes the limits", in.Ref)
