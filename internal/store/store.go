@@ -437,6 +437,14 @@ func (s *Store) plan(batch []*writeReq, results []writeRes) (*plan, error) {
 	s.mu.RLock()
 	p := &plan{vec: s.vector.Clone(), lastUS: s.lastUS}
 	s.mu.RUnlock()
+	nLocal, nPeer := 0, 0
+	for _, r := range batch {
+		if r.local != nil {
+			nLocal++
+		}
+		nPeer += len(r.peer)
+	}
+	p.local, p.peer = make([]proto.Message, 0, nLocal), make([]proto.Message, 0, nPeer)
 	for i, r := range batch {
 		if r.local != nil {
 			m := *r.local
@@ -464,6 +472,7 @@ func (s *Store) plan(batch []*writeReq, results []writeRes) (*plan, error) {
 			p.local = append(p.local, m)
 			continue
 		}
+		results[i].msgs = make([]proto.Message, 0, len(r.peer))
 		for _, m := range r.peer {
 			if err := s.admit(p, &m); err != nil {
 				if errors.Is(err, errHeld) {

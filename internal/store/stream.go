@@ -116,6 +116,11 @@ func (f *Follower) Take() ([]Committed, error) {
 	if len(st.batches) == i+1 {
 		out = st.batches[i] // never changed: shared
 	} else {
+		n := 0
+		for _, b := range st.batches[i:] {
+			n += len(b)
+		}
+		out = make([]Committed, 0, n)
 		for _, b := range st.batches[i:] {
 			out = append(out, b...)
 		}
