@@ -55,7 +55,7 @@ unit-nats:
 	$(GO) test -count=1 -timeout 8m -skip '$(NATS_BROWSER_LOCAL)' ./test/browser -args -engine nats
 
 # fuzz runs each fuzz target briefly: the WebSocket frame decoder, names, cursors,
-# the message frames the hub encodes (against encoding/json),
+# the message and presence frames the hub encodes (against encoding/json),
 # the HTTP message body, the binary batches of peer links, the frames
 # and hello of a link's handshake, tokens, and the records of the store's log.
 # Each runs a count of inputs, not a time: with a time, Go 1.26's fuzzing
@@ -67,6 +67,7 @@ fuzz:
 	$(call fuzz_target,FuzzClean,./internal/names,600000x)
 	$(call fuzz_target,FuzzDecodeCursor,./internal/proto,600000x)
 	$(call fuzz_target,FuzzMessageFrame,./internal/proto,100000x)
+	$(call fuzz_target,FuzzPresenceFrames,./internal/proto,50000x)
 	$(call fuzz_target,FuzzDecodePost,./internal/gateway,50000x)
 	$(call fuzz_target,FuzzDecodeBatch,./internal/replication/wire,600000x)
 	$(call fuzz_target,FuzzLinkHandshake,./internal/replication/wire,600000x)

@@ -566,7 +566,7 @@ func (s *session) join(in proto.Inbound) {
 		return
 	}
 	s.enqueue(outItem{sync: &syncItem{room: in.Room, page: page,
-		joined: proto.Encode(proto.Joined{Type: "joined", Room: in.Room, Presence: people})}})
+		joined: proto.EncodeJoined(in.Room, people)}})
 }
 
 // replayRefused answers a join over the replay budget named limit.

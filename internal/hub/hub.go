@@ -456,7 +456,7 @@ func (h *Hub) flush(roomName string, r *room) {
 		if len(joined)+len(left) == 0 {
 			return nil
 		}
-		evs := []*Event{{Room: roomName, Frame: proto.Encode(proto.Presence{Type: "presence", Room: roomName, Joined: joined, Left: left})}}
+		evs := []*Event{{Room: roomName, Frame: proto.EncodePresence(roomName, joined, left)}}
 		joined, left = []proto.Person{}, []proto.Person{}
 		return evs
 	}

@@ -279,6 +279,51 @@ type Joined struct {
 	Presence []Person `json:"presence"`
 }
 
+// EncodeJoined is the frame of Joined{"joined", room, people}, made
+// without reflection: a join into a room of 200 gets a list of 200
+// (BenchmarkEncodeJoined).
+func EncodeJoined(room string, people []Person) []byte {
+	b := make([]byte, 0, 48+len(room)+len(people)*48)
+	b = appendMember(append(b, `{"type":"joined","room":`...), room)
+	return append(appendPeople(append(b, `,"presence":`...), people), '}')
+}
+
+// EncodePresence is the frame of Presence{"presence", room, joined, left}.
+func EncodePresence(room string, joined, left []Person) []byte {
+	b := make([]byte, 0, 48+len(room)+(len(joined)+len(left))*48)
+	b = appendMember(append(b, `{"type":"presence","room":`...), room)
+	b = appendPeople(append(b, `,"joined":`...), joined)
+	return append(appendPeople(append(b, `,"left":`...), left), '}')
+}
+
+// appendPeople appends people as a JSON array of Person (null for nil, as
+// encoding/json).
+func appendPeople(b []byte, people []Person) []byte {
+	if people == nil {
+		return append(b, "null"...)
+	}
+	b = append(b, '[')
+	for i, p := range people {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendMember(append(b, `{"name":`...), p.Name)
+		b = appendMember(append(b, `,"node":`...), p.Node)
+		if p.User != "" {
+			b = appendMember(append(b, `,"user":`...), p.User)
+		}
+		b = append(b, '}')
+	}
+	return append(b, ']')
+}
+
+// appendMember appends s quoted (invalid UTF-8 becomes U+FFFD, as
+// encoding/json does).
+func appendMember(b []byte, s string) []byte {
+	b, _ = jsontext.AppendQuote(b, s)
+	return b
+}
+
 // Synced ends the replay of a join.
 type Synced struct {
 	Type      string `json:"type"`

@@ -2,6 +2,7 @@ package proto
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -254,4 +255,25 @@ func TestDecodeInboundStringsAsEncodingJSON(t *testing.T) {
 			t.Errorf("%s decodes to %q, encoding/json to %q", raw, in.Token, want)
 		}
 	}
+}
+
+// BenchmarkEncodeJoined is the joined frame of a join into a room of 200:
+// through encoding/json, and with EncodeJoined.
+func BenchmarkEncodeJoined(b *testing.B) {
+	people := make([]Person, 200)
+	for i := range people {
+		people[i] = Person{Name: fmt.Sprintf("user-%05d", i), Node: "0a1b2c3d4e5f"}
+	}
+	b.Run("encoding_json", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = Encode(Joined{Type: "joined", Room: "room7", Presence: people})
+		}
+	})
+	b.Run("EncodeJoined", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = EncodeJoined("room7", people)
+		}
+	})
 }

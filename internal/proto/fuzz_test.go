@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -214,5 +215,41 @@ func FuzzMessageFrame(f *testing.F) {
 		if plain(room+sender+text+replaces+user+typ) && !bytes.Equal(got, want) {
 			t.Fatalf("AppendFrame\n%s\nencoding/json\n%s", got, want)
 		}
+	})
+}
+
+// FuzzPresenceFrames: EncodeJoined and EncodePresence make valid JSON that
+// decodes to what encoding/json makes of Joined and Presence.
+func FuzzPresenceFrames(f *testing.F) {
+	f.Add("lobby", "ann", "0a1b2c3d4e5f", "", "bob", "ffffffffffff", "u1", 3)
+	f.Add("<&>\"", "\xff", "\u2028", "\x00", "", "", "", 0)
+	f.Fuzz(func(t *testing.T, room, n1, node1, user1, n2, node2, user2 string, count int) {
+		var people []Person
+		for i := range count % 5 {
+			people = append(people, Person{Name: n1, Node: node1, User: user1}, Person{Name: n2 + fmt.Sprint(i), Node: node2, User: user2})
+		}
+		same := func(got []byte, v any) {
+			want, err := json.Marshal(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var a, b any
+			if err := json.Unmarshal(got, &a); err != nil {
+				t.Fatalf("not JSON: %s: %v", got, err)
+			}
+			if err := json.Unmarshal(want, &b); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(a, b) {
+				t.Fatalf("got\n%s\nencoding/json\n%s", got, want)
+			}
+		}
+		same(EncodeJoined(room, people), Joined{Type: "joined", Room: room, Presence: people})
+		left := people
+		if len(left) > 0 {
+			left = left[1:]
+		}
+		same(EncodePresence(room, people, left), Presence{Type: "presence", Room: room, Joined: people, Left: left})
+		same(EncodePresence(room, []Person{}, nil), Presence{Type: "presence", Room: room, Joined: []Person{}})
 	})
 }
