@@ -55,9 +55,11 @@ type CursorScope struct {
 	// makes EncodeCursor panic and DecodeCursor refuse every cursor.
 	Key []byte
 
-	// Set by Prepared: the scope's tag and the start of each of its MACs,
-	// made once for the many cursors of a room.
+	// Set by Prepared: the scope's tag, the start of each of its MACs and
+	// the pool of MACs of its key, found once for the many cursors of a
+	// room.
 	tag, prefix []byte
+	macs        *sync.Pool
 }
 
 // Prepared returns the scope with its hashing done once: each cursor
@@ -69,6 +71,7 @@ func (scope CursorScope) Prepared() CursorScope {
 	}
 	scope.tag = scopeTag(scope)
 	scope.prefix = scopePrefix(scope)
+	scope.macs = macPool(scope.Key)
 	return scope
 }
 
@@ -84,7 +87,8 @@ type macScratch struct {
 // back the keyed state). A node has one key; tests have a few.
 var macPools sync.Map // string(key) -> *sync.Pool
 
-func scratchFor(key []byte) (*sync.Pool, *macScratch) {
+// macPool returns the pool of key's MACs.
+func macPool(key []byte) *sync.Pool {
 	p, ok := macPools.Load(string(key))
 	if !ok {
 		k := bytes.Clone(key)
@@ -92,7 +96,15 @@ func scratchFor(key []byte) (*sync.Pool, *macScratch) {
 			return &macScratch{mac: hmac.New(sha256.New, k)}
 		}})
 	}
-	pool := p.(*sync.Pool)
+	return p.(*sync.Pool)
+}
+
+// scratchFor returns a scratch of scope's key, reset, and its pool.
+func scratchFor(scope CursorScope) (*sync.Pool, *macScratch) {
+	pool := scope.macs
+	if pool == nil {
+		pool = macPool(scope.Key)
+	}
 	sc := pool.Get().(*macScratch)
 	sc.mac.Reset()
 	return pool, sc
@@ -123,7 +135,7 @@ func scopeTag(scope CursorScope) []byte {
 
 // cursorMAC appends the MAC of a cursor body in its scope to dst.
 func cursorMAC(dst []byte, scope CursorScope, body []byte) []byte {
-	pool, sc := scratchFor(scope.Key)
+	pool, sc := scratchFor(scope)
 	dst = appendMAC(dst, sc, scope, body)
 	pool.Put(sc)
 	return dst
@@ -175,7 +187,7 @@ func AppendCursor(dst []byte, scope CursorScope, v Vector) []byte {
 		origins = append(origins, o)
 	}
 	slices.Sort(origins)
-	pool, sc := scratchFor(scope.Key)
+	pool, sc := scratchFor(scope)
 	defer pool.Put(sc)
 	b := append(sc.buf[:0], cursorVersion)
 	b = append(b, scopeTag(scope)...)

@@ -284,14 +284,14 @@ type Joined struct {
 // (BenchmarkEncodeJoined).
 func EncodeJoined(room string, people []Person) []byte {
 	b := make([]byte, 0, 48+len(room)+len(people)*48)
-	b = appendMember(append(b, `{"type":"joined","room":`...), room)
+	b = appendQuoted(append(b, `{"type":"joined","room":`...), room)
 	return append(appendPeople(append(b, `,"presence":`...), people), '}')
 }
 
 // EncodePresence is the frame of Presence{"presence", room, joined, left}.
 func EncodePresence(room string, joined, left []Person) []byte {
 	b := make([]byte, 0, 48+len(room)+(len(joined)+len(left))*48)
-	b = appendMember(append(b, `{"type":"presence","room":`...), room)
+	b = appendQuoted(append(b, `{"type":"presence","room":`...), room)
 	b = appendPeople(append(b, `,"joined":`...), joined)
 	return append(appendPeople(append(b, `,"left":`...), left), '}')
 }
@@ -307,19 +307,19 @@ func appendPeople(b []byte, people []Person) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendMember(append(b, `{"name":`...), p.Name)
-		b = appendMember(append(b, `,"node":`...), p.Node)
+		b = appendQuoted(append(b, `{"name":`...), p.Name)
+		b = appendQuoted(append(b, `,"node":`...), p.Node)
 		if p.User != "" {
-			b = appendMember(append(b, `,"user":`...), p.User)
+			b = appendQuoted(append(b, `,"user":`...), p.User)
 		}
 		b = append(b, '}')
 	}
 	return append(b, ']')
 }
 
-// appendMember appends s quoted (invalid UTF-8 becomes U+FFFD, as
+// appendQuoted appends s as a JSON string (invalid UTF-8 becomes U+FFFD, as
 // encoding/json does).
-func appendMember(b []byte, s string) []byte {
+func appendQuoted(b []byte, s string) []byte {
 	b, _ = jsontext.AppendQuote(b, s)
 	return b
 }

@@ -13,8 +13,6 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/go-json-experiment/json/jsontext"
-
 	"chatr/internal/names"
 )
 
@@ -217,10 +215,7 @@ func (m *Message) AppendFrame(dst []byte, typ string, scope CursorScope, v Vecto
 		}
 		return append(append(append(b, '"'), name...), '"', ':')
 	}
-	str := func(b []byte, name, s string) []byte {
-		b, _ = jsontext.AppendQuote(field(b, name), s)
-		return b
-	}
+	str := func(b []byte, name, s string) []byte { return appendQuoted(field(b, name), s) }
 	b := append(dst, '{')
 	if typ != "" {
 		b = str(b, "type", typ)
