@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -26,6 +27,9 @@ type wsConn struct {
 	// it makes net.Buffers one writev; through a wrapper, each buffer
 	// would be a write of its own.
 	tcp *net.TCPConn
+	// raw is tcp's, for writes that do not wait (writeNow); nil where
+	// there are none.
+	raw syscall.RawConn
 }
 
 // newWSConn frames conn, whose first bytes br may hold already.
@@ -43,6 +47,9 @@ func newWSConn(conn net.Conn, br *bufio.Reader) wsConn {
 		raw = u.NetConn()
 	}
 	c.tcp, _ = raw.(*net.TCPConn)
+	if c.tcp != nil && canWriteNow {
+		c.raw, _ = c.tcp.SyscallConn()
+	}
 	return c
 }
 
@@ -142,11 +149,42 @@ type outFrame struct {
 }
 
 // writeFrames writes frames with one vectored write (writev): the way the
-// leading servers batch, without copying the shared payloads.
+// leading servers batch, without copying the shared payloads. It waits up
+// to timeout for the socket to take them.
 func (c *wsConn) writeFrames(frames []outFrame, timeout time.Duration) error {
 	if len(frames) == 0 {
 		return nil
 	}
+	sc := c.vector(frames)
+	return c.finishWrite(&pendingWrite{sc: sc, rest: sc.bufs}, timeout)
+}
+
+// pendingWrite is a write under way: the buffers left to write, in the
+// scratch that holds their headers.
+type pendingWrite struct {
+	sc   *writeScratch
+	rest net.Buffers
+}
+
+// tryWriteFrames writes frames as far as the socket takes them at once,
+// without waiting: nil when they all went, or the write to finish with
+// finishWrite, on a goroutine that may wait. Only for c.raw != nil.
+func (c *wsConn) tryWriteFrames(frames []outFrame) (*pendingWrite, error) {
+	if len(frames) == 0 {
+		return nil, nil
+	}
+	sc := c.vector(frames)
+	rest, err := writeNow(c.raw, sc.bufs)
+	if err != nil || len(rest) == 0 {
+		sc.release()
+		return nil, err
+	}
+	return &pendingWrite{sc: sc, rest: rest}, nil
+}
+
+// vector lays frames out as one vector of buffers: each header, then its
+// payload.
+func (c *wsConn) vector(frames []outFrame) *writeScratch {
 	sc := scratchPool.Get().(*writeScratch)
 	if need := len(frames) * ws.MaxHeaderSize; cap(sc.hdr) < need {
 		sc.hdr = make([]byte, 0, need) // never grown below, so slices of it stay valid
@@ -160,27 +198,58 @@ func (c *wsConn) writeFrames(frames []outFrame, timeout time.Duration) error {
 			bufs = append(bufs, f.payload)
 		}
 	}
+	sc.bufs = bufs
+	return sc
+}
+
+// finishWrite writes what is left of p, waiting up to timeout.
+func (c *wsConn) finishWrite(p *pendingWrite, timeout time.Duration) error {
+	defer p.sc.release()
 	c.conn.SetWriteDeadline(time.Now().Add(timeout))
-	all := bufs
-	var err error
 	if c.tcp != nil {
-		_, err = bufs.WriteTo(c.tcp) // consumes bufs, not all
-	} else {
-		// One write, so TLS seals the frames in as few records as fit
-		// rather than one or two records (and system calls) per frame.
-		sc.flat = sc.flat[:0]
-		for _, b := range all {
-			sc.flat = append(sc.flat, b...)
-		}
-		_, err = c.conn.Write(sc.flat)
-		if cap(sc.flat) > 64<<10 {
-			sc.flat = nil // a burst's buffer is not kept in the pool
-		}
+		_, err := p.rest.WriteTo(c.tcp) // consumes p.rest, not sc.bufs
+		return err
 	}
-	clear(all) // drop the payload references
-	sc.bufs = all[:0]
-	scratchPool.Put(sc)
+	// One write, so TLS seals the frames in as few records as fit rather
+	// than one or two records (and system calls) per frame.
+	sc := p.sc
+	sc.flat = sc.flat[:0]
+	for _, b := range p.rest {
+		sc.flat = append(sc.flat, b...)
+	}
+	_, err := c.conn.Write(sc.flat)
+	if cap(sc.flat) > 64<<10 {
+		sc.flat = nil // a burst's buffer is not kept in the pool
+	}
 	return err
+}
+
+// release drops the payload references and gives the scratch back.
+func (sc *writeScratch) release() {
+	clear(sc.bufs)
+	sc.bufs = sc.bufs[:0]
+	scratchPool.Put(sc)
+}
+
+// consume drops the first n bytes of bufs.
+func consume(bufs [][]byte, n int) [][]byte {
+	for len(bufs) > 0 && n >= len(bufs[0]) {
+		n -= len(bufs[0])
+		bufs = bufs[1:]
+	}
+	if n > 0 {
+		bufs[0] = bufs[0][n:]
+	}
+	return bufs
+}
+
+// size is the bytes in bufs.
+func size(bufs [][]byte) int {
+	n := 0
+	for _, b := range bufs {
+		n += len(b)
+	}
+	return n
 }
 
 // closePayload is the body of a close frame.

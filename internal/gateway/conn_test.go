@@ -2,9 +2,12 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -92,5 +95,79 @@ func readFrames(t *testing.T, conn net.Conn, want ...string) {
 		if string(p) != w {
 			t.Fatalf("payload %.20q..., want %.20q...", p, w)
 		}
+	}
+}
+
+// A write that does not wait takes what the socket takes; the rest, handed
+// on, is written whole and in order once the client reads: 3,000 frames
+// (more buffers than one writev takes), over a socket of 16 KB that the
+// client does not read at first.
+func TestWSConnWriteNowThenFinish(t *testing.T) {
+	if !canWriteNow {
+		t.Skip("no non-blocking writev here")
+	}
+	client, server := tcpPair(t)
+	server.SetWriteBuffer(16 << 10)
+	client.SetReadBuffer(16 << 10)
+	c := newWSConn(server, nil)
+	if c.raw == nil {
+		t.Fatal("a TCP connection has no raw connection to write to")
+	}
+	var frames []outFrame
+	var want []string
+	for i := range 3000 {
+		p := fmt.Sprintf("frame %d %s", i, strings.Repeat("y", i%200))
+		frames = append(frames, outFrame{op: ws.OpText, payload: []byte(p)})
+		want = append(want, p)
+	}
+	p, err := c.tryWriteFrames(frames)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p == nil {
+		t.Fatal("350 KB went into a socket of 16 KB that nobody reads")
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.finishWrite(p, 5*time.Second) }()
+	readFrames(t, client, want...)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// All of a small batch goes at once.
+	if p, err := c.tryWriteFrames(frames[:2]); p != nil || err != nil {
+		t.Fatalf("two small frames: pending %v, err %v", p, err)
+	}
+	readFrames(t, client, want[:2]...)
+}
+
+// A write to a connection the client reset fails at once, not on a timer.
+func TestWSConnWriteNowToAClosedConnection(t *testing.T) {
+	if !canWriteNow {
+		t.Skip("no non-blocking writev here")
+	}
+	client, server := tcpPair(t)
+	c := newWSConn(server, nil)
+	client.SetLinger(0)
+	client.Close()
+	frames := []outFrame{{op: ws.OpText, payload: []byte("lost")}}
+	var err error
+	for i := 0; i < 100 && err == nil; i++ { // the RST comes after the first write
+		_, err = c.tryWriteFrames(frames)
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err == nil {
+		t.Fatal("writes to a reset connection kept succeeding")
+	}
+}
+
+func TestConsume(t *testing.T) {
+	bufs := func() [][]byte { return [][]byte{[]byte("ab"), []byte("cde"), nil, []byte("f")} }
+	for n, want := range []string{"abcdef", "bcdef", "cdef", "def", "ef", "f", ""} {
+		if got := string(bytes.Join(consume(bufs(), n), nil)); got != want {
+			t.Errorf("consume %d: %q, want %q", n, got, want)
+		}
+	}
+	if got := size(bufs()); got != 6 {
+		t.Errorf("size %d, want 6", got)
 	}
 }

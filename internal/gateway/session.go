@@ -675,9 +675,19 @@ func (s *session) enqueue(it outItem) bool {
 	s.flushing = true
 	s.mu.Unlock()
 	if start {
-		go s.flush()
+		s.startFlush()
 	}
 	return true
+}
+
+// startFlush gives the session to a flusher: to the pool when its writes
+// need not wait (see flushQueue), else to a goroutine of its own.
+func (s *session) startFlush() {
+	if s.ws.raw != nil && s.srv.cfg.WriteDelay == 0 {
+		flushers.push(s)
+		return
+	}
+	go s.flush()
 }
 
 // takeQueue empties the queue and returns what it held. s.mu is held.
@@ -716,7 +726,7 @@ func (s *session) closeWith(code int, reason string, keepQueue bool) {
 	s.flushing = true
 	s.mu.Unlock()
 	if start {
-		go s.flush()
+		s.startFlush()
 	}
 }
 
@@ -760,59 +770,140 @@ func (s *session) clientClosed(code int) {
 }
 
 // flush writes queued items until the queue is empty, in one vectored write
-// per batch; after a close, it writes the close frame.
+// per batch, on a goroutine of its own whose writes may wait; after a
+// close, it writes the close frame.
 func (s *session) flush() {
-	var frames []outFrame
 	if d := s.srv.cfg.WriteDelay; d > 0 {
 		// Let more frames gather, so one write carries them all: fewer
 		// system calls per delivery under load, for a little latency.
 		time.Sleep(d)
 	}
-	for {
-		s.mu.Lock()
-		items := s.takeQueue()
-		if len(items) == 0 {
-			closed, code, reason, answered := s.closed, s.code, s.reason, s.closeRcv
-			if !closed {
-				s.flushing = false
-				s.mu.Unlock()
-				return
-			}
-			s.mu.Unlock()
-			s.ws.writeFrames([]outFrame{{op: ws.OpClose, payload: closePayload(code, reason)}}, time.Second)
-			s.mu.Lock()
-			s.closeSent = true
-			answered = answered || s.closeRcv
-			s.mu.Unlock()
-			if answered {
-				s.teardown()
-			} else {
-				time.AfterFunc(closeTimeout, s.teardown)
-			}
-			return
-		}
-		s.mu.Unlock()
-		frames = frames[:0]
-		for _, it := range items {
-			frames = s.process(frames, it)
-		}
-		s.srv.metrics.framesOut.Add(float64(len(frames)))
-		s.srv.metrics.writes.Inc()
-		s.mu.Lock()
-		s.writing = time.Now()
-		s.mu.Unlock()
-		err := s.ws.writeFrames(frames, writeTimeout)
-		s.mu.Lock()
-		s.writing = time.Time{}
-		s.mu.Unlock()
-		if err != nil {
-			s.mu.Lock()
-			s.closed = true
-			s.mu.Unlock()
-			s.teardown()
-			return
-		}
+	for s.flushBatch(false) {
 	}
+}
+
+// flushPooled is a turn of a flusher of the pool: one batch, written as
+// far as the socket takes it at once. A session with more to send goes to
+// the back of the queue, so a busy one takes no more turns than the rest;
+// one whose socket is full goes on in a goroutine of its own.
+func (s *session) flushPooled() {
+	if s.flushBatch(true) {
+		flushers.push(s)
+	}
+}
+
+// flushBatch takes what is queued and writes it; it returns whether there
+// is more to flush. When it returns false the session's flush is over, or
+// handed to a goroutine of its own.
+func (s *session) flushBatch(pooled bool) bool {
+	s.mu.Lock()
+	items := s.takeQueue()
+	if len(items) == 0 {
+		closed, code, reason, answered := s.closed, s.code, s.reason, s.closeRcv
+		if !closed {
+			s.flushing = false
+			s.mu.Unlock()
+			return false
+		}
+		s.mu.Unlock()
+		if pooled {
+			go s.flush() // the close handshake waits
+			return false
+		}
+		s.ws.writeFrames([]outFrame{{op: ws.OpClose, payload: closePayload(code, reason)}}, time.Second)
+		s.mu.Lock()
+		s.closeSent = true
+		answered = answered || s.closeRcv
+		s.mu.Unlock()
+		if answered {
+			s.teardown()
+		} else {
+			time.AfterFunc(closeTimeout, s.teardown)
+		}
+		return false
+	}
+	s.mu.Unlock()
+	fp := framesPool.Get().(*[]outFrame)
+	frames := (*fp)[:0]
+	for _, it := range items {
+		frames = s.process(frames, it)
+	}
+	s.srv.metrics.framesOut.Add(float64(len(frames)))
+	s.srv.metrics.writes.Inc()
+	var err error
+	if pooled {
+		var p *pendingWrite
+		if p, err = s.ws.tryWriteFrames(frames); p != nil {
+			s.setWriting(time.Now())
+			go s.finishFlush(p)
+		}
+		s.putFrames(fp, frames)
+		if err == nil && p != nil {
+			return false
+		}
+	} else {
+		s.setWriting(time.Now())
+		err = s.ws.writeFrames(frames, writeTimeout)
+		s.setWriting(time.Time{})
+		s.putFrames(fp, frames)
+	}
+	if err != nil {
+		s.writeFailed()
+		return false
+	}
+	return s.more()
+}
+
+// finishFlush writes the rest of a write the socket did not take at once,
+// then goes on flushing on this goroutine.
+func (s *session) finishFlush(p *pendingWrite) {
+	err := s.ws.finishWrite(p, writeTimeout)
+	s.setWriting(time.Time{})
+	if err != nil {
+		s.writeFailed()
+		return
+	}
+	for more := s.more(); more; more = s.flushBatch(false) {
+	}
+}
+
+// more reports whether something waits to be flushed (the close frame
+// counts); if not, the flush is over.
+func (s *session) more() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.queue) > 0 || s.closed {
+		return true
+	}
+	s.flushing = false
+	return false
+}
+
+// setWriting records when the write under way began (zero: none), for the
+// slow-consumer rule of enqueue.
+func (s *session) setWriting(t time.Time) {
+	s.mu.Lock()
+	s.writing = t
+	s.mu.Unlock()
+}
+
+func (s *session) writeFailed() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.teardown()
+}
+
+var framesPool = sync.Pool{New: func() any { return new([]outFrame) }}
+
+// putFrames gives a batch's frames back, without their payloads.
+func (s *session) putFrames(fp *[]outFrame, frames []outFrame) {
+	clear(frames)
+	if cap(frames) > 4096 {
+		frames = nil // a replay's is not kept
+	}
+	*fp = frames[:0]
+	framesPool.Put(fp)
 }
 
 // process turns one queued item into the frames to send.
